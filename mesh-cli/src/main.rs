@@ -1,0 +1,203 @@
+//! `mesh`: the camesh command line for laptops. It is itself a mesh peer: each command
+//! starts a viewer node (identity in the data directory), finds the fleet by mDNS,
+//! bootstrap addresses and Kademlia, does its job and exits.
+
+mod demo;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use camesh_node::config::{Config, Role};
+use camesh_node::Multiaddr;
+use camesh_node::{Node, NodeHandle};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mesh",
+    version,
+    about = "camesh: watch and manage a peer-to-peer camera fleet",
+    after_help = "Examples:\n  mesh demo --duration 20s\n  mesh cameras -b /ip4/192.168.1.20/udp/4001/quic-v1/p2p/12D3Koo...\n  mesh watch cam1 | ffplay -\n  mesh watch cam1 -o clip.h264 --duration 10s"
+)]
+struct Cli {
+    /// Data directory of the mesh peer (its identity key).
+    #[arg(long, env = "CAMESH_MESH_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Peer to connect to first, with /p2p/<peer id> (repeatable).
+    #[arg(long, short, env = "CAMESH_BOOTSTRAP", value_delimiter = ',', global = true)]
+    bootstrap: Vec<Multiaddr>,
+    /// Fleet id (scopes the DHT and announcements).
+    #[arg(long, env = "CAMESH_FLEET", default_value = "default", global = true)]
+    fleet: String,
+    /// Turn mDNS LAN discovery off.
+    #[arg(long, global = true)]
+    no_mdns: bool,
+    /// Address to listen on (default: QUIC on all interfaces, random port).
+    #[arg(long, global = true)]
+    listen: Vec<Multiaddr>,
+    /// Log filter for diagnostics on stderr (e.g. debug, camesh_node=debug).
+    #[arg(long, env = "CAMESH_LOG", default_value = "warn", global = true)]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List the fleet's cameras.
+    Cameras {
+        /// How long to look.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch a camera: H.264 Annex B to stdout or a file, live stats on stderr.
+    Watch(watch::Args),
+    /// List peers this node is connected to.
+    Peers {
+        /// How long to wait for connections first.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Start a demo fleet on 127.0.0.1 from the built-in clips and show its streams.
+    Demo(demo::Args),
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(d).join("camesh/mesh");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".config/camesh/mesh"),
+        None => PathBuf::from(".camesh-mesh"),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = real_main().await {
+        eprintln!("mesh: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Cmd::Demo(args) = &cli.cmd {
+        return demo::run(args).await;
+    }
+    let node = start_peer(&cli).await?;
+    let result = match &cli.cmd {
+        Cmd::Cameras { timeout, json } => cameras(&node, *timeout, *json).await,
+        Cmd::Watch(args) => watch::run(&node, args).await,
+        Cmd::Peers { timeout } => peers(&node, *timeout).await,
+        Cmd::Demo(_) => unreachable!("handled above"),
+    };
+    node.shutdown();
+    result
+}
+
+async fn start_peer(cli: &Cli) -> Result<NodeHandle> {
+    let mut config = Config::preset(Role::Viewer);
+    config.node.name = "mesh".into();
+    config.node.fleet_id = cli.fleet.clone();
+    config.node.bootstrap = cli.bootstrap.clone();
+    config.node.mdns = !cli.no_mdns;
+    config.node.listen = if cli.listen.is_empty() {
+        vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().context("listen address")?]
+    } else {
+        cli.listen.clone()
+    };
+    let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let node = Node::spawn(config, &dir).await?;
+    // Give bootstrap connections a moment; discovery keeps going while commands run.
+    for addr in &cli.bootstrap {
+        if let Err(e) = node.connect(addr.clone()).await {
+            eprintln!("mesh: warning: {e}");
+        }
+    }
+    Ok(node)
+}
+
+async fn cameras(node: &NodeHandle, timeout: Duration, json: bool) -> Result<()> {
+    let found = node.discover_cameras(timeout).await;
+    if json {
+        for e in &found {
+            let a = &e.announcement;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "camera": a.camera_id, "name": a.name, "peer": e.peer.to_string(),
+                    "width": a.width, "height": a.height, "fps": fps(a.fps_num, a.fps_den),
+                    "codec": a.codec, "live": a.live, "via": e.via.to_string(),
+                })
+            );
+        }
+        return Ok(());
+    }
+    if found.is_empty() {
+        anyhow::bail!("no cameras found within {timeout:?} (try --bootstrap <addr>, or a longer --timeout)");
+    }
+    println!(
+        "{:<16} {:<20} {:>9} {:>5} {:<5} {:<5} {:<7} PEER",
+        "CAMERA", "NAME", "SIZE", "FPS", "CODEC", "LIVE", "VIA"
+    );
+    for e in found {
+        let a = &e.announcement;
+        println!(
+            "{:<16} {:<20} {:>9} {:>5.1} {:<5} {:<5} {:<7} {}",
+            a.camera_id,
+            truncate(&a.name, 20),
+            format!("{}x{}", a.width, a.height),
+            fps(a.fps_num, a.fps_den),
+            a.codec,
+            if a.live { "yes" } else { "no" },
+            e.via,
+            e.peer
+        );
+    }
+    Ok(())
+}
+
+async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
+    tokio::time::sleep(timeout).await;
+    let peers = node.peers().await?;
+    println!("{:<54} {:<10} {:>8} {:<22} ADDRESS", "PEER", "STATE", "RTT", "AGENT");
+    for p in peers {
+        println!(
+            "{:<54} {:<10} {:>8} {:<22} {}",
+            p.peer,
+            if p.connected { "connected" } else { "known" },
+            p.rtt
+                .map(|r| format!("{:.1}ms", r.as_secs_f64() * 1000.0))
+                .unwrap_or_else(|| "-".into()),
+            truncate(&p.agent, 22),
+            p.addrs.first().map(|a| a.to_string()).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn fps(num: u32, den: u32) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        f64::from(num) / f64::from(den)
+    }
+}
+
+pub(crate) fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        s.chars().take(n.saturating_sub(1)).chain(['…']).collect()
+    }
+}

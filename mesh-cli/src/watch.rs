@@ -1,0 +1,160 @@
+//! `mesh watch`: a camera's live video as H.264 Annex B on stdout or in a file, with
+//! live stats on stderr. Survives source restarts (the node's watcher retries with
+//! backoff) and reports each gap.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use camesh_node::media::h264;
+use camesh_node::stream::hub::now_unix_us;
+use camesh_node::stream::stats::LiveStats;
+use camesh_node::stream::watch::{WatchEvent, WatchOptions};
+use camesh_node::{NodeHandle, PeerId};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Camera id (as `mesh cameras` lists it).
+    camera: String,
+    /// Output file, or - for stdout (the default).
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+    /// Stop after this long (e.g. 10s, 2m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Ask this peer only.
+    #[arg(long)]
+    peer: Option<PeerId>,
+    /// No stats on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
+    let mut out: Box<dyn Write + Send> = if args.output.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?,
+        ))
+    };
+    let cancel = CancellationToken::new();
+    let mut opts = WatchOptions::new(args.camera.clone());
+    opts.peer = args.peer;
+    opts.user_agent = format!("mesh/{} watch", env!("CARGO_PKG_VERSION"));
+    let mut events = node.watch(opts, cancel.clone());
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut stats = LiveStats::new(2000);
+    let mut last_print = Instant::now();
+    let mut annexb = Vec::with_capacity(256 << 10);
+    let mut frames = 0u64;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let result = loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = sleep_until_opt(deadline) => break Ok(()),
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+        };
+        let Some(ev) = ev else { break Ok(()) };
+        match ev {
+            WatchEvent::Started { peer, accept, gap } => {
+                if let Some(gap) = gap {
+                    stats.on_gap(gap.as_millis() as u64);
+                    note(
+                        args.quiet,
+                        tty,
+                        &format!("video back from {peer} after a gap of {:.1}s", gap.as_secs_f64()),
+                    );
+                } else if let Some(c) = accept.codec {
+                    note(
+                        args.quiet,
+                        tty,
+                        &format!(
+                            "watching {} ({}x{} {}) from {peer}",
+                            args.camera, c.width, c.height, c.codec
+                        ),
+                    );
+                }
+            }
+            WatchEvent::Frame(f) => {
+                stats.on_frame(&f.header, f.payload.len(), now_unix_us());
+                annexb.clear();
+                if let Err(e) = avcc_to_annexb(&f.payload, &mut annexb) {
+                    note(args.quiet, tty, &format!("dropping a malformed frame: {e}"));
+                    continue;
+                }
+                if let Err(e) = out.write_all(&annexb) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        break Ok(());
+                    }
+                    break Err(e).context("writing video");
+                }
+                frames += 1;
+                if args.frames.is_some_and(|n| frames >= n) {
+                    break Ok(());
+                }
+            }
+            WatchEvent::Interrupted { error, retry_in } => {
+                note(
+                    args.quiet,
+                    tty,
+                    &format!("interrupted: {error}; retrying in {:.1}s", retry_in.as_secs_f64()),
+                );
+            }
+            WatchEvent::Failed { error } => break Err(anyhow::anyhow!(error)),
+        }
+        if !args.quiet && last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            let s = stats.snapshot(now_unix_us());
+            let line = format!(
+                "{}: {:>5.1} fps {:>7.0} kbit/s latency p50 {:>6.1} ms max {:>6.1} ms | frames {} skips {} gaps {}",
+                args.camera, s.fps, s.kbit_s, s.latency_p50_ms, s.latency_max_ms, s.frames, s.skips, s.gaps
+            );
+            if tty {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    };
+    cancel.cancel();
+    out.flush().ok();
+    if tty && !args.quiet {
+        eprintln!();
+    }
+    if result.is_ok() && frames == 0 {
+        bail!("no video received from camera {:?}", args.camera);
+    }
+    result
+}
+
+fn note(quiet: bool, tty: bool, msg: &str) {
+    if !quiet {
+        if tty {
+            eprintln!("\r{msg}\x1b[K");
+        } else {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// AVCC (4-byte lengths) to Annex B (4-byte start codes), appended to `out`.
+fn avcc_to_annexb(avcc: &[u8], out: &mut Vec<u8>) -> Result<(), h264::H264Error> {
+    for nal in h264::avcc_nals(avcc) {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal?);
+    }
+    Ok(())
+}

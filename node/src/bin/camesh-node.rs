@@ -1,0 +1,180 @@
+//! `camesh-node`: the daemon that runs on cameras, NVRs and always-on viewers.
+//!
+//! `camesh-node init --role camera` writes a config and an identity key into the data
+//! directory; `camesh-node run` starts the node and prints the addresses to dial.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use camesh_node::config::{CameraConfig, Config, Role};
+use camesh_node::Node;
+use clap::{Parser, Subcommand, ValueEnum};
+use libp2p::Multiaddr;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "camesh-node",
+    version,
+    about = "camesh node daemon: serves cameras, records, relays; a peer of the fleet mesh"
+)]
+struct Cli {
+    /// Data directory: identity key (identity.key, mode 0600) and config.toml.
+    #[arg(long, env = "CAMESH_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log filter (e.g. info, camesh_node=debug).
+    #[arg(long, env = "CAMESH_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum RoleArg {
+    Camera,
+    Nvr,
+    Viewer,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Camera => Role::Camera,
+            RoleArg::Nvr => Role::Nvr,
+            RoleArg::Viewer => Role::Viewer,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create the data directory with a config preset for a role and a new identity.
+    Init {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(long, default_value = "default")]
+        fleet: String,
+        /// Overwrite an existing config.toml (the identity key is kept).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the node.
+    Run {
+        /// Config file (default: <data-dir>/config.toml; without one, a viewer preset).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Serve a camera from a file: ID=PATH (repeatable; implies role camera).
+        #[arg(long = "camera", value_name = "ID=PATH")]
+        cameras: Vec<String>,
+        /// Listen address (repeatable; replaces the config's).
+        #[arg(long)]
+        listen: Vec<Multiaddr>,
+        /// Bootstrap peer address with /p2p/<peer id> (repeatable; added to the config's).
+        #[arg(long, short)]
+        bootstrap: Vec<Multiaddr>,
+        #[arg(long)]
+        fleet: Option<String>,
+        /// Turn mDNS LAN discovery off.
+        #[arg(long)]
+        no_mdns: bool,
+    },
+    /// Print this node's peer id.
+    Id,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("camesh/node");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/camesh/node"),
+        None => PathBuf::from("camesh-data"),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = real_main().await {
+        eprintln!("camesh-node: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    match cli.cmd {
+        Cmd::Init { role, fleet, force } => {
+            let path = data_dir.join("config.toml");
+            if path.exists() && !force {
+                bail!("{} exists; use --force to overwrite it", path.display());
+            }
+            let mut config = Config::preset(role.into());
+            config.node.fleet_id = fleet;
+            config.validate()?;
+            std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+            let key = camesh_node::identity::load_or_create(&data_dir)?;
+            std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
+            println!("peer id: {}", key.public().to_peer_id());
+            println!("config:  {}", path.display());
+            Ok(())
+        }
+        Cmd::Id => {
+            let key = camesh_node::identity::load_or_create(&data_dir)?;
+            println!("{}", key.public().to_peer_id());
+            Ok(())
+        }
+        Cmd::Run {
+            config,
+            cameras,
+            listen,
+            bootstrap,
+            fleet,
+            no_mdns,
+        } => {
+            let path = config.unwrap_or_else(|| data_dir.join("config.toml"));
+            let mut config = if path.exists() {
+                Config::load(&path)?
+            } else {
+                Config::preset(if cameras.is_empty() { Role::Viewer } else { Role::Camera })
+            };
+            for spec in cameras {
+                let (id, file) = spec
+                    .split_once('=')
+                    .with_context(|| format!("--camera {spec:?}: expected ID=PATH"))?;
+                config.node.role = Role::Camera;
+                config.cameras.push(CameraConfig {
+                    id: id.to_owned(),
+                    name: String::new(),
+                    source: PathBuf::from(file),
+                    looping: true,
+                    tags: Vec::new(),
+                });
+            }
+            if !listen.is_empty() {
+                config.node.listen = listen;
+            }
+            config.node.bootstrap.extend(bootstrap);
+            if let Some(f) = fleet {
+                config.node.fleet_id = f;
+            }
+            if no_mdns {
+                config.node.mdns = false;
+            }
+            let node = Node::spawn(config, &data_dir).await?;
+            println!("peer id: {}", node.peer_id());
+            for a in node.dial_addrs().await? {
+                println!("listening: {a}");
+            }
+            for id in node.hubs().ids() {
+                println!("camera: {id}");
+            }
+            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            node.shutdown();
+            Ok(())
+        }
+    }
+}

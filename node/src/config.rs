@@ -1,0 +1,356 @@
+//! Node configuration: a TOML file in the data directory, validated with errors that
+//! name the field, and presets for the camera, nvr and viewer roles.
+//!
+//! Every limit that protects the node from a peer lives in [`Limits`] with a default
+//! that says why it has its value.
+
+use std::path::{Path, PathBuf};
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// What a node is for. Decides defaults (DHT server mode, which services run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Camera,
+    Nvr,
+    #[default]
+    Viewer,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Camera => "camera",
+            Role::Nvr => "nvr",
+            Role::Viewer => "viewer",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeSection,
+    pub limits: Limits,
+    #[serde(rename = "camera", skip_serializing_if = "Vec::is_empty")]
+    pub cameras: Vec<CameraConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    pub role: Role,
+    /// A display name for people (defaults to the role).
+    pub name: String,
+    /// Scopes the DHT protocol name and gossipsub topics: fleets never mix.
+    pub fleet_id: String,
+    /// Where to listen; QUIC first, TCP as fallback.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to connect to at start (`/ip4/.../udp/.../quic-v1/p2p/<peer-id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Find peers on the LAN with mDNS (not on loopback interfaces).
+    pub mdns: bool,
+    /// Serve the Kademlia DHT to others; `None` decides by role (cameras and NVRs do).
+    pub dht_server: Option<bool>,
+    /// Seconds between camera announcements on gossipsub.
+    pub announce_interval_s: u64,
+}
+
+/// Bounds on what a peer can make this node hold or do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest media frame accepted or sent. A 4K IDR at high quality is ~1-2 MB;
+    /// 4 MiB leaves headroom and still bounds a hostile length prefix.
+    pub max_frame_bytes: usize,
+    /// Largest control message (requests, responses, announcements).
+    pub max_control_bytes: usize,
+    /// Concurrent media streams one peer may open to this node.
+    pub max_streams_per_peer: usize,
+    /// Concurrent media streams this node serves in total.
+    pub max_streams_total: usize,
+    /// Frames queued per subscriber beyond its instant-start backlog. 90 frames is 3 s at
+    /// 30 fps: a viewer further behind than that skips to the next keyframe.
+    pub subscriber_queue_frames: usize,
+    /// Bytes queued per subscriber beyond its instant-start backlog (4 Mbit/s * 3 s ≈ 1.5 MB; 8 MiB
+    /// bounds memory per subscriber even at high bitrates).
+    pub subscriber_queue_bytes: usize,
+    /// The GOP cache per camera; a GOP larger than this is not cached (no instant start
+    /// until the next keyframe). 10 s at 8 Mbit/s is 10 MB.
+    pub gop_cache_bytes: usize,
+    /// Seconds a peer has to send its request after opening a stream.
+    pub request_timeout_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 4 << 20,
+            max_control_bytes: 64 << 10,
+            max_streams_per_peer: 8,
+            max_streams_total: 256,
+            subscriber_queue_frames: 90,
+            subscriber_queue_bytes: 8 << 20,
+            gop_cache_bytes: 16 << 20,
+            request_timeout_s: 5,
+        }
+    }
+}
+
+/// One camera a camera node serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Fleet-unique id (`[a-z0-9_-]`, 1..=64): what viewers ask for.
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// A file: Annex B `.h264` or any container ffmpeg opens. Relative paths are
+    /// relative to the config file.
+    pub source: PathBuf,
+    #[serde(default = "yes")]
+    pub looping: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            role: Role::Viewer,
+            name: String::new(),
+            fleet_id: "default".into(),
+            listen: vec![
+                "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("static multiaddr"),
+                "/ip4/0.0.0.0/tcp/0".parse().expect("static multiaddr"),
+            ],
+            bootstrap: Vec::new(),
+            mdns: true,
+            dht_server: None,
+            announce_interval_s: 5,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::preset(Role::Viewer)
+    }
+}
+
+/// A config that cannot be used, with the field it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    pub fn preset(role: Role) -> Self {
+        Self {
+            node: NodeSection {
+                role,
+                name: role.to_string(),
+                ..NodeSection::default()
+            },
+            limits: Limits::default(),
+            cameras: Vec::new(),
+        }
+    }
+
+    /// Reads, parses and validates a TOML file. Relative camera sources are resolved
+    /// against the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for cam in &mut config.cameras {
+            if cam.source.is_relative() {
+                cam.source = base.join(&cam.source);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no file checks); the error names the line and the key.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: one_line(&e.to_string()),
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        // Serializing plain data structs to TOML cannot fail.
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    /// Checks every field a TOML type cannot: ranges, ids, files.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_id(&self.node.fleet_id) {
+            return Err(invalid("node.fleet_id", "use 1-64 characters of a-z, 0-9, '-' or '_'"));
+        }
+        let l = &self.limits;
+        for (field, v, lo, hi) in [
+            ("limits.max_frame_bytes", l.max_frame_bytes, 1024, 64 << 20),
+            ("limits.max_control_bytes", l.max_control_bytes, 1024, 16 << 20),
+            ("limits.max_streams_per_peer", l.max_streams_per_peer, 1, 1024),
+            ("limits.max_streams_total", l.max_streams_total, 1, 65536),
+            ("limits.subscriber_queue_frames", l.subscriber_queue_frames, 2, 100_000),
+            (
+                "limits.subscriber_queue_bytes",
+                l.subscriber_queue_bytes,
+                64 << 10,
+                1 << 30,
+            ),
+            ("limits.gop_cache_bytes", l.gop_cache_bytes, 0, 1 << 30),
+            ("limits.request_timeout_s", l.request_timeout_s as usize, 1, 600),
+            (
+                "node.announce_interval_s",
+                self.node.announce_interval_s as usize,
+                1,
+                3600,
+            ),
+        ] {
+            if v < lo || v > hi {
+                return Err(invalid(field, format!("{v} is outside {lo}..={hi}")));
+            }
+        }
+        if self.node.listen.is_empty() {
+            return Err(invalid("node.listen", "at least one listen address is needed"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            if !valid_id(&cam.id) {
+                return Err(invalid(
+                    format!("camera[{i}].id"),
+                    format!("{:?}: use 1-64 characters of a-z, 0-9, '-' or '_'", cam.id),
+                ));
+            }
+            if !seen.insert(cam.id.as_str()) {
+                return Err(invalid(
+                    format!("camera[{i}].id"),
+                    format!("{:?} is used twice", cam.id),
+                ));
+            }
+            if !cam.source.is_file() {
+                return Err(invalid(
+                    format!("camera[{i}].source"),
+                    format!("{} is not a readable file", cam.source.display()),
+                ));
+            }
+        }
+        if !self.cameras.is_empty() && self.node.role != Role::Camera {
+            return Err(invalid(
+                "camera",
+                format!("only role = \"camera\" serves cameras (role is {})", self.node.role),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this node serves the DHT to others.
+    pub fn dht_server(&self) -> bool {
+        self.node.dht_server.unwrap_or(self.node.role != Role::Viewer)
+    }
+}
+
+/// Camera ids and fleet ids: short, lowercase, safe in file names, topics and keys.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_roundtrip() {
+        for role in [Role::Camera, Role::Nvr, Role::Viewer] {
+            let c = Config::preset(role);
+            c.validate().expect("preset is valid");
+            assert_eq!(Config::parse(&c.to_toml()).expect("roundtrip"), c);
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Config::parse("[node]\nrole = \"camera\"\nlisten_on = []\n").unwrap_err();
+        assert!(e.to_string().contains("listen_on"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::parse("[node]\nrole = \"toaster\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("role") || e.to_string().contains("toaster"),
+            "{e}"
+        );
+        let mut c = Config::preset(Role::Camera);
+        c.limits.max_streams_per_peer = 0;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("limits.max_streams_per_peer"), "{e}");
+    }
+
+    #[test]
+    fn camera_ids_are_checked() {
+        let mut c = Config::preset(Role::Camera);
+        c.cameras.push(CameraConfig {
+            id: "Front Door".into(),
+            name: String::new(),
+            source: "/dev/null".into(),
+            looping: true,
+            tags: vec![],
+        });
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("camera[0].id"), "{e}");
+    }
+
+    #[test]
+    fn missing_source_is_named() {
+        let mut c = Config::preset(Role::Camera);
+        c.cameras.push(CameraConfig {
+            id: "cam1".into(),
+            name: String::new(),
+            source: "/nonexistent/x.h264".into(),
+            looping: true,
+            tags: vec![],
+        });
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("camera[0].source"), "{e}");
+    }
+}

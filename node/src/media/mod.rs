@@ -1,0 +1,45 @@
+//! Media: H.264 in, access units with timestamps out.
+//!
+//! Data flow: a source ([`source`]) reads a file (Annex B `.h264`, or any container
+//! ffmpeg opens) and yields [`AccessUnit`]s paced in real time; [`h264`] holds the pure
+//! parsing it relies on (Annex B and AVCC framing, NAL types, SPS fields, access-unit
+//! boundaries). Access units are carried as AVCC (4-byte big-endian length + NAL) in one
+//! `Bytes`, which is what goes on the wire unchanged.
+
+pub mod h264;
+pub mod source;
+
+use bytes::Bytes;
+
+/// 90 kHz: the RTP/MPEG clock every timestamp in camesh uses.
+pub const CLOCK_HZ: u64 = 90_000;
+
+/// One coded picture with its timing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessUnit {
+    /// AVCC: each NAL unit as a 4-byte big-endian length followed by the NAL bytes.
+    /// A keyframe carries its SPS and PPS in-band, in front of the IDR slice.
+    pub data: Bytes,
+    /// Presentation time, 90 kHz.
+    pub pts_90k: u64,
+    /// Decode time, 90 kHz (differs from pts when there are B-frames).
+    pub dts_90k: u64,
+    /// The access unit contains an IDR slice.
+    pub keyframe: bool,
+}
+
+/// What a decoder needs to know about a stream before its first frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CodecParams {
+    /// The sequence parameter set NAL (without start code or length prefix).
+    pub sps: Bytes,
+    /// The picture parameter set NAL.
+    pub pps: Bytes,
+    pub width: u32,
+    pub height: u32,
+    pub profile_idc: u8,
+    pub level_idc: u8,
+    /// Frame rate as a fraction; `0/0` when unknown.
+    pub fps_num: u32,
+    pub fps_den: u32,
+}

@@ -1,0 +1,177 @@
+//! Normalisation shared by every kind of file: keyframes first and self-contained,
+//! SPS/PPS in front of each IDR, timestamps in 90 kHz from 0.
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::{Clip, SourceError, SourceOptions, FPS_RANGE};
+use crate::media::h264::{nal_type, parse_sps, to_avcc, NalType};
+use crate::media::{AccessUnit, CodecParams, CLOCK_HZ};
+
+/// Normalises access units from either kind of file into a [`Clip`].
+#[derive(Default)]
+pub(super) struct ClipBuilder {
+    /// Latest SPS and PPS seen (in-band or from the container configuration).
+    pub(super) sps: Option<Bytes>,
+    pub(super) pps: Option<Bytes>,
+    /// The parameter sets of the first keyframe: the clip's [`CodecParams`].
+    first: Option<(Bytes, Bytes)>,
+    saw_idr: bool,
+    skipped_before_idr: usize,
+    /// (AVCC data, keyframe, (pts, dts) in 90 kHz when the file has timestamps)
+    frames: Vec<(Bytes, bool, Option<(i64, i64)>)>,
+}
+
+impl ClipBuilder {
+    pub(super) fn push(&mut self, nals: Vec<Bytes>, ts: Option<(i64, i64)>) {
+        let mut param_sets = Vec::new();
+        let mut pictures = Vec::new();
+        let mut has_sps = false;
+        let mut has_pps = false;
+        let mut idr = false;
+        let mut has_slice = false;
+        for nal in nals {
+            match nal_type(&nal) {
+                // Invalid bytes and delimiters carry nothing a viewer needs.
+                None | Some(NalType::AUD) => {}
+                Some(NalType::SPS) => {
+                    has_sps = true;
+                    self.sps = Some(nal.clone());
+                    param_sets.push(nal);
+                }
+                Some(NalType::PPS) => {
+                    has_pps = true;
+                    self.pps = Some(nal.clone());
+                    param_sets.push(nal);
+                }
+                Some(ty) => {
+                    idr |= ty == NalType::IDR;
+                    has_slice |= ty.is_vcl();
+                    pictures.push(nal);
+                }
+            }
+        }
+        if !has_slice {
+            return;
+        }
+        self.saw_idr |= idr;
+        let started = self.first.is_some();
+        if !started && !idr {
+            self.skipped_before_idr += 1;
+            return;
+        }
+        if idr {
+            let (Some(sps), Some(pps)) = (self.sps.clone(), self.pps.clone()) else {
+                self.skipped_before_idr += 1;
+                return;
+            };
+            // Keyframes: SPS(s), then PPS(s), then the rest; the latest ones fill gaps.
+            if !has_sps {
+                param_sets.insert(0, sps.clone());
+            }
+            if !has_pps {
+                param_sets.push(pps.clone());
+            }
+            param_sets.sort_by_key(|n| nal_type(n) != Some(NalType::SPS));
+            if !started {
+                self.first = Some((sps, pps));
+            }
+        }
+        param_sets.extend(pictures);
+        self.frames.push((to_avcc(&param_sets), idr, ts));
+    }
+
+    pub(super) fn finish(self, path: &Path, opts: &SourceOptions, timing: Timing) -> Result<Clip, SourceError> {
+        let Some((sps, pps)) = self.first else {
+            return Err(if self.saw_idr || (self.sps.is_none() && self.pps.is_none()) {
+                SourceError::NoParameterSets { path: path.into() }
+            } else {
+                SourceError::NoKeyframe { path: path.into() }
+            });
+        };
+        if self.skipped_before_idr > 0 {
+            tracing::debug!(
+                path = %path.display(),
+                skipped = self.skipped_before_idr,
+                "dropped access units before the first decodable keyframe"
+            );
+        }
+        let info = parse_sps(&sps).map_err(|source| SourceError::BadSps {
+            path: path.into(),
+            source,
+        })?;
+        let container_rate = match timing {
+            Timing::Generated => None,
+            Timing::Container { rate } => rate,
+        };
+        let (fps_num, fps_den) = container_rate
+            .filter(|&(n, d)| fps_plausible(n, d))
+            .or(info.fps().filter(|&(n, d)| fps_plausible(n, d)))
+            .unwrap_or((opts.default_fps, 1));
+        // fps_num >= 1: fps_plausible and the default_fps check guarantee it.
+        let (num, den) = (u64::from(fps_num), u64::from(fps_den));
+        let frame_duration_90k = ((CLOCK_HZ * den + num / 2) / num).max(1);
+
+        let mut stamped = Vec::with_capacity(self.frames.len());
+        let mut last_dts: Option<i64> = None;
+        for (n, (data, keyframe, ts)) in self.frames.into_iter().enumerate() {
+            let (pts, dts) = match (&timing, ts) {
+                // Annex B: n / fps exactly, without accumulating rounding.
+                (Timing::Generated, _) => {
+                    let t = u128::from(CLOCK_HZ) * n as u128 * u128::from(den) / u128::from(num);
+                    let t = i64::try_from(t).unwrap_or(i64::MAX);
+                    (t, t)
+                }
+                (Timing::Container { .. }, Some(ts)) => ts,
+                // A packet without timestamps: one frame after the previous one.
+                (Timing::Container { .. }, None) => {
+                    let t = last_dts.map_or(0, |d| d.saturating_add(frame_duration_90k as i64));
+                    (t, t)
+                }
+            };
+            last_dts = Some(dts);
+            stamped.push((data, keyframe, pts, dts));
+        }
+        // Shift so the earliest timestamp is 0 (B-frame files start with a negative dts).
+        let min = stamped.iter().map(|f| f.2.min(f.3)).min().unwrap_or(0);
+        let frames = stamped
+            .into_iter()
+            .map(|(data, keyframe, pts, dts)| AccessUnit {
+                data,
+                // Both are >= min, so the differences are non-negative.
+                pts_90k: pts.saturating_sub(min).max(0) as u64,
+                dts_90k: dts.saturating_sub(min).max(0) as u64,
+                keyframe,
+            })
+            .collect();
+        Ok(Clip {
+            params: CodecParams {
+                sps,
+                pps,
+                width: info.width,
+                height: info.height,
+                profile_idc: info.profile_idc,
+                level_idc: info.level_idc,
+                fps_num,
+                fps_den,
+            },
+            frames,
+            frame_duration_90k,
+        })
+    }
+}
+
+/// Where a clip's timestamps come from.
+pub(super) enum Timing {
+    /// Raw Annex B has none: pts = dts = n / fps.
+    Generated,
+    /// The container's packet timestamps; `rate` is its frame rate when it states one.
+    Container { rate: Option<(u32, u32)> },
+}
+
+pub(super) fn fps_plausible(num: u32, den: u32) -> bool {
+    den > 0
+        && u64::from(num) >= u64::from(den) * u64::from(*FPS_RANGE.start())
+        && u64::from(num) <= u64::from(den) * u64::from(*FPS_RANGE.end())
+}

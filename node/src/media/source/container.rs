@@ -1,0 +1,186 @@
+//! Container files through ffmpeg: demux the best video stream, require H.264, and turn
+//! its packets into access units with 90 kHz timestamps.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use super::clip::{fps_plausible, ClipBuilder, Timing};
+use super::{Clip, SourceError, SourceOptions, MAX_FILE_BYTES};
+use crate::media::h264::{avcc_nals_with_length_size, nal_type, parse_avc_config, split_annexb, NalType};
+use crate::media::CLOCK_HZ;
+
+fn init_ffmpeg() -> Result<(), SourceError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| ffmpeg_next::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(SourceError::FfmpegInit)
+}
+
+/// How the container frames H.264 inside its packets.
+enum Framing {
+    /// AVCC with this length-prefix size (MP4, MKV, FLV: there is an avcC record).
+    Avcc(usize),
+    /// Start codes (MPEG-TS, raw streams).
+    AnnexB,
+}
+
+pub(super) fn load_container(path: &Path, opts: &SourceOptions) -> Result<Clip, SourceError> {
+    use ffmpeg_next::codec::Id;
+    use ffmpeg_next::media::Type;
+
+    init_ffmpeg()?;
+    let mut input = ffmpeg_next::format::input(path).map_err(|source| SourceError::Open {
+        path: path.into(),
+        source,
+    })?;
+    let (index, time_base, rate, avg_rate, extradata) = {
+        let Some(stream) = input.streams().best(Type::Video) else {
+            let streams = input
+                .streams()
+                .map(|s| {
+                    let p = s.parameters();
+                    format!("{:?} {}", p.medium(), p.id().name()).to_lowercase()
+                })
+                .collect::<Vec<_>>();
+            let streams = if streams.is_empty() {
+                "no streams".to_string()
+            } else {
+                streams.join(", ")
+            };
+            return Err(SourceError::NoVideoStream {
+                path: path.into(),
+                streams,
+            });
+        };
+        let params = stream.parameters();
+        if params.id() != Id::H264 {
+            return Err(SourceError::NotH264 {
+                path: path.into(),
+                codec: params.id().name().to_string(),
+            });
+        }
+        (
+            stream.index(),
+            stream.time_base(),
+            stream.rate(),
+            stream.avg_frame_rate(),
+            extradata(&params),
+        )
+    };
+
+    let mut builder = ClipBuilder::default();
+    let framing = if extradata.first() == Some(&1) {
+        let config = parse_avc_config(&extradata).map_err(|source| SourceError::BadAvcConfig {
+            path: path.into(),
+            source,
+        })?;
+        builder.sps = config.sps.first().map(|s| Bytes::copy_from_slice(s));
+        builder.pps = config.pps.first().map(|p| Bytes::copy_from_slice(p));
+        Framing::Avcc(config.length_size)
+    } else {
+        for nal in split_annexb(&extradata) {
+            match nal_type(nal) {
+                Some(NalType::SPS) => builder.sps = Some(Bytes::copy_from_slice(nal)),
+                Some(NalType::PPS) => builder.pps = Some(Bytes::copy_from_slice(nal)),
+                _ => {}
+            }
+        }
+        Framing::AnnexB
+    };
+
+    let to_90k = |ts: i64| -> Option<i64> {
+        let (num, den) = (i128::from(time_base.0), i128::from(time_base.1));
+        if den <= 0 || num <= 0 {
+            return None;
+        }
+        i64::try_from(i128::from(ts) * i128::from(CLOCK_HZ) * num / den).ok()
+    };
+
+    let mut total_bytes = 0u64;
+    let mut bad_packets = 0u64;
+    let mut packet = ffmpeg_next::Packet::empty();
+    loop {
+        match packet.read(&mut input) {
+            Ok(()) => {}
+            Err(ffmpeg_next::Error::Eof) => break,
+            // The demuxer resyncs past corrupt data; skip the packet.
+            Err(ffmpeg_next::Error::InvalidData) => {
+                bad_packets += 1;
+                continue;
+            }
+            Err(source) => {
+                return Err(SourceError::Demux {
+                    path: path.into(),
+                    source,
+                })
+            }
+        }
+        if packet.stream() != index {
+            continue;
+        }
+        let Some(data) = packet.data() else { continue };
+        total_bytes += data.len() as u64;
+        if total_bytes > MAX_FILE_BYTES {
+            return Err(SourceError::TooLarge {
+                path: path.into(),
+                size: total_bytes,
+                max: MAX_FILE_BYTES,
+            });
+        }
+        let nals: Vec<Bytes> = match framing {
+            Framing::Avcc(size) => {
+                match avcc_nals_with_length_size(data, size)
+                    .map(|n| n.map(Bytes::copy_from_slice))
+                    .collect::<Result<_, _>>()
+                {
+                    Ok(nals) => nals,
+                    Err(e) => {
+                        tracing::debug!(path = %path.display(), error = %e, "skipping a malformed packet");
+                        bad_packets += 1;
+                        continue;
+                    }
+                }
+            }
+            Framing::AnnexB => split_annexb(data).map(Bytes::copy_from_slice).collect(),
+        };
+        let pts = packet.pts().and_then(to_90k);
+        let dts = packet.dts().and_then(to_90k);
+        let ts = match (pts, dts) {
+            (Some(p), Some(d)) => Some((p, d)),
+            (Some(t), None) | (None, Some(t)) => Some((t, t)),
+            (None, None) => None,
+        };
+        builder.push(nals, ts);
+    }
+    if bad_packets > 0 {
+        tracing::warn!(path = %path.display(), bad_packets, "skipped malformed packets");
+    }
+
+    let rate = [avg_rate, rate]
+        .into_iter()
+        .filter_map(|r| Some((u32::try_from(r.0).ok()?, u32::try_from(r.1).ok()?)))
+        .find(|&(n, d)| fps_plausible(n, d));
+    builder.finish(path, opts, Timing::Container { rate })
+}
+
+/// The codec extradata of a stream (the avcC record for MP4/MKV, or Annex B SPS/PPS).
+///
+/// `ffmpeg-next` has no safe accessor for it, hence the one unsafe block in this module.
+#[allow(unsafe_code)]
+fn extradata(params: &ffmpeg_next::codec::Parameters) -> Vec<u8> {
+    // SAFETY: `params` wraps the AVCodecParameters of a stream of an input context that
+    // `params` itself keeps alive, and nothing mutates it during this call. FFmpeg's
+    // contract is that a non-null `extradata` points to `extradata_size` readable bytes;
+    // we check both and copy the bytes out before returning.
+    unsafe {
+        let p = params.as_ptr();
+        let data = (*p).extradata;
+        let size = usize::try_from((*p).extradata_size).unwrap_or(0);
+        if data.is_null() || size == 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(data, size).to_vec()
+    }
+}

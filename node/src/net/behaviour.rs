@@ -1,0 +1,112 @@
+//! The libp2p behaviour of a camesh node and how the Swarm is built.
+//!
+//! QUIC first (one round trip to connect), TCP + Noise + Yamux as fallback, DNS.
+//! Kademlia runs under a fleet-scoped protocol name so a fleet never joins the public
+//! IPFS DHT or another fleet's; gossipsub carries camera announcements; libp2p-stream
+//! hands media and info streams to their own tasks (they never pass through here).
+
+use std::time::Duration;
+
+use libp2p::{
+    gossipsub, identify, identity::Keypair, kad, mdns, noise, ping, swarm::behaviour::toggle::Toggle,
+    swarm::NetworkBehaviour, tcp, yamux, StreamProtocol, Swarm,
+};
+
+use crate::config::Config;
+
+/// Kademlia protocol name for a fleet: `/camesh/<fleet-id>/kad/1.0.0`.
+pub fn kad_protocol(fleet_id: &str) -> StreamProtocol {
+    // fleet ids are validated to `[a-z0-9_-]`, so the name is always a valid protocol.
+    StreamProtocol::try_from_owned(format!("/camesh/{fleet_id}/kad/1.0.0")).expect("protocol name starts with /")
+}
+
+/// Gossipsub topic of camera announcements in a fleet.
+pub fn announce_topic(fleet_id: &str) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("camesh/{fleet_id}/cameras/1"))
+}
+
+/// Identify protocol version: peers of another fleet are recognisable at once.
+pub fn identify_version(fleet_id: &str) -> String {
+    format!("camesh/{fleet_id}/1")
+}
+
+#[allow(missing_debug_implementations)]
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub stream: libp2p_stream::Behaviour,
+}
+
+/// Errors building the Swarm (bad keys, transports that failed to start).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("building the libp2p swarm: {0}")]
+    Swarm(String),
+}
+
+fn build_err(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Swarm(e.to_string())
+}
+
+/// Largest gossipsub message: an announcement is well under 1 KiB.
+const MAX_GOSSIP_BYTES: usize = 16 << 10;
+
+pub fn build_swarm(key: Keypair, config: &Config) -> Result<Swarm<Behaviour>, BuildError> {
+    let fleet = config.node.fleet_id.clone();
+    let mdns_on = config.node.mdns;
+    let dht_server = config.dht_server();
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(build_err)?
+        .with_quic()
+        .with_dns()
+        .map_err(build_err)?
+        .with_behaviour(|key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+            let peer_id = key.public().to_peer_id();
+            let identify = identify::Behaviour::new(
+                identify::Config::new(identify_version(&fleet), key.public())
+                    .with_agent_version(format!("camesh-node/{}", env!("CARGO_PKG_VERSION"))),
+            );
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+            } else {
+                None
+            };
+            let mut kad_config = kad::Config::new(kad_protocol(&fleet));
+            kad_config.set_query_timeout(Duration::from_secs(10));
+            let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+            kad.set_mode(Some(if dht_server {
+                kad::Mode::Server
+            } else {
+                kad::Mode::Client
+            }));
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_secs(1))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .max_transmit_size(MAX_GOSSIP_BYTES)
+                .build()?;
+            let gossipsub =
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
+            Ok(Behaviour {
+                identify,
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+                mdns: Toggle::from(mdns),
+                kad,
+                gossipsub,
+                stream: libp2p_stream::Behaviour::new(),
+            })
+        })
+        .map_err(build_err)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}

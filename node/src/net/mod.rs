@@ -1,0 +1,541 @@
+//! The one task that owns the libp2p Swarm.
+//!
+//! Others talk to it through [`NetHandle`]: a bounded command channel with oneshot
+//! replies, and a broadcast of [`NetEvent`]s (a slow listener lags and loses events;
+//! it never stalls the swarm). Media bytes never come here: media and info streams are
+//! handed out by libp2p-stream's `Control` and served by their own tasks.
+//!
+//! What the loop does besides answering commands: dials peers found by mDNS, feeds
+//! identified DHT peers into Kademlia, provides [`crate::discovery::CAMERAS_KEY`] and each
+//! camera's key, publishes camera announcements on gossipsub, and stores received
+//! announcements in the [`Directory`].
+
+pub mod behaviour;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use camesh_proto::pb::CameraAnnouncement;
+use futures::StreamExt;
+use libp2p::{
+    gossipsub, identify, kad, mdns,
+    multiaddr::Protocol,
+    ping,
+    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId, SwarmEvent},
+    Multiaddr, PeerId, Swarm,
+};
+use prost::Message;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::discovery::{self, Directory, Via};
+use crate::stream::hub::Hubs;
+use behaviour::{Behaviour, BehaviourEvent};
+
+/// Commands queued to the swarm task; callers wait when it is this far behind.
+const COMMAND_QUEUE: usize = 64;
+/// Events buffered per listener before it lags.
+const EVENT_QUEUE: usize = 256;
+/// How often provider records are refreshed while peers are connected.
+const REPROVIDE_EVERY: Duration = Duration::from_secs(30);
+
+/// What the swarm task tells listeners.
+#[derive(Debug, Clone)]
+pub enum NetEvent {
+    Connected(PeerId),
+    Disconnected(PeerId),
+}
+
+/// One peer as `mesh peers` shows it.
+#[derive(Debug, Clone)]
+pub struct PeerSummary {
+    pub peer: PeerId,
+    pub connected: bool,
+    pub addrs: Vec<Multiaddr>,
+    pub rtt: Option<Duration>,
+    pub agent: String,
+    pub fleet_protocol: String,
+}
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum NetError {
+    #[error("the node has shut down")]
+    Shutdown,
+    #[error("cannot reach {target}: {reason}")]
+    Dial { target: String, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+enum Command {
+    Connect {
+        peer: Option<PeerId>,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<PeerId, NetError>>,
+    },
+    Peers(oneshot::Sender<Vec<PeerSummary>>),
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    FindProviders {
+        key: kad::RecordKey,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+}
+
+/// Cloneable handle to the swarm task.
+#[derive(Clone, Debug)]
+pub struct NetHandle {
+    cmd: mpsc::Sender<Command>,
+    events: broadcast::Sender<NetEvent>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Connect { .. } => "Connect",
+            Command::Peers(_) => "Peers",
+            Command::ListenAddrs(_) => "ListenAddrs",
+            Command::FindProviders { .. } => "FindProviders",
+        })
+    }
+}
+
+impl NetHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(make(tx)).await.map_err(|_| NetError::Shutdown)?;
+        rx.await.map_err(|_| NetError::Shutdown)
+    }
+
+    /// Connects to a peer (by id, with optional addresses) or to an address (whose
+    /// `/p2p/` suffix, if any, names the peer). Returns the peer id once connected.
+    pub async fn connect(&self, peer: Option<PeerId>, addrs: Vec<Multiaddr>) -> Result<PeerId, NetError> {
+        self.ask(|reply| Command::Connect { peer, addrs, reply }).await?
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerSummary>, NetError> {
+        self.ask(Command::Peers).await
+    }
+
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Kademlia providers of `key` (dials them as they are found).
+    pub async fn find_providers(&self, key: kad::RecordKey) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::FindProviders { key, reply }).await
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<NetEvent> {
+        self.events.subscribe()
+    }
+}
+
+#[derive(Debug, Default)]
+struct PeerState {
+    connected: usize,
+    addrs: Vec<Multiaddr>,
+    rtt: Option<Duration>,
+    agent: String,
+    protocol_version: String,
+}
+
+struct NetTask {
+    swarm: Swarm<Behaviour>,
+    config: Arc<Config>,
+    events: broadcast::Sender<NetEvent>,
+    directory: Arc<Directory>,
+    hubs: Arc<Hubs>,
+    topic: gossipsub::IdentTopic,
+    peers: HashMap<PeerId, PeerState>,
+    dial_by_peer: HashMap<PeerId, Vec<oneshot::Sender<Result<PeerId, NetError>>>>,
+    dial_by_conn: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,
+    provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    last_provide: Option<Instant>,
+}
+
+/// Starts listening and spawns the swarm task. Returns once listen addresses are bound.
+pub(crate) async fn spawn(
+    mut swarm: Swarm<Behaviour>,
+    config: Arc<Config>,
+    directory: Arc<Directory>,
+    hubs: Arc<Hubs>,
+    shutdown: CancellationToken,
+) -> Result<NetHandle, NetError> {
+    for addr in &config.node.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Other(format!("cannot listen on {addr}: {e}")))?;
+    }
+    let topic = behaviour::announce_topic(&config.node.fleet_id);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| NetError::Other(format!("gossipsub subscribe: {e}")))?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (ev_tx, _) = broadcast::channel(EVENT_QUEUE);
+    let mut task = NetTask {
+        swarm,
+        config: config.clone(),
+        events: ev_tx.clone(),
+        directory,
+        hubs,
+        topic,
+        peers: HashMap::new(),
+        dial_by_peer: HashMap::new(),
+        dial_by_conn: HashMap::new(),
+        provider_queries: HashMap::new(),
+        last_provide: None,
+    };
+    // Wait until every listener has an address (QUIC/TCP bind is immediate on success).
+    let wanted = config.node.listen.len();
+    let mut bound = 0;
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    while bound < wanted {
+        tokio::select! {
+            ev = task.swarm.select_next_some() => {
+                if matches!(ev, SwarmEvent::NewListenAddr { .. }) { bound += 1; }
+                if let SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } = &ev {
+                    return Err(NetError::Other(format!("listener failed: {error}")));
+                }
+                task.on_event(ev);
+            }
+            _ = &mut deadline => break,
+        }
+    }
+    for addr in config.node.bootstrap.clone() {
+        let (tx, _rx) = oneshot::channel();
+        let (peer, addr) = split_p2p(addr);
+        task.connect(peer, vec![addr], tx);
+    }
+    tokio::spawn(task.run(cmd_rx, shutdown));
+    Ok(NetHandle {
+        cmd: cmd_tx,
+        events: ev_tx,
+    })
+}
+
+/// Splits `/.../p2p/<id>` into the peer id and the address before it.
+pub fn split_p2p(mut addr: Multiaddr) -> (Option<PeerId>, Multiaddr) {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => {
+            addr.pop();
+            (Some(peer), addr)
+        }
+        _ => (None, addr),
+    }
+}
+
+impl NetTask {
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut announce = tokio::time::interval(Duration::from_secs(self.config.node.announce_interval_s));
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+                cmd = cmds.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                _ = announce.tick() => self.announce(),
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        debug!("swarm task ends");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Connect { peer, addrs, reply } => self.connect(peer, addrs, reply),
+            Command::Peers(reply) => {
+                let mut v: Vec<_> = self
+                    .peers
+                    .iter()
+                    .map(|(p, s)| PeerSummary {
+                        peer: *p,
+                        connected: s.connected > 0,
+                        addrs: s.addrs.clone(),
+                        rtt: s.rtt,
+                        agent: s.agent.clone(),
+                        fleet_protocol: s.protocol_version.clone(),
+                    })
+                    .collect();
+                v.sort_by_key(|s| (!s.connected, s.peer));
+                let _ = reply.send(v);
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::FindProviders { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.provider_queries.insert(id, (Vec::new(), reply));
+            }
+        }
+    }
+
+    fn connect(
+        &mut self,
+        peer: Option<PeerId>,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<PeerId, NetError>>,
+    ) {
+        let mut peer = peer;
+        let mut plain = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            let (p, a) = split_p2p(a);
+            peer = peer.or(p);
+            plain.push(a);
+        }
+        let Some(peer) = peer else {
+            // Address without a peer id: dial it and learn who answers.
+            let Some(addr) = plain.into_iter().next() else {
+                let _ = reply.send(Err(NetError::Other("connect needs a peer id or an address".into())));
+                return;
+            };
+            let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+            let cid = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.dial_by_conn.insert(cid, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(NetError::Dial {
+                        target: addr.to_string(),
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+            return;
+        };
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
+        let known = self.peers.entry(peer).or_default();
+        for a in &plain {
+            if !known.addrs.contains(a) {
+                known.addrs.push(a.clone());
+            }
+        }
+        let all = known.addrs.clone();
+        let opts = DialOpts::peer_id(peer)
+            .addresses(all)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.dial_by_peer.entry(peer).or_default().push(reply),
+            // Already dialing: wait for that attempt.
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                self.dial_by_peer.entry(peer).or_default().push(reply)
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NetError::Dial {
+                    target: peer.to_string(),
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                let st = self.peers.entry(peer_id).or_default();
+                st.connected += 1;
+                if endpoint.is_dialer() {
+                    let a = endpoint.get_remote_address().clone();
+                    if !st.addrs.contains(&a) {
+                        st.addrs.push(a);
+                    }
+                }
+                for w in self.dial_by_peer.remove(&peer_id).unwrap_or_default() {
+                    let _ = w.send(Ok(peer_id));
+                }
+                if let Some(w) = self.dial_by_conn.remove(&connection_id) {
+                    let _ = w.send(Ok(peer_id));
+                }
+                let _ = self.events.send(NetEvent::Connected(peer_id));
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if let Some(st) = self.peers.get_mut(&peer_id) {
+                    st.connected = num_established as usize;
+                }
+                if num_established == 0 {
+                    debug!(peer = %peer_id, "disconnected");
+                    let _ = self.events.send(NetEvent::Disconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                connection_id,
+                error,
+                ..
+            } => {
+                let reason = one_line(&error.to_string());
+                debug!(peer = ?peer_id, %reason, "dial failed");
+                if let Some(w) = self.dial_by_conn.remove(&connection_id) {
+                    let _ = w.send(Err(NetError::Dial {
+                        target: peer_id.map(|p| p.to_string()).unwrap_or_default(),
+                        reason: reason.clone(),
+                    }));
+                }
+                if let Some(p) = peer_id {
+                    if !self.swarm.is_connected(&p) {
+                        for w in self.dial_by_peer.remove(&p).unwrap_or_default() {
+                            let _ = w.send(Err(NetError::Dial {
+                                target: p.to_string(),
+                                reason: reason.clone(),
+                            }));
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let fleet_version = behaviour::identify_version(&self.config.node.fleet_id);
+                let st = self.peers.entry(peer_id).or_default();
+                st.agent = info.agent_version.clone();
+                st.protocol_version = info.protocol_version.clone();
+                if info.protocol_version != fleet_version {
+                    debug!(peer = %peer_id, version = %info.protocol_version, "peer of another fleet or program");
+                    return;
+                }
+                let kad_proto = behaviour::kad_protocol(&self.config.node.fleet_id);
+                if info.protocols.contains(&kad_proto) {
+                    for addr in info.listen_addrs.iter().filter(|a| usable_addr(a)) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    }
+                    self.maybe_provide();
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer, result: Ok(rtt), ..
+            }) => {
+                self.peers.entry(peer).or_default().rtt = Some(rtt);
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (p, a) in list {
+                    by_peer.entry(p).or_default().push(a);
+                }
+                for (peer, addrs) in by_peer {
+                    debug!(peer = %peer, "found by mDNS");
+                    let (tx, _rx) = oneshot::channel();
+                    self.connect(Some(peer), addrs, tx);
+                }
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+                let Some(from) = message.source else { return };
+                match CameraAnnouncement::decode(message.data.as_slice()) {
+                    Ok(ann) => {
+                        if let Err(e) = self.directory.insert(from, ann, Via::Gossip) {
+                            debug!(peer = %from, error = %e, "announcement ignored");
+                        }
+                    }
+                    Err(e) => debug!(peer = %from, error = %e, "garbage announcement"),
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
+                if let kad::QueryResult::GetProviders(res) = result {
+                    if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = res {
+                        for p in providers {
+                            if p == *self.swarm.local_peer_id() {
+                                continue;
+                            }
+                            // Dial while the query still holds the provider's addresses.
+                            if !self.swarm.is_connected(&p) {
+                                let _ = self.swarm.dial(
+                                    DialOpts::peer_id(p)
+                                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                                        .build(),
+                                );
+                            }
+                            if let Some((found, _)) = self.provider_queries.get_mut(&id) {
+                                if !found.contains(&p) {
+                                    found.push(p);
+                                }
+                            }
+                        }
+                    }
+                    if step.last {
+                        if let Some((found, reply)) = self.provider_queries.remove(&id) {
+                            let _ = reply.send(found);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Provides the fleet's cameras key and each local camera's key in the DHT.
+    fn maybe_provide(&mut self) {
+        if self.hubs.is_empty() || self.last_provide.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return;
+        }
+        self.last_provide = Some(Instant::now());
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let mut keys = vec![discovery::cameras_key()];
+        keys.extend(self.hubs.ids().iter().map(|id| discovery::camera_key(id)));
+        for key in keys {
+            if let Err(e) = kad.start_providing(key) {
+                warn!(error = %e, "cannot store provider record");
+            }
+        }
+    }
+
+    /// Publishes this node's cameras on gossipsub and refreshes provider records.
+    fn announce(&mut self) {
+        if self.hubs.is_empty() {
+            return;
+        }
+        if self.last_provide.is_some_and(|t| t.elapsed() >= REPROVIDE_EVERY)
+            && self.peers.values().any(|p| p.connected > 0)
+        {
+            self.last_provide = None;
+            self.maybe_provide();
+        }
+        let me = *self.swarm.local_peer_id();
+        let addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        for ann in self.hubs.announcements(me, &addrs) {
+            let bytes = ann.encode_to_vec();
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+                debug!(error = %e, camera = %ann.camera_id, "announcement not published");
+            }
+        }
+    }
+}
+
+/// Addresses worth dialing: not unspecified (0.0.0.0 / ::).
+fn usable_addr(a: &Multiaddr) -> bool {
+    !a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

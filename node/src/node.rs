@@ -1,0 +1,353 @@
+//! A running node: [`Node::spawn`] starts the swarm task, the stream servers and one
+//! task per camera, and returns a [`NodeHandle`] (cheap to clone) to talk to it.
+//!
+//! Tasks and what they own:
+//! - the swarm task ([`crate::net`]): the libp2p Swarm, nothing else;
+//! - the media and info servers ([`crate::stream::server`]): one task per stream;
+//! - one camera task per configured camera: its source, feeding its [`Hub`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use camesh_proto::pb;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{CameraConfig, Config};
+use crate::discovery::{self, CameraEntry, Directory, Via};
+use crate::media::source::{FileSource, SourceEvent, SourceOptions};
+use crate::net::{self, NetError, NetHandle, PeerSummary};
+use crate::stream::client::{self, ClientError, Subscription};
+use crate::stream::hub::{Hub, Hubs};
+use crate::stream::server::{MediaServer, StreamSlots};
+use crate::stream::watch::{self, WatchEvent, WatchOptions};
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Build(#[from] net::behaviour::BuildError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+/// Cloneable handle to a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    peer_id: PeerId,
+    config: Arc<Config>,
+    net: NetHandle,
+    control: libp2p_stream::Control,
+    directory: Arc<Directory>,
+    hubs: Arc<Hubs>,
+    slots: Arc<StreamSlots>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Namespace for starting nodes.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Starts a node with its identity from `data_dir` (created if needed).
+    pub async fn spawn(config: Config, data_dir: &Path) -> Result<NodeHandle, StartError> {
+        config.validate()?;
+        let key = crate::identity::load_or_create(data_dir)?;
+        let peer_id = key.public().to_peer_id();
+        let config = Arc::new(config);
+        let shutdown = CancellationToken::new();
+        let directory = Arc::new(Directory::default());
+        let hubs = Arc::new(Hubs::default());
+        for cam in &config.cameras {
+            let name = if cam.name.is_empty() {
+                cam.id.clone()
+            } else {
+                cam.name.clone()
+            };
+            let hub = Arc::new(Hub::new(
+                cam.id.clone(),
+                name,
+                cam.tags.clone(),
+                config.limits.gop_cache_bytes,
+            ));
+            hubs.insert(hub.clone());
+            tokio::spawn(run_camera(hub, cam.clone(), shutdown.child_token()));
+        }
+        let mut swarm = net::behaviour::build_swarm(key, &config)?;
+        let mut control = swarm.behaviour_mut().stream.new_control();
+        let media_in = control
+            .accept(client::media_protocol())
+            .map_err(|e| NetError::Other(e.to_string()))?;
+        let info_in = control
+            .accept(client::info_protocol())
+            .map_err(|e| NetError::Other(e.to_string()))?;
+        let net = net::spawn(swarm, config.clone(), directory.clone(), hubs.clone(), shutdown.clone()).await?;
+        let slots = Arc::new(StreamSlots::default());
+        let server = Arc::new(MediaServer {
+            hubs: hubs.clone(),
+            limits: config.limits.clone(),
+            slots: slots.clone(),
+        });
+        tokio::spawn(server.run(media_in, shutdown.child_token()));
+        tokio::spawn(crate::stream::server::run_info(
+            info_in,
+            hubs.clone(),
+            peer_id,
+            config.limits.clone(),
+            shutdown.child_token(),
+        ));
+        info!(peer = %peer_id, role = %config.node.role, fleet = %config.node.fleet_id, cameras = hubs.ids().len(), "node started");
+        Ok(NodeHandle {
+            peer_id,
+            config,
+            net,
+            control,
+            directory,
+            hubs,
+            slots,
+            shutdown,
+        })
+    }
+}
+
+/// Runs a camera's source forever: restarts it with backoff when it ends or fails.
+async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, shutdown: CancellationToken) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let (tx, mut rx) = mpsc::channel(32);
+        let source = FileSource::new(
+            cam.source.clone(),
+            SourceOptions {
+                looping: cam.looping,
+                ..SourceOptions::default()
+            },
+        );
+        let token = shutdown.child_token();
+        let task = tokio::spawn(source.run(tx, token.clone()));
+        let mut failure = None;
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                SourceEvent::Params(p) => {
+                    info!(camera = %hub.id, width = p.width, height = p.height, "source started");
+                    backoff = Duration::ZERO;
+                    hub.set_params(p);
+                }
+                SourceEvent::Frame(au) => hub.publish(au),
+                SourceEvent::Ended { reason } => failure = Some(format!("ended: {reason}")),
+                SourceEvent::Failed { error } => failure = Some(error),
+            }
+        }
+        token.cancel();
+        let _ = task.await;
+        hub.set_offline();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let why = failure.unwrap_or_else(|| "stopped".into());
+        backoff = watch::next_backoff(backoff, Duration::from_millis(500), Duration::from_secs(30));
+        warn!(camera = %hub.id, error = %why, retry_s = backoff.as_secs_f32(), "camera source stopped; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl NodeHandle {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn net(&self) -> &NetHandle {
+        &self.net
+    }
+
+    pub fn hubs(&self) -> &Arc<Hubs> {
+        &self.hubs
+    }
+
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// Media streams this node is serving now.
+    pub fn streams_served(&self) -> usize {
+        self.slots.total()
+    }
+
+    /// Addresses others can dial, with `/p2p/<peer id>` appended.
+    pub async fn dial_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        let addrs = self.net.listen_addrs().await?;
+        Ok(addrs
+            .into_iter()
+            .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(self.peer_id)))
+            .collect())
+    }
+
+    pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId, NetError> {
+        self.net.connect(None, vec![addr]).await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerSummary>, NetError> {
+        self.net.peers().await
+    }
+
+    /// Asks one peer for its cameras and stores them in the directory.
+    pub async fn query_peer(&self, peer: PeerId) -> Result<usize, ClientError> {
+        let mut control = self.control.clone();
+        let list = client::list_cameras(&mut control, peer, &self.config.limits).await?;
+        let mut n = 0;
+        for ann in list {
+            match self.directory.insert(peer, ann, Via::Info) {
+                Ok(()) => n += 1,
+                Err(e) => warn!(%peer, error = %e, "camera list entry ignored"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Discovers cameras for up to `wait`: queries every connected peer, peers found by
+    /// mDNS as they connect, and Kademlia providers of the fleet's cameras key.
+    pub async fn discover_cameras(&self, wait: Duration) -> Vec<CameraEntry> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut events = self.net.subscribe();
+        let mut asked = std::collections::HashSet::new();
+        let mut queries = tokio::task::JoinSet::new();
+        let ask = |peer: PeerId, queries: &mut tokio::task::JoinSet<()>| {
+            let me = self.clone();
+            queries.spawn(async move {
+                if let Err(e) = me.query_peer(peer).await {
+                    tracing::debug!(%peer, error = %e, "peer has no camera list");
+                }
+            });
+        };
+        if let Ok(peers) = self.net.peers().await {
+            for p in peers.into_iter().filter(|p| p.connected) {
+                if asked.insert(p.peer) {
+                    ask(p.peer, &mut queries);
+                }
+            }
+        }
+        let net = self.net.clone();
+        let mut providers = tokio::spawn(async move { net.find_providers(discovery::cameras_key()).await });
+        let mut providers_done = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                ev = events.recv() => match ev {
+                    Ok(net::NetEvent::Connected(p)) => if asked.insert(p) { ask(p, &mut queries) },
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                },
+                found = &mut providers, if !providers_done => {
+                    providers_done = true;
+                    for p in found.ok().and_then(|r| r.ok()).unwrap_or_default() {
+                        if asked.insert(p) {
+                            let me = self.clone();
+                            queries.spawn(async move {
+                                if me.net.connect(Some(p), vec![]).await.is_ok() {
+                                    let _ = me.query_peer(p).await;
+                                }
+                            });
+                        }
+                    }
+                }
+                Some(_) = queries.join_next(), if !queries.is_empty() => {}
+            }
+        }
+        providers.abort();
+        self.directory.cameras()
+    }
+
+    /// Peers that serve `camera`: the directory first, then the DHT.
+    pub async fn resolve_camera(&self, camera: &str) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let mut found: Vec<_> = self
+            .directory
+            .lookup(camera)
+            .into_iter()
+            .map(|e| (e.peer, e.addrs()))
+            .collect();
+        if found.is_empty() {
+            if let Ok(peers) = self.net.find_providers(discovery::camera_key(camera)).await {
+                found = peers.into_iter().map(|p| (p, Vec::new())).collect();
+            }
+        }
+        found
+    }
+
+    /// Connects to a peer that serves `camera` (or `peer`, if given) and subscribes.
+    pub async fn subscribe_camera(
+        &self,
+        camera: &str,
+        peer: Option<PeerId>,
+        req: pb::StreamRequest,
+    ) -> Result<Subscription, ClientError> {
+        let candidates = match peer {
+            Some(p) => vec![(p, Vec::new())],
+            None => {
+                let mut c = self.resolve_camera(camera).await;
+                if c.is_empty() {
+                    self.discover_cameras(Duration::from_secs(2)).await;
+                    c = self.resolve_camera(camera).await;
+                }
+                c
+            }
+        };
+        let mut last = None;
+        for (p, addrs) in candidates {
+            if let Err(e) = self.net.connect(Some(p), addrs).await {
+                last = Some(ClientError::Open {
+                    peer: p,
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+            let mut control = self.control.clone();
+            match client::subscribe(&mut control, p, req.clone(), &self.config.limits).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ClientError::Rejected {
+            peer: self.peer_id,
+            code: pb::RejectCode::RejectUnknownCamera,
+            reason: format!("no peer serving camera {camera:?} was found"),
+        }))
+    }
+
+    /// Watches a camera until `cancel`; events arrive on the returned bounded channel.
+    pub fn watch(&self, opts: WatchOptions, cancel: CancellationToken) -> mpsc::Receiver<WatchEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(watch::run(self.clone(), opts, tx, cancel));
+        rx
+    }
+
+    /// Stops every task of the node.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}

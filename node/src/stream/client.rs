@@ -1,0 +1,148 @@
+//! The viewer's side of `/camesh/media/1` and `/camesh/info/1` (IO).
+//!
+//! [`subscribe`] opens a stream, sends the `StreamRequest`, reads the answer and returns
+//! a [`Subscription`] that yields frames; every read is bounded by the configured
+//! maximum, so a misbehaving source cannot make the viewer allocate without limit.
+
+use std::time::Duration;
+
+use camesh_proto::{framing::decode_message, pb, LengthCodec, MediaFrame, INFO_PROTOCOL, MEDIA_PROTOCOL};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::Control;
+
+use super::io::{write_message, FramedRead, IoError};
+use crate::config::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot open a stream to {peer}: {reason}")]
+    Open { peer: PeerId, reason: String },
+    #[error("refused by {peer}: {reason}")]
+    Rejected {
+        peer: PeerId,
+        code: pb::RejectCode,
+        reason: String,
+    },
+    #[error("{peer} broke the protocol: {source}")]
+    Protocol { peer: PeerId, source: IoError },
+    #[error("{peer} closed the stream")]
+    Closed { peer: PeerId },
+    #[error("{peer} did not answer within {after:?}")]
+    Timeout { peer: PeerId, after: Duration },
+}
+
+pub fn media_protocol() -> StreamProtocol {
+    StreamProtocol::new(MEDIA_PROTOCOL)
+}
+
+pub fn info_protocol() -> StreamProtocol {
+    StreamProtocol::new(INFO_PROTOCOL)
+}
+
+/// An accepted live (or playback) stream.
+#[derive(Debug)]
+pub struct Subscription {
+    pub peer: PeerId,
+    pub accept: pb::StreamAccept,
+    reader: FramedRead<Stream>,
+}
+
+async fn open(
+    control: &mut Control,
+    peer: PeerId,
+    proto: StreamProtocol,
+    timeout: Duration,
+) -> Result<Stream, ClientError> {
+    match tokio::time::timeout(timeout, control.open_stream(peer, proto)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(ClientError::Open {
+            peer,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ClientError::Timeout { peer, after: timeout }),
+    }
+}
+
+/// Opens a media stream and waits for the source's answer.
+pub async fn subscribe(
+    control: &mut Control,
+    peer: PeerId,
+    req: pb::StreamRequest,
+    limits: &Limits,
+) -> Result<Subscription, ClientError> {
+    let timeout = Duration::from_secs(limits.request_timeout_s);
+    let codec = LengthCodec::new(limits.max_control_bytes);
+    let mut stream = open(control, peer, media_protocol(), timeout).await?;
+    let proto = |source| ClientError::Protocol { peer, source };
+    write_message(&mut stream, &codec, &req).await.map_err(proto)?;
+    let mut reader = FramedRead::new(stream, codec);
+    let body = match tokio::time::timeout(timeout, reader.next()).await {
+        Ok(Ok(Some(b))) => b,
+        Ok(Ok(None)) => return Err(ClientError::Closed { peer }),
+        Ok(Err(e)) => return Err(proto(e)),
+        Err(_) => return Err(ClientError::Timeout { peer, after: timeout }),
+    };
+    let resp: pb::StreamResponse = decode_message("stream response", body).map_err(|e| proto(e.into()))?;
+    match resp.result {
+        Some(pb::stream_response::Result::Accept(accept)) => {
+            reader.set_max(limits.max_frame_bytes + 1024);
+            Ok(Subscription { peer, accept, reader })
+        }
+        Some(pb::stream_response::Result::Reject(r)) => Err(ClientError::Rejected {
+            peer,
+            code: pb::RejectCode::try_from(r.code).unwrap_or(pb::RejectCode::RejectUnspecified),
+            reason: r.reason,
+        }),
+        None => Err(proto(IoError::Framing(camesh_proto::FramingError::BadMessage {
+            what: "stream response",
+            reason: "empty".into(),
+        }))),
+    }
+}
+
+impl Subscription {
+    /// The next frame; `Ok(None)` when the source ended the stream cleanly.
+    pub async fn next_frame(&mut self) -> Result<Option<MediaFrame>, ClientError> {
+        let peer = self.peer;
+        match self.reader.next().await {
+            Ok(Some(body)) => MediaFrame::decode(body)
+                .map(Some)
+                .map_err(|e| ClientError::Protocol { peer, source: e.into() }),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ClientError::Protocol { peer, source: e }),
+        }
+    }
+}
+
+/// Asks a peer which cameras it serves.
+pub async fn list_cameras(
+    control: &mut Control,
+    peer: PeerId,
+    limits: &Limits,
+) -> Result<Vec<pb::CameraAnnouncement>, ClientError> {
+    let timeout = Duration::from_secs(limits.request_timeout_s);
+    let codec = LengthCodec::new(limits.max_control_bytes);
+    let mut stream = open(control, peer, info_protocol(), timeout).await?;
+    let proto = |source| ClientError::Protocol { peer, source };
+    let req = pb::ControlRequest {
+        request: Some(pb::control_request::Request::ListCameras(pb::ListCameras {})),
+    };
+    write_message(&mut stream, &codec, &req).await.map_err(proto)?;
+    let mut reader = FramedRead::new(stream, codec);
+    let body = match tokio::time::timeout(timeout, reader.next()).await {
+        Ok(Ok(Some(b))) => b,
+        Ok(Ok(None)) => return Err(ClientError::Closed { peer }),
+        Ok(Err(e)) => return Err(proto(e)),
+        Err(_) => return Err(ClientError::Timeout { peer, after: timeout }),
+    };
+    let resp: pb::ControlResponse = decode_message("control response", body).map_err(|e| proto(e.into()))?;
+    match resp.response {
+        Some(pb::control_response::Response::Cameras(list)) => Ok(list.cameras),
+        Some(pb::control_response::Response::Error(e)) => Err(ClientError::Rejected {
+            peer,
+            code: pb::RejectCode::RejectUnspecified,
+            reason: e.reason,
+        }),
+        _ => Ok(Vec::new()),
+    }
+}

@@ -1,0 +1,358 @@
+//! The hub of one camera: where its access units become frames and fan out.
+//!
+//! The camera's source task calls [`Hub::publish`] for each access unit. Under one short
+//! lock the hub numbers the frame, updates the GOP cache and pushes a clone (shared
+//! payload `Bytes`) into every subscriber's bounded queue, then wakes the subscribers'
+//! tasks. A subscriber that is slow loses frames (its queue skips to the next keyframe);
+//! it never makes the hub wait. [`Hubs`] is the node's registry of its cameras.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use camesh_proto::{pb, MediaFrame};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::Notify;
+
+use super::fanout::{GopCache, Push, QueueLimits, QueueStats, SubscriberQueue};
+use crate::media::{AccessUnit, CodecParams};
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Counters of a hub (read by `mesh demo`, metrics, benches).
+#[derive(Debug, Default)]
+pub struct HubCounters {
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub keyframes_in: AtomicU64,
+}
+
+#[derive(Debug)]
+struct HubState {
+    params: Option<CodecParams>,
+    gop: GopCache,
+    subs: Vec<Arc<Subscriber>>,
+    next_seq: u64,
+    key_epoch: u64,
+    live: bool,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    pub id: String,
+    pub name: String,
+    pub tags: Vec<String>,
+    state: Mutex<HubState>,
+    pub counters: HubCounters,
+    next_sub_id: AtomicU64,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubscribeError {
+    #[error("camera {0} has no video yet (its source is starting or has failed)")]
+    NotLive(String),
+}
+
+impl Hub {
+    pub fn new(id: impl Into<String>, name: impl Into<String>, tags: Vec<String>, gop_cache_bytes: usize) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            tags,
+            state: Mutex::new(HubState {
+                params: None,
+                gop: GopCache::new(gop_cache_bytes),
+                subs: Vec::new(),
+                next_seq: 0,
+                key_epoch: 0,
+                live: false,
+            }),
+            counters: HubCounters::default(),
+            next_sub_id: AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        // A panic while holding the lock leaves consistent data (no multi-step updates
+        // span a panic point), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// New codec parameters (a source started or its stream changed).
+    pub fn set_params(&self, params: CodecParams) {
+        let mut st = self.lock();
+        if st.params.as_ref() != Some(&params) {
+            st.gop.clear();
+        }
+        st.params = Some(params);
+        st.live = true;
+    }
+
+    /// The source stopped: no new subscribers until it is back; current ones wait.
+    pub fn set_offline(&self) {
+        let mut st = self.lock();
+        st.live = false;
+        st.gop.clear();
+    }
+
+    pub fn params(&self) -> Option<CodecParams> {
+        self.lock().params.clone()
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.lock().live
+    }
+
+    /// Turns an access unit into a frame and hands it to every subscriber.
+    pub fn publish(&self, au: AccessUnit) {
+        self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_in
+            .fetch_add(au.data.len() as u64, Ordering::Relaxed);
+        if au.keyframe {
+            self.counters.keyframes_in.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut st = self.lock();
+        let frame = MediaFrame {
+            header: pb::FrameHeader {
+                sequence: st.next_seq,
+                pts_90k: au.pts_90k,
+                dts_90k: au.dts_90k,
+                capture_unix_us: now_unix_us(),
+                keyframe: au.keyframe,
+                key_epoch: st.key_epoch,
+                skipped_before: 0,
+            },
+            payload: au.data,
+        };
+        st.next_seq += 1;
+        st.gop.push(&frame);
+        st.subs.retain(|s| !s.closed.load(Ordering::Relaxed));
+        for sub in &st.subs {
+            sub.push(frame.clone());
+        }
+    }
+
+    /// Adds a subscriber whose queue starts with the cached GOP (instant start).
+    pub fn subscribe(
+        &self,
+        peer: PeerId,
+        limits: QueueLimits,
+    ) -> Result<(CodecParams, Arc<Subscriber>), SubscribeError> {
+        let mut st = self.lock();
+        let params = match (&st.params, st.live) {
+            (Some(p), true) => p.clone(),
+            _ => return Err(SubscribeError::NotLive(self.id.clone())),
+        };
+        let sub = Arc::new(Subscriber {
+            id: self.next_sub_id.fetch_add(1, Ordering::Relaxed),
+            peer,
+            queue: Mutex::new(SubscriberQueue::new(limits, st.gop.frames())),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            sent_frames: AtomicU64::new(0),
+            sent_bytes: AtomicU64::new(0),
+        });
+        // Wake the new subscriber at once if it has a backlog to send.
+        sub.notify.notify_one();
+        st.subs.push(sub.clone());
+        Ok((params, sub))
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.lock()
+            .subs
+            .iter()
+            .filter(|s| !s.closed.load(Ordering::Relaxed))
+            .count()
+    }
+
+    pub fn subscribers(&self) -> Vec<Arc<Subscriber>> {
+        self.lock().subs.clone()
+    }
+
+    /// What gossipsub and `/camesh/info/1` say about this camera.
+    pub fn announcement(&self, me: PeerId, addrs: &[Multiaddr]) -> pb::CameraAnnouncement {
+        let st = self.lock();
+        let p = st.params.clone().unwrap_or_default();
+        pb::CameraAnnouncement {
+            camera_id: self.id.clone(),
+            name: self.name.clone(),
+            peer_id: me.to_bytes().into(),
+            codec: "h264".into(),
+            width: p.width,
+            height: p.height,
+            fps_num: p.fps_num,
+            fps_den: p.fps_den,
+            profiles: vec![pb::Profile::Main as i32],
+            tags: self.tags.clone(),
+            addrs: addrs.iter().map(|a| a.to_vec().into()).collect(),
+            announced_unix_us: now_unix_us(),
+            live: st.live,
+        }
+    }
+}
+
+/// One viewer of one camera: its queue, and the wake-up for the task that drains it.
+#[derive(Debug)]
+pub struct Subscriber {
+    pub id: u64,
+    pub peer: PeerId,
+    queue: Mutex<SubscriberQueue>,
+    notify: Notify,
+    closed: AtomicBool,
+    pub sent_frames: AtomicU64,
+    pub sent_bytes: AtomicU64,
+}
+
+impl Subscriber {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SubscriberQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, frame: MediaFrame) {
+        let outcome = self.lock().push(frame);
+        if outcome == Push::Queued {
+            self.notify.notify_one();
+        } else if outcome == Push::Overflowed {
+            tracing::debug!(peer = %self.peer, subscriber = self.id, "subscriber queue overflowed; skipping to next keyframe");
+        }
+    }
+
+    pub fn try_pop(&self) -> Option<MediaFrame> {
+        self.lock().pop()
+    }
+
+    /// Waits for the next frame; `None` once closed.
+    pub async fn next(&self) -> Option<MediaFrame> {
+        loop {
+            if self.closed.load(Ordering::Relaxed) {
+                return None;
+            }
+            if let Some(f) = self.try_pop() {
+                return Some(f);
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        self.lock().stats()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The node's cameras, by id.
+#[derive(Debug, Default)]
+pub struct Hubs {
+    map: RwLock<BTreeMap<String, Arc<Hub>>>,
+}
+
+impl Hubs {
+    pub fn insert(&self, hub: Arc<Hub>) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hub.id.clone(), hub);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Hub>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Hub>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    pub fn announcements(&self, me: PeerId, addrs: &[Multiaddr]) -> Vec<pb::CameraAnnouncement> {
+        self.all().iter().map(|h| h.announcement(me, addrs)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn au(n: u64, key: bool) -> AccessUnit {
+        AccessUnit {
+            data: Bytes::from(vec![n as u8; 100]),
+            pts_90k: n * 3000,
+            dts_90k: n * 3000,
+            keyframe: key,
+        }
+    }
+
+    const LIM: QueueLimits = QueueLimits {
+        max_frames: 8,
+        max_bytes: 1 << 20,
+    };
+
+    #[tokio::test]
+    async fn late_subscriber_starts_on_cached_keyframe() {
+        let hub = Hub::new("cam1", "Cam 1", vec![], 1 << 20);
+        assert!(hub.subscribe(PeerId::random(), LIM).is_err(), "no params yet");
+        hub.set_params(CodecParams::default());
+        for n in 0..25 {
+            hub.publish(au(n, n % 10 == 0));
+        }
+        let (_, sub) = hub.subscribe(PeerId::random(), LIM).expect("live");
+        let first = sub.next().await.expect("frame");
+        assert!(first.header.keyframe);
+        assert_eq!(first.header.pts_90k, 20 * 3000);
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_does_not_block_others() {
+        let hub = Hub::new("cam1", "", vec![], 1 << 20);
+        hub.set_params(CodecParams::default());
+        let (_, slow) = hub.subscribe(PeerId::random(), LIM).expect("live");
+        let (_, fast) = hub.subscribe(PeerId::random(), LIM).expect("live");
+        let mut got = 0;
+        for n in 0..100 {
+            hub.publish(au(n, n % 30 == 0));
+            while fast.try_pop().is_some() {
+                got += 1;
+            }
+        }
+        assert_eq!(got, 100);
+        assert!(slow.stats().skips >= 1);
+        assert!(slow.stats().queued_frames <= LIM.max_frames);
+    }
+}

@@ -1,0 +1,322 @@
+//! Serving `/camesh/media/1` and `/camesh/info/1` (IO).
+//!
+//! One task accepts streams; each stream gets its own session task. A media session:
+//! read the `StreamRequest` (bounded size, bounded time), check the per-peer and total
+//! stream limits, answer `StreamAccept` with the codec config or `StreamReject` with a
+//! reason, then drain the subscriber's queue into the stream. The session ends when the
+//! viewer hangs up, the stream errors, or the node shuts down; bad input resets only
+//! that stream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use camesh_proto::{framing::decode_message, pb, LengthCodec};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream};
+use libp2p_stream::IncomingStreams;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::fanout::QueueLimits;
+use super::hub::{Hubs, Subscriber};
+use super::io::{write_frame, write_message, FramedRead, IoError};
+use crate::config::Limits;
+use crate::media::CodecParams;
+
+/// Counts open media streams per peer and in total; a slot is released on drop.
+#[derive(Debug, Default)]
+pub struct StreamSlots {
+    per_peer: Mutex<HashMap<PeerId, usize>>,
+}
+
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<StreamSlots>,
+    peer: PeerId,
+}
+
+impl StreamSlots {
+    /// Takes a slot for `peer` if both bounds allow it.
+    pub fn try_take(self: &Arc<Self>, peer: PeerId, per_peer: usize, total: usize) -> Option<Slot> {
+        let mut map = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let sum: usize = map.values().sum();
+        let mine = map.entry(peer).or_default();
+        if *mine >= per_peer || sum >= total {
+            return None;
+        }
+        *mine += 1;
+        Some(Slot {
+            slots: self.clone(),
+            peer,
+        })
+    }
+
+    pub fn total(&self) -> usize {
+        self.per_peer.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.slots.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Everything a session needs, shared by all sessions of a node.
+#[derive(Debug)]
+pub struct MediaServer {
+    pub hubs: Arc<Hubs>,
+    pub limits: Limits,
+    pub slots: Arc<StreamSlots>,
+}
+
+impl MediaServer {
+    pub async fn run(self: Arc<Self>, mut incoming: IncomingStreams, shutdown: CancellationToken) {
+        loop {
+            let (peer, stream) = tokio::select! {
+                next = incoming.next() => match next { Some(s) => s, None => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let this = self.clone();
+            let token = shutdown.child_token();
+            tokio::spawn(async move {
+                if let Err(e) = this.session(peer, stream, token).await {
+                    debug!(%peer, error = %e, "media session ended with an error");
+                }
+            });
+        }
+    }
+
+    async fn session(&self, peer: PeerId, mut stream: Stream, shutdown: CancellationToken) -> Result<(), IoError> {
+        let control = LengthCodec::new(self.limits.max_control_bytes);
+        let timeout = Duration::from_secs(self.limits.request_timeout_s);
+        let mut reader = FramedRead::new(&mut stream, control);
+        let body = match tokio::time::timeout(timeout, reader.next()).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => {
+                warn!(%peer, error = %e, "bad media request; resetting stream");
+                return Err(e);
+            }
+            Err(_) => {
+                warn!(%peer, "no media request within {timeout:?}; closing stream");
+                return Ok(());
+            }
+        };
+        drop(reader);
+        let req: pb::StreamRequest = match decode_message("stream request", body) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(%peer, error = %e, "garbage media request; rejecting");
+                reject(&mut stream, &control, pb::RejectCode::RejectBadRequest, &e.to_string()).await?;
+                return Err(e.into());
+            }
+        };
+        let camera = req.camera_id.clone();
+        let Some(hub) = self.hubs.get(&camera) else {
+            info!(%peer, camera = %camera.chars().take(64).collect::<String>(), "unknown camera requested");
+            return reject(
+                &mut stream,
+                &control,
+                pb::RejectCode::RejectUnknownCamera,
+                &format!("no camera {camera:?} on this node"),
+            )
+            .await;
+        };
+        if matches!(req.mode, Some(pb::stream_request::Mode::Playback(_))) {
+            return reject(
+                &mut stream,
+                &control,
+                pb::RejectCode::RejectUnsupported,
+                "playback is served by NVR nodes",
+            )
+            .await;
+        }
+        let Some(_slot) = self
+            .slots
+            .try_take(peer, self.limits.max_streams_per_peer, self.limits.max_streams_total)
+        else {
+            warn!(%peer, %camera, "stream limit reached");
+            return reject(
+                &mut stream,
+                &control,
+                pb::RejectCode::RejectTooManyStreams,
+                &format!(
+                    "too many streams (at most {} per peer, {} in total)",
+                    self.limits.max_streams_per_peer, self.limits.max_streams_total
+                ),
+            )
+            .await;
+        };
+        let limits = QueueLimits {
+            max_frames: self.limits.subscriber_queue_frames,
+            max_bytes: self.limits.subscriber_queue_bytes,
+        };
+        let (params, sub) = match hub.subscribe(peer, limits) {
+            Ok(x) => x,
+            Err(e) => return reject(&mut stream, &control, pb::RejectCode::RejectUnavailable, &e.to_string()).await,
+        };
+        let accept = pb::StreamResponse {
+            result: Some(pb::stream_response::Result::Accept(pb::StreamAccept {
+                codec: Some(codec_config(&params)),
+                key_epoch: 0,
+                camera_name: hub.name.clone(),
+                sealed_key: Default::default(),
+            })),
+        };
+        write_message(&mut stream, &control, &accept).await?;
+        info!(%peer, %camera, subscriber = sub.id, "viewer subscribed");
+        let max_frame = match req.max_frame_bytes as usize {
+            0 => self.limits.max_frame_bytes,
+            n => n.min(self.limits.max_frame_bytes),
+        };
+        let (mut rd, mut wr) = stream.split();
+        let result = tokio::select! {
+            r = pump(&sub, &mut wr, LengthCodec::new(max_frame)) => r,
+            _ = wait_hangup(&mut rd) => Ok(()),
+            _ = shutdown.cancelled() => Ok(()),
+        };
+        sub.close();
+        let st = sub.stats();
+        info!(%peer, %camera, subscriber = sub.id, skips = st.skips, dropped = st.dropped_frames, "viewer left");
+        let _ = wr.close().await;
+        result
+    }
+}
+
+/// Drains the subscriber's queue into the stream; flushes whenever the queue is empty.
+async fn pump<W: futures::AsyncWrite + Unpin>(sub: &Subscriber, wr: &mut W, codec: LengthCodec) -> Result<(), IoError> {
+    let mut scratch = BytesMut::with_capacity(64);
+    while let Some(frame) = sub.next().await {
+        if frame.payload.len() > codec.max() {
+            warn!(
+                subscriber = sub.id,
+                size = frame.payload.len(),
+                max = codec.max(),
+                "frame larger than the stream's maximum; dropped"
+            );
+            continue;
+        }
+        write_frame(wr, &codec, &frame, &mut scratch).await?;
+        sub.sent_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sub.sent_bytes
+            .fetch_add(frame.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut more = 0;
+        // Write what is already queued before flushing; bounded so we flush regularly.
+        while more < 16 {
+            let Some(f) = sub.try_pop() else { break };
+            if f.payload.len() <= codec.max() {
+                write_frame(wr, &codec, &f, &mut scratch).await?;
+                sub.sent_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                sub.sent_bytes
+                    .fetch_add(f.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            more += 1;
+        }
+        wr.flush().await?;
+    }
+    Ok(())
+}
+
+/// Resolves when the viewer closes its side or the stream breaks. The viewer sends
+/// nothing after its request; anything it sends is read and ignored (bounded buffer).
+async fn wait_hangup<R: futures::AsyncRead + Unpin>(rd: &mut R) {
+    let mut buf = [0u8; 256];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn reject(stream: &mut Stream, codec: &LengthCodec, code: pb::RejectCode, reason: &str) -> Result<(), IoError> {
+    let msg = pb::StreamResponse {
+        result: Some(pb::stream_response::Result::Reject(pb::StreamReject {
+            code: code as i32,
+            reason: reason.to_owned(),
+        })),
+    };
+    write_message(stream, codec, &msg).await?;
+    let _ = stream.close().await;
+    Ok(())
+}
+
+pub fn codec_config(p: &CodecParams) -> pb::CodecConfig {
+    pb::CodecConfig {
+        codec: "h264".into(),
+        sps: p.sps.clone(),
+        pps: p.pps.clone(),
+        width: p.width,
+        height: p.height,
+        profile_idc: u32::from(p.profile_idc),
+        level_idc: u32::from(p.level_idc),
+        fps_num: p.fps_num,
+        fps_den: p.fps_den,
+    }
+}
+
+/// Serves `/camesh/info/1`: one `ControlRequest`, one `ControlResponse`, per stream.
+pub async fn run_info(
+    mut incoming: IncomingStreams,
+    hubs: Arc<Hubs>,
+    me: PeerId,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let codec = LengthCodec::new(limits.max_control_bytes);
+    let timeout = Duration::from_secs(limits.request_timeout_s);
+    loop {
+        let (peer, mut stream) = tokio::select! {
+            next = incoming.next() => match next { Some(s) => s, None => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let hubs = hubs.clone();
+        tokio::spawn(async move {
+            let mut reader = FramedRead::new(&mut stream, codec);
+            let req = match tokio::time::timeout(timeout, reader.next()).await {
+                Ok(Ok(Some(body))) => decode_message::<pb::ControlRequest>("control request", body),
+                Ok(Ok(None)) | Err(_) => return,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "bad info request");
+                    return;
+                }
+            };
+            drop(reader);
+            let response = match req {
+                Ok(pb::ControlRequest {
+                    request: Some(pb::control_request::Request::ListCameras(_)),
+                }) => pb::control_response::Response::Cameras(pb::CameraList {
+                    cameras: hubs.announcements(me, &[]),
+                }),
+                Ok(pb::ControlRequest {
+                    request: Some(pb::control_request::Request::Status(_)),
+                }) => pb::control_response::Response::Status(pb::NodeStatus {
+                    role: String::new(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    streams_served: 0,
+                    uptime_s: 0,
+                }),
+                Ok(_) => pb::control_response::Response::Error(pb::ControlError {
+                    reason: "unknown request".into(),
+                }),
+                Err(e) => pb::control_response::Response::Error(pb::ControlError { reason: e.to_string() }),
+            };
+            let msg = pb::ControlResponse {
+                response: Some(response),
+            };
+            if let Err(e) = write_message(&mut stream, &codec, &msg).await {
+                debug!(%peer, error = %e, "info answer not sent");
+            }
+            let _ = stream.close().await;
+        });
+    }
+}
