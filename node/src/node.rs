@@ -189,6 +189,14 @@ impl NodeHandle {
         &self.directory
     }
 
+    /// Adds a camera fed by the caller (synthetic frames, other ingest): publish access
+    /// units with [`Hub::publish`]. Announced and served like configured cameras.
+    pub fn add_hub(&self, id: &str, name: &str) -> Arc<Hub> {
+        let hub = Arc::new(Hub::new(id, name, Vec::new(), self.config.limits.gop_cache_bytes));
+        self.hubs.insert(hub.clone());
+        hub
+    }
+
     /// Media streams this node is serving now.
     pub fn streams_served(&self) -> usize {
         self.slots.total()
