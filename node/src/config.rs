@@ -82,6 +82,13 @@ pub struct Limits {
     pub gop_cache_bytes: usize,
     /// Seconds a peer has to send its request after opening a stream.
     pub request_timeout_s: u64,
+    /// QUIC receive window per stream: how much a source may have in flight to us.
+    /// This bounds how far behind live a stalled viewer can fall before the source's
+    /// queue skips: 1 MiB is ~2 s at 4 Mbit/s, and still allows 13 Mbit/s per stream at
+    /// a 600 ms satellite round trip. QUIC's default (10 MB) would be 20 s of backlog.
+    pub stream_window_bytes: usize,
+    /// QUIC receive window per connection (all streams from one peer).
+    pub connection_window_bytes: usize,
 }
 
 impl Default for Limits {
@@ -95,6 +102,8 @@ impl Default for Limits {
             subscriber_queue_bytes: 8 << 20,
             gop_cache_bytes: 16 << 20,
             request_timeout_s: 5,
+            stream_window_bytes: 1 << 20,
+            connection_window_bytes: 16 << 20,
         }
     }
 }
@@ -232,6 +241,13 @@ impl Config {
             ),
             ("limits.gop_cache_bytes", l.gop_cache_bytes, 0, 1 << 30),
             ("limits.request_timeout_s", l.request_timeout_s as usize, 1, 600),
+            ("limits.stream_window_bytes", l.stream_window_bytes, 16 << 10, 256 << 20),
+            (
+                "limits.connection_window_bytes",
+                l.connection_window_bytes,
+                16 << 10,
+                1 << 30,
+            ),
             (
                 "node.announce_interval_s",
                 self.node.announce_interval_s as usize,

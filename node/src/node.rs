@@ -154,11 +154,11 @@ async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, shutdown: CancellationToke
         }
         token.cancel();
         let _ = task.await;
-        hub.set_offline();
+        let why = failure.unwrap_or_else(|| "stopped".into());
+        hub.set_offline(&why);
         if shutdown.is_cancelled() {
             return;
         }
-        let why = failure.unwrap_or_else(|| "stopped".into());
         backoff = watch::next_backoff(backoff, Duration::from_millis(500), Duration::from_secs(30));
         warn!(camera = %hub.id, error = %why, retry_s = backoff.as_secs_f32(), "camera source stopped; retrying");
         tokio::select! {
@@ -183,6 +183,11 @@ impl NodeHandle {
 
     pub fn hubs(&self) -> &Arc<Hubs> {
         &self.hubs
+    }
+
+    /// A libp2p-stream control for opening raw streams (tests, tools).
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.control.clone()
     }
 
     pub fn directory(&self) -> &Arc<Directory> {

@@ -59,6 +59,11 @@ pub fn build_swarm(key: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Bu
     let fleet = config.node.fleet_id.clone();
     let mdns_on = config.node.mdns;
     let dht_server = config.dht_server();
+    // Validated to fit in u32 (at most 1 GiB).
+    let stream_window = u32::try_from(config.limits.stream_window_bytes).unwrap_or(u32::MAX);
+    let conn_window = u32::try_from(config.limits.connection_window_bytes)
+        .unwrap_or(u32::MAX)
+        .max(stream_window);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -67,7 +72,11 @@ pub fn build_swarm(key: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Bu
             yamux::Config::default,
         )
         .map_err(build_err)?
-        .with_quic()
+        .with_quic_config(|mut c| {
+            c.max_stream_data = stream_window;
+            c.max_connection_data = conn_window;
+            c
+        })
         .with_dns()
         .map_err(build_err)?
         .with_behaviour(|key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {

@@ -42,6 +42,8 @@ struct HubState {
     next_seq: u64,
     key_epoch: u64,
     live: bool,
+    /// Why the source is not live, for refusals.
+    last_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -57,8 +59,8 @@ pub struct Hub {
 /// Why a subscription was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeError {
-    #[error("camera {0} has no video yet (its source is starting or has failed)")]
-    NotLive(String),
+    #[error("camera {camera} has no video: {reason}")]
+    NotLive { camera: String, reason: String },
 }
 
 impl Hub {
@@ -74,6 +76,7 @@ impl Hub {
                 next_seq: 0,
                 key_epoch: 0,
                 live: false,
+                last_error: None,
             }),
             counters: HubCounters::default(),
             next_sub_id: AtomicU64::new(1),
@@ -94,11 +97,13 @@ impl Hub {
         }
         st.params = Some(params);
         st.live = true;
+        st.last_error = None;
     }
 
     /// The source stopped: no new subscribers until it is back; current ones wait.
-    pub fn set_offline(&self) {
+    pub fn set_offline(&self, reason: &str) {
         let mut st = self.lock();
+        st.last_error = Some(reason.to_owned());
         st.live = false;
         st.gop.clear();
     }
@@ -150,7 +155,12 @@ impl Hub {
         let mut st = self.lock();
         let params = match (&st.params, st.live) {
             (Some(p), true) => p.clone(),
-            _ => return Err(SubscribeError::NotLive(self.id.clone())),
+            _ => {
+                return Err(SubscribeError::NotLive {
+                    camera: self.id.clone(),
+                    reason: st.last_error.clone().unwrap_or_else(|| "its source is starting".into()),
+                })
+            }
         };
         let sub = Arc::new(Subscriber {
             id: self.next_sub_id.fetch_add(1, Ordering::Relaxed),

@@ -435,24 +435,36 @@ fn ticks(d: u64) -> Duration {
     Duration::from_micros(d * 1_000_000 / 90_000)
 }
 
+/// The runner starts its clock after `before`, and never sends a frame ahead of its dts:
+/// the one timing property real time guarantees on a busy machine.
+fn assert_not_early(before: Instant, f: &AccessUnit) {
+    let due = ticks(f.dts_90k);
+    assert!(
+        before.elapsed() >= due,
+        "frame with dts {} arrived after {:?}, before it was due at {due:?}",
+        f.dts_90k,
+        before.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn file_source_emits_params_then_frames() {
     let (tx, mut rx) = mpsc::channel(8);
     let cancel = CancellationToken::new();
     let source = FileSource::new(fixture(GOP2S_MP4), SourceOptions::default());
+    let before = Instant::now();
     let task = tokio::spawn(source.run(tx, cancel.clone()));
     match next(&mut rx).await {
         SourceEvent::Params(p) => assert_eq!((p.width, p.height), (640, 360)),
         other => panic!("expected Params first, got {other:?}"),
     }
-    let start = Instant::now();
     let first = next_frame(&mut rx).await;
     assert!(first.keyframe && first.dts_90k == 0);
     for n in 1..4u64 {
         let f = next_frame(&mut rx).await;
         assert_eq!(f.dts_90k, n * 3000);
+        assert_not_early(before, &f);
     }
-    assert!(start.elapsed() >= Duration::from_millis(95), "frames 0..=3 span 100 ms");
     cancel.cancel();
     task.await.expect("runner task ends when cancelled");
 }
@@ -462,6 +474,7 @@ async fn paced_runner_loops_with_continuous_timestamps() {
     let clip = fast(load(GOP1S_720P));
     let (tx, mut rx) = mpsc::channel(8);
     let cancel = CancellationToken::new();
+    let before = Instant::now();
     let task = tokio::spawn(play_clip(clip, true, tx, cancel.clone()));
     match next(&mut rx).await {
         SourceEvent::Params(p) => assert_eq!((p.width, p.height), (1280, 720)),
@@ -469,44 +482,16 @@ async fn paced_runner_loops_with_continuous_timestamps() {
     }
     let mut frames = Vec::new();
     for _ in 0..(120 + 45) {
-        frames.push(next_frame(&mut rx).await);
+        let f = next_frame(&mut rx).await;
+        assert_not_early(before, &f);
+        frames.push(f);
     }
-    let start = Instant::now();
-    frames.push(next_frame(&mut rx).await);
-    frames.push(next_frame(&mut rx).await);
-    // Two frames after the third loop's first... are never sent ahead of their time.
-    assert!(start.elapsed() + Duration::from_millis(1) >= ticks(FAST_TICKS));
     for (i, w) in frames.windows(2).enumerate() {
         assert_eq!(w[1].dts_90k, w[0].dts_90k + FAST_TICKS, "frame {i}, across the loop");
         assert_eq!(w[1].pts_90k, w[0].pts_90k + FAST_TICKS, "frame {i}");
     }
     assert!(frames[120].keyframe, "the second loop starts on a keyframe");
     assert_eq!(frames[120].data, frames[0].data);
-    cancel.cancel();
-    task.await.expect("runner task ends when cancelled");
-}
-
-#[tokio::test]
-async fn paced_runner_is_never_early() {
-    let clip = fast(load(GOP2S));
-    let (tx, mut rx) = mpsc::channel(1);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(play_clip(clip, true, tx, cancel.clone()));
-    assert!(matches!(next(&mut rx).await, SourceEvent::Params(_)));
-    let first = next_frame(&mut rx).await;
-    let start = Instant::now();
-    let mut last = first.clone();
-    for _ in 0..60 {
-        last = next_frame(&mut rx).await;
-    }
-    // With a one-slot channel, frame n+1 cannot have been sent before frame n was taken,
-    // and is not sent before its own time either.
-    let span = ticks(last.dts_90k - first.dts_90k);
-    assert!(
-        start.elapsed() + ticks(FAST_TICKS) >= span,
-        "60 frames took {:?}, at least {span:?} expected",
-        start.elapsed()
-    );
     cancel.cancel();
     task.await.expect("runner task ends when cancelled");
 }

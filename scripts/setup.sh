@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the system packages camesh needs to build and test, on Debian/Ubuntu.
+# Idempotent: installs only what is missing. Needs root (or sudo) the first time.
+set -euo pipefail
+
+packages=(
+  # ffmpeg-next builds against these (bindgen needs clang)
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev
+  libavdevice-dev libswresample-dev pkg-config clang libclang-dev
+  # ffmpeg/ffprobe: fixtures and real-client tests; iproute2: network-namespace tests
+  ffmpeg iproute2
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null; then sudo="sudo"; else
+    echo "setup: need root to install: ${missing[*]}" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done" >&2

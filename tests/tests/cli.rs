@@ -1,0 +1,145 @@
+//! The binaries as a user runs them: `mesh watch` into ffprobe, `mesh demo`, and
+//! `camesh-node` refusing a bad config with a one-line error.
+
+use std::process::Command;
+
+use camesh_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_watch_output_is_h264_that_ffprobe_counts() {
+    init_tracing();
+    assert!(
+        have("ffprobe"),
+        "ffprobe is needed (apt-get install ffmpeg; scripts/setup.sh does it)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cam = camera_node(
+        &dir.path().join("cam"),
+        "t-cli",
+        vec![camera("cam1", "cam-640x360-30fps-gop2s.h264")],
+        vec![],
+    )
+    .await;
+    let addr = cam.dial_addrs().await.expect("addrs").remove(0);
+    let out_file = dir.path().join("out.h264");
+    let mesh = bin("mesh");
+    let out_arg = out_file.clone();
+    let data = dir.path().join("mesh");
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new(mesh)
+            .arg("--data-dir")
+            .arg(data)
+            .args([
+                "--no-mdns",
+                "--fleet",
+                "t-cli",
+                "--listen",
+                "/ip4/127.0.0.1/udp/0/quic-v1",
+                "-b",
+            ])
+            .arg(addr.to_string())
+            .args(["watch", "cam1", "--frames", "90", "--quiet", "-o"])
+            .arg(out_arg)
+            .output()
+            .expect("mesh runs")
+    })
+    .await
+    .expect("join");
+    assert!(
+        status.status.success(),
+        "mesh watch failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "json",
+        ])
+        .arg(&out_file)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        probe.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("ffprobe json");
+    let s = &json["streams"][0];
+    assert_eq!(s["codec_name"], "h264");
+    assert_eq!((s["width"].as_u64(), s["height"].as_u64()), (Some(640), Some(360)));
+    assert_eq!(s["nb_read_frames"].as_str(), Some("90"), "{json}");
+    cam.shutdown();
+}
+
+#[test]
+fn mesh_demo_streams_every_camera() {
+    let out = Command::new(bin("mesh"))
+        .args(["demo", "--cameras", "3", "--duration", "6s", "--every", "2"])
+        .output()
+        .expect("mesh demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last_table: Vec<&str> = stdout
+        .trim_end()
+        .rsplit("CAMERA")
+        .next()
+        .expect("a table")
+        .lines()
+        .skip(1)
+        .collect();
+    assert_eq!(last_table.len(), 3, "{stdout}");
+    for row in last_table {
+        assert!(row.contains(" live "), "every camera is live: {row}");
+        let frames: u64 = row
+            .split_whitespace()
+            .nth_back(3)
+            .and_then(|f| f.parse().ok())
+            .expect("frames column");
+        assert!(frames > 30, "{row}");
+    }
+}
+
+#[test]
+fn camesh_node_names_the_bad_config_field_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[node]\nrole = \"camera\"\nlisten_on = [\"/ip4/127.0.0.1/udp/0/quic-v1\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(bin("camesh-node"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("camesh-node runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("listen_on"), "{err}");
+
+    std::fs::write(
+        &cfg,
+        "[[camera]]\nid = \"cam1\"\nsource = \"missing.h264\"\n[node]\nrole = \"camera\"\n",
+    )
+    .expect("write");
+    let out = Command::new(bin("camesh-node"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("camesh-node runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("camera[0].source"), "{err}");
+}

@@ -1,0 +1,409 @@
+//! The media protocol end to end: real nodes over QUIC on 127.0.0.1.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use camesh_node::config::Role;
+use camesh_node::media::h264;
+use camesh_node::stream::client::{media_protocol, ClientError, Subscription};
+use camesh_node::stream::watch::{WatchEvent, WatchOptions};
+use camesh_node::{Node, NodeHandle};
+use camesh_proto::{pb, LengthCodec};
+use camesh_tests::*;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const GOP2: &str = "cam-640x360-30fps-gop2s.h264";
+const GOP1_720: &str = "cam-1280x720-30fps-gop1s.h264";
+const GOP10: &str = "cam-640x360-30fps-gop10s.h264";
+const T: Duration = Duration::from_secs(20);
+
+fn live(camera: &str) -> pb::StreamRequest {
+    pb::StreamRequest {
+        camera_id: camera.into(),
+        mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
+        user_agent: "camesh-tests".into(),
+        ..Default::default()
+    }
+}
+
+async fn next(sub: &mut Subscription) -> camesh_proto::MediaFrame {
+    tokio::time::timeout(T, sub.next_frame())
+        .await
+        .expect("a frame within the time limit")
+        .expect("no protocol error")
+        .expect("stream still open")
+}
+
+fn nal_types(payload: &[u8]) -> Vec<u8> {
+    h264::avcc_nals(payload)
+        .map(|n| n.expect("valid AVCC")[0] & 0x1f)
+        .collect()
+}
+
+async fn pair(dir: &std::path::Path, fleet: &str, clip: &str) -> (NodeHandle, NodeHandle) {
+    let cam = camera_node(&dir.join("cam"), fleet, vec![camera("cam1", clip)], vec![]).await;
+    let viewer = viewer_node(&dir.join("viewer"), fleet, cam.dial_addrs().await.expect("addrs")).await;
+    (cam, viewer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_receives_the_fixtures_nal_units_byte_identical_and_in_order() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cam, viewer) = pair(dir.path(), "t-nals", GOP2).await;
+    let mut sub = viewer
+        .subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
+        .await
+        .expect("subscribed");
+    let codec = sub.accept.codec.clone().expect("codec config");
+    assert_eq!((codec.codec.as_str(), codec.width, codec.height), ("h264", 640, 360));
+
+    let file = std::fs::read(fixture(GOP2)).expect("fixture");
+    let file_nals: Vec<&[u8]> = h264::split_annexb(&file).collect();
+    let mut got: Vec<Bytes> = Vec::new();
+    let mut last_seq = None;
+    // 200 frames: more than the clip's 180, so the loop point is crossed too.
+    for _ in 0..200 {
+        let f = next(&mut sub).await;
+        if let Some(prev) = last_seq {
+            assert_eq!(f.header.sequence, prev + 1, "frames arrive in order without gaps");
+        }
+        last_seq = Some(f.header.sequence);
+        for nal in h264::avcc_nals(&f.payload) {
+            got.push(Bytes::copy_from_slice(nal.expect("valid AVCC")));
+        }
+    }
+    assert_eq!(got[0][0] & 0x1f, 7, "the first NAL unit is an SPS");
+    let n = file_nals.len();
+    let start = (0..n).find(|&k| {
+        got.iter()
+            .enumerate()
+            .all(|(i, nal)| file_nals[(k + i) % n] == &nal[..])
+    });
+    assert!(
+        start.is_some(),
+        "the {} received NAL units are not a byte-identical run of the fixture's {} NAL units",
+        got.len(),
+        n
+    );
+    viewer.shutdown();
+    cam.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_joining_mid_gop_starts_at_once_on_the_cached_keyframe() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cam, viewer) = pair(dir.path(), "t-midgop", GOP10).await;
+    let hub = cam.hubs().get("cam1").expect("hub");
+    // Join 3 s into a 10 s GOP.
+    assert!(
+        wait_until(T, || hub.counters.frames_in.load(std::sync::atomic::Ordering::Relaxed)
+            >= 90)
+        .await
+    );
+    let mut sub = viewer
+        .subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
+        .await
+        .expect("subscribed");
+    let published_at_join = hub.counters.frames_in.load(std::sync::atomic::Ordering::Relaxed);
+    let first = next(&mut sub).await;
+    assert!(first.header.keyframe, "first frame is a keyframe");
+    let types = nal_types(&first.payload);
+    assert_eq!(&types[..2], &[7, 8], "keyframe carries SPS and PPS first: {types:?}");
+    assert!(types.contains(&5), "keyframe has an IDR slice: {types:?}");
+    assert!(
+        first.header.sequence < published_at_join,
+        "first frame #{} is the cached keyframe, not the next GOP (published {published_at_join} at join)",
+        first.header.sequence
+    );
+    assert_eq!(first.header.sequence % 300, 0, "the GOP's keyframe");
+    // The rest of the cached GOP follows without gaps, then live frames.
+    let mut seq = first.header.sequence;
+    for _ in 0..(published_at_join - first.header.sequence + 10) {
+        let f = next(&mut sub).await;
+        assert_eq!(f.header.sequence, seq + 1);
+        assert!(!f.header.keyframe || f.header.sequence % 300 == 0);
+        seq = f.header.sequence;
+    }
+    viewer.shutdown();
+    cam.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_slows_nobody_and_resumes_on_a_keyframe_with_the_skip_counted() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cc = loopback_config(Role::Camera, "t-slow");
+    cc.limits.subscriber_queue_frames = 30;
+    cc.cameras = vec![camera("cam1", GOP1_720)];
+    let cam = Node::spawn(cc, &dir.path().join("cam")).await.expect("camera");
+    let addrs = cam.dial_addrs().await.expect("addrs");
+    // The stalled viewer takes little in flight, so its backlog reaches the source soon.
+    let mut sc = loopback_config(Role::Viewer, "t-slow");
+    sc.limits.stream_window_bytes = 32 << 10;
+    sc.node.bootstrap = addrs.clone();
+    let slow_node = Node::spawn(sc, &dir.path().join("slow")).await.expect("slow viewer");
+    let fast_node = viewer_node(&dir.path().join("fast"), "t-slow", addrs).await;
+    let hub = cam.hubs().get("cam1").expect("hub");
+
+    let mut slow = slow_node
+        .subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
+        .await
+        .expect("slow subscribed");
+    let mut fast = fast_node
+        .subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
+        .await
+        .expect("fast subscribed");
+    let fast_log: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
+    let log = fast_log.clone();
+    let stop = CancellationToken::new();
+    let stop2 = stop.clone();
+    let fast_task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                f = fast.next_frame() => match f {
+                    Ok(Some(f)) => log.lock().expect("lock").push((f.header.sequence, f.header.skipped_before)),
+                    _ => break,
+                },
+                _ = stop2.cancelled() => break,
+            }
+        }
+    });
+    for _ in 0..5 {
+        next(&mut slow).await;
+    }
+    // Stop reading the slow stream until the camera has skipped it at least once.
+    let slow_peer = slow_node.peer_id();
+    let skipped = wait_until(Duration::from_secs(30), || {
+        hub.subscribers()
+            .iter()
+            .filter(|s| s.peer == slow_peer)
+            .any(|s| s.stats().skips >= 1)
+    })
+    .await;
+    assert!(skipped, "the camera skipped the stalled viewer to a keyframe");
+    let published = hub.counters.frames_in.load(std::sync::atomic::Ordering::Relaxed);
+    // The fast viewer kept up: every frame, in order, none skipped, and close to live.
+    assert!(wait_until(T, || fast_log.lock().expect("lock").len() as u64 + 5 >= published).await);
+    {
+        let log = fast_log.lock().expect("lock");
+        assert!(
+            log.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+            "fast viewer saw every frame in order"
+        );
+        assert!(
+            log.iter().skip(1).all(|&(_, skipped)| skipped == 0),
+            "fast viewer was never skipped"
+        );
+    }
+    // Resume: stale frames that were in flight drain, then a keyframe that says what was skipped.
+    let mut resumed_on = None;
+    for _ in 0..2000 {
+        let f = next(&mut slow).await;
+        if f.header.skipped_before > 0 {
+            resumed_on = Some(f);
+            break;
+        }
+    }
+    let f = resumed_on.expect("a frame reporting the skip");
+    assert!(f.header.keyframe, "after a skip the viewer resumes on a keyframe");
+    stop.cancel();
+    let _ = fast_task.await;
+    for n in [&slow_node, &fast_node, &cam] {
+        n.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_get_their_stream_reset_and_the_node_keeps_serving() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.h264");
+    std::fs::write(
+        &garbage,
+        (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .expect("write");
+    let mut bad = camera("bad", GOP2);
+    bad.source = garbage;
+    let cam = camera_node(
+        &dir.path().join("cam"),
+        "t-bad",
+        vec![camera("cam1", GOP2), bad],
+        vec![],
+    )
+    .await;
+    let viewer = viewer_node(
+        &dir.path().join("viewer"),
+        "t-bad",
+        cam.dial_addrs().await.expect("addrs"),
+    )
+    .await;
+    let peer = cam.peer_id();
+    let mut good = viewer
+        .subscribe_camera("cam1", Some(peer), live("cam1"))
+        .await
+        .expect("subscribed");
+    let first = next(&mut good).await.header.sequence;
+
+    let mut control = viewer.stream_control();
+    // 1. An oversize length prefix: reset without an answer.
+    let mut s = control.open_stream(peer, media_protocol()).await.expect("open");
+    s.write_all(&[0x80, 0x80, 0x80, 0x80, 0x01]).await.expect("write"); // 256 MiB
+    s.flush().await.expect("flush");
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(T, s.read_to_end(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(r.is_err() || buf.is_empty(), "no answer to an oversize request");
+
+    // 2. Garbage protobuf: a readable refusal.
+    let mut s = control.open_stream(peer, media_protocol()).await.expect("open");
+    s.write_all(&[3, 0x0a, 0xff, 0xff]).await.expect("write");
+    s.flush().await.expect("flush");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut buf))
+        .await
+        .expect("closed in time");
+    let mut bm = bytes::BytesMut::from(&buf[..]);
+    let body = LengthCodec::new(1 << 16)
+        .decode(&mut bm)
+        .expect("framed")
+        .expect("an answer");
+    let resp: pb::StreamResponse = camesh_proto::framing::decode_message("response", body).expect("protobuf");
+    match resp.result {
+        Some(pb::stream_response::Result::Reject(r)) => {
+            assert_eq!(r.code, pb::RejectCode::RejectBadRequest as i32);
+            assert!(!r.reason.is_empty());
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // 3. Hanging up in the middle of a message.
+    let mut s = control.open_stream(peer, media_protocol()).await.expect("open");
+    s.write_all(&[0x90, 0x4e, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+        .await
+        .expect("write");
+    s.close().await.expect("close");
+    drop(s);
+
+    // 4. Unknown camera, and a camera whose file is garbage: clear reasons.
+    match viewer.subscribe_camera("nope", Some(peer), live("nope")).await {
+        Err(ClientError::Rejected { code, reason, .. }) => {
+            assert_eq!(code, pb::RejectCode::RejectUnknownCamera);
+            assert!(reason.contains("nope"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let hub = cam.hubs().get("bad").expect("hub");
+    let mut reason = String::new();
+    for _ in 0..100 {
+        match viewer.subscribe_camera("bad", Some(peer), live("bad")).await {
+            Err(ClientError::Rejected { reason: r, .. }) if !r.contains("starting") => {
+                reason = r;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(_) => panic!("a garbage file must not stream"),
+        }
+    }
+    assert!(!hub.is_live());
+    assert!(
+        reason.contains("H.264") || reason.contains("start code"),
+        "clear reason: {reason}"
+    );
+
+    // The good stream kept flowing, and new viewers are still served.
+    let mut seq = first;
+    for _ in 0..30 {
+        let f = next(&mut good).await;
+        assert_eq!(f.header.sequence, seq + 1);
+        seq += 1;
+    }
+    let mut again = viewer
+        .subscribe_camera("cam1", Some(peer), live("cam1"))
+        .await
+        .expect("still serving");
+    assert!(next(&mut again).await.header.keyframe);
+    viewer.shutdown();
+    cam.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_resumes_by_itself_after_the_camera_node_restarts_and_reports_the_gap() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cam_dir = dir.path().join("cam");
+    let cam = camera_node(&cam_dir, "t-restart", vec![camera("cam1", GOP2)], vec![]).await;
+    let addr = cam.dial_addrs().await.expect("addrs").remove(0);
+    let (_, plain) = camesh_node::net::split_p2p(addr.clone());
+    let viewer = viewer_node(&dir.path().join("viewer"), "t-restart", vec![addr]).await;
+    let mut opts = WatchOptions::new("cam1");
+    opts.peer = Some(cam.peer_id());
+    opts.backoff_max = Duration::from_millis(500);
+    let cancel = CancellationToken::new();
+    let mut events = viewer.watch(opts, cancel.clone());
+    let mut frames = 0;
+    while frames < 30 {
+        match tokio::time::timeout(T, events.recv())
+            .await
+            .expect("event")
+            .expect("open")
+        {
+            WatchEvent::Frame(_) => frames += 1,
+            WatchEvent::Failed { error } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    cam.shutdown();
+    loop {
+        match tokio::time::timeout(T, events.recv())
+            .await
+            .expect("interruption noticed")
+            .expect("open")
+        {
+            WatchEvent::Interrupted { .. } => break,
+            WatchEvent::Failed { error } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    // Same identity, same address.
+    let mut c = loopback_config(Role::Camera, "t-restart");
+    c.cameras = vec![camera("cam1", GOP2)];
+    c.node.listen = vec![plain];
+    let mut restarted = None;
+    for _ in 0..50 {
+        match Node::spawn(c.clone(), &cam_dir).await {
+            Ok(n) => {
+                restarted = Some(n);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let cam2 = restarted.expect("camera node restarts on its old address");
+    assert_eq!(cam2.peer_id(), cam.peer_id());
+    let mut gap = None;
+    let mut after = 0;
+    while after < 10 {
+        match tokio::time::timeout(T, events.recv())
+            .await
+            .expect("video resumes")
+            .expect("open")
+        {
+            WatchEvent::Started { gap: g, .. } => gap = g,
+            WatchEvent::Frame(_) if gap.is_some() => after += 1,
+            WatchEvent::Failed { error } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    assert!(gap.expect("the gap is reported") > Duration::ZERO);
+    cancel.cancel();
+    viewer.shutdown();
+    cam2.shutdown();
+}
