@@ -76,7 +76,7 @@ pub enum AnnouncementError {
     WrongPeer {
         camera: String,
         claimed: String,
-        from: PeerId,
+        from: String,
     },
     #[error("announcement has an invalid camera id {0:?}")]
     BadId(String),
@@ -98,7 +98,7 @@ impl Directory {
             return Err(AnnouncementError::WrongPeer {
                 camera: ann.camera_id,
                 claimed,
-                from,
+                from: from.to_string(),
             });
         }
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());

@@ -456,32 +456,35 @@ impl NetTask {
                     Err(e) => debug!(peer = %from, error = %e, "garbage announcement"),
                 }
             }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
-                if let kad::QueryResult::GetProviders(res) = result {
-                    if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = res {
-                        for p in providers {
-                            if p == *self.swarm.local_peer_id() {
-                                continue;
-                            }
-                            // Dial while the query still holds the provider's addresses.
-                            if !self.swarm.is_connected(&p) {
-                                let _ = self.swarm.dial(
-                                    DialOpts::peer_id(p)
-                                        .condition(PeerCondition::DisconnectedAndNotDialing)
-                                        .build(),
-                                );
-                            }
-                            if let Some((found, _)) = self.provider_queries.get_mut(&id) {
-                                if !found.contains(&p) {
-                                    found.push(p);
-                                }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(res),
+                step,
+                ..
+            }) => {
+                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = res {
+                    for p in providers {
+                        if p == *self.swarm.local_peer_id() {
+                            continue;
+                        }
+                        // Dial while the query still holds the provider's addresses.
+                        if !self.swarm.is_connected(&p) {
+                            let _ = self.swarm.dial(
+                                DialOpts::peer_id(p)
+                                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                                    .build(),
+                            );
+                        }
+                        if let Some((found, _)) = self.provider_queries.get_mut(&id) {
+                            if !found.contains(&p) {
+                                found.push(p);
                             }
                         }
                     }
-                    if step.last {
-                        if let Some((found, reply)) = self.provider_queries.remove(&id) {
-                            let _ = reply.send(found);
-                        }
+                }
+                if step.last {
+                    if let Some((found, reply)) = self.provider_queries.remove(&id) {
+                        let _ = reply.send(found);
                     }
                 }
             }
