@@ -46,6 +46,9 @@ pub struct NodeSection {
     pub name: String,
     /// Scopes the DHT protocol name and gossipsub topics: fleets never mix.
     pub fleet_id: String,
+    /// The fleet root public key (base58, as `mesh fleet init` prints it): the trust
+    /// anchor for membership certificates, grants and revocations. Required to run.
+    pub fleet_root: String,
     /// Where to listen; QUIC first, TCP as fallback.
     pub listen: Vec<Multiaddr>,
     /// Peers to connect to at start (`/ip4/.../udp/.../quic-v1/p2p/<peer-id>`).
@@ -135,6 +138,7 @@ impl Default for NodeSection {
             role: Role::Viewer,
             name: String::new(),
             fleet_id: "default".into(),
+            fleet_root: String::new(),
             listen: vec![
                 "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("static multiaddr"),
                 "/ip4/0.0.0.0/tcp/0".parse().expect("static multiaddr"),
@@ -257,6 +261,11 @@ impl Config {
         ] {
             if v < lo || v > hi {
                 return Err(invalid(field, format!("{v} is outside {lo}..={hi}")));
+            }
+        }
+        if !self.node.fleet_root.is_empty() {
+            if let Err(e) = crate::auth::fleet::root_from_text(&self.node.fleet_root) {
+                return Err(invalid("node.fleet_root", e.to_string()));
             }
         }
         if self.node.listen.is_empty() {

@@ -39,20 +39,25 @@ pub fn load_or_create(dir: &Path) -> Result<Keypair, IdentityError> {
             let key = Keypair::generate_ed25519();
             // Encoding a freshly generated ed25519 key cannot fail.
             let bytes = key.to_protobuf_encoding().expect("ed25519 key encodes");
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(&path).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
+            write_private(&path, &bytes).map_err(io)?;
             Ok(key)
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// Writes a new secret file readable only by its owner (mode 0600), and syncs it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 #[cfg(unix)]

@@ -23,6 +23,7 @@
 //! Modules: [`config`] (TOML, validated), [`identity`] (the node key), [`node`] (start a
 //! node, the handle), [`net`], [`discovery`], [`media`], [`stream`].
 
+pub mod auth;
 pub mod config;
 pub mod discovery;
 pub mod identity;

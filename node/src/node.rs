@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{CameraConfig, Config};
+use crate::auth::{self, Trust};
+use crate::config::{CameraConfig, Config, Role};
 use crate::discovery::{self, CameraEntry, Directory, Via};
 use crate::media::source::{FileSource, SourceEvent, SourceOptions};
 use crate::net::{self, NetError, NetHandle, PeerSummary};
@@ -36,6 +37,8 @@ pub enum StartError {
     Build(#[from] net::behaviour::BuildError),
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error("config field `node.fleet_root`: {0}")]
+    NoFleet(String),
 }
 
 /// Cloneable handle to a running node.
@@ -48,6 +51,7 @@ pub struct NodeHandle {
     directory: Arc<Directory>,
     hubs: Arc<Hubs>,
     slots: Arc<StreamSlots>,
+    trust: Arc<Trust>,
     shutdown: CancellationToken,
 }
 
@@ -69,6 +73,24 @@ impl Node {
         config.validate()?;
         let key = crate::identity::load_or_create(data_dir)?;
         let peer_id = key.public().to_peer_id();
+        if config.node.fleet_root.is_empty() {
+            return Err(StartError::NoFleet(
+                "not set: every node needs its fleet's root public key (`mesh fleet init` prints it)".into(),
+            ));
+        }
+        let root =
+            auth::fleet::root_from_text(&config.node.fleet_root).map_err(|e| StartError::NoFleet(e.to_string()))?;
+        let trust = Arc::new(Trust::load(data_dir, &config.node.fleet_id, root, peer_id));
+        if trust.root_key().is_some() {
+            // An admin's own node certifies itself.
+            let role = match config.node.role {
+                Role::Camera => camesh_proto::pb::MemberRole::Camera,
+                Role::Nvr => camesh_proto::pb::MemberRole::Nvr,
+                Role::Viewer => camesh_proto::pb::MemberRole::Admin,
+            };
+            let cams = config.cameras.iter().map(|c| c.id.clone()).collect();
+            trust.self_admit(role, &config.node.name, cams);
+        }
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let directory = Arc::new(Directory::default());
@@ -96,17 +118,56 @@ impl Node {
         let info_in = control
             .accept(client::info_protocol())
             .map_err(|e| NetError::Other(e.to_string()))?;
-        let net = net::spawn(swarm, config.clone(), directory.clone(), hubs.clone(), shutdown.clone()).await?;
+        let member_in = control
+            .accept(net::membership::member_protocol())
+            .map_err(|e| NetError::Other(e.to_string()))?;
+        let admin_in = control
+            .accept(net::membership::admin_protocol())
+            .map_err(|e| NetError::Other(e.to_string()))?;
+        let net = net::spawn(
+            swarm,
+            config.clone(),
+            directory.clone(),
+            hubs.clone(),
+            trust.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        tokio::spawn(net::membership::serve_member(
+            member_in,
+            trust.clone(),
+            net.clone(),
+            shutdown.child_token(),
+        ));
+        tokio::spawn(net::membership::serve_admin(
+            admin_in,
+            trust.clone(),
+            net.clone(),
+            shutdown.child_token(),
+        ));
+        tokio::spawn(net::membership::run_initiator(
+            trust.clone(),
+            net.clone(),
+            control.clone(),
+            shutdown.child_token(),
+        ));
+        tokio::spawn(rotate_keys_on_revocation(
+            trust.clone(),
+            hubs.clone(),
+            shutdown.child_token(),
+        ));
         let slots = Arc::new(StreamSlots::default());
         let server = Arc::new(MediaServer {
             hubs: hubs.clone(),
             limits: config.limits.clone(),
             slots: slots.clone(),
+            trust: trust.clone(),
         });
         tokio::spawn(server.run(media_in, shutdown.child_token()));
         tokio::spawn(crate::stream::server::run_info(
             info_in,
             hubs.clone(),
+            trust.clone(),
             peer_id,
             config.limits.clone(),
             shutdown.child_token(),
@@ -120,8 +181,36 @@ impl Node {
             directory,
             hubs,
             slots,
+            trust,
             shutdown,
         })
+    }
+}
+
+/// Every revocation changes every camera's media key: whoever was revoked keeps at most
+/// the keys of frames it was allowed to see.
+async fn rotate_keys_on_revocation(trust: Arc<Trust>, hubs: Arc<Hubs>, shutdown: CancellationToken) {
+    let mut rx = trust.subscribe();
+    let mut epoch = trust.revocation_epoch();
+    let mut known = trust.revocation_records().len();
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+        let (e, n) = (trust.revocation_epoch(), trust.revocation_records().len());
+        if (e, n) != (epoch, known) {
+            (epoch, known) = (e, n);
+            for hub in hubs.all() {
+                let k = hub.rotate_key();
+                trust.audit.record(
+                    "key-rotated",
+                    "",
+                    &hub.id,
+                    &format!("key epoch {k} after revocation epoch {e}"),
+                );
+            }
+        }
     }
 }
 
@@ -181,6 +270,57 @@ impl NodeHandle {
         &self.net
     }
 
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.trust
+    }
+
+    /// Sends a revocation to every connected peer and gossips it (after applying it here).
+    pub async fn push_revocation(&self, r: camesh_proto::pb::Signed) -> Result<usize, String> {
+        self.trust.apply_revocation(&r).map_err(|e| e.to_string())?;
+        self.net.publish_revocation(r.clone());
+        let mut sent = 0;
+        for p in self
+            .peers()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|p| p.connected)
+        {
+            let mut control = self.control.clone();
+            let req = camesh_proto::pb::AdminRequest {
+                request: Some(camesh_proto::pb::admin_request::Request::Revocation(r.clone())),
+                invite: None,
+            };
+            match net::membership::admin_request(&mut control, p.peer, req).await {
+                Ok(_) => sent += 1,
+                Err(e) => tracing::debug!(peer = %p.peer, error = %e, "revocation not pushed"),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Redeems an invite with its admin node and installs the certificate it issues.
+    pub async fn redeem_invite(&self, text: &str) -> Result<auth::CertInfo, String> {
+        let (info, signed) = auth::invite::parse(text, auth::now_s()).map_err(|e| e.to_string())?;
+        let peer = self
+            .net
+            .connect(Some(info.admin_peer), info.admin_addrs.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut control = self.control.clone();
+        let req = camesh_proto::pb::AdminRequest {
+            request: Some(camesh_proto::pb::admin_request::Request::RedeemToken(
+                info.token.clone().into(),
+            )),
+            invite: Some(signed),
+        };
+        let resp = net::membership::admin_request(&mut control, peer, req).await?;
+        let cert = resp.cert.ok_or("the admin node sent no certificate")?;
+        self.trust
+            .install_cert_bytes(&auth::signed::encode(&cert))
+            .map_err(|e| e.to_string())
+    }
+
     pub fn hubs(&self) -> &Arc<Hubs> {
         &self.hubs
     }
@@ -224,12 +364,25 @@ impl NodeHandle {
         self.net.peers().await
     }
 
-    /// Asks one peer for its cameras and stores them in the directory.
+    /// Asks one peer for its cameras and stores them in the directory (only cameras its
+    /// certificate binds to it).
     pub async fn query_peer(&self, peer: PeerId) -> Result<usize, ClientError> {
+        let cert = self
+            .trust
+            .wait_member(&peer, Duration::from_secs(2))
+            .await
+            .ok_or(ClientError::Open {
+                peer,
+                reason: "not a verified fleet member".into(),
+            })?;
         let mut control = self.control.clone();
         let list = client::list_cameras(&mut control, peer, &self.config.limits).await?;
         let mut n = 0;
         for ann in list {
+            if !cert.may_serve(&ann.camera_id) {
+                warn!(%peer, camera = %ann.camera_id.chars().take(64).collect::<String>(), "peer lists a camera its certificate does not bind to it; ignored");
+                continue;
+            }
             match self.directory.insert(peer, ann, Via::Info) {
                 Ok(()) => n += 1,
                 Err(e) => warn!(%peer, error = %e, "camera list entry ignored"),
@@ -267,7 +420,7 @@ impl NodeHandle {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 ev = events.recv() => match ev {
-                    Ok(net::NetEvent::Connected(p)) => if asked.insert(p) { ask(p, &mut queries) },
+                    Ok(net::NetEvent::Connected { peer: p, .. }) => if asked.insert(p) { ask(p, &mut queries) },
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,
@@ -327,6 +480,12 @@ impl NodeHandle {
             }
         };
         let mut last = None;
+        let mut req = req;
+        if req.grant.is_empty() {
+            if let Some(g) = self.trust.grant_for(camera, auth::Rights::LIVE) {
+                req.grant = auth::signed::encode(&g);
+            }
+        }
         for (p, addrs) in candidates {
             if let Err(e) = self.net.connect(Some(p), addrs).await {
                 last = Some(ClientError::Open {
@@ -334,6 +493,25 @@ impl NodeHandle {
                     reason: e.to_string(),
                 });
                 continue;
+            }
+            // Viewers dial keys: the peer must hold a certificate that binds the camera
+            // id to its key, proven on this very connection.
+            match self.trust.wait_member(&p, Duration::from_secs(2)).await {
+                Some(cert) if cert.may_serve(camera) => {}
+                Some(_) => {
+                    last = Some(ClientError::Impostor {
+                        peer: p,
+                        camera: camera.to_owned(),
+                    });
+                    continue;
+                }
+                None => {
+                    last = Some(ClientError::Open {
+                        peer: p,
+                        reason: "did not prove fleet membership".into(),
+                    });
+                    continue;
+                }
             }
             let mut control = self.control.clone();
             match client::subscribe(&mut control, p, req.clone(), &self.config.limits).await {

@@ -10,8 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use camesh_node::auth::fleet::FleetRoot;
+use camesh_node::auth::Rights;
 use camesh_node::config::{CameraConfig, Config, Role};
 use camesh_node::{Multiaddr, Node, NodeHandle};
+use camesh_proto::pb::MemberRole;
 
 pub fn init_tracing() {
     static ONCE: Once = Once::new();
@@ -31,10 +37,43 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
 }
 
-/// A config for a node on 127.0.0.1 (QUIC, random port, no mDNS).
-pub fn loopback_config(role: Role, fleet: &str) -> Config {
+/// The root key of a test fleet, made on first use (one per fleet name per process).
+pub fn fleet(name: &str) -> FleetRoot {
+    static FLEETS: Mutex<Option<HashMap<String, FleetRoot>>> = Mutex::new(None);
+    let mut map = FLEETS.lock().unwrap_or_else(|e| e.into_inner());
+    map.get_or_insert_with(HashMap::new)
+        .entry(name.to_owned())
+        .or_insert_with(|| FleetRoot::ephemeral(name))
+        .clone()
+}
+
+/// Certifies the node in `dir` for the role and cameras of `config`; viewers and NVRs
+/// also get a grant for live video of every camera.
+pub fn enroll(config: &Config, dir: &Path) {
+    let f = fleet(&config.node.fleet_id);
+    let role = match config.node.role {
+        Role::Camera => MemberRole::Camera,
+        Role::Nvr => MemberRole::Nvr,
+        Role::Viewer => MemberRole::Viewer,
+    };
+    let cams: Vec<String> = config.cameras.iter().map(|c| c.id.clone()).collect();
+    f.enroll_dir(dir, role, &config.node.name, &cams, 3600).expect("enroll");
+    if config.node.role != Role::Camera {
+        f.grant_dir(dir, &["*".to_owned()], Rights::LIVE, 3600).expect("grant");
+    }
+}
+
+/// Enrolls and starts a node.
+pub async fn spawn_node(config: Config, dir: &Path) -> NodeHandle {
+    enroll(&config, dir);
+    Node::spawn(config, dir).await.expect("node starts")
+}
+
+/// A config for a node on 127.0.0.1 (QUIC, random port, no mDNS) in test fleet `fleet`.
+pub fn loopback_config(role: Role, fleet_name: &str) -> Config {
     let mut c = Config::preset(role);
-    c.node.fleet_id = fleet.into();
+    c.node.fleet_id = fleet_name.into();
+    c.node.fleet_root = fleet(fleet_name).root_text();
     c.node.mdns = false;
     c.node.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("static multiaddr")];
     c.node.announce_interval_s = 1;
@@ -56,13 +95,13 @@ pub async fn camera_node(dir: &Path, fleet: &str, cams: Vec<CameraConfig>, boots
     let mut c = loopback_config(Role::Camera, fleet);
     c.cameras = cams;
     c.node.bootstrap = bootstrap;
-    Node::spawn(c, dir).await.expect("camera node starts")
+    spawn_node(c, dir).await
 }
 
 pub async fn viewer_node(dir: &Path, fleet: &str, bootstrap: Vec<Multiaddr>) -> NodeHandle {
     let mut c = loopback_config(Role::Viewer, fleet);
     c.node.bootstrap = bootstrap;
-    Node::spawn(c, dir).await.expect("viewer node starts")
+    spawn_node(c, dir).await
 }
 
 /// Waits until `f` is true, checking every 20 ms, for at most `limit`.

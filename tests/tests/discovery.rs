@@ -14,9 +14,7 @@ async fn viewer_finds_a_camera_via_kademlia_through_a_third_node() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     // B: a DHT node with no cameras. C bootstraps from B; V bootstraps from B only.
-    let b = Node::spawn(loopback_config(Role::Nvr, "t-kad"), &dir.path().join("b"))
-        .await
-        .expect("b");
+    let b = spawn_node(loopback_config(Role::Nvr, "t-kad"), &dir.path().join("b")).await;
     let b_addrs = b.dial_addrs().await.expect("addrs");
     let c = camera_node(
         &dir.path().join("c"),

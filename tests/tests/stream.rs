@@ -139,13 +139,13 @@ async fn a_stalled_viewer_slows_nobody_and_resumes_on_a_keyframe_with_the_skip_c
     let mut cc = loopback_config(Role::Camera, "t-slow");
     cc.limits.subscriber_queue_frames = 30;
     cc.cameras = vec![camera("cam1", GOP1_720)];
-    let cam = Node::spawn(cc, &dir.path().join("cam")).await.expect("camera");
+    let cam = spawn_node(cc, &dir.path().join("cam")).await;
     let addrs = cam.dial_addrs().await.expect("addrs");
     // The stalled viewer takes little in flight, so its backlog reaches the source soon.
     let mut sc = loopback_config(Role::Viewer, "t-slow");
     sc.limits.stream_window_bytes = 32 << 10;
     sc.node.bootstrap = addrs.clone();
-    let slow_node = Node::spawn(sc, &dir.path().join("slow")).await.expect("slow viewer");
+    let slow_node = spawn_node(sc, &dir.path().join("slow")).await;
     let fast_node = viewer_node(&dir.path().join("fast"), "t-slow", addrs).await;
     let hub = cam.hubs().get("cam1").expect("hub");
 
@@ -293,7 +293,14 @@ async fn bad_peers_get_their_stream_reset_and_the_node_keeps_serving() {
     drop(s);
 
     // 4. Unknown camera, and a camera whose file is garbage: clear reasons.
-    match viewer.subscribe_camera("nope", Some(peer), live("nope")).await {
+    // The viewer itself refuses: the camera node's certificate does not bind "nope".
+    assert!(matches!(
+        viewer.subscribe_camera("nope", Some(peer), live("nope")).await,
+        Err(ClientError::Impostor { .. })
+    ));
+    // Asked anyway (raw request), the camera node refuses with a reason.
+    let mut control2 = viewer.stream_control();
+    match camesh_node::stream::client::subscribe(&mut control2, peer, live("nope"), &viewer.config().limits).await {
         Err(ClientError::Rejected { code, reason, .. }) => {
             assert_eq!(code, pb::RejectCode::RejectUnknownCamera);
             assert!(reason.contains("nope"), "{reason}");

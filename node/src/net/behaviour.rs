@@ -25,6 +25,11 @@ pub fn announce_topic(fleet_id: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("camesh/{fleet_id}/cameras/1"))
 }
 
+/// Gossipsub topic of revocations in a fleet.
+pub fn revocation_topic(fleet_id: &str) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("camesh/{fleet_id}/revocations/1"))
+}
+
 /// Identify protocol version: peers of another fleet are recognisable at once.
 pub fn identify_version(fleet_id: &str) -> String {
     format!("camesh/{fleet_id}/1")
@@ -92,6 +97,10 @@ pub fn build_swarm(key: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Bu
             };
             let mut kad_config = kad::Config::new(kad_protocol(&fleet));
             kad_config.set_query_timeout(Duration::from_secs(10));
+            // Only verified fleet members enter the routing table or the record store:
+            // the swarm task adds them once their certificate checks out.
+            kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
+            kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
             let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
             kad.set_mode(Some(if dht_server {
                 kad::Mode::Server
@@ -102,6 +111,8 @@ pub fn build_swarm(key: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Bu
                 .heartbeat_interval(Duration::from_secs(1))
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .max_transmit_size(MAX_GOSSIP_BYTES)
+                // Every message is checked (sender is a member, content verifies) first.
+                .validate_messages()
                 .build()?;
             let gossipsub =
                 gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;

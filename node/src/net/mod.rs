@@ -11,12 +11,13 @@
 //! announcements in the [`Directory`].
 
 pub mod behaviour;
+pub mod membership;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use camesh_proto::pb::CameraAnnouncement;
+use camesh_proto::pb::{self, CameraAnnouncement};
 use futures::StreamExt;
 use libp2p::{
     gossipsub, identify, kad, mdns,
@@ -30,6 +31,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::Trust;
 use crate::config::Config;
 use crate::discovery::{self, Directory, Via};
 use crate::stream::hub::Hubs;
@@ -45,7 +47,11 @@ const REPROVIDE_EVERY: Duration = Duration::from_secs(30);
 /// What the swarm task tells listeners.
 #[derive(Debug, Clone)]
 pub enum NetEvent {
-    Connected(PeerId),
+    /// A first connection to `peer`; `dialer` if we dialed it.
+    Connected {
+        peer: PeerId,
+        dialer: bool,
+    },
     Disconnected(PeerId),
 }
 
@@ -82,6 +88,9 @@ enum Command {
         key: kad::RecordKey,
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    Disconnect(PeerId),
+    Verified(PeerId),
+    PublishRevocation(pb::Signed),
 }
 
 /// Cloneable handle to the swarm task.
@@ -98,6 +107,9 @@ impl std::fmt::Debug for Command {
             Command::Peers(_) => "Peers",
             Command::ListenAddrs(_) => "ListenAddrs",
             Command::FindProviders { .. } => "FindProviders",
+            Command::Disconnect(_) => "Disconnect",
+            Command::Verified(_) => "Verified",
+            Command::PublishRevocation(_) => "PublishRevocation",
         })
     }
 }
@@ -128,6 +140,23 @@ impl NetHandle {
         self.ask(|reply| Command::FindProviders { key, reply }).await
     }
 
+    /// Closes every connection to `peer`.
+    pub async fn disconnect(&self, peer: PeerId) {
+        let _ = self.cmd.send(Command::Disconnect(peer)).await;
+    }
+
+    /// `peer` proved fleet membership: let it into the DHT routing table.
+    pub async fn verified(&self, peer: PeerId) {
+        let _ = self.cmd.send(Command::Verified(peer)).await;
+    }
+
+    /// Spreads a revocation on gossipsub (best effort: dropped if the swarm is swamped).
+    pub fn publish_revocation(&self, r: pb::Signed) {
+        if self.cmd.try_send(Command::PublishRevocation(r)).is_err() {
+            warn!("swarm busy: revocation not gossiped (it was still applied and pushed)");
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<NetEvent> {
         self.events.subscribe()
     }
@@ -140,6 +169,8 @@ struct PeerState {
     rtt: Option<Duration>,
     agent: String,
     protocol_version: String,
+    /// Addresses to put in the DHT routing table once the peer is a verified member.
+    kad_addrs: Vec<Multiaddr>,
 }
 
 struct NetTask {
@@ -148,7 +179,9 @@ struct NetTask {
     events: broadcast::Sender<NetEvent>,
     directory: Arc<Directory>,
     hubs: Arc<Hubs>,
+    trust: Arc<Trust>,
     topic: gossipsub::IdentTopic,
+    revocation_topic: gossipsub::IdentTopic,
     peers: HashMap<PeerId, PeerState>,
     dial_by_peer: HashMap<PeerId, Vec<oneshot::Sender<Result<PeerId, NetError>>>>,
     dial_by_conn: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,
@@ -162,6 +195,7 @@ pub(crate) async fn spawn(
     config: Arc<Config>,
     directory: Arc<Directory>,
     hubs: Arc<Hubs>,
+    trust: Arc<Trust>,
     shutdown: CancellationToken,
 ) -> Result<NetHandle, NetError> {
     for addr in &config.node.listen {
@@ -170,11 +204,14 @@ pub(crate) async fn spawn(
             .map_err(|e| NetError::Other(format!("cannot listen on {addr}: {e}")))?;
     }
     let topic = behaviour::announce_topic(&config.node.fleet_id);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&topic)
-        .map_err(|e| NetError::Other(format!("gossipsub subscribe: {e}")))?;
+    let revocation_topic = behaviour::revocation_topic(&config.node.fleet_id);
+    for t in [&topic, &revocation_topic] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(t)
+            .map_err(|e| NetError::Other(format!("gossipsub subscribe: {e}")))?;
+    }
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (ev_tx, _) = broadcast::channel(EVENT_QUEUE);
     let mut task = NetTask {
@@ -183,7 +220,9 @@ pub(crate) async fn spawn(
         events: ev_tx.clone(),
         directory,
         hubs,
+        trust,
         topic,
+        revocation_topic,
         peers: HashMap::new(),
         dial_by_peer: HashMap::new(),
         dial_by_conn: HashMap::new(),
@@ -273,6 +312,30 @@ impl NetTask {
             Command::FindProviders { key, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
                 self.provider_queries.insert(id, (Vec::new(), reply));
+            }
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            }
+            Command::Verified(peer) => {
+                let addrs = self.peers.get(&peer).map(|s| s.kad_addrs.clone()).unwrap_or_default();
+                if !addrs.is_empty() {
+                    for a in addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer, a);
+                    }
+                    self.maybe_provide();
+                }
+            }
+            Command::PublishRevocation(r) => {
+                let bytes = r.encode_to_vec();
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.revocation_topic.clone(), bytes)
+                {
+                    debug!(error = %e, "revocation not gossiped");
+                }
             }
         }
     }
@@ -365,7 +428,12 @@ impl NetTask {
                 if let Some(w) = self.dial_by_conn.remove(&connection_id) {
                     let _ = w.send(Ok(peer_id));
                 }
-                let _ = self.events.send(NetEvent::Connected(peer_id));
+                if st.connected == 1 {
+                    let _ = self.events.send(NetEvent::Connected {
+                        peer: peer_id,
+                        dialer: endpoint.is_dialer(),
+                    });
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -423,10 +491,25 @@ impl NetTask {
                 }
                 let kad_proto = behaviour::kad_protocol(&self.config.node.fleet_id);
                 if info.protocols.contains(&kad_proto) {
-                    for addr in info.listen_addrs.iter().filter(|a| usable_addr(a)) {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    st.kad_addrs = info
+                        .listen_addrs
+                        .iter()
+                        .filter(|a| usable_addr(a))
+                        .take(16)
+                        .cloned()
+                        .collect();
+                    // Members only: others never enter the routing table.
+                    if self.trust.member(&peer_id).is_some() {
+                        let addrs = self
+                            .peers
+                            .get(&peer_id)
+                            .map(|s| s.kad_addrs.clone())
+                            .unwrap_or_default();
+                        for addr in addrs {
+                            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                        }
+                        self.maybe_provide();
                     }
-                    self.maybe_provide();
                 }
             }
             BehaviourEvent::Ping(ping::Event {
@@ -445,15 +528,30 @@ impl NetTask {
                     self.connect(Some(peer), addrs, tx);
                 }
             }
-            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
-                let Some(from) = message.source else { return };
-                match CameraAnnouncement::decode(message.data.as_slice()) {
-                    Ok(ann) => {
-                        if let Err(e) = self.directory.insert(from, ann, Via::Gossip) {
-                            debug!(peer = %from, error = %e, "announcement ignored");
-                        }
-                    }
-                    Err(e) => debug!(peer = %from, error = %e, "garbage announcement"),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let accept = self.on_gossip(propagation_source, &message);
+                let verdict = if accept {
+                    gossipsub::MessageAcceptance::Accept
+                } else {
+                    gossipsub::MessageAcceptance::Reject
+                };
+                let _ = self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    verdict,
+                );
+            }
+            BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request: kad::InboundRequest::AddProvider { record: Some(record) },
+            }) => {
+                // Provider records from members only (the provider is the sender).
+                if self.trust.member(&record.provider).is_some() {
+                    use kad::store::RecordStore;
+                    let _ = self.swarm.behaviour_mut().kad.store_mut().add_provider(record);
                 }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -489,6 +587,41 @@ impl NetTask {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Judges a gossip message: members only; announcements only for cameras the
+    /// sender's certificate binds to it; revocations only if they verify.
+    fn on_gossip(&mut self, via: PeerId, message: &gossipsub::Message) -> bool {
+        let Some(from) = message.source else { return false };
+        if self.trust.member(&via).is_none() {
+            return false;
+        }
+        if message.topic == self.revocation_topic.hash() {
+            return match pb::Signed::decode(message.data.as_slice()) {
+                Ok(r) => self.trust.apply_revocation(&r).is_ok(),
+                Err(_) => false,
+            };
+        }
+        let Some(cert) = self.trust.member(&from) else {
+            return false;
+        };
+        match CameraAnnouncement::decode(message.data.as_slice()) {
+            Ok(ann) if cert.may_serve(&ann.camera_id) => match self.directory.insert(from, ann, Via::Gossip) {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!(peer = %from, error = %e, "announcement ignored");
+                    false
+                }
+            },
+            Ok(ann) => {
+                debug!(peer = %from, camera = %ann.camera_id.chars().take(64).collect::<String>(), "announcement for a camera not in the sender's certificate");
+                false
+            }
+            Err(e) => {
+                debug!(peer = %from, error = %e, "garbage announcement");
+                false
+            }
         }
     }
 

@@ -3,6 +3,9 @@
 //! [`subscribe`] opens a stream, sends the `StreamRequest`, reads the answer and returns
 //! a [`Subscription`] that yields frames; every read is bounded by the configured
 //! maximum, so a misbehaving source cannot make the viewer allocate without limit.
+//! Frames arrive sealed; key updates arrive in-band before the first frame of each key
+//! epoch; [`Subscription::next_frame`] returns opened (plaintext) frames, and a frame
+//! that fails authentication is an error, never video.
 
 use std::time::Duration;
 
@@ -11,6 +14,7 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::Control;
 
 use super::io::{write_message, FramedRead, IoError};
+use crate::auth::media_key::MediaKey;
 use crate::config::Limits;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,10 @@ pub enum ClientError {
     Closed { peer: PeerId },
     #[error("{peer} did not answer within {after:?}")]
     Timeout { peer: PeerId, after: Duration },
+    #[error("{peer} claims camera {camera} but its certificate does not bind that camera to its key")]
+    Impostor { peer: PeerId, camera: String },
+    #[error("{peer} sent a frame that failed authentication: {reason}")]
+    Tampered { peer: PeerId, reason: String },
 }
 
 pub fn media_protocol() -> StreamProtocol {
@@ -45,7 +53,12 @@ pub struct Subscription {
     pub peer: PeerId,
     pub accept: pb::StreamAccept,
     reader: FramedRead<Stream>,
+    /// Keys of the last few epochs (a rotation overlaps cached frames of the previous one).
+    keys: std::collections::VecDeque<MediaKey>,
 }
+
+/// Key epochs a viewer keeps.
+const KEYS_KEPT: usize = 4;
 
 async fn open(
     control: &mut Control,
@@ -86,7 +99,12 @@ pub async fn subscribe(
     match resp.result {
         Some(pb::stream_response::Result::Accept(accept)) => {
             reader.set_max(limits.max_frame_bytes + 1024);
-            Ok(Subscription { peer, accept, reader })
+            Ok(Subscription {
+                peer,
+                accept,
+                reader,
+                keys: std::collections::VecDeque::with_capacity(KEYS_KEPT),
+            })
         }
         Some(pb::stream_response::Result::Reject(r)) => Err(ClientError::Rejected {
             peer,
@@ -101,8 +119,22 @@ pub async fn subscribe(
 }
 
 impl Subscription {
-    /// The next frame; `Ok(None)` when the source ended the stream cleanly.
+    /// The next frame, opened; `Ok(None)` when the source ended the stream cleanly.
     pub async fn next_frame(&mut self) -> Result<Option<MediaFrame>, ClientError> {
+        loop {
+            let Some(mut frame) = self.next_sealed().await? else {
+                return Ok(None);
+            };
+            if self.learn_key(&frame)? {
+                continue;
+            }
+            frame.payload = self.open(&frame)?;
+            return Ok(Some(frame));
+        }
+    }
+
+    /// The next frame as it arrived (sealed), including key updates.
+    pub async fn next_sealed(&mut self) -> Result<Option<MediaFrame>, ClientError> {
         let peer = self.peer;
         match self.reader.next().await {
             Ok(Some(body)) => MediaFrame::decode(body)
@@ -111,6 +143,44 @@ impl Subscription {
             Ok(None) => Ok(None),
             Err(e) => Err(ClientError::Protocol { peer, source: e }),
         }
+    }
+
+    /// Opens a sealed frame with the keys received so far.
+    pub fn open(&self, frame: &MediaFrame) -> Result<bytes::Bytes, ClientError> {
+        let tampered = |reason: String| ClientError::Tampered {
+            peer: self.peer,
+            reason,
+        };
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.epoch == frame.header.key_epoch)
+            .ok_or_else(|| tampered(format!("no key for epoch {}", frame.header.key_epoch)))?;
+        key.open(&frame.header, &frame.payload)
+            .map_err(|e| tampered(e.to_string()))
+    }
+
+    /// Keeps the key of a key-update frame; `Ok(false)` for a media frame.
+    pub fn learn_key(&mut self, frame: &MediaFrame) -> Result<bool, ClientError> {
+        if frame.header.new_key.is_empty() {
+            return Ok(false);
+        }
+        let key =
+            MediaKey::from_bytes(frame.header.key_epoch, &frame.header.new_key).map_err(|e| ClientError::Tampered {
+                peer: self.peer,
+                reason: e.to_string(),
+            })?;
+        self.keys.retain(|k| k.epoch != key.epoch);
+        if self.keys.len() == KEYS_KEPT {
+            self.keys.pop_front();
+        }
+        self.keys.push_back(key);
+        Ok(true)
+    }
+
+    /// The key epochs this viewer holds now.
+    pub fn key_epochs(&self) -> Vec<u64> {
+        self.keys.iter().map(|k| k.epoch).collect()
     }
 }
 

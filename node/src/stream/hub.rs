@@ -16,6 +16,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::Notify;
 
 use super::fanout::{GopCache, Push, QueueLimits, QueueStats, SubscriberQueue};
+use crate::auth::media_key::MediaKey;
 use crate::media::{AccessUnit, CodecParams};
 
 /// Microseconds since the Unix epoch, now.
@@ -40,7 +41,10 @@ struct HubState {
     gop: GopCache,
     subs: Vec<Arc<Subscriber>>,
     next_seq: u64,
-    key_epoch: u64,
+    /// The key frames are sealed with now, and the one before it (cached frames of the
+    /// previous epoch may still be sent to newcomers right after a rotation).
+    key: MediaKey,
+    previous_key: Option<MediaKey>,
     live: bool,
     /// Why the source is not live, for refusals.
     last_error: Option<String>,
@@ -74,7 +78,8 @@ impl Hub {
                 gop: GopCache::new(gop_cache_bytes),
                 subs: Vec::new(),
                 next_seq: 0,
-                key_epoch: 0,
+                key: MediaKey::generate(1),
+                previous_key: None,
                 live: false,
                 last_error: None,
             }),
@@ -126,24 +131,49 @@ impl Hub {
             self.counters.keyframes_in.fetch_add(1, Ordering::Relaxed);
         }
         let mut st = self.lock();
-        let frame = MediaFrame {
-            header: pb::FrameHeader {
-                sequence: st.next_seq,
-                pts_90k: au.pts_90k,
-                dts_90k: au.dts_90k,
-                capture_unix_us: now_unix_us(),
-                keyframe: au.keyframe,
-                key_epoch: st.key_epoch,
-                skipped_before: 0,
-            },
-            payload: au.data,
+        let header = pb::FrameHeader {
+            sequence: st.next_seq,
+            pts_90k: au.pts_90k,
+            dts_90k: au.dts_90k,
+            capture_unix_us: now_unix_us(),
+            keyframe: au.keyframe,
+            key_epoch: st.key.epoch,
+            skipped_before: 0,
+            new_key: Default::default(),
         };
+        // Sealed once, here: every hop after this point carries ciphertext only.
+        let payload = st.key.seal(&header, &au.data);
+        let frame = MediaFrame { header, payload };
         st.next_seq += 1;
         st.gop.push(&frame);
         st.subs.retain(|s| !s.closed.load(Ordering::Relaxed));
         for sub in &st.subs {
             sub.push(frame.clone());
         }
+    }
+
+    /// Starts a new key epoch (after a revocation): frames from now on are sealed with a
+    /// fresh key that only currently authorized subscribers receive.
+    pub fn rotate_key(&self) -> u64 {
+        let mut st = self.lock();
+        let next = MediaKey::generate(st.key.epoch + 1);
+        let old = std::mem::replace(&mut st.key, next);
+        st.previous_key = Some(old);
+        st.key.epoch
+    }
+
+    /// The key of `epoch`, if it is the current or the previous one.
+    pub fn key(&self, epoch: u64) -> Option<MediaKey> {
+        let st = self.lock();
+        if st.key.epoch == epoch {
+            Some(st.key.clone())
+        } else {
+            st.previous_key.clone().filter(|k| k.epoch == epoch)
+        }
+    }
+
+    pub fn key_epoch(&self) -> u64 {
+        self.lock().key.epoch
     }
 
     /// Adds a subscriber whose queue starts with the cached GOP (instant start).
@@ -338,6 +368,7 @@ mod tests {
     async fn late_subscriber_starts_on_cached_keyframe() {
         let hub = Hub::new("cam1", "Cam 1", vec![], 1 << 20);
         assert!(hub.subscribe(PeerId::random(), LIM).is_err(), "no params yet");
+        let first_epoch = hub.key_epoch();
         hub.set_params(CodecParams::default());
         for n in 0..25 {
             hub.publish(au(n, n % 10 == 0));
@@ -346,6 +377,14 @@ mod tests {
         let first = sub.next().await.expect("frame");
         assert!(first.header.keyframe);
         assert_eq!(first.header.pts_90k, 20 * 3000);
+        assert_ne!(&first.payload[..], &[20u8; 100][..], "payload is sealed");
+        let key = hub.key(first.header.key_epoch).expect("current key");
+        assert_eq!(
+            &key.open(&first.header, &first.payload).expect("opens")[..],
+            &[20u8; 100][..]
+        );
+        assert_eq!(hub.rotate_key(), first_epoch + 1);
+        assert!(hub.key(first_epoch).is_some(), "previous key kept for cached frames");
     }
 
     #[tokio::test]

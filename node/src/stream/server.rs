@@ -4,8 +4,14 @@
 //! read the `StreamRequest` (bounded size, bounded time), check the per-peer and total
 //! stream limits, answer `StreamAccept` with the codec config or `StreamReject` with a
 //! reason, then drain the subscriber's queue into the stream. The session ends when the
-//! viewer hangs up, the stream errors, or the node shuts down; bad input resets only
+//! viewer hangs up, the stream errors, the node shuts down, or the viewer's authorization
+//! ends (revocation of its peer or grant, or the grant's expiry); bad input resets only
 //! that stream.
+//!
+//! Authorization on every open: the peer must be a verified fleet member (layer 1) and
+//! present a grant for `live` on this camera, bound to its authenticated peer id (layer
+//! 2). Keys travel in-band as key-update frames, each sent only after re-checking that
+//! the viewer is still authorized.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +28,8 @@ use tracing::{debug, info, warn};
 use super::fanout::QueueLimits;
 use super::hub::{Hubs, Subscriber};
 use super::io::{write_frame, write_message, FramedRead, IoError};
+use crate::auth::grant::GrantInfo;
+use crate::auth::{self, AuthError, Rights, Trust};
 use crate::config::Limits;
 use crate::media::CodecParams;
 
@@ -76,6 +84,37 @@ pub struct MediaServer {
     pub hubs: Arc<Hubs>,
     pub limits: Limits,
     pub slots: Arc<StreamSlots>,
+    pub trust: Arc<Trust>,
+}
+
+/// Whether a viewer is still allowed to receive: not revoked, grant not revoked or expired.
+fn still_authorized(trust: &Trust, peer: &PeerId, grant: &GrantInfo) -> Result<(), AuthError> {
+    if trust.peer_revoked(peer) {
+        return Err(AuthError::Revoked(format!("peer {peer}")));
+    }
+    if trust.grant_revoked(&grant.chain) {
+        return Err(AuthError::Revoked("grant".into()));
+    }
+    auth::check_validity("grant", grant.not_before_unix_s, grant.not_after_unix_s, auth::now_s())
+}
+
+/// Resolves when the viewer's authorization ends (checked on every trust change and
+/// when the grant expires).
+async fn until_unauthorized(trust: &Trust, peer: &PeerId, grant: &GrantInfo) -> AuthError {
+    let mut changes = trust.subscribe();
+    let expiry =
+        std::time::Duration::from_secs(u64::try_from(grant.not_after_unix_s - auth::now_s() + 31).unwrap_or(0));
+    let expired = tokio::time::sleep(expiry);
+    tokio::pin!(expired);
+    loop {
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { std::future::pending::<()>().await },
+            _ = &mut expired => {}
+        }
+        if let Err(e) = still_authorized(trust, peer, grant) {
+            return e;
+        }
+    }
 }
 
 impl MediaServer {
@@ -121,6 +160,20 @@ impl MediaServer {
             }
         };
         let camera = req.camera_id.clone();
+        let audit = &self.trust.audit;
+        if self
+            .trust
+            .wait_member(&peer, crate::net::membership::GRACE)
+            .await
+            .is_none()
+        {
+            let reason = format!(
+                "not a member of fleet {:?}: no valid membership certificate",
+                self.trust.fleet_id
+            );
+            audit.record("refused-stream", &peer.to_string(), &camera, &reason);
+            return reject(&mut stream, &control, pb::RejectCode::RejectNotAuthorized, &reason).await;
+        }
         let Some(hub) = self.hubs.get(&camera) else {
             info!(%peer, camera = %camera.chars().take(64).collect::<String>(), "unknown camera requested");
             return reject(
@@ -140,6 +193,28 @@ impl MediaServer {
             )
             .await;
         }
+        let grant = if req.grant.is_empty() {
+            Err(AuthError::Refused(format!(
+                "no grant presented for camera {camera}: ask a fleet admin (mesh grant <your peer id> --cameras {camera} --rights live)"
+            )))
+        } else {
+            auth::signed::decode("grant", &req.grant)
+                .and_then(|g| self.trust.check_grant(&peer, &g, &camera, &hub.tags, Rights::LIVE))
+        };
+        let grant = match grant {
+            Ok(g) => g,
+            Err(e) => {
+                audit.record("refused-stream", &peer.to_string(), &camera, &e.to_string());
+                info!(%peer, %camera, error = %e, "stream refused");
+                return reject(
+                    &mut stream,
+                    &control,
+                    pb::RejectCode::RejectNotAuthorized,
+                    &e.to_string(),
+                )
+                .await;
+            }
+        };
         let Some(_slot) = self
             .slots
             .try_take(peer, self.limits.max_streams_per_peer, self.limits.max_streams_total)
@@ -167,21 +242,38 @@ impl MediaServer {
         let accept = pb::StreamResponse {
             result: Some(pb::stream_response::Result::Accept(pb::StreamAccept {
                 codec: Some(codec_config(&params)),
-                key_epoch: 0,
+                key_epoch: hub.key_epoch(),
                 camera_name: hub.name.clone(),
                 sealed_key: Default::default(),
             })),
         };
         write_message(&mut stream, &control, &accept).await?;
+        audit.record(
+            "stream-opened",
+            &peer.to_string(),
+            &camera,
+            &format!("live, grant {:016x}", grant.chain[0]),
+        );
         info!(%peer, %camera, subscriber = sub.id, "viewer subscribed");
         let max_frame = match req.max_frame_bytes as usize {
             0 => self.limits.max_frame_bytes,
             n => n.min(self.limits.max_frame_bytes),
         };
         let (mut rd, mut wr) = stream.split();
+        let keys = KeyGate {
+            hub: &hub,
+            trust: &self.trust,
+            peer,
+            grant: &grant,
+        };
         let result = tokio::select! {
-            r = pump(&sub, &mut wr, LengthCodec::new(max_frame)) => r,
+            r = pump(&sub, &mut wr, LengthCodec::new(max_frame), &keys) => r,
             _ = wait_hangup(&mut rd) => Ok(()),
+            e = until_unauthorized(&self.trust, &peer, &grant) => {
+                audit.record("stream-closed", &peer.to_string(), &camera, &e.to_string());
+                info!(%peer, %camera, reason = %e, "authorization ended; closing stream");
+                Ok(())
+            }
             _ = shutdown.cancelled() => Ok(()),
         };
         sub.close();
@@ -192,34 +284,68 @@ impl MediaServer {
     }
 }
 
+/// Hands out media keys to one session, only while its viewer is authorized.
+struct KeyGate<'a> {
+    hub: &'a super::hub::Hub,
+    trust: &'a Trust,
+    peer: PeerId,
+    grant: &'a GrantInfo,
+}
+
 /// Drains the subscriber's queue into the stream; flushes whenever the queue is empty.
-async fn pump<W: futures::AsyncWrite + Unpin>(sub: &Subscriber, wr: &mut W, codec: LengthCodec) -> Result<(), IoError> {
+/// Before the first frame of each key epoch it sends that epoch's key, if the viewer is
+/// still authorized (otherwise the session ends).
+async fn pump<W: futures::AsyncWrite + Unpin>(
+    sub: &Subscriber,
+    wr: &mut W,
+    codec: LengthCodec,
+    keys: &KeyGate<'_>,
+) -> Result<(), IoError> {
     let mut scratch = BytesMut::with_capacity(64);
-    while let Some(frame) = sub.next().await {
-        if frame.payload.len() > codec.max() {
-            warn!(
-                subscriber = sub.id,
-                size = frame.payload.len(),
-                max = codec.max(),
-                "frame larger than the stream's maximum; dropped"
-            );
-            continue;
-        }
-        write_frame(wr, &codec, &frame, &mut scratch).await?;
-        sub.sent_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        sub.sent_bytes
-            .fetch_add(frame.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let mut more = 0;
+    let mut epoch = None;
+    while let Some(first) = sub.next().await {
+        let mut next = Some(first);
+        let mut written = 0;
         // Write what is already queued before flushing; bounded so we flush regularly.
-        while more < 16 {
-            let Some(f) = sub.try_pop() else { break };
-            if f.payload.len() <= codec.max() {
-                write_frame(wr, &codec, &f, &mut scratch).await?;
-                sub.sent_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                sub.sent_bytes
-                    .fetch_add(f.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        while let Some(frame) = next.take() {
+            written += 1;
+            if written < 16 {
+                next = sub.try_pop();
             }
-            more += 1;
+            if frame.payload.len() > codec.max() {
+                warn!(
+                    subscriber = sub.id,
+                    size = frame.payload.len(),
+                    max = codec.max(),
+                    "frame larger than the stream's maximum; dropped"
+                );
+                continue;
+            }
+            if epoch != Some(frame.header.key_epoch) {
+                if let Err(e) = still_authorized(keys.trust, &keys.peer, keys.grant) {
+                    debug!(peer = %keys.peer, error = %e, "no key for an unauthorized viewer");
+                    return Ok(());
+                }
+                let Some(key) = keys.hub.key(frame.header.key_epoch) else {
+                    // A cached frame of an epoch whose key is gone: skip it.
+                    continue;
+                };
+                let update = camesh_proto::MediaFrame {
+                    header: pb::FrameHeader {
+                        sequence: frame.header.sequence,
+                        key_epoch: key.epoch,
+                        new_key: bytes::Bytes::copy_from_slice(key.bytes()),
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::new(),
+                };
+                write_frame(wr, &codec, &update, &mut scratch).await?;
+                epoch = Some(key.epoch);
+            }
+            write_frame(wr, &codec, &frame, &mut scratch).await?;
+            sub.sent_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sub.sent_bytes
+                .fetch_add(frame.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         wr.flush().await?;
     }
@@ -268,6 +394,7 @@ pub fn codec_config(p: &CodecParams) -> pb::CodecConfig {
 pub async fn run_info(
     mut incoming: IncomingStreams,
     hubs: Arc<Hubs>,
+    trust: Arc<Trust>,
     me: PeerId,
     limits: Limits,
     shutdown: CancellationToken,
@@ -280,7 +407,21 @@ pub async fn run_info(
             _ = shutdown.cancelled() => break,
         };
         let hubs = hubs.clone();
+        let trust = trust.clone();
         tokio::spawn(async move {
+            if trust.wait_member(&peer, crate::net::membership::GRACE).await.is_none() {
+                trust
+                    .audit
+                    .record("refused-stream", &peer.to_string(), "", "info: not a fleet member");
+                let msg = pb::ControlResponse {
+                    response: Some(pb::control_response::Response::Error(pb::ControlError {
+                        reason: "not a fleet member".into(),
+                    })),
+                };
+                let _ = write_message(&mut stream, &codec, &msg).await;
+                let _ = stream.close().await;
+                return;
+            }
             let mut reader = FramedRead::new(&mut stream, codec);
             let req = match tokio::time::timeout(timeout, reader.next()).await {
                 Ok(Ok(Some(body))) => decode_message::<pb::ControlRequest>("control request", body),

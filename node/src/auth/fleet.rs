@@ -1,0 +1,223 @@
+//! Fleet root keys and how they are written down.
+//!
+//! The root key lives only on the admin's laptop (`fleet.key`, mode 0600, beside
+//! `fleet.toml` with the fleet id). Nodes know only the root's public key, written as
+//! base58 text in their config (`node.fleet_root`).
+
+use std::path::{Path, PathBuf};
+
+use libp2p::identity::{Keypair, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use super::AuthError;
+
+pub const ROOT_KEY_FILE: &str = "fleet.key";
+pub const FLEET_FILE: &str = "fleet.toml";
+
+/// The text form of a fleet root public key.
+pub fn root_to_text(key: &PublicKey) -> String {
+    bs58::encode(key.encode_protobuf()).into_string()
+}
+
+pub fn root_from_text(s: &str) -> Result<PublicKey, AuthError> {
+    let malformed = |reason: String| AuthError::Malformed {
+        what: "fleet root key",
+        reason,
+    };
+    let bytes = bs58::decode(s.trim())
+        .into_vec()
+        .map_err(|e| malformed(e.to_string()))?;
+    PublicKey::try_decode_protobuf(&bytes).map_err(|e| malformed(e.to_string()))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetFile {
+    pub fleet_id: String,
+    pub root: String,
+}
+
+/// An admin's fleet: the root key and the fleet id.
+#[derive(Debug, Clone)]
+pub struct FleetRoot {
+    pub fleet_id: String,
+    pub key: Keypair,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("a fleet already exists in {0} (delete it first to start over)")]
+    Exists(PathBuf),
+    #[error("no fleet root key in {0}: run `mesh fleet init` there, or pass the admin's --data-dir")]
+    Missing(PathBuf),
+}
+
+impl FleetRoot {
+    pub fn create(dir: &Path, fleet_id: &str) -> Result<Self, FleetError> {
+        let key_path = dir.join(ROOT_KEY_FILE);
+        if key_path.exists() {
+            return Err(FleetError::Exists(dir.to_owned()));
+        }
+        let file_err = |path: &Path, e: std::io::Error| FleetError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        let key = Keypair::generate_ed25519();
+        // Encoding a freshly generated ed25519 key cannot fail.
+        let bytes = key.to_protobuf_encoding().expect("ed25519 key encodes");
+        crate::identity::write_private(&key_path, &bytes).map_err(|e| file_err(&key_path, e))?;
+        let ff = FleetFile {
+            fleet_id: fleet_id.to_owned(),
+            root: root_to_text(&key.public()),
+        };
+        let path = dir.join(FLEET_FILE);
+        // Serializing two strings cannot fail.
+        std::fs::write(&path, toml::to_string(&ff).expect("toml")).map_err(|e| file_err(&path, e))?;
+        Ok(Self {
+            fleet_id: fleet_id.to_owned(),
+            key,
+        })
+    }
+
+    /// Loads the root key from `dir`, if this is an admin's data directory.
+    pub fn load(dir: &Path) -> Result<Self, FleetError> {
+        let key_path = dir.join(ROOT_KEY_FILE);
+        if !key_path.exists() {
+            return Err(FleetError::Missing(dir.to_owned()));
+        }
+        let bad = |path: &Path, reason: String| FleetError::File {
+            path: path.to_owned(),
+            reason,
+        };
+        let bytes = std::fs::read(&key_path).map_err(|e| bad(&key_path, e.to_string()))?;
+        let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| bad(&key_path, e.to_string()))?;
+        let path = dir.join(FLEET_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(&path, e.to_string()))?;
+        let ff: FleetFile = toml::from_str(&text).map_err(|e| bad(&path, e.to_string()))?;
+        Ok(Self {
+            fleet_id: ff.fleet_id,
+            key,
+        })
+    }
+
+    pub fn root_text(&self) -> String {
+        root_to_text(&self.key.public())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_load_and_text_form() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = FleetRoot::create(dir.path(), "acme").expect("create");
+        assert!(matches!(
+            FleetRoot::create(dir.path(), "acme"),
+            Err(FleetError::Exists(_))
+        ));
+        let g = FleetRoot::load(dir.path()).expect("load");
+        assert_eq!(g.fleet_id, "acme");
+        assert_eq!(root_from_text(&f.root_text()).expect("parse"), f.key.public());
+        assert!(root_from_text("not-base58-0OIl").is_err());
+    }
+}
+
+/// Offline administration with the root key: certificates, grants and revocations, and
+/// provisioning of a node's data directory (what `mesh fleet admit`, `mesh grant`, the
+/// demo and the tests use).
+impl FleetRoot {
+    /// A root key that lives only in memory (demo fleets, tests).
+    pub fn ephemeral(fleet_id: &str) -> Self {
+        Self {
+            fleet_id: fleet_id.to_owned(),
+            key: Keypair::generate_ed25519(),
+        }
+    }
+
+    pub fn admit(&self, req: &super::cert::CertRequest) -> camesh_proto::pb::Signed {
+        super::cert::issue(&self.key, &self.fleet_id, req, super::now_s())
+    }
+
+    pub fn grant(&self, req: &super::grant::GrantRequest) -> camesh_proto::pb::Signed {
+        super::grant::issue(&self.key, &self.fleet_id, req, None)
+    }
+
+    pub fn revoke(
+        &self,
+        epoch: u64,
+        peers: &[libp2p::PeerId],
+        grants: &[u64],
+        reason: &str,
+    ) -> camesh_proto::pb::Signed {
+        super::revocation::issue(&self.key, &self.fleet_id, epoch, peers, grants, reason, super::now_s())
+    }
+
+    /// Certifies the node whose identity key is in `dir` (created if missing) and stores
+    /// the certificate there. Returns its peer id.
+    pub fn enroll_dir(
+        &self,
+        dir: &Path,
+        role: camesh_proto::pb::MemberRole,
+        name: &str,
+        cameras: &[String],
+        valid_s: i64,
+    ) -> Result<libp2p::PeerId, FleetError> {
+        let key = crate::identity::load_or_create(dir).map_err(|e| FleetError::File {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let peer = key.public().to_peer_id();
+        let cert = self.admit(&super::cert::CertRequest {
+            peer,
+            role,
+            name: name.to_owned(),
+            valid_s,
+            cameras: cameras.to_vec(),
+        });
+        let path = dir.join(super::trust::CERT_FILE);
+        std::fs::write(&path, super::signed::encode(&cert)).map_err(|e| FleetError::File {
+            path,
+            reason: e.to_string(),
+        })?;
+        Ok(peer)
+    }
+
+    /// Issues a grant to the node in `dir` and stores it in its grants folder.
+    pub fn grant_dir(
+        &self,
+        dir: &Path,
+        cameras: &[String],
+        rights: super::Rights,
+        valid_s: i64,
+    ) -> Result<camesh_proto::pb::Signed, FleetError> {
+        let key = crate::identity::load_or_create(dir).map_err(|e| FleetError::File {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let now = super::now_s();
+        let g = self.grant(&super::grant::GrantRequest {
+            holder: key.public().to_peer_id(),
+            cameras: cameras.to_vec(),
+            tags: vec![],
+            rights,
+            not_before_unix_s: now - 60,
+            not_after_unix_s: now + valid_s,
+        });
+        let grants = dir.join(super::trust::GRANTS_DIR);
+        let file_err = |e: std::io::Error| FleetError::File {
+            path: grants.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&grants).map_err(file_err)?;
+        std::fs::write(
+            grants.join(format!("{:016x}.grant", rand::random::<u64>())),
+            super::signed::encode(&g),
+        )
+        .map_err(file_err)?;
+        Ok(g)
+    }
+}
