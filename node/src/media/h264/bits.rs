@@ -46,10 +46,17 @@ impl<'a> BitReader<'a> {
         Ok(bit == 1)
     }
 
-    /// `n` bits (0..=32) as an unsigned value: u(n).
+    /// `n` bits as an unsigned value: u(n). `n` above 32 is an error.
     pub fn bits(&mut self, n: u32, field: &'static str) -> Result<u32, H264Error> {
-        debug_assert!(n <= 32, "bits() reads at most 32 bits");
-        if (n as usize) > self.remaining() || n > 32 {
+        if n > 32 {
+            return Err(H264Error::OutOfRange {
+                field,
+                value: i64::from(n),
+                min: 0,
+                max: 32,
+            });
+        }
+        if n as usize > self.remaining() {
             return Err(H264Error::OutOfBits { field });
         }
         let mut v: u64 = 0;
@@ -146,6 +153,7 @@ mod tests {
         assert!(r.bits(1, "x").is_err());
         let mut r = BitReader::new(&[0xff]);
         assert!(r.bits(9, "x").is_err());
+        assert!(matches!(r.bits(33, "x"), Err(H264Error::OutOfRange { .. })));
         assert_eq!(r.bits(8, "x"), Ok(0xff));
         assert!(r.skip(1, "x").is_err());
     }

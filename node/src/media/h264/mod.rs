@@ -1,5 +1,5 @@
 //! Pure H.264 parsing: everything camesh needs to know about an H.264 elementary stream,
-//! with no IO and no allocation beyond what the caller keeps.
+//! with no IO. The framing iterators borrow the caller's buffer and copy nothing.
 //!
 //! This module owns:
 //! - framing: Annex B start codes ([`split_annexb`]) and AVCC length prefixes

@@ -91,6 +91,7 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
     if ty != NalType::SPS {
         return Err(H264Error::NotSps(ty.0));
     }
+    // nal_type() returned Some, so `nal` has its header byte.
     let rbsp = nal_to_rbsp(&nal[1..]);
     let mut r = BitReader::new(&rbsp);
 
@@ -324,87 +325,92 @@ mod tests {
         assert_eq!(sps.fps(), Some((30, 1)));
     }
 
-    /// Real SPSs from x264 (via ffmpeg) covering the branches of the parser:
-    /// (hex, profile, chroma_format_idc, bit depth, frame_mbs_only, width, height, fps).
-    const REAL_SPS: &[(&str, u8, u32, u8, bool, u32, u32, (u32, u32))] = &[
+    /// A real SPS and what it must parse to.
+    struct Case {
+        hex: &'static str,
+        profile: u8,
+        chroma: u32,
+        bit_depth: u8,
+        frame_mbs_only: bool,
+        size: (u32, u32),
+        fps: (u32, u32),
+    }
+
+    /// Real SPSs from x264 (via ffmpeg) covering the branches of the parser.
+    const REAL_SPS: &[Case] = &[
         // High, 1920x1080 (1088 coded, cropped).
-        (
-            "67640028acd940780227e5c044000003000400000300c83c60c658",
-            100,
-            1,
-            8,
-            true,
-            1920,
-            1080,
-            (25, 1),
-        ),
+        Case {
+            hex: "67640028acd940780227e5c044000003000400000300c83c60c658",
+            profile: 100,
+            chroma: 1,
+            bit_depth: 8,
+            frame_mbs_only: true,
+            size: (1920, 1080),
+            fps: (25, 1),
+        },
         // High, interlaced (field coding, mb-adaptive), 1920x1080.
-        (
-            "67640028acd94078044fde0220000003002000000643e2c5b2c0",
-            100,
-            1,
-            8,
-            false,
-            1920,
-            1080,
-            (25, 1),
-        ),
+        Case {
+            hex: "67640028acd94078044fde0220000003002000000643e2c5b2c0",
+            profile: 100,
+            chroma: 1,
+            bit_depth: 8,
+            frame_mbs_only: false,
+            size: (1920, 1080),
+            fps: (25, 1),
+        },
         // High 4:2:2 10-bit, 1280x720.
-        (
-            "677a001fb6cd9405005bb011000003000100000300320f183196",
-            122,
-            2,
-            10,
-            true,
-            1280,
-            720,
-            (25, 1),
-        ),
+        Case {
+            hex: "677a001fb6cd9405005bb011000003000100000300320f183196",
+            profile: 122,
+            chroma: 2,
+            bit_depth: 10,
+            frame_mbs_only: true,
+            size: (1280, 720),
+            fps: (25, 1),
+        },
         // High 4:4:4 Predictive, 642x362 (cropping in 1x1 chroma units).
-        (
-            "67f4001e919b281485fc7cf808800000030080000019078b16cb",
-            244,
-            3,
-            8,
-            true,
-            642,
-            362,
-            (25, 1),
-        ),
+        Case {
+            hex: "67f4001e919b281485fc7cf808800000030080000019078b16cb",
+            profile: 244,
+            chroma: 3,
+            bit_depth: 8,
+            frame_mbs_only: true,
+            size: (642, 362),
+            fps: (25, 1),
+        },
         // High with the JVT scaling matrices (cqm=jvt).
-        (
-            "6764001eacd940a02ff97011000003000100000300320f162d96",
-            100,
-            1,
-            8,
-            true,
-            640,
-            360,
-            (25, 1),
-        ),
+        Case {
+            hex: "6764001eacd940a02ff97011000003000100000300320f162d96",
+            profile: 100,
+            chroma: 1,
+            bit_depth: 8,
+            frame_mbs_only: true,
+            size: (640, 360),
+            fps: (25, 1),
+        },
         // Constrained Baseline, CIF, NTSC rate.
-        (
-            "6742c00dd9016096c04400000fa40003a9803c50a920",
-            66,
-            1,
-            8,
-            true,
-            352,
-            288,
-            (30000, 1001),
-        ),
+        Case {
+            hex: "6742c00dd9016096c04400000fa40003a9803c50a920",
+            profile: 66,
+            chroma: 1,
+            bit_depth: 8,
+            frame_mbs_only: true,
+            size: (352, 288),
+            fps: (30000, 1001),
+        },
     ];
 
     #[test]
     fn real_sps_variants() {
-        for &(h, profile, chroma, depth, frame_mbs_only, width, height, fps) in REAL_SPS {
+        for c in REAL_SPS {
+            let h = c.hex;
             let sps = parse_sps(&hex(h)).unwrap_or_else(|e| panic!("{h}: {e}"));
-            assert_eq!(sps.profile_idc, profile, "{h}");
-            assert_eq!(sps.chroma_format_idc, chroma, "{h}");
-            assert_eq!(sps.bit_depth_luma, depth, "{h}");
-            assert_eq!(sps.frame_mbs_only, frame_mbs_only, "{h}");
-            assert_eq!((sps.width, sps.height), (width, height), "{h}");
-            assert_eq!(sps.fps(), Some(fps), "{h}");
+            assert_eq!(sps.profile_idc, c.profile, "{h}");
+            assert_eq!(sps.chroma_format_idc, c.chroma, "{h}");
+            assert_eq!(sps.bit_depth_luma, c.bit_depth, "{h}");
+            assert_eq!(sps.frame_mbs_only, c.frame_mbs_only, "{h}");
+            assert_eq!((sps.width, sps.height), c.size, "{h}");
+            assert_eq!(sps.fps(), Some(c.fps), "{h}");
         }
     }
 
@@ -429,8 +435,7 @@ mod tests {
     #[test]
     fn absurd_sizes_are_rejected() {
         // Baseline, sps_id 0, log2_max_frame_num 0, poc type 2, 1 ref frame, no gaps,
-        // then width_mbs_minus1 = 1023 (too wide once * 16 > 16384? 1024*16 = 16384 ok),
-        // so use a value past the ue_max limit instead.
+        // then a width of 5001 macroblocks (80 016 px, past the 16 384 px limit).
         let mut w = BitWriter::default();
         w.bits(66, 8);
         w.bits(0, 8);

@@ -19,8 +19,17 @@ pub(super) struct ClipBuilder {
     first: Option<(Bytes, Bytes)>,
     saw_idr: bool,
     skipped_before_idr: usize,
-    /// (AVCC data, keyframe, (pts, dts) in 90 kHz when the file has timestamps)
-    frames: Vec<(Bytes, bool, Option<(i64, i64)>)>,
+    frames: Vec<PendingFrame>,
+}
+
+/// An access unit before its timestamps are final.
+struct PendingFrame {
+    /// AVCC, ready to send.
+    data: Bytes,
+    keyframe: bool,
+    /// (pts, dts) in 90 kHz as the file has them (possibly negative); `None` when the
+    /// file has none.
+    ts: Option<(i64, i64)>,
 }
 
 impl ClipBuilder {
@@ -79,7 +88,11 @@ impl ClipBuilder {
             }
         }
         param_sets.extend(pictures);
-        self.frames.push((to_avcc(&param_sets), idr, ts));
+        self.frames.push(PendingFrame {
+            data: to_avcc(&param_sets),
+            keyframe: idr,
+            ts,
+        });
     }
 
     pub(super) fn finish(self, path: &Path, opts: &SourceOptions, timing: Timing) -> Result<Clip, SourceError> {
@@ -108,6 +121,7 @@ impl ClipBuilder {
         let (fps_num, fps_den) = container_rate
             .filter(|&(n, d)| fps_plausible(n, d))
             .or(info.fps().filter(|&(n, d)| fps_plausible(n, d)))
+            .map(|(n, d)| reduce(n, d))
             .unwrap_or((opts.default_fps, 1));
         // fps_num >= 1: fps_plausible and the default_fps check guarantee it.
         let (num, den) = (u64::from(fps_num), u64::from(fps_den));
@@ -115,8 +129,8 @@ impl ClipBuilder {
 
         let mut stamped = Vec::with_capacity(self.frames.len());
         let mut last_dts: Option<i64> = None;
-        for (n, (data, keyframe, ts)) in self.frames.into_iter().enumerate() {
-            let (pts, dts) = match (&timing, ts) {
+        for (n, frame) in self.frames.into_iter().enumerate() {
+            let (pts, dts) = match (&timing, frame.ts) {
                 // Annex B: n / fps exactly, without accumulating rounding.
                 (Timing::Generated, _) => {
                     let t = u128::from(CLOCK_HZ) * n as u128 * u128::from(den) / u128::from(num);
@@ -131,18 +145,18 @@ impl ClipBuilder {
                 }
             };
             last_dts = Some(dts);
-            stamped.push((data, keyframe, pts, dts));
+            stamped.push((frame, pts, dts));
         }
         // Shift so the earliest timestamp is 0 (B-frame files start with a negative dts).
-        let min = stamped.iter().map(|f| f.2.min(f.3)).min().unwrap_or(0);
+        let min = stamped.iter().map(|(_, pts, dts)| (*pts).min(*dts)).min().unwrap_or(0);
         let frames = stamped
             .into_iter()
-            .map(|(data, keyframe, pts, dts)| AccessUnit {
-                data,
+            .map(|(frame, pts, dts)| AccessUnit {
+                data: frame.data,
                 // Both are >= min, so the differences are non-negative.
                 pts_90k: pts.saturating_sub(min).max(0) as u64,
                 dts_90k: dts.saturating_sub(min).max(0) as u64,
-                keyframe,
+                keyframe: frame.keyframe,
             })
             .collect();
         Ok(Clip {
@@ -174,4 +188,34 @@ pub(super) fn fps_plausible(num: u32, den: u32) -> bool {
     den > 0
         && u64::from(num) >= u64::from(den) * u64::from(*FPS_RANGE.start())
         && u64::from(num) <= u64::from(den) * u64::from(*FPS_RANGE.end())
+}
+
+/// `num / den` in lowest terms (e.g. a container's 15360/512 becomes 30/1).
+fn reduce(num: u32, den: u32) -> (u32, u32) {
+    let (mut a, mut b) = (num, den);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    match (num.checked_div(a), den.checked_div(a)) {
+        (Some(n), Some(d)) => (n, d),
+        _ => (num, den),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_rates() {
+        assert_eq!(reduce(15360, 512), (30, 1));
+        assert_eq!(reduce(30000, 1001), (30000, 1001));
+        assert_eq!(reduce(0, 0), (0, 0));
+        assert!(fps_plausible(30, 1));
+        assert!(fps_plausible(30000, 1001));
+        assert!(!fps_plausible(0, 1));
+        assert!(!fps_plausible(1, 0));
+        assert!(!fps_plausible(1, 2), "half a frame per second is not believed");
+        assert!(!fps_plausible(90000, 1));
+    }
 }

@@ -95,7 +95,9 @@ pub(super) fn load_container(path: &Path, opts: &SourceOptions) -> Result<Clip, 
         if den <= 0 || num <= 0 {
             return None;
         }
-        i64::try_from(i128::from(ts) * i128::from(CLOCK_HZ) * num / den).ok()
+        // Round to the nearest tick (the same way for negative timestamps).
+        let scaled = i128::from(ts) * i128::from(CLOCK_HZ) * num;
+        i64::try_from((2 * scaled + den).div_euclid(2 * den)).ok()
     };
 
     let mut total_bytes = 0u64;

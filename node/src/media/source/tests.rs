@@ -221,6 +221,20 @@ fn truncated_file_with_a_complete_idr_plays() {
     assert_keyframes_self_contained(&clip);
 }
 
+#[test]
+fn truncated_mp4_with_a_complete_idr_plays() {
+    let bytes = std::fs::read(fixture(GOP2S_MP4)).expect("fixture");
+    let (_dir, path) = write_temp("half.mp4", &bytes[..bytes.len() / 2]);
+    let clip = load_clip(&path, &SourceOptions::default()).expect("half a file still plays");
+    assert!(
+        clip.frames.len() > 60 && clip.frames.len() < 180,
+        "{} frames",
+        clip.frames.len()
+    );
+    assert_eq!(&keyframe_indices(&clip)[..2], &[0, 60]);
+    assert_keyframes_self_contained(&clip);
+}
+
 /// The fixture's NAL units, for building variants of it.
 fn fixture_nals(name: &str) -> Vec<Bytes> {
     let data = Bytes::from(std::fs::read(fixture(name)).expect("fixture"));
