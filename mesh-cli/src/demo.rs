@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use camesh_node::auth::fleet::FleetRoot;
+use camesh_node::auth::Rights;
 use camesh_node::config::{CameraConfig, Config, Role};
 use camesh_node::stream::hub::now_unix_us;
 use camesh_node::stream::stats::LiveStats;
 use camesh_node::stream::watch::{WatchEvent, WatchOptions};
 use camesh_node::{Node, NodeHandle};
+use camesh_proto::pb::MemberRole;
 use tokio_util::sync::CancellationToken;
 
 /// The built-in clips (see fixtures/README.md): name, file name, bytes.
@@ -66,9 +69,10 @@ pub async fn run(args: &Args) -> Result<()> {
     result
 }
 
-fn loopback_config(role: Role) -> Result<Config> {
+fn loopback_config(role: Role, fleet: &FleetRoot) -> Result<Config> {
     let mut c = Config::preset(role);
-    c.node.fleet_id = "demo".into();
+    c.node.fleet_id = fleet.fleet_id.clone();
+    c.node.fleet_root = fleet.root_text();
     c.node.mdns = false;
     c.node.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().context("listen address")?];
     c.node.announce_interval_s = 2;
@@ -76,6 +80,8 @@ fn loopback_config(role: Role) -> Result<Config> {
 }
 
 async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
+    // A fleet made for this run: its root key lives in memory and dies with the demo.
+    let fleet = FleetRoot::ephemeral("demo");
     let mut nodes: Vec<NodeHandle> = Vec::new();
     let mut bootstrap = Vec::new();
     let mut camera_ids = Vec::new();
@@ -86,7 +92,7 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
             std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }
         let id = format!("{name}-{}", i + 1);
-        let mut c = loopback_config(Role::Camera)?;
+        let mut c = loopback_config(Role::Camera, &fleet)?;
         c.node.name = format!("camera node {}", i + 1);
         c.node.bootstrap = bootstrap.clone();
         c.cameras.push(CameraConfig {
@@ -96,7 +102,17 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
             looping: true,
             tags: vec!["demo".into()],
         });
-        let node = Node::spawn(c, &dir.join(format!("node-{}", i + 1))).await?;
+        let node_dir = dir.join(format!("node-{}", i + 1));
+        fleet
+            .enroll_dir(
+                &node_dir,
+                MemberRole::Camera,
+                &c.node.name,
+                std::slice::from_ref(&id),
+                86_400,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let node = Node::spawn(c, &node_dir).await?;
         if bootstrap.is_empty() {
             bootstrap = node.dial_addrs().await?;
         }
@@ -104,9 +120,14 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
         camera_ids.push(id);
         nodes.push(node);
     }
-    let mut vc = loopback_config(Role::Viewer)?;
+    let mut vc = loopback_config(Role::Viewer, &fleet)?;
     vc.node.bootstrap = bootstrap.clone();
-    let viewer = Node::spawn(vc, &dir.join("viewer")).await?;
+    let viewer_dir = dir.join("viewer");
+    fleet
+        .enroll_dir(&viewer_dir, MemberRole::Viewer, "demo viewer", &[], 86_400)
+        .and_then(|_| fleet.grant_dir(&viewer_dir, &["*".to_owned()], Rights::LIVE, 86_400))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let viewer = Node::spawn(vc, &viewer_dir).await?;
     eprintln!(
         "watching peer {} bootstraps from camera node 1 only; the rest come from the DHT",
         viewer.peer_id()

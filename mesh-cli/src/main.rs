@@ -3,6 +3,7 @@
 //! bootstrap addresses and Kademlia, does its job and exits.
 
 mod demo;
+mod fleet;
 mod watch;
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use camesh_node::config::{Config, Role};
 use camesh_node::Multiaddr;
-use camesh_node::{Node, NodeHandle};
+use camesh_node::{Node, NodeHandle, PeerId};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -28,9 +29,12 @@ struct Cli {
     /// Peer to connect to first, with /p2p/<peer id> (repeatable).
     #[arg(long, short, env = "CAMESH_BOOTSTRAP", value_delimiter = ',', global = true)]
     bootstrap: Vec<Multiaddr>,
-    /// Fleet id (scopes the DHT and announcements).
-    #[arg(long, env = "CAMESH_FLEET", default_value = "default", global = true)]
-    fleet: String,
+    /// Fleet id (default: from <data-dir>/fleet.toml, written by `mesh fleet init|join`).
+    #[arg(long, env = "CAMESH_FLEET", global = true)]
+    fleet: Option<String>,
+    /// Fleet root public key (default: from <data-dir>/fleet.toml).
+    #[arg(long, env = "CAMESH_FLEET_ROOT", global = true)]
+    fleet_root: Option<String>,
     /// Turn mDNS LAN discovery off.
     #[arg(long, global = true)]
     no_mdns: bool,
@@ -65,6 +69,43 @@ enum Cmd {
     },
     /// Start a demo fleet on 127.0.0.1 from the built-in clips and show its streams.
     Demo(demo::Args),
+    /// Create and administer the fleet (admin laptop: holds the root key).
+    #[command(subcommand)]
+    Fleet(fleet::FleetCmd),
+    /// Grant a peer rights on cameras (signed with the fleet root key).
+    Grant {
+        /// The holder's peer id.
+        peer: PeerId,
+        /// Camera ids, or '*' for all.
+        #[arg(long, value_delimiter = ',')]
+        cameras: Vec<String>,
+        /// Camera tags.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// live, playback, export, ptz, talk, record, forward, delegate (comma-separated).
+        #[arg(long, value_parser = camesh_node::auth::Rights::parse)]
+        rights: camesh_node::auth::Rights,
+        /// How long the grant is valid (e.g. 2h, 30d).
+        #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+        until: Duration,
+        /// Also write the grant to this file.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Install a grant given to this laptop (text or file).
+    GrantInstall { grant: String },
+    /// Revoke a peer or a grant (by its serial); open streams close and keys change.
+    Revoke {
+        /// Peer id, or a grant serial (16 hex digits).
+        target: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show the audit log of this data directory (grants, revocations, refusals).
+    Audit {
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: usize,
+    },
 }
 
 fn default_data_dir() -> PathBuf {
@@ -91,24 +132,107 @@ async fn real_main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
         .with_writer(std::io::stderr)
         .init();
-    if let Cmd::Demo(args) = &cli.cmd {
-        return demo::run(args).await;
+    let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    // Commands that need no running peer.
+    match &cli.cmd {
+        Cmd::Demo(args) => return demo::run(args).await,
+        Cmd::Fleet(fleet::FleetCmd::Init { id }) => return fleet::init(&dir, id),
+        Cmd::Fleet(fleet::FleetCmd::Admit {
+            peer,
+            role,
+            name,
+            valid,
+            cameras,
+            output,
+        }) => return fleet::admit(&dir, *peer, *role, name, *valid, cameras.clone(), output),
+        Cmd::Grant {
+            peer,
+            cameras,
+            tags,
+            rights,
+            until,
+            output,
+        } => {
+            return fleet::grant(
+                &dir,
+                *peer,
+                cameras.clone(),
+                tags.clone(),
+                *rights,
+                *until,
+                output.as_deref(),
+            )
+        }
+        Cmd::Audit { lines } => return fleet::audit(&dir, *lines),
+        Cmd::GrantInstall { grant } => {
+            let node = start_peer(&cli, &dir).await?;
+            let g = fleet::read_grant(grant)?;
+            let info = node.trust().add_grant(g, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "installed grant {:016x}: {} on {}",
+                info.chain[0],
+                info.rights,
+                info.cameras.join(",")
+            );
+            node.shutdown();
+            return Ok(());
+        }
+        Cmd::Fleet(fleet::FleetCmd::Join { invite }) => {
+            let (info, _) = camesh_node::auth::invite::parse(invite, camesh_node::auth::now_s())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            fleet::write_fleet_file(
+                &dir,
+                &camesh_node::auth::fleet::FleetFile {
+                    fleet_id: info.fleet_id.clone(),
+                    root: camesh_node::auth::fleet::root_to_text(&info.fleet_root),
+                },
+            )?;
+            let node = start_peer(&cli, &dir).await?;
+            let cert = node
+                .redeem_invite(invite)
+                .await
+                .map_err(|e| anyhow::anyhow!("joining: {e}"))?;
+            println!("joined fleet {} as {:?} {:?}", info.fleet_id, cert.role, cert.name);
+            node.shutdown();
+            return Ok(());
+        }
+        _ => {}
     }
-    let node = start_peer(&cli).await?;
+    let node = start_peer(&cli, &dir).await?;
     let result = match &cli.cmd {
         Cmd::Cameras { timeout, json } => cameras(&node, *timeout, *json).await,
         Cmd::Watch(args) => watch::run(&node, args).await,
         Cmd::Peers { timeout } => peers(&node, *timeout).await,
-        Cmd::Demo(_) => unreachable!("handled above"),
+        Cmd::Fleet(fleet::FleetCmd::Invite {
+            role,
+            name,
+            expires,
+            valid,
+            cameras,
+        }) => fleet::invite(&node, &dir, *role, name, *expires, *valid, cameras.clone()).await,
+        Cmd::Revoke { target, reason } => fleet::revoke(&node, &dir, target, reason).await,
+        _ => unreachable!("handled above"),
     };
     node.shutdown();
     result
 }
 
-async fn start_peer(cli: &Cli) -> Result<NodeHandle> {
+async fn start_peer(cli: &Cli, dir: &std::path::Path) -> Result<NodeHandle> {
     let mut config = Config::preset(Role::Viewer);
     config.node.name = "mesh".into();
-    config.node.fleet_id = cli.fleet.clone();
+    let ff = fleet::fleet_file(dir);
+    config.node.fleet_id = match (&cli.fleet, &ff) {
+        (Some(f), _) => f.clone(),
+        (None, Some(ff)) => ff.fleet_id.clone(),
+        (None, None) => anyhow::bail!(
+            "no fleet: run `mesh fleet init --id <fleet>` (admin) or `mesh fleet join <invite>`, or pass --fleet and --fleet-root"
+        ),
+    };
+    config.node.fleet_root = match (&cli.fleet_root, &ff) {
+        (Some(r), _) => r.clone(),
+        (None, Some(ff)) => ff.root.clone(),
+        (None, None) => anyhow::bail!("no fleet root: pass --fleet-root, or run `mesh fleet join <invite>`"),
+    };
     config.node.bootstrap = cli.bootstrap.clone();
     config.node.mdns = !cli.no_mdns;
     config.node.listen = if cli.listen.is_empty() {
@@ -116,8 +240,7 @@ async fn start_peer(cli: &Cli) -> Result<NodeHandle> {
     } else {
         cli.listen.clone()
     };
-    let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
-    let node = Node::spawn(config, &dir).await?;
+    let node = Node::spawn(config, dir).await?;
     // Give bootstrap connections a moment; discovery keeps going while commands run.
     for addr in &cli.bootstrap {
         if let Err(e) = node.connect(addr.clone()).await {

@@ -148,9 +148,11 @@ impl Node {
         tokio::spawn(net::membership::run_initiator(
             trust.clone(),
             net.clone(),
+            net.subscribe(),
             control.clone(),
             shutdown.child_token(),
         ));
+        net.bootstrap().await;
         tokio::spawn(rotate_keys_on_revocation(
             trust.clone(),
             hubs.clone(),

@@ -22,6 +22,23 @@ async fn mesh_watch_output_is_h264_that_ffprobe_counts() {
     .await;
     let addr = cam.dial_addrs().await.expect("addrs").remove(0);
     let out_file = dir.path().join("out.h264");
+    let f = fleet("t-cli");
+    f.enroll_dir(
+        &dir.path().join("mesh"),
+        camesh_proto::pb::MemberRole::Viewer,
+        "mesh",
+        &[],
+        3600,
+    )
+    .expect("enroll");
+    f.grant_dir(
+        &dir.path().join("mesh"),
+        &["cam1".into()],
+        camesh_node::auth::Rights::LIVE,
+        3600,
+    )
+    .expect("grant");
+    let root = f.root_text();
     let mesh = bin("mesh");
     let out_arg = out_file.clone();
     let data = dir.path().join("mesh");
@@ -29,6 +46,7 @@ async fn mesh_watch_output_is_h264_that_ffprobe_counts() {
         Command::new(mesh)
             .arg("--data-dir")
             .arg(data)
+            .args(["--fleet-root", &root])
             .args([
                 "--no-mdns",
                 "--fleet",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use camesh_node::config::Role;
 use camesh_node::discovery::camera_key;
-use camesh_node::Node;
+use camesh_proto::pb::MemberRole;
 use camesh_tests::netns::Lab;
 use camesh_tests::*;
 
@@ -60,35 +60,40 @@ fn viewer_finds_a_camera_by_mdns_on_a_lan() {
     }
     let (_lab, [ns_a, ns_b], _) = Lab::pair("md", 1).expect("namespaces");
     let dir = tempfile::tempdir().expect("tempdir");
+    let f = fleet("t-mdns");
+    f.enroll_dir(
+        &dir.path().join("cam"),
+        MemberRole::Camera,
+        "cam",
+        &["cam1".into()],
+        3600,
+    )
+    .expect("enroll");
+    f.enroll_dir(&dir.path().join("mesh"), MemberRole::Viewer, "mesh", &[], 3600)
+        .expect("enroll");
+    let root = f.root_text();
     let mut camera = Lab::exec(&ns_a, &bin("camesh-node"))
-        .args(["--data-dir"])
+        .arg("--data-dir")
         .arg(dir.path().join("cam"))
-        .args([
-            "run",
-            "--fleet",
-            "t-mdns",
-            "--listen",
-            "/ip4/0.0.0.0/udp/0/quic-v1",
-            "--camera",
-        ])
+        .args(["run", "--fleet", "t-mdns", "--fleet-root", &root])
+        .args(["--listen", "/ip4/0.0.0.0/udp/0/quic-v1", "--camera"])
         .arg(format!("cam1={}", fixture("cam-640x360-30fps-gop2s.h264").display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("camesh-node runs");
     let out = Lab::exec(&ns_b, &bin("mesh"))
-        .args(["--data-dir"])
+        .arg("--data-dir")
         .arg(dir.path().join("mesh"))
         .args([
             "--fleet",
             "t-mdns",
+            "--fleet-root",
+            &root,
             "--listen",
             "/ip4/0.0.0.0/udp/0/quic-v1",
-            "cameras",
-            "--timeout",
-            "8s",
-            "--json",
         ])
+        .args(["cameras", "--timeout", "5s", "--json"])
         .output()
         .expect("mesh runs");
     let _ = camera.kill();

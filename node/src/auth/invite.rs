@@ -17,6 +17,24 @@ use super::{AuthError, MAX_SIGNED_BYTES};
 /// Text prefix of an invite (then base58 of the signed bytes).
 pub const PREFIX: &str = "camesh-invite:";
 
+/// Base58 text of bytes (invites, grants as text).
+pub fn bs58_encode(bytes: &[u8]) -> String {
+    bs58::encode(bytes).into_string()
+}
+
+pub fn bs58_decode(s: &str) -> Result<Vec<u8>, AuthError> {
+    if s.len() > MAX_SIGNED_BYTES * 2 {
+        return Err(AuthError::Malformed {
+            what: "text",
+            reason: "too long".into(),
+        });
+    }
+    bs58::decode(s.trim()).into_vec().map_err(|e| AuthError::Malformed {
+        what: "text",
+        reason: e.to_string(),
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct InviteInfo {
     pub token: Vec<u8>,

@@ -53,6 +53,9 @@ enum Cmd {
         role: RoleArg,
         #[arg(long, default_value = "default")]
         fleet: String,
+        /// The fleet root public key, as `mesh fleet init` prints it.
+        #[arg(long)]
+        fleet_root: String,
         /// Overwrite an existing config.toml (the identity key is kept).
         #[arg(long)]
         force: bool,
@@ -73,12 +76,28 @@ enum Cmd {
         bootstrap: Vec<Multiaddr>,
         #[arg(long)]
         fleet: Option<String>,
+        /// The fleet root public key (overrides the config's).
+        #[arg(long)]
+        fleet_root: Option<String>,
         /// Turn mDNS LAN discovery off.
         #[arg(long)]
         no_mdns: bool,
     },
     /// Print this node's peer id.
     Id,
+    /// Join a fleet with a one-time invite (from `mesh fleet invite`): the admin node it
+    /// names issues this node's membership certificate.
+    Join {
+        invite: String,
+        /// Listen address while joining (default: QUIC on all interfaces).
+        #[arg(long)]
+        listen: Vec<Multiaddr>,
+    },
+    /// Show this node's audit log (admissions, refusals, revocations, key changes).
+    Audit {
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: usize,
+    },
 }
 
 fn default_data_dir() -> PathBuf {
@@ -107,19 +126,71 @@ async fn real_main() -> Result<()> {
         .init();
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     match cli.cmd {
-        Cmd::Init { role, fleet, force } => {
+        Cmd::Init {
+            role,
+            fleet,
+            fleet_root,
+            force,
+        } => {
             let path = data_dir.join("config.toml");
             if path.exists() && !force {
                 bail!("{} exists; use --force to overwrite it", path.display());
             }
             let mut config = Config::preset(role.into());
             config.node.fleet_id = fleet;
+            config.node.fleet_root = fleet_root;
             config.validate()?;
             std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             let key = camesh_node::identity::load_or_create(&data_dir)?;
             std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
             println!("peer id: {}", key.public().to_peer_id());
             println!("config:  {}", path.display());
+            Ok(())
+        }
+        Cmd::Audit { lines } => {
+            for e in camesh_node::auth::audit::Audit::open(&data_dir).tail(lines) {
+                println!(
+                    "{} {:<18} {:<54} {:<12} {}",
+                    e.unix_s, e.event, e.peer, e.camera, e.detail
+                );
+            }
+            Ok(())
+        }
+        Cmd::Join { invite, listen } => {
+            let (info, _) = camesh_node::auth::invite::parse(&invite, camesh_node::auth::now_s())?;
+            let path = data_dir.join("config.toml");
+            let mut config = if path.exists() {
+                Config::load(&path)?
+            } else {
+                Config::preset(match info.role {
+                    camesh_proto::pb::MemberRole::Camera => Role::Camera,
+                    camesh_proto::pb::MemberRole::Nvr => Role::Nvr,
+                    _ => Role::Viewer,
+                })
+            };
+            config.node.fleet_id = info.fleet_id.clone();
+            config.node.fleet_root = camesh_node::auth::fleet::root_to_text(&info.fleet_root);
+            config.node.name = info.name.clone();
+            config.node.mdns = false;
+            if !listen.is_empty() {
+                config.node.listen = listen;
+            }
+            let cameras = std::mem::take(&mut config.cameras);
+            let node = Node::spawn(config.clone(), &data_dir).await?;
+            let cert = node
+                .redeem_invite(&invite)
+                .await
+                .map_err(|e| anyhow::anyhow!("joining: {e}"))?;
+            node.shutdown();
+            config.cameras = cameras;
+            config.node.mdns = true;
+            std::fs::create_dir_all(&data_dir)?;
+            std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "joined fleet {} as {:?} {:?}; certificate valid until unix {}",
+                info.fleet_id, cert.role, cert.name, cert.not_after_unix_s
+            );
+            println!("config: {}", path.display());
             Ok(())
         }
         Cmd::Id => {
@@ -133,6 +204,7 @@ async fn real_main() -> Result<()> {
             listen,
             bootstrap,
             fleet,
+            fleet_root,
             no_mdns,
         } => {
             let path = config.unwrap_or_else(|| data_dir.join("config.toml"));
@@ -160,6 +232,9 @@ async fn real_main() -> Result<()> {
             config.node.bootstrap.extend(bootstrap);
             if let Some(f) = fleet {
                 config.node.fleet_id = f;
+            }
+            if let Some(r) = fleet_root {
+                config.node.fleet_root = r;
             }
             if no_mdns {
                 config.node.mdns = false;

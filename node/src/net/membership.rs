@@ -27,6 +27,9 @@ use crate::stream::io::{write_message, FramedRead};
 /// How long a new peer has to prove membership before it is disconnected.
 pub const GRACE: Duration = Duration::from_secs(1);
 const MAX_MSG: usize = 2 * MAX_SIGNED_BYTES;
+/// How long the dialing side waits for the other's answer (the other side enforces
+/// [`GRACE`] on us; this only bounds our own wait).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn member_protocol() -> StreamProtocol {
     StreamProtocol::new("/camesh/member/1")
@@ -96,8 +99,13 @@ pub async fn serve_member(
 
 /// Starts exchanges on connections we dialed, and drops peers that never prove
 /// membership on connections they dialed.
-pub async fn run_initiator(trust: Arc<Trust>, net: NetHandle, control: Control, shutdown: CancellationToken) {
-    let mut events = net.subscribe();
+pub async fn run_initiator(
+    trust: Arc<Trust>,
+    net: NetHandle,
+    mut events: tokio::sync::broadcast::Receiver<NetEvent>,
+    control: Control,
+    shutdown: CancellationToken,
+) {
     if trust.own_cert().is_none() {
         warn!("this node has no membership certificate: peers will refuse it (see `camesh-node join`)");
     }
@@ -111,14 +119,15 @@ pub async fn run_initiator(trust: Arc<Trust>, net: NetHandle, control: Control, 
                 let (trust, net, mut control) = (trust.clone(), net.clone(), control.clone());
                 tokio::spawn(async move {
                     let result = async {
-                        let mut s = tokio::time::timeout(GRACE, control.open_stream(peer, member_protocol()))
-                            .await
-                            .map_err(|_| "no member stream within the grace period".to_string())?
-                            .map_err(|e| e.to_string())?;
+                        let mut s =
+                            tokio::time::timeout(EXCHANGE_TIMEOUT, control.open_stream(peer, member_protocol()))
+                                .await
+                                .map_err(|_| "no member stream within the grace period".to_string())?
+                                .map_err(|e| e.to_string())?;
                         write_message(&mut s, &LengthCodec::new(MAX_MSG), &hello(&trust))
                             .await
                             .map_err(|e| e.to_string())?;
-                        let h = read_one::<pb::MemberHello>("member hello", &mut s, GRACE).await?;
+                        let h = read_one::<pb::MemberHello>("member hello", &mut s, EXCHANGE_TIMEOUT).await?;
                         check_hello(&trust, peer, h).map_err(|e| e.to_string())
                     }
                     .await;

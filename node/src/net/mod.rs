@@ -90,6 +90,7 @@ enum Command {
     },
     Disconnect(PeerId),
     Verified(PeerId),
+    Bootstrap,
     PublishRevocation(pb::Signed),
 }
 
@@ -108,6 +109,7 @@ impl std::fmt::Debug for Command {
             Command::ListenAddrs(_) => "ListenAddrs",
             Command::FindProviders { .. } => "FindProviders",
             Command::Disconnect(_) => "Disconnect",
+            Command::Bootstrap => "Bootstrap",
             Command::Verified(_) => "Verified",
             Command::PublishRevocation(_) => "PublishRevocation",
         })
@@ -138,6 +140,11 @@ impl NetHandle {
     /// Kademlia providers of `key` (dials them as they are found).
     pub async fn find_providers(&self, key: kad::RecordKey) -> Result<Vec<PeerId>, NetError> {
         self.ask(|reply| Command::FindProviders { key, reply }).await
+    }
+
+    /// Dials the configured bootstrap peers.
+    pub async fn bootstrap(&self) {
+        let _ = self.cmd.send(Command::Bootstrap).await;
     }
 
     /// Closes every connection to `peer`.
@@ -246,11 +253,8 @@ pub(crate) async fn spawn(
             _ = &mut deadline => break,
         }
     }
-    for addr in config.node.bootstrap.clone() {
-        let (tx, _rx) = oneshot::channel();
-        let (peer, addr) = split_p2p(addr);
-        task.connect(peer, vec![addr], tx);
-    }
+    // Bootstrap peers are dialed on `NetHandle::bootstrap`, once every listener of
+    // connection events (membership!) is subscribed.
     tokio::spawn(task.run(cmd_rx, shutdown));
     Ok(NetHandle {
         cmd: cmd_tx,
@@ -312,6 +316,13 @@ impl NetTask {
             Command::FindProviders { key, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
                 self.provider_queries.insert(id, (Vec::new(), reply));
+            }
+            Command::Bootstrap => {
+                for addr in self.config.node.bootstrap.clone() {
+                    let (tx, _rx) = oneshot::channel();
+                    let (peer, addr) = split_p2p(addr);
+                    self.connect(peer, vec![addr], tx);
+                }
             }
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
