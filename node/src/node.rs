@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::auth::{self, Trust};
 use crate::config::{CameraConfig, Config, Role};
 use crate::discovery::{self, CameraEntry, Directory, Via};
-use crate::media::source::{FileSource, SourceEvent, SourceOptions};
+use crate::media::source::{rtsp, FileSource, RtspOptions, RtspSource, SourceEvent, SourceOptions};
 use crate::net::{self, NetError, NetHandle, PeerSummary};
 use crate::stream::client::{self, ClientError, Subscription};
 use crate::stream::hub::{Hub, Hubs};
@@ -108,7 +108,21 @@ impl Node {
                 config.limits.gop_cache_bytes,
             ));
             hubs.insert(hub.clone());
-            tokio::spawn(run_camera(hub, cam.clone(), shutdown.child_token()));
+            tokio::spawn(run_camera(hub, cam.clone(), cam.source.clone(), shutdown.child_token()));
+            if let Some(sub_source) = &cam.sub_source {
+                // The sub stream: its own hub under the same camera id, picked by profile.
+                let sub = Arc::new(Hub::new(
+                    cam.id.clone(),
+                    format!(
+                        "{} (sub)",
+                        hubs.get(&cam.id).map(|h| h.name.clone()).unwrap_or_default()
+                    ),
+                    cam.tags.clone(),
+                    config.limits.gop_cache_bytes,
+                ));
+                hubs.insert_sub(sub.clone());
+                tokio::spawn(run_camera(sub, cam.clone(), sub_source.clone(), shutdown.child_token()));
+            }
         }
         let mut swarm = net::behaviour::build_swarm(key, &config)?;
         let mut control = swarm.behaviour_mut().stream.new_control();
@@ -158,6 +172,11 @@ impl Node {
             hubs.clone(),
             shutdown.child_token(),
         ));
+        tokio::spawn(renew_certificate(
+            trust.clone(),
+            control.clone(),
+            shutdown.child_token(),
+        ));
         let slots = Arc::new(StreamSlots::default());
         let server = Arc::new(MediaServer {
             hubs: hubs.clone(),
@@ -189,6 +208,52 @@ impl Node {
     }
 }
 
+/// Keeps this node's certificate current: in the second half of its validity, asks a
+/// connected admin member for a fresh one. Checks on a period scaled to the lifetime.
+async fn renew_certificate(trust: Arc<Trust>, mut control: libp2p_stream::Control, shutdown: CancellationToken) {
+    loop {
+        let wait = match trust.own_cert_info() {
+            Some(c) => {
+                let lifetime = (c.not_after_unix_s - c.not_before_unix_s).max(1);
+                let left = c.not_after_unix_s - auth::now_s();
+                if left < lifetime / 2 {
+                    for admin in trust.admins() {
+                        match renew_from(&trust, &mut control, admin).await {
+                            Ok(until) => {
+                                info!(admin = %admin, until, "membership certificate renewed");
+                                trust.audit.record("certificate-renewed", &admin.to_string(), "", "");
+                                break;
+                            }
+                            Err(e) => warn!(admin = %admin, error = %e, "certificate renewal failed"),
+                        }
+                    }
+                }
+                Duration::from_secs(u64::try_from(lifetime / 20).unwrap_or(60).clamp(1, 600))
+            }
+            None => Duration::from_secs(60),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn renew_from(trust: &Trust, control: &mut libp2p_stream::Control, admin: PeerId) -> Result<i64, String> {
+    let req = camesh_proto::pb::AdminRequest {
+        request: Some(camesh_proto::pb::admin_request::Request::Renew(
+            camesh_proto::pb::Renew {},
+        )),
+        invite: None,
+    };
+    let resp = net::membership::admin_request(control, admin, req).await?;
+    let cert = resp.cert.ok_or("no certificate in the answer")?;
+    let info = trust
+        .install_cert_bytes(&auth::signed::encode(&cert))
+        .map_err(|e| e.to_string())?;
+    Ok(info.not_after_unix_s)
+}
+
 /// Every revocation changes every camera's media key: whoever was revoked keeps at most
 /// the keys of frames it was allowed to see.
 async fn rotate_keys_on_revocation(trust: Arc<Trust>, hubs: Arc<Hubs>, shutdown: CancellationToken) {
@@ -203,7 +268,7 @@ async fn rotate_keys_on_revocation(trust: Arc<Trust>, hubs: Arc<Hubs>, shutdown:
         let (e, n) = (trust.revocation_epoch(), trust.revocation_records().len());
         if (e, n) != (epoch, known) {
             (epoch, known) = (e, n);
-            for hub in hubs.all() {
+            for hub in hubs.all().into_iter().chain(hubs.subs()) {
                 let k = hub.rotate_key();
                 trust.audit.record(
                     "key-rotated",
@@ -216,26 +281,61 @@ async fn rotate_keys_on_revocation(trust: Arc<Trust>, hubs: Arc<Hubs>, shutdown:
     }
 }
 
-/// Runs a camera's source forever: restarts it with backoff when it ends or fails.
-async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, shutdown: CancellationToken) {
+/// Runs a camera's source (`source`: a file, or an `rtsp://` URL) forever: restarts it
+/// with backoff when it ends or fails, and reports the gap when video is back.
+async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, source: std::path::PathBuf, shutdown: CancellationToken) {
     let mut backoff = Duration::ZERO;
+    let rtsp_url = rtsp::source_url(&source).map(str::to_owned);
+    // A camera that drops is retried often (a refused connection costs nothing); a file
+    // that cannot be played is not going to change soon.
+    let max_backoff = if rtsp_url.is_some() {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(30)
+    };
+    let mut down_since: Option<std::time::Instant> = None;
+    let mut failures = 0u32;
     loop {
         let (tx, mut rx) = mpsc::channel(32);
-        let source = FileSource::new(
-            cam.source.clone(),
-            SourceOptions {
-                looping: cam.looping,
-                ..SourceOptions::default()
-            },
-        );
         let token = shutdown.child_token();
-        let task = tokio::spawn(source.run(tx, token.clone()));
+        let task = match &rtsp_url {
+            Some(url) => {
+                let opts = RtspOptions {
+                    transport: cam.rtsp_transport,
+                    ..RtspOptions::default()
+                };
+                tokio::spawn(RtspSource::new(url.clone(), opts).run(tx, token.clone()))
+            }
+            None => {
+                let file = FileSource::new(
+                    source.clone(),
+                    SourceOptions {
+                        looping: cam.looping,
+                        ..SourceOptions::default()
+                    },
+                );
+                tokio::spawn(file.run(tx, token.clone()))
+            }
+        };
         let mut failure = None;
         while let Some(ev) = rx.recv().await {
             match ev {
                 SourceEvent::Params(p) => {
-                    info!(camera = %hub.id, width = p.width, height = p.height, "source started");
+                    if let Some(since) = down_since.take() {
+                        let gap = since.elapsed();
+                        hub.counters
+                            .source_gaps
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        hub.counters.last_gap_ms.store(
+                            u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        info!(camera = %hub.id, gap_ms = gap.as_millis() as u64, width = p.width, height = p.height, "source back after a gap");
+                    } else {
+                        info!(camera = %hub.id, width = p.width, height = p.height, "source started");
+                    }
                     backoff = Duration::ZERO;
+                    failures = 0;
                     hub.set_params(p);
                 }
                 SourceEvent::Frame(au) => hub.publish(au),
@@ -250,8 +350,15 @@ async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, shutdown: CancellationToke
         if shutdown.is_cancelled() {
             return;
         }
-        backoff = watch::next_backoff(backoff, Duration::from_millis(500), Duration::from_secs(30));
-        warn!(camera = %hub.id, error = %why, retry_s = backoff.as_secs_f32(), "camera source stopped; retrying");
+        down_since.get_or_insert_with(std::time::Instant::now);
+        backoff = watch::next_backoff(backoff, Duration::from_millis(500), max_backoff);
+        failures += 1;
+        // Say it when it happens, then now and then while it lasts.
+        if failures == 1 || failures % 30 == 0 {
+            warn!(camera = %hub.id, error = %why, retry_s = backoff.as_secs_f32(), failures, "camera source stopped; retrying");
+        } else {
+            tracing::debug!(camera = %hub.id, error = %why, retry_s = backoff.as_secs_f32(), "camera source still down");
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return,

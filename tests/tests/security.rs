@@ -445,3 +445,45 @@ fn fleet_cli_init_admit_grant_and_audit() {
     assert!(ok);
     assert!(audit.contains("admitted") && audit.contains("grant-issued"), "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_while_an_admin_node_is_reachable() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = fleet("t-sec6");
+    // An admin node: its data directory holds the fleet root key.
+    let admin_dir = dir.path().join("admin");
+    f.save(&admin_dir).expect("save root");
+    let admin = Node::spawn(loopback_config(Role::Viewer, "t-sec6"), &admin_dir)
+        .await
+        .expect("admin");
+    assert_eq!(
+        admin.trust().own_cert_info().expect("self-admitted").role,
+        MemberRole::Admin
+    );
+    // A camera whose certificate lives only 8 seconds.
+    let cam_dir = dir.path().join("cam");
+    f.enroll_dir(&cam_dir, MemberRole::Camera, "cam", &["cam1".into()], 8)
+        .expect("enroll");
+    let mut c = loopback_config(Role::Camera, "t-sec6");
+    c.cameras = vec![camera("cam1", CLIP)];
+    c.node.bootstrap = admin.dial_addrs().await.expect("addrs");
+    let cam = Node::spawn(c, &cam_dir).await.expect("camera");
+    let first = cam.trust().own_cert_info().expect("cert").not_after_unix_s;
+    let renewed = wait_until(T, || {
+        cam.trust().own_cert_info().is_some_and(|c| c.not_after_unix_s > first)
+    })
+    .await;
+    assert!(renewed, "renewed before it expired");
+    assert!(
+        wait_until(T, || cam
+            .trust()
+            .audit
+            .tail(100)
+            .iter()
+            .any(|e| e.event == "certificate-renewed"))
+        .await
+    );
+    cam.shutdown();
+    admin.shutdown();
+}

@@ -81,6 +81,26 @@ impl FleetRoot {
         })
     }
 
+    /// Writes this root key and fleet file into `dir` (making it an admin's directory).
+    pub fn save(&self, dir: &Path) -> Result<(), FleetError> {
+        let file_err = |path: &Path, e: std::io::Error| FleetError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        let key_path = dir.join(ROOT_KEY_FILE);
+        // Encoding an ed25519 key cannot fail.
+        let bytes = self.key.to_protobuf_encoding().expect("ed25519 key encodes");
+        crate::identity::write_private(&key_path, &bytes).map_err(|e| file_err(&key_path, e))?;
+        let ff = FleetFile {
+            fleet_id: self.fleet_id.clone(),
+            root: self.root_text(),
+        };
+        let path = dir.join(FLEET_FILE);
+        // Serializing two strings cannot fail.
+        std::fs::write(&path, toml::to_string(&ff).expect("toml")).map_err(|e| file_err(&path, e))
+    }
+
     /// Loads the root key from `dir`, if this is an admin's data directory.
     pub fn load(dir: &Path) -> Result<Self, FleetError> {
         let key_path = dir.join(ROOT_KEY_FILE);

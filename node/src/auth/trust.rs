@@ -130,6 +130,21 @@ impl Trust {
 
     // ---- own certificate ----
 
+    /// This node's certificate, verified now (None if missing or expired).
+    pub fn own_cert_info(&self) -> Option<CertInfo> {
+        let c = self.own_cert()?;
+        cert::verify(&c, &self.root, &self.fleet_id, &self.me, now_s()).ok()
+    }
+
+    /// Connected members that can renew certificates (admin role).
+    pub fn admins(&self) -> Vec<PeerId> {
+        let m = self.members.read().unwrap_or_else(|e| e.into_inner());
+        m.values()
+            .filter(|c| c.role == pb::MemberRole::Admin)
+            .map(|c| c.peer)
+            .collect()
+    }
+
     pub fn own_cert(&self) -> Option<pb::Signed> {
         self.own_cert.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -429,7 +444,8 @@ impl Trust {
         let m = self
             .member(&peer)
             .ok_or_else(|| AuthError::Refused("only a current member can renew".into()))?;
-        let valid_s = (m.not_after_unix_s - now_s()).max(0) + 30 * 86_400;
+        // The same lifetime as the certificate it replaces, from now.
+        let valid_s = (m.not_after_unix_s - m.not_before_unix_s - 60).clamp(60, 90 * 86_400);
         Ok(cert::issue(
             root,
             &self.fleet_id,
@@ -437,7 +453,7 @@ impl Trust {
                 peer,
                 role: m.role,
                 name: m.name,
-                valid_s: valid_s.min(90 * 86_400),
+                valid_s,
                 cameras: m.cameras,
             },
             now_s(),

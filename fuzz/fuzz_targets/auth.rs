@@ -1,0 +1,30 @@
+//! Certificates, grants, revocations and invites as a hostile peer would present them.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use camesh_node::auth::{cert, grant, invite, revocation::RevocationSet, signed};
+use libfuzzer_sys::fuzz_target;
+use libp2p::identity::Keypair;
+use libp2p::PeerId;
+
+fn root() -> &'static Keypair {
+    static ROOT: OnceLock<Keypair> = OnceLock::new();
+    ROOT.get_or_init(|| Keypair::ed25519_from_bytes([7u8; 32]).expect("valid seed"))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let root = root().public();
+    let peer = PeerId::from_public_key(&root);
+    if let Ok(s) = signed::decode("fuzz", data) {
+        let _ = cert::verify(&s, &root, "f", &peer, 1_000_000);
+        let _ = grant::verify(&s, &root, "f", &peer, 1_000_000);
+        let _ = invite::open(&s, 1_000_000);
+        let mut set = RevocationSet::default();
+        let _ = set.apply(&s, &root, "f");
+    }
+    let _ = RevocationSet::from_bytes(data, &root, "f");
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = invite::parse(text, 1_000_000);
+    }
+});
