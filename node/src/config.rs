@@ -59,6 +59,11 @@ pub struct NodeSection {
     pub dht_server: Option<bool>,
     /// Seconds between camera announcements on gossipsub.
     pub announce_interval_s: u64,
+    /// Serve circuit relay v2 to fleet members: `None` lets AutoNAT decide (on when this
+    /// node is publicly reachable), `Some(true|false)` forces it.
+    pub relay_server: Option<bool>,
+    /// Relays to keep a reservation on when this node is behind NAT (with /p2p/<id>).
+    pub relays: Vec<Multiaddr>,
 }
 
 /// Bounds on what a peer can make this node hold or do.
@@ -119,9 +124,19 @@ pub struct CameraConfig {
     pub id: String,
     #[serde(default)]
     pub name: String,
-    /// A file: Annex B `.h264` or any container ffmpeg opens. Relative paths are
-    /// relative to the config file.
+    /// A file (Annex B `.h264` or any container ffmpeg opens; relative paths are relative
+    /// to the config file), or an `rtsp://[user:password@]host[:port]/path` URL of an IP
+    /// camera (pulled with ffmpeg, passed through without decoding; the password is never
+    /// logged).
     pub source: PathBuf,
+    /// The camera's sub (low-resolution) stream, a file or an `rtsp://` URL: what viewers
+    /// get when they ask for profile `sub`. Without it, both profiles get `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_source: Option<PathBuf>,
+    /// How RTSP sources carry RTP: `tcp` (interleaved in the RTSP connection; the
+    /// default, it passes NAT and firewalls) or `udp`.
+    #[serde(default)]
+    pub rtsp_transport: RtspTransport,
     #[serde(default = "yes")]
     pub looping: bool,
     #[serde(default)]
@@ -130,6 +145,25 @@ pub struct CameraConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// RTP transport for `rtsp://` sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl RtspTransport {
+    /// The value of ffmpeg's `rtsp_transport` option.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        }
+    }
 }
 
 impl Default for NodeSection {
@@ -147,6 +181,8 @@ impl Default for NodeSection {
             mdns: true,
             dht_server: None,
             announce_interval_s: 5,
+            relay_server: None,
+            relays: Vec::new(),
         }
     }
 }
@@ -204,8 +240,10 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for cam in &mut config.cameras {
-            if cam.source.is_relative() {
-                cam.source = base.join(&cam.source);
+            for source in std::iter::once(&mut cam.source).chain(cam.sub_source.as_mut()) {
+                if source.is_relative() && crate::media::source::rtsp::source_url(source).is_none() {
+                    *source = base.join(&*source);
+                }
             }
         }
         config.validate()?;
@@ -285,11 +323,19 @@ impl Config {
                     format!("{:?} is used twice", cam.id),
                 ));
             }
-            if !cam.source.is_file() {
-                return Err(invalid(
-                    format!("camera[{i}].source"),
-                    format!("{} is not a readable file", cam.source.display()),
-                ));
+            let sources = [("source", Some(&cam.source)), ("sub_source", cam.sub_source.as_ref())];
+            for (field, source) in sources {
+                let Some(source) = source else { continue };
+                if let Some(url) = crate::media::source::rtsp::source_url(source) {
+                    if let Err(e) = crate::media::source::rtsp::check_url(url) {
+                        return Err(invalid(format!("camera[{i}].{field}"), e));
+                    }
+                } else if !source.is_file() {
+                    return Err(invalid(
+                        format!("camera[{i}].{field}"),
+                        format!("{} is not a readable file (or an rtsp:// URL)", source.display()),
+                    ));
+                }
             }
         }
         if !self.cameras.is_empty() && self.node.role != Role::Camera {
@@ -358,6 +404,8 @@ mod tests {
             id: "Front Door".into(),
             name: String::new(),
             source: "/dev/null".into(),
+            sub_source: None,
+            rtsp_transport: RtspTransport::Tcp,
             looping: true,
             tags: vec![],
         });
@@ -372,6 +420,8 @@ mod tests {
             id: "cam1".into(),
             name: String::new(),
             source: "/nonexistent/x.h264".into(),
+            sub_source: None,
+            rtsp_transport: RtspTransport::Tcp,
             looping: true,
             tags: vec![],
         });

@@ -124,7 +124,10 @@ impl Node {
                 tokio::spawn(run_camera(sub, cam.clone(), sub_source.clone(), shutdown.child_token()));
             }
         }
-        let mut swarm = net::behaviour::build_swarm(key, &config)?;
+        let relay_enabled = Arc::new(std::sync::atomic::AtomicBool::new(
+            config.node.relay_server.unwrap_or(false),
+        ));
+        let mut swarm = net::behaviour::build_swarm(key, &config, &trust, &relay_enabled)?;
         let mut control = swarm.behaviour_mut().stream.new_control();
         let media_in = control
             .accept(client::media_protocol())
@@ -144,6 +147,7 @@ impl Node {
             directory.clone(),
             hubs.clone(),
             trust.clone(),
+            relay_enabled.clone(),
             shutdown.clone(),
         )
         .await?;

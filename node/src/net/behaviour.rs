@@ -7,10 +7,15 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use libp2p::{
-    gossipsub, identify, identity::Keypair, kad, mdns, noise, ping, swarm::behaviour::toggle::Toggle,
-    swarm::NetworkBehaviour, tcp, yamux, StreamProtocol, Swarm,
+    autonat, dcutr, gossipsub, identify, identity::Keypair, kad, mdns, noise, ping, relay,
+    swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
+
+use crate::auth::Trust;
 
 use crate::config::Config;
 
@@ -44,6 +49,62 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
     pub stream: libp2p_stream::Behaviour,
+    pub relay_client: relay::client::Behaviour,
+    pub relay_server: relay::Behaviour,
+    pub dcutr: dcutr::Behaviour,
+    pub autonat: autonat::Behaviour,
+}
+
+/// Lets only verified fleet members reserve a slot or open a circuit on this relay, and
+/// only while relaying is on (AutoNAT found us public, or the config forces it).
+#[derive(Debug)]
+pub struct MemberGate {
+    pub trust: Arc<Trust>,
+    pub enabled: Arc<AtomicBool>,
+    pub what: &'static str,
+}
+
+impl relay::RateLimiter for MemberGate {
+    fn try_next(&mut self, peer: PeerId, _addr: &Multiaddr, _now: std::time::Instant) -> bool {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return false;
+        }
+        let ok = self.trust.member(&peer).is_some();
+        if !ok {
+            self.trust.audit.record(
+                "refused-relay",
+                &peer.to_string(),
+                "",
+                &format!("{}: not a fleet member", self.what),
+            );
+        }
+        ok
+    }
+}
+
+/// Relay limits sized for video: libp2p's defaults (2 min, 128 KiB per circuit) cut a
+/// 4 Mbit/s stream off after a quarter of a second. Circuits last 12 h (then are
+/// re-established) with no byte cap; only fleet members may use them ([`MemberGate`]).
+fn relay_config(trust: &Arc<Trust>, enabled: &Arc<AtomicBool>) -> relay::Config {
+    relay::Config {
+        max_reservations: 256,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(3600),
+        reservation_rate_limiters: vec![Box::new(MemberGate {
+            trust: trust.clone(),
+            enabled: enabled.clone(),
+            what: "reservation",
+        })],
+        max_circuits: 128,
+        max_circuits_per_peer: 16,
+        max_circuit_duration: Duration::from_secs(12 * 3600),
+        max_circuit_bytes: 0,
+        circuit_src_rate_limiters: vec![Box::new(MemberGate {
+            trust: trust.clone(),
+            enabled: enabled.clone(),
+            what: "circuit",
+        })],
+    }
 }
 
 /// Errors building the Swarm (bad keys, transports that failed to start).
@@ -60,7 +121,12 @@ fn build_err(e: impl std::fmt::Display) -> BuildError {
 /// Largest gossipsub message: an announcement is well under 1 KiB.
 const MAX_GOSSIP_BYTES: usize = 16 << 10;
 
-pub fn build_swarm(key: Keypair, config: &Config) -> Result<Swarm<Behaviour>, BuildError> {
+pub fn build_swarm(
+    key: Keypair,
+    config: &Config,
+    trust: &Arc<Trust>,
+    relay_enabled: &Arc<AtomicBool>,
+) -> Result<Swarm<Behaviour>, BuildError> {
     let fleet = config.node.fleet_id.clone();
     let mdns_on = config.node.mdns;
     let dht_server = config.dht_server();
@@ -84,49 +150,71 @@ pub fn build_swarm(key: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Bu
         })
         .with_dns()
         .map_err(build_err)?
-        .with_behaviour(|key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
-            let peer_id = key.public().to_peer_id();
-            let identify = identify::Behaviour::new(
-                identify::Config::new(identify_version(&fleet), key.public())
-                    .with_agent_version(format!("camesh-node/{}", env!("CARGO_PKG_VERSION"))),
-            );
-            let mdns = if mdns_on {
-                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
-            } else {
-                None
-            };
-            let mut kad_config = kad::Config::new(kad_protocol(&fleet));
-            kad_config.set_query_timeout(Duration::from_secs(10));
-            // Only verified fleet members enter the routing table or the record store:
-            // the swarm task adds them once their certificate checks out.
-            kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
-            kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
-            let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-            kad.set_mode(Some(if dht_server {
-                kad::Mode::Server
-            } else {
-                kad::Mode::Client
-            }));
-            let gossip_config = gossipsub::ConfigBuilder::default()
-                .heartbeat_interval(Duration::from_secs(1))
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .max_transmit_size(MAX_GOSSIP_BYTES)
-                // Every message is checked (sender is a member, content verifies) first.
-                .validate_messages()
-                .build()?;
-            let gossipsub =
-                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
-            Ok(Behaviour {
-                identify,
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
-                mdns: Toggle::from(mdns),
-                kad,
-                gossipsub,
-                stream: libp2p_stream::Behaviour::new(),
-            })
-        })
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(build_err)?
+        .with_behaviour(
+            |key, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let peer_id = key.public().to_peer_id();
+                let identify = identify::Behaviour::new(
+                    identify::Config::new(identify_version(&fleet), key.public())
+                        .with_agent_version(format!("camesh-node/{}", env!("CARGO_PKG_VERSION"))),
+                );
+                let mdns = if mdns_on {
+                    Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+                } else {
+                    None
+                };
+                let mut kad_config = kad::Config::new(kad_protocol(&fleet));
+                kad_config.set_query_timeout(Duration::from_secs(10));
+                // Only verified fleet members enter the routing table or the record store:
+                // the swarm task adds them once their certificate checks out.
+                kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
+                kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+                let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+                kad.set_mode(Some(if dht_server {
+                    kad::Mode::Server
+                } else {
+                    kad::Mode::Client
+                }));
+                let gossip_config = gossipsub::ConfigBuilder::default()
+                    .heartbeat_interval(Duration::from_secs(1))
+                    .validation_mode(gossipsub::ValidationMode::Strict)
+                    .max_transmit_size(MAX_GOSSIP_BYTES)
+                    // Every message is checked (sender is a member, content verifies) first.
+                    .validate_messages()
+                    .build()?;
+                let gossipsub =
+                    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
+                Ok(Behaviour {
+                    identify,
+                    ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+                    mdns: Toggle::from(mdns),
+                    kad,
+                    gossipsub,
+                    stream: libp2p_stream::Behaviour::new(),
+                    relay_client,
+                    relay_server: relay::Behaviour::new(peer_id, relay_config(trust, relay_enabled)),
+                    dcutr: dcutr::Behaviour::new(peer_id),
+                    autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+                })
+            },
+        )
         .map_err(build_err)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
+    let mut swarm = swarm;
+    // Forced on or off by config; otherwise libp2p offers relaying once an external
+    // address is confirmed (AutoNAT), and MemberGate follows AutoNAT's verdict.
+    match config.node.relay_server {
+        Some(true) => swarm
+            .behaviour_mut()
+            .relay_server
+            .set_status(Some(relay::Status::Enable)),
+        Some(false) => swarm
+            .behaviour_mut()
+            .relay_server
+            .set_status(Some(relay::Status::Disable)),
+        None => {}
+    }
     Ok(swarm)
 }

@@ -187,6 +187,8 @@ struct NetTask {
     directory: Arc<Directory>,
     hubs: Arc<Hubs>,
     trust: Arc<Trust>,
+    /// Whether this node relays for members now (AutoNAT or config).
+    relay_enabled: Arc<std::sync::atomic::AtomicBool>,
     topic: gossipsub::IdentTopic,
     revocation_topic: gossipsub::IdentTopic,
     peers: HashMap<PeerId, PeerState>,
@@ -203,6 +205,7 @@ pub(crate) async fn spawn(
     directory: Arc<Directory>,
     hubs: Arc<Hubs>,
     trust: Arc<Trust>,
+    relay_enabled: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<NetHandle, NetError> {
     for addr in &config.node.listen {
@@ -228,6 +231,7 @@ pub(crate) async fn spawn(
         directory,
         hubs,
         trust,
+        relay_enabled,
         topic,
         revocation_topic,
         peers: HashMap::new(),
@@ -329,6 +333,16 @@ impl NetTask {
                 self.swarm.behaviour_mut().kad.remove_peer(&peer);
             }
             Command::Verified(peer) => {
+                // A configured relay proved membership: reserve a slot on it.
+                for relay in self.config.node.relays.clone() {
+                    if split_p2p(relay.clone()).0 == Some(peer) {
+                        let circuit = relay.with(Protocol::P2pCircuit);
+                        match self.swarm.listen_on(circuit.clone()) {
+                            Ok(_) => info!(relay = %peer, "reserving a relay slot"),
+                            Err(e) => warn!(relay = %peer, error = %e, "cannot listen through relay"),
+                        }
+                    }
+                }
                 let addrs = self.peers.get(&peer).map(|s| s.kad_addrs.clone()).unwrap_or_default();
                 if !addrs.is_empty() {
                     for a in addrs {
@@ -417,7 +431,20 @@ impl NetTask {
 
     fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
-            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                // A node configured as a relay is publicly reachable where it listens:
+                // reservations must carry those addresses.
+                if self.config.node.relay_server == Some(true)
+                    && usable_addr(&address)
+                    && !address.iter().any(|p| p == Protocol::P2pCircuit)
+                {
+                    self.swarm.add_external_address(address);
+                }
+            }
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                debug!(?addresses, ?reason, "listener closed");
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -522,6 +549,21 @@ impl NetTask {
                         self.maybe_provide();
                     }
                 }
+            }
+            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { new, .. }) => {
+                let public = matches!(new, libp2p::autonat::NatStatus::Public(_));
+                info!(status = ?new, "reachability changed");
+                if self.config.node.relay_server.is_none() {
+                    self.relay_enabled.store(public, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted {
+                relay_peer_id, ..
+            }) => {
+                info!(relay = %relay_peer_id, "relay reservation accepted");
+            }
+            BehaviourEvent::Dcutr(ev) => {
+                info!(peer = %ev.remote_peer_id, result = ?ev.result.as_ref().map(|_| "direct").map_err(|e| e.to_string()), "hole punch");
             }
             BehaviourEvent::Ping(ping::Event {
                 peer, result: Ok(rtt), ..
