@@ -21,15 +21,18 @@
 //! ([`discovery`]).
 //!
 //! Modules: [`config`] (TOML, validated), [`identity`] (the node key), [`node`] (start a
-//! node, the handle), [`net`], [`discovery`], [`media`], [`stream`].
+//! node, the handle), [`net`], [`discovery`], [`media`], [`stream`], [`gateway`] (local HTTP:
+//! live fMP4, snapshots, the browser page, Prometheus metrics).
 
 pub mod auth;
 pub mod config;
 pub mod discovery;
+pub mod gateway;
 pub mod identity;
 pub mod media;
 pub mod net;
 pub mod node;
+pub mod record;
 pub mod stream;
 
 pub use config::{Config, Role};
