@@ -358,7 +358,7 @@ async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, source: std::path::PathBuf
         backoff = watch::next_backoff(backoff, Duration::from_millis(500), max_backoff);
         failures += 1;
         // Say it when it happens, then now and then while it lasts.
-        if failures == 1 || failures % 30 == 0 {
+        if failures == 1 || failures.is_multiple_of(30) {
             warn!(camera = %hub.id, error = %why, retry_s = backoff.as_secs_f32(), failures, "camera source stopped; retrying");
         } else {
             tracing::debug!(camera = %hub.id, error = %why, retry_s = backoff.as_secs_f32(), "camera source still down");

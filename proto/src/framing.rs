@@ -206,6 +206,7 @@ mod tests {
                 keyframe: seq % 60 == 0,
                 key_epoch: 7,
                 skipped_before: 0,
+                new_key: Bytes::new(),
             },
             payload: Bytes::from(payload),
         }

@@ -127,25 +127,6 @@ impl FleetRoot {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn create_load_and_text_form() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = FleetRoot::create(dir.path(), "acme").expect("create");
-        assert!(matches!(
-            FleetRoot::create(dir.path(), "acme"),
-            Err(FleetError::Exists(_))
-        ));
-        let g = FleetRoot::load(dir.path()).expect("load");
-        assert_eq!(g.fleet_id, "acme");
-        assert_eq!(root_from_text(&f.root_text()).expect("parse"), f.key.public());
-        assert!(root_from_text("not-base58-0OIl").is_err());
-    }
-}
-
 /// Offline administration with the root key: certificates, grants and revocations, and
 /// provisioning of a node's data directory (what `mesh fleet admit`, `mesh grant`, the
 /// demo and the tests use).
@@ -239,5 +220,24 @@ impl FleetRoot {
         )
         .map_err(file_err)?;
         Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_load_and_text_form() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = FleetRoot::create(dir.path(), "acme").expect("create");
+        assert!(matches!(
+            FleetRoot::create(dir.path(), "acme"),
+            Err(FleetError::Exists(_))
+        ));
+        let g = FleetRoot::load(dir.path()).expect("load");
+        assert_eq!(g.fleet_id, "acme");
+        assert_eq!(root_from_text(&f.root_text()).expect("parse"), f.key.public());
+        assert!(root_from_text("not-base58-0OIl").is_err());
     }
 }

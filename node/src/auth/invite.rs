@@ -137,7 +137,7 @@ mod tests {
             "bus 7 cam",
             1000,
             admin,
-            &[addr.clone()],
+            std::slice::from_ref(&addr),
             &[],
             3600,
         );

@@ -598,14 +598,12 @@ impl NetTask {
                     verdict,
                 );
             }
+            // Provider records from members only (the provider is the sender).
             BehaviourEvent::Kad(kad::Event::InboundRequest {
                 request: kad::InboundRequest::AddProvider { record: Some(record) },
-            }) => {
-                // Provider records from members only (the provider is the sender).
-                if self.trust.member(&record.provider).is_some() {
-                    use kad::store::RecordStore;
-                    let _ = self.swarm.behaviour_mut().kad.store_mut().add_provider(record);
-                }
+            }) if self.trust.member(&record.provider).is_some() => {
+                use kad::store::RecordStore;
+                let _ = self.swarm.behaviour_mut().kad.store_mut().add_provider(record);
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
