@@ -200,8 +200,8 @@ mod tests {
         MediaFrame {
             header: pb::FrameHeader {
                 sequence: seq,
-                pts_90k: seq * 3000,
-                dts_90k: seq * 3000,
+                pts_90k: seq.wrapping_mul(3000),
+                dts_90k: seq.wrapping_mul(3000),
                 capture_unix_us: 1_700_000_000_000_000,
                 keyframe: seq % 60 == 0,
                 key_epoch: 7,
