@@ -414,3 +414,27 @@ async fn viewer_resumes_by_itself_after_the_camera_node_restarts_and_reports_the
     viewer.shutdown();
     cam2.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_flows_over_the_tcp_fallback_when_quic_is_not_available() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cc = loopback_config(Role::Camera, "t-tcp");
+    cc.node.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    cc.cameras = vec![camera("cam1", GOP2)];
+    let cam = spawn_node(cc, &dir.path().join("cam")).await;
+    let addrs = cam.dial_addrs().await.expect("addrs");
+    assert!(addrs.iter().all(|a| a.to_string().contains("/tcp/")), "{addrs:?}");
+    let viewer = viewer_node(&dir.path().join("viewer"), "t-tcp", addrs).await;
+    let mut sub = viewer
+        .subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
+        .await
+        .expect("subscribed over TCP + Noise + Yamux");
+    let first = next(&mut sub).await;
+    assert!(first.header.keyframe);
+    for _ in 0..30 {
+        next(&mut sub).await;
+    }
+    viewer.shutdown();
+    cam.shutdown();
+}
