@@ -27,7 +27,6 @@
 pub mod auth;
 pub mod config;
 pub mod discovery;
-pub mod gateway;
 pub mod identity;
 pub mod media;
 pub mod net;
