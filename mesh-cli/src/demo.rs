@@ -99,6 +99,8 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
             id: id.clone(),
             name: format!("{} {}", capitalize(name), i + 1),
             source: path,
+            sub_source: None,
+            rtsp_transport: Default::default(),
             looping: true,
             tags: vec!["demo".into()],
         });

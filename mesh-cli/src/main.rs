@@ -4,6 +4,8 @@
 
 mod demo;
 mod fleet;
+mod top;
+mod view;
 mod watch;
 
 use std::path::PathBuf;
@@ -61,6 +63,10 @@ enum Cmd {
     },
     /// Watch a camera: H.264 Annex B to stdout or a file, live stats on stderr.
     Watch(watch::Args),
+    /// Serve the fleet to a browser and players: live page, /cam/<id>/live.mp4, snapshots, /metrics.
+    View(view::Args),
+    /// Live terminal view of the fleet: cameras, viewers, paths, bitrate, latency.
+    Top(top::Args),
     /// List peers this node is connected to.
     Peers {
         /// How long to wait for connections first.
@@ -202,6 +208,8 @@ async fn real_main() -> Result<()> {
     let result = match &cli.cmd {
         Cmd::Cameras { timeout, json } => cameras(&node, *timeout, *json).await,
         Cmd::Watch(args) => watch::run(&node, args).await,
+        Cmd::View(args) => view::run(&node, args).await,
+        Cmd::Top(args) => top::run(&node, args).await,
         Cmd::Peers { timeout } => peers(&node, *timeout).await,
         Cmd::Fleet(fleet::FleetCmd::Invite {
             role,

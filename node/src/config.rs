@@ -428,4 +428,35 @@ mod tests {
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].source"), "{e}");
     }
+
+    #[test]
+    fn rtsp_sources_and_sub_streams() {
+        let dir = std::env::temp_dir().join(format!("camesh-config-rtsp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            "[node]\nrole = \"camera\"\n\n[[camera]]\nid = \"door\"\n\
+             source = \"rtsp://admin:pw@192.168.1.20:554/main\"\n\
+             sub_source = \"rtsp://admin:pw@192.168.1.20:554/sub\"\nrtsp_transport = \"udp\"\n",
+        )
+        .expect("write");
+        let c = Config::load(&path).expect("valid");
+        let cam = &c.cameras[0];
+        assert_eq!(
+            cam.source,
+            PathBuf::from("rtsp://admin:pw@192.168.1.20:554/main"),
+            "URLs are not paths"
+        );
+        assert_eq!(
+            cam.sub_source.as_deref(),
+            Some(Path::new("rtsp://admin:pw@192.168.1.20:554/sub"))
+        );
+        assert_eq!(cam.rtsp_transport, RtspTransport::Udp);
+        let mut bad = c.clone();
+        bad.cameras[0].sub_source = Some("rtsp://admin:pw@:554/sub".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("camera[0].sub_source") && !e.contains(":pw@"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -27,6 +27,7 @@
 pub mod auth;
 pub mod config;
 pub mod discovery;
+pub mod gateway;
 pub mod identity;
 pub mod media;
 pub mod net;

@@ -6,8 +6,10 @@ runs until it is sent SIGTERM/SIGINT or its stdin closes (so it never outlives t
 that started it).
 
 Mount kinds (PATH=KIND[:OPTIONS], options comma-separated key=value):
-  file:<path.mp4>        an MP4 file through qtdemux (paced by the server, ends at EOS);
-                         each client gets its own pipeline from the start of the file
+  file:<path.mp4>[,params=sdp]
+                         an MP4 file through qtdemux (paced by the server, ends at EOS);
+                         each client gets its own pipeline from the start of the file;
+                         params=sdp sends SPS/PPS only in the SDP
   live:WxH[,fps=30][,gop=30][,bframes=0][,params=inband|sdp]
                          a live x264 encoder (videotestsrc is-live), shared by all
                          clients; params=sdp sends SPS/PPS only in the SDP
@@ -43,9 +45,11 @@ def size(text):
 
 def launch_line(kind, arg):
     if kind == "file":
+        path, _, rest = arg.partition(",")
+        interval = 0 if opts(rest).get("params") == "sdp" else -1
         return (
-            f'( filesrc location="{arg}" ! qtdemux ! h264parse ! '
-            "rtph264pay name=pay0 pt=96 config-interval=-1 )",
+            f'( filesrc location="{path}" ! qtdemux ! h264parse ! '
+            f"rtph264pay name=pay0 pt=96 config-interval={interval} )",
             False,
         )
     if kind == "live":

@@ -4,7 +4,10 @@
 //! Every network address used here is 127.0.0.1 or inside a network namespace the test
 //! itself creates (see [`netns`]); mDNS is off outside namespaces.
 
+pub mod http;
 pub mod netns;
+pub mod prom;
+pub mod rtsp_server;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -85,6 +88,8 @@ pub fn camera(id: &str, clip: &str) -> CameraConfig {
         id: id.into(),
         name: format!("Camera {id}"),
         source: fixture(clip),
+        sub_source: None,
+        rtsp_transport: Default::default(),
         looping: true,
         tags: vec![],
     }

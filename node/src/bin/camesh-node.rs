@@ -222,6 +222,8 @@ async fn real_main() -> Result<()> {
                     id: id.to_owned(),
                     name: String::new(),
                     source: PathBuf::from(file),
+                    sub_source: None,
+                    rtsp_transport: Default::default(),
                     looping: true,
                     tags: Vec::new(),
                 });

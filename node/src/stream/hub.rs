@@ -33,6 +33,9 @@ pub struct HubCounters {
     pub frames_in: AtomicU64,
     pub bytes_in: AtomicU64,
     pub keyframes_in: AtomicU64,
+    /// Times the source came back after an interruption, and the last gap without video.
+    pub source_gaps: AtomicU64,
+    pub last_gap_ms: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -301,12 +304,52 @@ impl Drop for Subscriber {
 }
 
 /// The node's cameras, by id.
+///
+/// A camera may also have a sub (low-resolution) stream: its own hub, registered with
+/// [`Hubs::insert_sub`] under the same camera id. It is not listed or announced as a
+/// camera of its own; [`Hubs::get_profile`] picks it for requests with profile `sub`.
 #[derive(Debug, Default)]
 pub struct Hubs {
     map: RwLock<BTreeMap<String, Arc<Hub>>>,
+    subs: RwLock<BTreeMap<String, Arc<Hub>>>,
 }
 
 impl Hubs {
+    /// Registers the sub stream of camera `hub.id` (which must also have a main hub).
+    pub fn insert_sub(&self, hub: Arc<Hub>) {
+        self.subs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hub.id.clone(), hub);
+    }
+
+    /// The sub stream's hub of a camera, if it has one.
+    pub fn sub(&self, id: &str) -> Option<Arc<Hub>> {
+        self.subs.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// Every sub stream's hub.
+    pub fn subs(&self) -> Vec<Arc<Hub>> {
+        self.subs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The hub that serves `profile` of camera `id`: the sub stream when asked for and
+    /// configured, otherwise the main stream.
+    pub fn get_profile(&self, id: &str, profile: pb::Profile) -> Option<Arc<Hub>> {
+        let main = self.get(id)?;
+        if profile == pb::Profile::Sub {
+            if let Some(sub) = self.sub(id) {
+                return Some(sub);
+            }
+        }
+        Some(main)
+    }
+
     pub fn insert(&self, hub: Arc<Hub>) {
         self.map
             .write()
@@ -341,7 +384,16 @@ impl Hubs {
     }
 
     pub fn announcements(&self, me: PeerId, addrs: &[Multiaddr]) -> Vec<pb::CameraAnnouncement> {
-        self.all().iter().map(|h| h.announcement(me, addrs)).collect()
+        self.all()
+            .iter()
+            .map(|h| {
+                let mut ann = h.announcement(me, addrs);
+                if self.sub(&h.id).is_some() {
+                    ann.profiles.push(pb::Profile::Sub as i32);
+                }
+                ann
+            })
+            .collect()
     }
 }
 

@@ -174,7 +174,7 @@ impl MediaServer {
             audit.record("refused-stream", &peer.to_string(), &camera, &reason);
             return reject(&mut stream, &control, pb::RejectCode::RejectNotAuthorized, &reason).await;
         }
-        let Some(hub) = self.hubs.get(&camera) else {
+        let Some(hub) = self.hubs.get_profile(&camera, req.profile()) else {
             info!(%peer, camera = %camera.chars().take(64).collect::<String>(), "unknown camera requested");
             return reject(
                 &mut stream,

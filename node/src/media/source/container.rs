@@ -11,7 +11,7 @@ use super::{Clip, SourceError, SourceOptions, MAX_FILE_BYTES};
 use crate::media::h264::{avcc_nals_with_length_size, nal_type, parse_avc_config, split_annexb, NalType};
 use crate::media::CLOCK_HZ;
 
-fn init_ffmpeg() -> Result<(), SourceError> {
+pub(super) fn init_ffmpeg() -> Result<(), SourceError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| ffmpeg_next::init().map_err(|e| e.to_string()))
         .clone()
@@ -171,7 +171,7 @@ pub(super) fn load_container(path: &Path, opts: &SourceOptions) -> Result<Clip, 
 ///
 /// `ffmpeg-next` has no safe accessor for it, hence the one unsafe block in this module.
 #[allow(unsafe_code)]
-fn extradata(params: &ffmpeg_next::codec::Parameters) -> Vec<u8> {
+pub(super) fn extradata(params: &ffmpeg_next::codec::Parameters) -> Vec<u8> {
     // SAFETY: `params` wraps the AVCodecParameters of a stream of an input context that
     // `params` itself keeps alive, and nothing mutates it during this call. FFmpeg's
     // contract is that a non-null `extradata` points to `extradata_size` readable bytes;

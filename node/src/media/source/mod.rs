@@ -13,10 +13,15 @@
 //!
 //! Files are untrusted: any malformed input is a [`SourceError`] that names the file,
 //! never a panic; files over [`MAX_FILE_BYTES`] are refused.
+//!
+//! IP cameras come in through [`rtsp`]: [`RtspSource::run`] pulls an `rtsp://` URL with
+//! ffmpeg (TCP or UDP, credentials in the URL), passes the H.264 through without
+//! decoding and emits the same events, live as they arrive.
 
 mod clip;
 mod container;
 mod play;
+pub mod rtsp;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +37,7 @@ use super::{AccessUnit, CodecParams};
 use clip::{ClipBuilder, Timing};
 
 pub use play::play_clip;
+pub use rtsp::{RtspOptions, RtspSource};
 
 /// Largest file a source reads (and, for containers, most video bytes it demuxes).
 pub const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;

@@ -1,0 +1,521 @@
+//! Fragmented MP4 (ISO BMFF, ISO/IEC 14496-12 and -15) for live H.264, written by hand
+//! (pure, no IO): an init segment (`ftyp` + `moov` with an `avcC` and an empty sample
+//! table, `mvex`), then one `moof` + `mdat` fragment per access unit. This is what Media
+//! Source Extensions, VLC, ffplay and ffprobe read as a live `.mp4` over HTTP.
+//!
+//! [`Muxer`] starts at a keyframe, keeps timestamps continuous when the camera's timeline
+//! jumps (a reconnection, a restarted source), writes the camera's B-frame reordering as
+//! composition offsets, and takes SPS/PPS out of the samples (they live in `avcC`). A
+//! frame is written when the next one arrives, so its duration is exact. A change of
+//! SPS/PPS cannot be expressed in one init segment: [`Push::Reinit`] tells the caller to
+//! end this stream (players reconnect and get a new one).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::media::h264::{avcc_nals, nal_type, parse_sps, NalType};
+use crate::media::{CodecParams, CLOCK_HZ};
+
+/// Track id of the only track.
+const TRACK_ID: u32 = 1;
+
+/// A jump in decode time larger than this (or backwards) is a discontinuity, not a pause.
+const MAX_STEP_90K: u64 = 10 * CLOCK_HZ;
+
+/// One access unit as the muxer takes it.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// AVCC with 4-byte lengths (what camesh frames carry).
+    pub data: Bytes,
+    pub pts_90k: u64,
+    pub dts_90k: u64,
+    pub keyframe: bool,
+}
+
+/// What [`Muxer::push`] produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Nothing to send yet (waiting for a keyframe, or for the next frame's time).
+    Nothing,
+    /// A `moof` + `mdat` fragment to send.
+    Fragment(Bytes),
+    /// The parameter sets changed: end this stream after sending `last` (if any).
+    Reinit { last: Option<Bytes> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Fmp4Error {
+    #[error("no SPS/PPS: cannot describe the video")]
+    NoParams,
+    #[error("the SPS cannot be parsed: {0}")]
+    BadSps(#[from] crate::media::h264::H264Error),
+}
+
+/// The RFC 6381 codec string of an H.264 stream (`avc1.PPCCLL`), e.g. `avc1.4d401e`.
+pub fn codec_string(sps: &[u8]) -> String {
+    match sps {
+        [_, p, c, l, ..] => format!("avc1.{p:02x}{c:02x}{l:02x}"),
+        _ => "avc1.42e01e".into(),
+    }
+}
+
+/// The MIME type with codecs, for `Content-Type` and `MediaSource.addSourceBuffer`.
+pub fn mime_type(params: &CodecParams) -> String {
+    format!("video/mp4; codecs=\"{}\"", codec_string(&params.sps))
+}
+
+/// Fragmented MP4 writer for one live stream.
+#[derive(Debug)]
+pub struct Muxer {
+    sps: Bytes,
+    pps: Bytes,
+    default_duration: u64,
+    sequence: u32,
+    /// The frame waiting for its successor (which gives its duration).
+    pending: Option<(Sample, u64)>,
+    /// Output decode time of the pending frame, and the offset mapping input to output.
+    offset: i128,
+    started: bool,
+}
+
+impl Muxer {
+    pub fn new(params: &CodecParams) -> Result<Self, Fmp4Error> {
+        if params.sps.is_empty() || params.pps.is_empty() {
+            return Err(Fmp4Error::NoParams);
+        }
+        parse_sps(&params.sps)?;
+        let default_duration = if params.fps_num > 0 && params.fps_den > 0 {
+            (CLOCK_HZ * u64::from(params.fps_den) / u64::from(params.fps_num)).clamp(1, CLOCK_HZ)
+        } else {
+            3000
+        };
+        Ok(Muxer {
+            sps: params.sps.clone(),
+            pps: params.pps.clone(),
+            default_duration,
+            sequence: 0,
+            pending: None,
+            offset: 0,
+            started: false,
+        })
+    }
+
+    /// `ftyp` + `moov`: what a player needs before the first fragment.
+    pub fn init_segment(&self) -> Result<Bytes, Fmp4Error> {
+        init_segment(&self.sps, &self.pps)
+    }
+
+    /// Adds the next access unit (decode order). Frames before the first keyframe are
+    /// dropped; SPS/PPS are taken out of the sample.
+    pub fn push(&mut self, s: Sample) -> Push {
+        if !self.started {
+            if !s.keyframe {
+                return Push::Nothing;
+            }
+            self.started = true;
+            // The first keyframe decodes at 0; its reordering offset is kept.
+            self.offset = -i128::from(s.dts_90k);
+        }
+        // SPS/PPS: the same as in avcC are dropped; different ones need a new init segment.
+        let mut data = BytesMut::with_capacity(s.data.len());
+        for nal in avcc_nals(&s.data) {
+            let Ok(nal) = nal else { continue };
+            match nal_type(nal) {
+                Some(NalType::SPS) if nal != &self.sps[..] => return self.reinit(),
+                Some(NalType::PPS) if nal != &self.pps[..] => return self.reinit(),
+                Some(NalType::SPS | NalType::PPS | NalType::AUD) => {}
+                _ => {
+                    data.put_u32(nal.len() as u32);
+                    data.put_slice(nal);
+                }
+            }
+        }
+        if data.is_empty() {
+            return Push::Nothing;
+        }
+        let mut out_dts = i128::from(s.dts_90k) + self.offset;
+        if let Some((_, prev_dts)) = &self.pending {
+            let prev = i128::from(*prev_dts);
+            if out_dts <= prev || out_dts - prev > i128::from(MAX_STEP_90K) {
+                // A new timeline: continue one frame after the previous frame.
+                let want = prev + i128::from(self.default_duration);
+                self.offset += want - out_dts;
+                out_dts = want;
+            }
+        }
+        let out_dts = u64::try_from(out_dts.max(0)).unwrap_or(0);
+        let sample = Sample {
+            data: data.freeze(),
+            ..s
+        };
+        match self.pending.replace((sample, out_dts)) {
+            Some((prev, prev_dts)) => Push::Fragment(self.fragment(&prev, prev_dts, out_dts - prev_dts)),
+            None => Push::Nothing,
+        }
+    }
+
+    /// The pending frame as a last fragment (the stream ends).
+    pub fn flush(&mut self) -> Option<Bytes> {
+        let (prev, prev_dts) = self.pending.take()?;
+        Some(self.fragment(&prev, prev_dts, self.default_duration))
+    }
+
+    fn reinit(&mut self) -> Push {
+        Push::Reinit { last: self.flush() }
+    }
+
+    fn fragment(&mut self, s: &Sample, dts: u64, duration: u64) -> Bytes {
+        self.sequence = self.sequence.wrapping_add(1);
+        let cts = s.pts_90k.saturating_sub(s.dts_90k).min(u64::from(u32::MAX)) as u32;
+        let duration = duration.clamp(1, u64::from(u32::MAX)) as u32;
+        let flags: u32 = if s.keyframe { 0x0200_0000 } else { 0x0101_0000 };
+        let size = s.data.len() as u32;
+
+        let mut moof = Boxes::default();
+        moof.open(b"moof");
+        moof.full(b"mfhd", 0, 0);
+        moof.u32(self.sequence);
+        moof.close();
+        moof.open(b"traf");
+        // default-base-is-moof: data offsets count from this moof.
+        moof.full(b"tfhd", 0, 0x02_0000);
+        moof.u32(TRACK_ID);
+        moof.close();
+        moof.full(b"tfdt", 1, 0);
+        moof.u64(dts);
+        moof.close();
+        // data-offset, duration, size, flags, composition offset.
+        moof.full(b"trun", 0, 0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800);
+        moof.u32(1);
+        let data_offset_at = moof.buf.len();
+        moof.u32(0);
+        moof.u32(duration);
+        moof.u32(size);
+        moof.u32(flags);
+        moof.u32(cts);
+        moof.close();
+        moof.close();
+        moof.close();
+        let mut out = moof.buf;
+        let data_offset = (out.len() + 8) as u32;
+        out[data_offset_at..data_offset_at + 4].copy_from_slice(&data_offset.to_be_bytes());
+        out.put_u32(8 + size);
+        out.put_slice(b"mdat");
+        out.put_slice(&s.data);
+        out.freeze()
+    }
+}
+
+/// A tiny box writer: nested boxes with their sizes patched on close.
+#[derive(Default)]
+struct Boxes {
+    buf: BytesMut,
+    open: Vec<usize>,
+}
+
+impl Boxes {
+    fn open(&mut self, kind: &[u8; 4]) {
+        self.open.push(self.buf.len());
+        self.buf.put_u32(0);
+        self.buf.put_slice(kind);
+    }
+    fn full(&mut self, kind: &[u8; 4], version: u8, flags: u32) {
+        self.open(kind);
+        self.buf.put_u32((u32::from(version) << 24) | (flags & 0x00ff_ffff));
+    }
+    fn close(&mut self) {
+        if let Some(start) = self.open.pop() {
+            let size = (self.buf.len() - start) as u32;
+            self.buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
+        }
+    }
+    fn u8(&mut self, v: u8) {
+        self.buf.put_u8(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.buf.put_u16(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.put_u32(v);
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.put_u64(v);
+    }
+    fn zeros(&mut self, n: usize) {
+        self.buf.put_bytes(0, n);
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.buf.put_slice(b);
+    }
+    fn matrix(&mut self) {
+        for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
+            self.u32(v);
+        }
+    }
+}
+
+/// `ftyp` + `moov` for one H.264 track with this SPS and PPS.
+pub fn init_segment(sps: &[u8], pps: &[u8]) -> Result<Bytes, Fmp4Error> {
+    if sps.len() < 4 || pps.is_empty() {
+        return Err(Fmp4Error::NoParams);
+    }
+    let info = parse_sps(sps)?;
+    let (w, h) = (info.width.min(0xffff), info.height.min(0xffff));
+    let mut b = Boxes::default();
+    b.open(b"ftyp");
+    b.bytes(b"isom");
+    b.u32(0x200);
+    for brand in [b"isom", b"iso6", b"avc1", b"mp41"] {
+        b.bytes(brand);
+    }
+    b.close();
+
+    b.open(b"moov");
+    b.full(b"mvhd", 0, 0);
+    b.u32(0); // creation time
+    b.u32(0); // modification time
+    b.u32(1000); // timescale
+    b.u32(0); // duration: unknown (live)
+    b.u32(0x0001_0000); // rate 1.0
+    b.u16(0x0100); // volume 1.0
+    b.zeros(10);
+    b.matrix();
+    b.zeros(24); // pre_defined
+    b.u32(TRACK_ID + 1); // next track id
+    b.close();
+
+    b.open(b"trak");
+    b.full(b"tkhd", 0, 0x3); // enabled, in movie
+    b.u32(0);
+    b.u32(0);
+    b.u32(TRACK_ID);
+    b.u32(0);
+    b.u32(0); // duration
+    b.zeros(8);
+    b.u16(0); // layer
+    b.u16(0); // alternate group
+    b.u16(0); // volume (video)
+    b.u16(0);
+    b.matrix();
+    b.u32(w << 16);
+    b.u32(h << 16);
+    b.close();
+
+    b.open(b"mdia");
+    b.full(b"mdhd", 0, 0);
+    b.u32(0);
+    b.u32(0);
+    b.u32(CLOCK_HZ as u32);
+    b.u32(0);
+    b.u16(0x55c4); // language "und"
+    b.u16(0);
+    b.close();
+    b.full(b"hdlr", 0, 0);
+    b.u32(0);
+    b.bytes(b"vide");
+    b.zeros(12);
+    b.bytes(b"camesh video\0");
+    b.close();
+    b.open(b"minf");
+    b.full(b"vmhd", 0, 1);
+    b.zeros(8);
+    b.close();
+    b.open(b"dinf");
+    b.full(b"dref", 0, 0);
+    b.u32(1);
+    b.full(b"url ", 0, 1); // media in this file
+    b.close();
+    b.close();
+    b.close();
+    b.open(b"stbl");
+    b.full(b"stsd", 0, 0);
+    b.u32(1);
+    b.open(b"avc1");
+    b.zeros(6);
+    b.u16(1); // data reference index
+    b.zeros(16);
+    b.u16(w as u16);
+    b.u16(h as u16);
+    b.u32(0x0048_0000); // 72 dpi
+    b.u32(0x0048_0000);
+    b.u32(0);
+    b.u16(1); // frame count
+    let mut name = [0u8; 32];
+    name[0] = 6;
+    name[1..7].copy_from_slice(b"camesh");
+    b.bytes(&name);
+    b.u16(0x0018); // depth
+    b.u16(0xffff); // pre_defined -1
+    b.open(b"avcC");
+    b.u8(1);
+    b.u8(sps[1]);
+    b.u8(sps[2]);
+    b.u8(sps[3]);
+    b.u8(0xff); // 4-byte NAL lengths
+    b.u8(0xe1); // one SPS
+    b.u16(sps.len() as u16);
+    b.bytes(sps);
+    b.u8(1); // one PPS
+    b.u16(pps.len() as u16);
+    b.bytes(pps);
+    if matches!(info.profile_idc, 100 | 110 | 122 | 144) {
+        b.u8(0xfc | (info.chroma_format_idc as u8 & 0x3));
+        b.u8(0xf8 | (info.bit_depth_luma.saturating_sub(8) & 0x7));
+        b.u8(0xf8 | (info.bit_depth_chroma.saturating_sub(8) & 0x7));
+        b.u8(0);
+    }
+    b.close(); // avcC
+    b.close(); // avc1
+    b.close(); // stsd
+    for kind in [b"stts", b"stsc", b"stco"] {
+        b.full(kind, 0, 0);
+        b.u32(0);
+        b.close();
+    }
+    b.full(b"stsz", 0, 0);
+    b.u32(0);
+    b.u32(0);
+    b.close();
+    b.close(); // stbl
+    b.close(); // minf
+    b.close(); // mdia
+    b.close(); // trak
+
+    b.open(b"mvex");
+    b.full(b"trex", 0, 0);
+    b.u32(TRACK_ID);
+    b.u32(1); // sample description index
+    b.u32(0);
+    b.u32(0);
+    b.u32(0);
+    b.close();
+    b.close();
+    b.close(); // moov
+    Ok(b.buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::h264::{split_annexb, to_avcc};
+
+    fn fixture_params() -> (CodecParams, Vec<Bytes>) {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/cam-640x360-30fps-gop2s.h264"
+        ))
+        .expect("fixture");
+        let nals: Vec<Bytes> = split_annexb(&file).map(Bytes::copy_from_slice).collect();
+        let sps = nals
+            .iter()
+            .find(|n| nal_type(n) == Some(NalType::SPS))
+            .expect("sps")
+            .clone();
+        let pps = nals
+            .iter()
+            .find(|n| nal_type(n) == Some(NalType::PPS))
+            .expect("pps")
+            .clone();
+        let params = CodecParams {
+            sps,
+            pps,
+            width: 640,
+            height: 360,
+            profile_idc: 77,
+            level_idc: 30,
+            fps_num: 30,
+            fps_den: 1,
+        };
+        (params, nals)
+    }
+
+    /// Top-level boxes: (type, size).
+    fn boxes(data: &[u8]) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 8 <= data.len() {
+            let size = u32::from_be_bytes(data[at..at + 4].try_into().expect("4")) as usize;
+            out.push((String::from_utf8_lossy(&data[at + 4..at + 8]).into_owned(), size));
+            assert!(size >= 8 && at + size <= data.len(), "box size {size} at {at}");
+            at += size;
+        }
+        assert_eq!(at, data.len());
+        out
+    }
+
+    #[test]
+    fn init_segment_has_ftyp_and_moov_with_avcc() {
+        let (p, _) = fixture_params();
+        let init = init_segment(&p.sps, &p.pps).expect("init");
+        let b = boxes(&init);
+        assert_eq!(b.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["ftyp", "moov"]);
+        let avcc = init.windows(4).position(|w| w == b"avcC").expect("avcC");
+        assert_eq!(init[avcc + 4], 1);
+        assert_eq!(&init[avcc + 5..avcc + 8], &p.sps[1..4]);
+        assert_eq!(
+            codec_string(&p.sps),
+            format!("avc1.{:02x}{:02x}{:02x}", p.sps[1], p.sps[2], p.sps[3])
+        );
+        assert!(init_segment(&[], &p.pps).is_err());
+        assert!(init_segment(&[0x67, 1, 2, 3], &p.pps).is_err(), "garbage SPS");
+    }
+
+    #[test]
+    fn fragments_start_at_a_keyframe_and_keep_time_continuous() {
+        let (p, _) = fixture_params();
+        let mut m = Muxer::new(&p).expect("muxer");
+        let idr = to_avcc(&[&p.sps[..], &p.pps[..], &[0x65, 0x88, 0x84][..]]);
+        let pframe = to_avcc(&[&[0x41u8, 0x9a, 0x02][..]]);
+        let s = |data: &Bytes, t: u64, key: bool| Sample {
+            data: data.clone(),
+            pts_90k: t + 3000,
+            dts_90k: t,
+            keyframe: key,
+        };
+        assert_eq!(m.push(s(&pframe, 0, false)), Push::Nothing, "not before a keyframe");
+        assert_eq!(m.push(s(&idr, 900_000, true)), Push::Nothing, "waits for the duration");
+        let Push::Fragment(f1) = m.push(s(&pframe, 903_000, false)) else {
+            panic!()
+        };
+        assert_eq!(
+            boxes(&f1).iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+            ["moof", "mdat"]
+        );
+        // tfdt of the first fragment is 0; the mdat holds only the IDR slice (no SPS/PPS).
+        let tfdt = f1.windows(4).position(|w| w == b"tfdt").expect("tfdt");
+        assert_eq!(u64::from_be_bytes(f1[tfdt + 8..tfdt + 16].try_into().expect("8")), 0);
+        assert!(f1.ends_with(&[0, 0, 0, 3, 0x65, 0x88, 0x84]));
+        // The source restarts: timestamps jump back to 0; the output keeps going.
+        let Push::Fragment(f2) = m.push(s(&idr, 0, true)) else {
+            panic!()
+        };
+        let tfdt = f2.windows(4).position(|w| w == b"tfdt").expect("tfdt");
+        assert_eq!(u64::from_be_bytes(f2[tfdt + 8..tfdt + 16].try_into().expect("8")), 3000);
+        let Push::Fragment(f3) = m.push(s(&pframe, 3000, false)) else {
+            panic!()
+        };
+        let tfdt = f3.windows(4).position(|w| w == b"tfdt").expect("tfdt");
+        assert_eq!(u64::from_be_bytes(f3[tfdt + 8..tfdt + 16].try_into().expect("8")), 6000);
+        // New parameter sets: the stream must end.
+        let other_sps = {
+            let mut v = p.sps.to_vec();
+            v[3] = v[3].wrapping_add(1);
+            v
+        };
+        let idr2 = to_avcc(&[&other_sps[..], &p.pps[..], &[0x65, 0x88, 0x84][..]]);
+        assert!(matches!(m.push(s(&idr2, 6000, true)), Push::Reinit { last: Some(_) }));
+    }
+
+    #[test]
+    fn garbage_samples_do_not_panic() {
+        let (p, _) = fixture_params();
+        let mut m = Muxer::new(&p).expect("muxer");
+        for i in 0..64u8 {
+            let _ = m.push(Sample {
+                data: Bytes::from(vec![i; usize::from(i)]),
+                pts_90k: u64::from(i),
+                dts_90k: u64::from(i) * 7 % 13,
+                keyframe: i % 5 == 0,
+            });
+        }
+    }
+}

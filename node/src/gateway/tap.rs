@@ -1,0 +1,633 @@
+//! Taps: one watch of a camera shared by every local consumer (HTTP clients, snapshots,
+//! `mesh top`), so ten browser tabs cost the camera one stream.
+//!
+//! A [`Tap`] subscribes once — to the node's own hub when the node serves the camera,
+//! otherwise through the mesh with [`NodeHandle::watch`] (which retries and reports gaps)
+//! — and keeps what late joiners need: the codec parameters, the current GOP (bounded),
+//! the last keyframe (for snapshots) and live statistics. Frames fan out on a bounded
+//! broadcast channel: a consumer that falls behind loses frames and resumes at the next
+//! keyframe; it never holds up the others. A tap nobody used for a while stops itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use camesh_proto::{pb, MediaFrame};
+use libp2p::PeerId;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::media::CodecParams;
+use crate::node::NodeHandle;
+use crate::stream::fanout::QueueLimits;
+use crate::stream::hub::now_unix_us;
+use crate::stream::stats::{LiveStats, Snapshot};
+use crate::stream::watch::{WatchEvent, WatchOptions};
+
+/// Frames a slow consumer may fall behind before it skips to the next keyframe (3 s at
+/// 30 fps).
+const BROADCAST_FRAMES: usize = 96;
+/// Most bytes of GOP a tap keeps for instant start (a larger GOP is not cached).
+const MAX_GOP_BYTES: usize = 16 << 20;
+/// Most frames of GOP a tap keeps (10 s at 30 fps).
+const MAX_GOP_FRAMES: usize = 300;
+
+/// One opened access unit, as taps share it.
+#[derive(Debug)]
+pub struct TapFrame {
+    pub sequence: u64,
+    pub pts_90k: u64,
+    pub dts_90k: u64,
+    pub keyframe: bool,
+    pub capture_unix_us: i64,
+    /// AVCC (4-byte lengths), plaintext.
+    pub data: Bytes,
+}
+
+impl TapFrame {
+    fn from_media(f: MediaFrame) -> Self {
+        TapFrame {
+            sequence: f.header.sequence,
+            pts_90k: f.header.pts_90k,
+            dts_90k: f.header.dts_90k,
+            keyframe: f.header.keyframe,
+            capture_unix_us: f.header.capture_unix_us,
+            data: f.payload,
+        }
+    }
+}
+
+/// What a tap's consumers receive.
+#[derive(Debug, Clone)]
+pub enum TapMsg {
+    Frame(Arc<TapFrame>),
+    /// The codec parameters changed (generation number): start a new stream.
+    NewParams(u64),
+}
+
+/// How the video reaches this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// The node serves the camera itself.
+    Local,
+    /// Straight from the camera's node.
+    Direct,
+    /// From the camera's node through a circuit relay.
+    Relay,
+    /// From another peer that forwards the camera.
+    Forwarded,
+}
+
+impl PathKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Local => "local",
+            PathKind::Direct => "direct",
+            PathKind::Relay => "relay",
+            PathKind::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// Counters of a tap (Prometheus counters: they only go up).
+#[derive(Debug, Default)]
+pub struct TapCounters {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    pub keyframes: AtomicU64,
+    /// Times a local consumer fell behind and skipped to a keyframe.
+    pub consumer_skips: AtomicU64,
+    /// Times the stream was interrupted and came back.
+    pub gaps: AtomicU64,
+    pub interruptions: AtomicU64,
+    /// Bytes sent to HTTP clients.
+    pub http_bytes: AtomicU64,
+    pub http_clients: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct TapState {
+    params: Option<CodecParams>,
+    generation: u64,
+    gop: VecDeque<Arc<TapFrame>>,
+    gop_bytes: usize,
+    last_key: Option<Arc<TapFrame>>,
+    peer: Option<PeerId>,
+    path: Option<PathKind>,
+    live: bool,
+    status: String,
+    failed: bool,
+    stats: LiveStats,
+    last_used: Instant,
+    snapshot: Option<(u64, Bytes)>,
+}
+
+/// A shared watch of one camera; see the module docs.
+#[derive(Debug)]
+pub struct Tap {
+    pub camera: String,
+    pub profile: pb::Profile,
+    cancel: CancellationToken,
+    state: Mutex<TapState>,
+    tx: broadcast::Sender<TapMsg>,
+    changed: watch::Sender<u64>,
+    pub counters: TapCounters,
+}
+
+/// What a consumer joining a tap gets, consistently: parameters, the GOP so far, and a
+/// receiver for everything after it.
+#[derive(Debug)]
+pub struct Joined {
+    pub params: CodecParams,
+    pub generation: u64,
+    pub gop: Vec<Arc<TapFrame>>,
+    pub rx: broadcast::Receiver<TapMsg>,
+}
+
+/// A tap's state for people and metrics.
+#[derive(Debug, Clone)]
+pub struct TapStatus {
+    pub camera: String,
+    pub live: bool,
+    pub failed: bool,
+    pub status: String,
+    pub peer: Option<PeerId>,
+    pub path: Option<PathKind>,
+    pub params: Option<CodecParams>,
+    pub stats: Snapshot,
+}
+
+/// Why a consumer could not join.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TapError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("camera {camera}: no video within {after:?} ({status})")]
+    Timeout {
+        camera: String,
+        after: Duration,
+        status: String,
+    },
+    #[error("too many cameras are being watched through this gateway (at most {0})")]
+    TooManyCameras(usize),
+    #[error("too many clients for camera {camera} (at most {max})")]
+    TooManyClients { camera: String, max: usize },
+}
+
+impl Tap {
+    fn new(camera: &str, profile: pb::Profile) -> Self {
+        let (tx, _) = broadcast::channel(BROADCAST_FRAMES);
+        let (changed, _) = watch::channel(0);
+        Tap {
+            camera: camera.to_owned(),
+            profile,
+            cancel: CancellationToken::new(),
+            state: Mutex::new(TapState {
+                params: None,
+                generation: 0,
+                gop: VecDeque::new(),
+                gop_bytes: 0,
+                last_key: None,
+                peer: None,
+                path: None,
+                live: false,
+                status: "connecting".into(),
+                failed: false,
+                stats: LiveStats::new(2000),
+                last_used: Instant::now(),
+                snapshot: None,
+            }),
+            tx,
+            changed,
+            counters: TapCounters::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TapState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Marks the tap as in use (keeps it from stopping while idle).
+    pub fn touch(&self) {
+        self.lock().last_used = Instant::now();
+    }
+
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the tap stops.
+    pub async fn stopped(&self) {
+        self.cancel.cancelled().await
+    }
+
+    fn set_params(&self, params: CodecParams) {
+        let mut st = self.lock();
+        st.live = true;
+        st.status = "live".into();
+        if st.params.as_ref() == Some(&params) {
+            drop(st);
+            self.notify();
+            return;
+        }
+        st.params = Some(params);
+        st.generation += 1;
+        st.gop.clear();
+        st.gop_bytes = 0;
+        st.last_key = None;
+        st.snapshot = None;
+        let generation = st.generation;
+        let _ = self.tx.send(TapMsg::NewParams(generation));
+        drop(st);
+        self.notify();
+    }
+
+    fn set_source(&self, peer: Option<PeerId>, path: PathKind) {
+        let mut st = self.lock();
+        st.peer = peer;
+        st.path = Some(path);
+    }
+
+    fn set_status(&self, status: String, failed: bool) {
+        let mut st = self.lock();
+        st.live = false;
+        st.status = status;
+        st.failed |= failed;
+        drop(st);
+        self.notify();
+    }
+
+    fn on_gap(&self, gap: Duration) {
+        self.counters.gaps.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .stats
+            .on_gap(u64::try_from(gap.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    fn publish(&self, header: &pb::FrameHeader, frame: TapFrame) {
+        let c = &self.counters;
+        c.frames.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        if frame.keyframe {
+            c.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        let frame = Arc::new(frame);
+        let mut st = self.lock();
+        st.stats.on_frame(header, frame.data.len(), now_unix_us());
+        if frame.keyframe {
+            st.gop.clear();
+            st.gop_bytes = 0;
+            st.last_key = Some(frame.clone());
+        }
+        // Cache from a keyframe only; a GOP over the bounds is not cached any further.
+        let cacheable = st.gop.front().is_some_and(|f| f.keyframe) || frame.keyframe;
+        if cacheable && st.gop.len() < MAX_GOP_FRAMES && st.gop_bytes + frame.data.len() <= MAX_GOP_BYTES {
+            st.gop_bytes += frame.data.len();
+            st.gop.push_back(frame.clone());
+        } else {
+            st.gop.clear();
+            st.gop_bytes = 0;
+        }
+        let first_key = frame.keyframe && st.gop.len() == 1;
+        // Sent under the lock: a joiner sees each frame either in the GOP or on its receiver.
+        let _ = self.tx.send(TapMsg::Frame(frame));
+        drop(st);
+        if first_key {
+            self.notify();
+        }
+    }
+
+    /// Joins now, if the tap has parameters and a cached GOP from a keyframe.
+    pub fn try_join(&self) -> Option<Joined> {
+        let st = self.lock();
+        let params = st.params.clone()?;
+        if !st.gop.front().is_some_and(|f| f.keyframe) {
+            return None;
+        }
+        Some(Joined {
+            params,
+            generation: st.generation,
+            gop: st.gop.iter().cloned().collect(),
+            rx: self.tx.subscribe(),
+        })
+    }
+
+    /// Waits (at most `limit`) until the tap can be joined.
+    pub async fn join(&self, limit: Duration) -> Result<Joined, TapError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut changed = self.changed.subscribe();
+        loop {
+            self.touch();
+            if let Some(j) = self.try_join() {
+                return Ok(j);
+            }
+            let (failed, status) = {
+                let st = self.lock();
+                (st.failed, st.status.clone())
+            };
+            if failed || self.is_stopped() {
+                return Err(TapError::Failed(status));
+            }
+            if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+                return Err(TapError::Timeout {
+                    camera: self.camera.clone(),
+                    after: limit,
+                    status,
+                });
+            }
+        }
+    }
+
+    /// The latest keyframe (waits at most `limit` for one), with the parameters.
+    pub async fn keyframe(&self, limit: Duration) -> Result<(CodecParams, Arc<TapFrame>), TapError> {
+        let j = self.join(limit).await?;
+        let st = self.lock();
+        match (&st.params, &st.last_key) {
+            (Some(p), Some(k)) => Ok((p.clone(), k.clone())),
+            _ => Ok((j.params, j.gop[0].clone())),
+        }
+    }
+
+    /// A cached JPEG of keyframe `sequence`, if it is the one made last.
+    pub fn cached_snapshot(&self, sequence: u64) -> Option<Bytes> {
+        self.lock()
+            .snapshot
+            .as_ref()
+            .filter(|(s, _)| *s == sequence)
+            .map(|(_, b)| b.clone())
+    }
+
+    pub fn store_snapshot(&self, sequence: u64, jpeg: Bytes) {
+        self.lock().snapshot = Some((sequence, jpeg));
+    }
+
+    pub fn status(&self) -> TapStatus {
+        let mut st = self.lock();
+        let stats = st.stats.snapshot(now_unix_us());
+        TapStatus {
+            camera: self.camera.clone(),
+            live: st.live,
+            failed: st.failed,
+            status: st.status.clone(),
+            peer: st.peer,
+            path: st.path,
+            params: st.params.clone(),
+            stats,
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        if self.counters.http_clients.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        self.lock().last_used.elapsed()
+    }
+
+    /// Counts an HTTP client for as long as the guard lives; `None` over `max`.
+    pub fn client_guard(self: &Arc<Self>, max: usize) -> Option<ClientGuard> {
+        let n = self.counters.http_clients.fetch_add(1, Ordering::Relaxed);
+        if n >= max {
+            self.counters.http_clients.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ClientGuard { tap: self.clone() })
+    }
+}
+
+/// Holds one HTTP client slot of a tap.
+#[derive(Debug)]
+pub struct ClientGuard {
+    tap: Arc<Tap>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.tap.counters.http_clients.fetch_sub(1, Ordering::Relaxed);
+        self.tap.touch();
+    }
+}
+
+/// The node's taps, by camera (and profile).
+#[derive(Debug)]
+pub struct Taps {
+    node: NodeHandle,
+    map: Mutex<HashMap<(String, i32), Arc<Tap>>>,
+    max: usize,
+    idle: Duration,
+}
+
+impl Taps {
+    /// At most `max` cameras at once; a tap unused for `idle` stops.
+    pub fn new(node: NodeHandle, max: usize, idle: Duration) -> Arc<Self> {
+        Arc::new(Taps {
+            node,
+            map: Mutex::new(HashMap::new()),
+            max,
+            idle,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<Tap>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The running tap of a camera, or a new one.
+    pub fn get_or_start(self: &Arc<Self>, camera: &str, profile: pb::Profile) -> Result<Arc<Tap>, TapError> {
+        let mut map = self.lock();
+        map.retain(|_, t| !t.is_stopped());
+        let key = (camera.to_owned(), profile as i32);
+        if let Some(t) = map.get(&key) {
+            t.touch();
+            return Ok(t.clone());
+        }
+        if map.len() >= self.max {
+            return Err(TapError::TooManyCameras(self.max));
+        }
+        let tap = Arc::new(Tap::new(camera, profile));
+        map.insert(key.clone(), tap.clone());
+        let this = self.clone();
+        let t = tap.clone();
+        tokio::spawn(async move {
+            this.run(t.clone()).await;
+            t.stop();
+            t.notify();
+            let mut map = this.lock();
+            if map.get(&key).is_some_and(|x| Arc::ptr_eq(x, &t)) {
+                map.remove(&key);
+            }
+        });
+        Ok(tap)
+    }
+
+    pub fn all(&self) -> Vec<Arc<Tap>> {
+        let mut v: Vec<_> = self.lock().values().filter(|t| !t.is_stopped()).cloned().collect();
+        v.sort_by(|a, b| a.camera.cmp(&b.camera));
+        v
+    }
+
+    pub fn stop_all(&self) {
+        for t in self.lock().values() {
+            t.stop();
+        }
+    }
+
+    async fn run(&self, tap: Arc<Tap>) {
+        let idle = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tap.idle_for() > self.idle {
+                    tracing::debug!(camera = %tap.camera, "tap idle; stopping");
+                    return;
+                }
+            }
+        };
+        let source = async {
+            if self.node.hubs().get(&tap.camera).is_some() {
+                run_local(&self.node, &tap).await
+            } else {
+                run_remote(&self.node, &tap).await
+            }
+        };
+        tokio::select! {
+            _ = idle => {}
+            _ = source => {}
+            _ = tap.cancel.cancelled() => {}
+        }
+    }
+}
+
+fn params_from(codec: &pb::CodecConfig) -> CodecParams {
+    CodecParams {
+        sps: codec.sps.clone(),
+        pps: codec.pps.clone(),
+        width: codec.width,
+        height: codec.height,
+        profile_idc: u8::try_from(codec.profile_idc).unwrap_or(0),
+        level_idc: u8::try_from(codec.level_idc).unwrap_or(0),
+        fps_num: codec.fps_num,
+        fps_den: codec.fps_den,
+    }
+}
+
+/// How a stream from `peer` reaches this node.
+pub async fn path_to(node: &NodeHandle, camera: &str, peer: PeerId) -> PathKind {
+    let owner = node.directory().lookup(camera).iter().any(|e| e.peer == peer);
+    if !owner && !node.directory().lookup(camera).is_empty() {
+        return PathKind::Forwarded;
+    }
+    let relayed = node.peers().await.ok().and_then(|peers| {
+        peers
+            .into_iter()
+            .find(|p| p.peer == peer)
+            .map(|p| !p.addrs.is_empty() && p.addrs.iter().all(|a| a.to_string().contains("/p2p-circuit")))
+    });
+    if relayed == Some(true) {
+        PathKind::Relay
+    } else {
+        PathKind::Direct
+    }
+}
+
+/// Through the mesh: the node's watcher resolves, subscribes, retries and reports gaps.
+async fn run_remote(node: &NodeHandle, tap: &Tap) {
+    let mut opts = WatchOptions::new(tap.camera.clone());
+    opts.profile = tap.profile;
+    opts.backoff_max = Duration::from_secs(2);
+    opts.user_agent = format!("camesh/{} gateway", env!("CARGO_PKG_VERSION"));
+    let mut events = node.watch(opts, tap.cancel.child_token());
+    while let Some(ev) = events.recv().await {
+        match ev {
+            WatchEvent::Started { peer, accept, gap } => {
+                if let Some(g) = gap {
+                    tap.on_gap(g);
+                }
+                let path = path_to(node, &tap.camera, peer).await;
+                tap.set_source(Some(peer), path);
+                match accept.codec.as_ref() {
+                    Some(c) if c.codec == "h264" => tap.set_params(params_from(c)),
+                    other => {
+                        let codec = other.map_or("nothing", |c| c.codec.as_str());
+                        tap.set_status(format!("the camera sends {codec}, not H.264"), true);
+                        return;
+                    }
+                }
+            }
+            WatchEvent::Frame(f) => {
+                let header = f.header.clone();
+                tap.publish(&header, TapFrame::from_media(f));
+            }
+            WatchEvent::Interrupted { error, retry_in } => {
+                tap.counters.interruptions.fetch_add(1, Ordering::Relaxed);
+                tap.set_status(format!("interrupted ({error}); retrying in {retry_in:?}"), false);
+            }
+            WatchEvent::Failed { error } => {
+                tap.set_status(error, true);
+                return;
+            }
+        }
+    }
+}
+
+/// The node's own camera: subscribe to its hub and open the frames here.
+async fn run_local(node: &NodeHandle, tap: &Tap) {
+    let limits = QueueLimits {
+        max_frames: node.config().limits.subscriber_queue_frames,
+        max_bytes: node.config().limits.subscriber_queue_bytes,
+    };
+    let mut was_live = false;
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let Some(hub) = node.hubs().get_profile(&tap.camera, tap.profile) else {
+            tap.set_status(format!("no camera {:?} on this node", tap.camera), true);
+            return;
+        };
+        match hub.subscribe(node.peer_id(), limits) {
+            Ok((params, sub)) => {
+                if let Some(since) = down_since.take() {
+                    tap.on_gap(since.elapsed());
+                }
+                tap.set_source(None, PathKind::Local);
+                tap.set_params(params);
+                was_live = true;
+                while let Some(frame) = sub.next().await {
+                    if frame.header.keyframe {
+                        if let Some(p) = hub.params() {
+                            tap.set_params(p);
+                        }
+                    }
+                    let Some(key) = hub.key(frame.header.key_epoch) else {
+                        continue;
+                    };
+                    match key.open(&frame.header, &frame.payload) {
+                        Ok(plain) => {
+                            let header = frame.header.clone();
+                            let mut f = TapFrame::from_media(frame);
+                            f.data = plain;
+                            tap.publish(&header, f);
+                        }
+                        Err(e) => tracing::warn!(camera = %tap.camera, error = %e, "a local frame did not open"),
+                    }
+                }
+                sub.close();
+            }
+            Err(e) => {
+                if was_live {
+                    down_since.get_or_insert_with(Instant::now);
+                    tap.counters.interruptions.fetch_add(1, Ordering::Relaxed);
+                }
+                tap.set_status(e.to_string(), false);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
