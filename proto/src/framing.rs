@@ -203,7 +203,7 @@ mod tests {
                 pts_90k: seq.wrapping_mul(3000),
                 dts_90k: seq.wrapping_mul(3000),
                 capture_unix_us: 1_700_000_000_000_000,
-                keyframe: seq % 60 == 0,
+                keyframe: seq.is_multiple_of(60),
                 key_epoch: 7,
                 skipped_before: 0,
                 new_key: Bytes::new(),
