@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check, as CI runs it: format, lints, then all tests (unit, property, multi-node
-# over QUIC on 127.0.0.1, real ffprobe; network-namespace tests when run as root).
+# Every check, as CI runs it: format, lints, all tests (unit, property, multi-node over
+# QUIC on 127.0.0.1, real ffprobe/GStreamer RTSP/Chromium; network-namespace tests when
+# run as root), then a short fuzz run of every decoder of peer input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,4 +9,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The CLI tests run the real binaries: build them first.
 cargo build --workspace --bins
-cargo test --workspace
+cargo test --workspace --no-fail-fast
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
