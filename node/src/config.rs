@@ -97,6 +97,8 @@ pub struct Limits {
     pub stream_window_bytes: usize,
     /// QUIC receive window per connection (all streams from one peer).
     pub connection_window_bytes: usize,
+    /// How long a new peer has to prove fleet membership before it is disconnected.
+    pub membership_grace_ms: u64,
 }
 
 impl Default for Limits {
@@ -112,6 +114,7 @@ impl Default for Limits {
             request_timeout_s: 5,
             stream_window_bytes: 1 << 20,
             connection_window_bytes: 16 << 20,
+            membership_grace_ms: 1000,
         }
     }
 }
@@ -284,6 +287,12 @@ impl Config {
             ("limits.gop_cache_bytes", l.gop_cache_bytes, 0, 1 << 30),
             ("limits.request_timeout_s", l.request_timeout_s as usize, 1, 600),
             ("limits.stream_window_bytes", l.stream_window_bytes, 16 << 10, 256 << 20),
+            (
+                "limits.membership_grace_ms",
+                l.membership_grace_ms as usize,
+                100,
+                60_000,
+            ),
             (
                 "limits.connection_window_bytes",
                 l.connection_window_bytes,

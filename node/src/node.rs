@@ -81,6 +81,7 @@ impl Node {
         let root =
             auth::fleet::root_from_text(&config.node.fleet_root).map_err(|e| StartError::NoFleet(e.to_string()))?;
         let trust = Arc::new(Trust::load(data_dir, &config.node.fleet_id, root, peer_id));
+        trust.set_grace(Duration::from_millis(config.limits.membership_grace_ms));
         if trust.root_key().is_some() {
             // An admin's own node certifies itself.
             let role = match config.node.role {

@@ -140,6 +140,19 @@ async fn wrong_holder_forged_expired_and_widened_grants_are_refused_with_reasons
     let a = spawn_node(ca.clone(), &a_dir).await;
     ca.node.bootstrap = addrs;
     let b = spawn_node(ca, &b_dir).await;
+    // The raw requests below skip the viewer's own wait for the certificate exchange:
+    // wait for it here (on a loaded machine it can take a while).
+    for v in [&a, &b] {
+        let ok = wait_until(T, || {
+            cam.trust().member(&v.peer_id()).is_some() && v.trust().member(&cam.peer_id()).is_some()
+        })
+        .await;
+        if !ok {
+            // The 1 s grace dropped it before it proved membership: connect again.
+            v.net().connect(Some(cam.peer_id()), vec![]).await.expect("reconnect");
+            assert!(wait_until(T, || cam.trust().member(&v.peer_id()).is_some()).await);
+        }
+    }
     let now = auth::now_s();
     let req = |holder, cams: &[&str], rights, until| GrantRequest {
         holder,

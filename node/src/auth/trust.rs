@@ -48,6 +48,7 @@ pub struct Trust {
     root_key: Option<Keypair>,
     redeemed: RwLock<HashSet<String>>,
     changed: watch::Sender<u64>,
+    grace: std::sync::atomic::AtomicU64,
     pub audit: Audit,
 }
 
@@ -110,6 +111,7 @@ impl Trust {
             root_key,
             redeemed: RwLock::new(HashSet::new()),
             changed: watch::channel(0).0,
+            grace: std::sync::atomic::AtomicU64::new(1000),
             audit,
         }
     }
@@ -117,6 +119,16 @@ impl Trust {
     /// In-memory state (tests).
     pub fn ephemeral(fleet_id: &str, root: PublicKey, me: PeerId) -> Self {
         Self::new(fleet_id, root, me, None, Audit::none())
+    }
+
+    /// How long a new peer has to prove membership (config `limits.membership_grace_ms`).
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn set_grace(&self, grace: Duration) {
+        let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.grace.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn me(&self) -> PeerId {

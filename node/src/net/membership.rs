@@ -3,7 +3,8 @@
 //! `/camesh/member/1`: right after a connection is up, the dialing side sends its
 //! certificate and the listening side answers with its own; each verifies the other's
 //! against the fleet root and the authenticated peer id ([`Trust::admit`]). A peer that
-//! has not proven membership within [`GRACE`] is disconnected (and audited); until then no
+//! has not proven membership within the grace period (`limits.membership_grace_ms`,
+//! 1 s by default; [`Trust::grace`]) is disconnected (and audited); until then no
 //! camesh protocol serves it (servers wait for [`Trust::wait_member`]), Kademlia does not
 //! route to it and gossipsub drops its messages.
 //!
@@ -24,11 +25,9 @@ use super::{NetEvent, NetHandle};
 use crate::auth::{AuthError, Trust, MAX_SIGNED_BYTES};
 use crate::stream::io::{write_message, FramedRead};
 
-/// How long a new peer has to prove membership before it is disconnected.
-pub const GRACE: Duration = Duration::from_secs(1);
 const MAX_MSG: usize = 2 * MAX_SIGNED_BYTES;
 /// How long the dialing side waits for the other's answer (the other side enforces
-/// [`GRACE`] on us; this only bounds our own wait).
+/// its grace period on us; this only bounds our own wait).
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn member_protocol() -> StreamProtocol {
@@ -79,7 +78,7 @@ pub async fn serve_member(
         let trust = trust.clone();
         let net = net.clone();
         tokio::spawn(async move {
-            let result = match read_one::<pb::MemberHello>("member hello", &mut stream, GRACE).await {
+            let result = match read_one::<pb::MemberHello>("member hello", &mut stream, trust.grace()).await {
                 Ok(h) => check_hello(&trust, peer, h).map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
@@ -143,7 +142,7 @@ pub async fn run_initiator(
             Ok(NetEvent::Connected { peer, dialer: false }) => {
                 let (trust, net) = (trust.clone(), net.clone());
                 tokio::spawn(async move {
-                    if trust.wait_member(&peer, GRACE).await.is_none() {
+                    if trust.wait_member(&peer, trust.grace()).await.is_none() {
                         trust.audit.record(
                             "refused-connection",
                             &peer.to_string(),

@@ -161,12 +161,7 @@ impl MediaServer {
         };
         let camera = req.camera_id.clone();
         let audit = &self.trust.audit;
-        if self
-            .trust
-            .wait_member(&peer, crate::net::membership::GRACE)
-            .await
-            .is_none()
-        {
+        if self.trust.wait_member(&peer, self.trust.grace()).await.is_none() {
             let reason = format!(
                 "not a member of fleet {:?}: no valid membership certificate",
                 self.trust.fleet_id
@@ -409,7 +404,7 @@ pub async fn run_info(
         let hubs = hubs.clone();
         let trust = trust.clone();
         tokio::spawn(async move {
-            if trust.wait_member(&peer, crate::net::membership::GRACE).await.is_none() {
+            if trust.wait_member(&peer, trust.grace()).await.is_none() {
                 trust
                     .audit
                     .record("refused-stream", &peer.to_string(), "", "info: not a fleet member");
