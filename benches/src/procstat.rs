@@ -98,6 +98,22 @@ pub async fn wait_quiet(limit: std::time::Duration, cores: f64) -> f64 {
     }
 }
 
+/// UDP datagrams the kernel dropped because a socket's receive buffer was full (this
+/// network namespace, all processes): `RcvbufErrors` of `/proc/net/snmp`.
+pub fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Resident set size of this process in bytes.
 pub fn rss_bytes() -> u64 {
     status_kb("VmRSS:") * 1024

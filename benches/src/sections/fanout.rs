@@ -25,6 +25,7 @@ struct Step {
     cpu_ms_per_s_per_viewer: f64,
     viewer_cores: f64,
     other_cores: f64,
+    udp_drops: u64,
     latency: Latency,
     keyframe_latency: Latency,
     skips: u64,
@@ -61,6 +62,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         col.take();
         let s0 = srv.stats().await?;
         let meter = procstat::BusyMeter::start();
+        let drops0 = procstat::udp_rcvbuf_errors();
         tokio::time::sleep(window).await;
         let mut w = col.take();
         let (machine_cores, viewer_cores) = meter.cores();
@@ -73,6 +75,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             cpu_ms_per_s_per_viewer: (server_cores - idle_cores) / target as f64 * 1000.0,
             viewer_cores,
             other_cores: (machine_cores - viewer_cores - server_cores).max(0.0),
+            udp_drops: procstat::udp_rcvbuf_errors().saturating_sub(drops0),
             latency: Latency::from_us(&mut w.lat_us),
             keyframe_latency: Latency::from_us(&mut w.key_lat_us),
             skips: w.skips + w.seq_gaps,
@@ -120,8 +123,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 "ms",
             )
             .note(format!(
-                "keyframes p50 {:.2} ms, max {:.2} ms; {} skips, {} broken streams",
-                s.keyframe_latency.p50_ms, s.keyframe_latency.max_ms, s.skips, s.errors
+                "keyframes p50 {:.2} ms, max {:.2} ms; {} skips, {} broken streams, {} UDP datagrams dropped by full socket buffers",
+                s.keyframe_latency.p50_ms, s.keyframe_latency.max_ms, s.skips, s.errors, s.udp_drops
             )),
         );
         ctx.push(

@@ -27,10 +27,12 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     tokio::time::sleep(ctx.secs(3, 5)).await;
     col.take();
     let s0 = srv.stats().await?;
+    let drops0 = crate::procstat::udp_rcvbuf_errors();
     let window = ctx.secs(30, 120);
     tokio::time::sleep(window).await;
     let mut w = col.take();
     let s1 = srv.stats().await?;
+    let udp_drops = crate::procstat::udp_rcvbuf_errors().saturating_sub(drops0);
     cancel.cancel();
     let _ = reader.await;
     drop(viewer);
@@ -46,12 +48,13 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let cpu_ms_s = (s1.cpu_s - s0.cpu_s) / window.as_secs_f64() * 1000.0;
     ctx.push(base(
         Figure::new(S, "capture→viewer p50, direct", lat.p50_ms, "ms").note(format!(
-            "n = {} frames over {} s; keyframes (150 KB) p50 {:.2} ms, max {:.2} ms; serving node {:.1} ms CPU per s",
+            "n = {} frames over {} s; keyframes (150 KB) p50 {:.2} ms, max {:.2} ms; serving node {:.1} ms CPU per s; {} UDP drops",
             lat.n,
             window.as_secs(),
             key.p50_ms,
             key.max_ms,
-            cpu_ms_s
+            cpu_ms_s,
+            udp_drops
         )),
         q.map(|l| l.p50_ms),
     ));

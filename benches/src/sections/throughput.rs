@@ -51,6 +51,8 @@ pub struct Step {
     pub viewer_cores: f64,
     /// CPU cores other processes on the machine used meanwhile (noise).
     pub other_cores: f64,
+    /// UDP datagrams dropped by full socket receive buffers meanwhile (loss on loopback).
+    pub udp_drops: u64,
     pub server_rss_mb: f64,
     pub pass: bool,
     pub why: String,
@@ -128,12 +130,14 @@ impl Ramp {
     async fn measure(&mut self, n: usize, window: Duration) -> anyhow::Result<Step> {
         let s0 = self.srv.stats().await?;
         let meter = procstat::BusyMeter::start();
+        let drops0 = procstat::udp_rcvbuf_errors();
         self.col.take();
         let t0 = Instant::now();
         tokio::time::sleep(window).await;
         let mut w = self.col.take();
         let secs = t0.elapsed().as_secs_f64();
         let (machine_cores, viewer_cores) = meter.cores();
+        let udp_drops = procstat::udp_rcvbuf_errors().saturating_sub(drops0);
         let s1 = self.srv.stats().await?;
         let latency = Latency::from_us(&mut w.lat_us);
         let keyframe_latency = Latency::from_us(&mut w.key_lat_us);
@@ -159,6 +163,7 @@ impl Ramp {
             server_cpu_s_per_gbit: server_cpu / gbit.max(1e-9),
             viewer_cores,
             other_cores: (machine_cores - viewer_cores - server_cpu / secs).max(0.0),
+            udp_drops,
             server_rss_mb: s1.rss_bytes as f64 / 1e6,
             pass: false,
             why: String::new(),
@@ -178,6 +183,12 @@ impl Ramp {
         }
         if (w.frames as f64) < 0.97 * expected {
             why.push(format!("{:.0}% of frames arrived", 100.0 * w.frames as f64 / expected));
+        }
+        if !why.is_empty() && step.udp_drops > 0 {
+            why.push(format!(
+                "{} UDP datagrams dropped by full socket buffers",
+                step.udp_drops
+            ));
         }
         if !why.is_empty() && step.other_cores > 0.2 {
             why.push(format!("other processes used {:.2} cores meanwhile", step.other_cores));
@@ -217,13 +228,14 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     loop {
         let st = ramp.step(n, warmup, window).await?;
         eprintln!(
-            "  throughput: {:>4} streams  {:.2} Gbit/s  p99 {:>6.1} ms  server {:.2} cores  viewers {:.2}  others {:.2}  {}",
+            "  throughput: {:>4} streams  {:.2} Gbit/s  p99 {:>6.1} ms  server {:.2} cores  viewers {:.2}  others {:.2}  udp drops {}  {}",
             st.streams,
             st.gbit_s,
             st.latency.p99_ms,
             st.server_cores,
             st.viewer_cores,
             st.other_cores,
+            st.udp_drops,
             if st.pass { "ok".to_string() } else { format!("FAIL: {}", st.why) }
         );
         let pass = st.pass;
@@ -247,13 +259,14 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         let st = ramp.step(mid, warmup, window).await?;
         eprintln!(
-            "  throughput: {:>4} streams  {:.2} Gbit/s  p99 {:>6.1} ms  server {:.2} cores  viewers {:.2}  others {:.2}  {}",
+            "  throughput: {:>4} streams  {:.2} Gbit/s  p99 {:>6.1} ms  server {:.2} cores  viewers {:.2}  others {:.2}  udp drops {}  {}",
             st.streams,
             st.gbit_s,
             st.latency.p99_ms,
             st.server_cores,
             st.viewer_cores,
             st.other_cores,
+            st.udp_drops,
             if st.pass { "ok".to_string() } else { format!("FAIL: {}", st.why) }
         );
         if st.pass {
@@ -322,8 +335,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 .note(format!("limit {limit}")),
             );
             let mut f = Figure::new(S, "served at that load", b.gbit_s, "Gbit/s").note(format!(
-                "p50 {:.2} ms, p99 {:.2} ms; server {:.2} cores, viewers {:.2} cores, server RSS {:.0} MB",
-                b.latency.p50_ms, b.latency.p99_ms, b.server_cores, b.viewer_cores, b.server_rss_mb
+                "p50 {:.2} ms, p99 {:.2} ms; server {:.2} cores, viewers {:.2} cores, server RSS {:.0} MB, {} UDP drops",
+                b.latency.p50_ms, b.latency.p99_ms, b.server_cores, b.viewer_cores, b.server_rss_mb, b.udp_drops
             ));
             if let Some(q) = base_gbit {
                 f = f.baseline("raw quinn, 1 stream, bulk", q);
