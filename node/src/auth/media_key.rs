@@ -6,11 +6,18 @@
 //! data is the header fields that no hop may change (sequence, pts, dts, capture time,
 //! keyframe flag, epoch). `skipped_before` is per subscriber and deliberately outside.
 //! Tags are the full 16 bytes. There is no "null" key and no way to turn this off.
+//!
+//! The cipher is ring's AES-256-GCM (already in the build through rustls/libp2p-tls): with
+//! AES-NI and carry-less multiply it seals 4-6x faster than RustCrypto's `aes-gcm` did on
+//! the benchmark machine, and sealing runs once per frame on the camera and opening once
+//! per frame on every viewer (docs/BENCHMARKS.md). Sealing writes into one `BytesMut`
+//! sized for payload + tag, so a frame costs exactly one allocation.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use camesh_proto::pb::FrameHeader;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+
+use std::sync::Arc;
 
 use super::AuthError;
 
@@ -21,7 +28,7 @@ pub const TAG_LEN: usize = 16;
 pub struct MediaKey {
     pub epoch: u64,
     key: [u8; KEY_LEN],
-    cipher: Aes256Gcm,
+    cipher: Arc<LessSafeKey>,
 }
 
 impl std::fmt::Debug for MediaKey {
@@ -32,10 +39,10 @@ impl std::fmt::Debug for MediaKey {
     }
 }
 
-fn nonce(sequence: u64) -> [u8; 12] {
+fn nonce(sequence: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&sequence.to_be_bytes());
-    n
+    Nonce::assume_unique_for_key(n)
 }
 
 fn aad(h: &FrameHeader) -> [u8; 41] {
@@ -58,7 +65,10 @@ impl MediaKey {
         Self {
             epoch,
             key,
-            cipher: Aes256Gcm::new(&key.into()),
+            // A 32-byte key is always a valid AES-256 key; ring only rejects a wrong length.
+            cipher: Arc::new(LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, &key).expect("32-byte AES-256 key"),
+            )),
         }
     }
 
@@ -77,19 +87,15 @@ impl MediaKey {
     /// Seals a frame payload; `header.key_epoch` must be this key's epoch.
     pub fn seal(&self, header: &FrameHeader, plaintext: &[u8]) -> Bytes {
         debug_assert_eq!(header.key_epoch, self.epoch);
-        let aad = aad(header);
-        // AES-GCM encryption only fails for messages over 64 GiB; frames are bounded far below.
-        let ct = self
+        let mut buf = BytesMut::with_capacity(plaintext.len() + TAG_LEN);
+        buf.extend_from_slice(plaintext);
+        // AES-GCM sealing only fails for messages over 64 GiB; frames are bounded far below.
+        let tag = self
             .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce(header.sequence)),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
+            .seal_in_place_separate_tag(nonce(header.sequence), Aad::from(aad(header)), &mut buf)
             .expect("frame within AES-GCM limits");
-        Bytes::from(ct)
+        buf.extend_from_slice(tag.as_ref());
+        buf.freeze()
     }
 
     /// Opens a sealed payload: fails if any byte of it or of the protected header changed.
@@ -100,22 +106,19 @@ impl MediaKey {
                 header.key_epoch, self.epoch
             )));
         }
-        let aad = aad(header);
-        self.cipher
-            .decrypt(
-                Nonce::from_slice(&nonce(header.sequence)),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map(Bytes::from)
+        let mut buf = BytesMut::from(ciphertext);
+        let len = self
+            .cipher
+            .open_in_place(nonce(header.sequence), Aad::from(aad(header)), &mut buf)
             .map_err(|_| {
                 AuthError::Refused(format!(
                     "frame #{} failed authentication (tampered or wrong key)",
                     header.sequence
                 ))
-            })
+            })?
+            .len();
+        buf.truncate(len);
+        Ok(buf.freeze())
     }
 }
 
