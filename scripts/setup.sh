@@ -14,6 +14,8 @@ packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   # gateway tests: headless Chromium plays the live page (MSE)
   chromium
+  # gateway tests: VLC plays /cam/<id>/live.mp4 (runs as nobody: VLC refuses root)
+  vlc-bin vlc-plugin-base
 )
 
 missing=()

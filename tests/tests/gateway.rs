@@ -160,6 +160,91 @@ async fn ffprobe_reads_live_mp4_and_snapshot_jpg_at_the_cameras_size() {
     cam.shutdown();
 }
 
+/// VLC (Debian's vlc-bin, the player integrators open streams in) plays
+/// `/cam/<id>/live.mp4`: it reads the endless fragmented MP4 over HTTP, decodes the
+/// H.264 and re-encodes what it decoded into a file, which ffprobe then counts. VLC
+/// refuses to run as root, so as root it runs as `nobody` (setpriv).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vlc_plays_live_mp4() {
+    init_tracing();
+    assert!(
+        have("cvlc"),
+        "cvlc is needed (scripts/setup.sh installs vlc-bin and vlc-plugin-base)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cam, viewer, gw) = fleet_with_gateway(dir.path(), "t-gw-vlc", &[("cam1", GOP2)]).await;
+    let url = format!("http://{}/cam/cam1/live.mp4", gw.local_addr());
+
+    // A folder the unprivileged player can write: its HOME (VLC's config) and the output.
+    let out_dir = dir.path().join("vlc");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = out_dir.join("decoded.ts");
+    // Decode (transcode needs decoded pictures) and write MPEG-2 video in a TS file.
+    let sout = format!(
+        "#transcode{{vcodec=mp2v,vb=1000}}:std{{access=file,mux=ts,dst={}}}",
+        out.display()
+    );
+    let is_root = effective_uid() == 0;
+    let mut cmd = if is_root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "cvlc"]);
+        c
+    } else {
+        Command::new("cvlc")
+    };
+    cmd.env("HOME", &out_dir)
+        .args(["-I", "dummy", "--no-audio", "--run-time=6", "--sout"])
+        .arg(&sout)
+        .arg(&url)
+        .arg("vlc://quit")
+        .stdin(Stdio::null());
+    let run = tokio::task::spawn_blocking(move || cmd.output());
+    let res = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("VLC exits within 60 s")
+        .expect("join")
+        .expect("cvlc runs");
+    let log = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(out.exists(), "VLC wrote nothing; its log:\n{log}");
+    let json = ffprobe_json(
+        &out,
+        &[
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+        ],
+    );
+    let s = &json["streams"][0];
+    assert_eq!(s["codec_name"], "mpeg2video", "{json}");
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{json}"
+    );
+    let frames: u64 = s["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0);
+    // Behaviour, not rate: more than one 2 s GOP of pictures went through VLC's decoder.
+    assert!(frames > 60, "VLC decoded only {frames} frames; its log:\n{log}");
+    eprintln!("VLC decoded {frames} frames of {url} in 6 s");
+    gw.shutdown();
+    viewer.shutdown();
+    cam.shutdown();
+}
+
+/// The effective user id, from /proc (no libc call needed).
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(u32::MAX)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_host_header_is_refused_and_remote_binds_need_consent() {
     init_tracing();
