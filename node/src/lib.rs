@@ -21,8 +21,9 @@
 //! ([`discovery`]).
 //!
 //! Modules: [`config`] (TOML, validated), [`identity`] (the node key), [`node`] (start a
-//! node, the handle), [`net`], [`discovery`], [`media`], [`stream`], [`gateway`] (local HTTP:
-//! live fMP4, snapshots, the browser page, Prometheus metrics).
+//! node, the handle), [`net`], [`discovery`], [`media`], [`stream`], [`relay`] (forwarding
+//! and path choice), [`gateway`] (local HTTP: live fMP4, snapshots, the browser page,
+//! Prometheus metrics).
 
 pub mod auth;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod media;
 pub mod net;
 pub mod node;
 pub mod record;
+pub mod relay;
 pub mod stream;
 
 pub use config::{Config, Role};

@@ -3,7 +3,8 @@
 //!
 //! Tasks and what they own:
 //! - the swarm task ([`crate::net`]): the libp2p Swarm, nothing else;
-//! - the media and info servers ([`crate::stream::server`]): one task per stream;
+//! - the media and info servers ([`crate::stream::server`]) and the key server
+//!   ([`crate::relay::keys`]): one task per stream;
 //! - one camera task per configured camera: its source, feeding its [`Hub`].
 
 use std::path::Path;
@@ -142,6 +143,9 @@ impl Node {
         let admin_in = control
             .accept(net::membership::admin_protocol())
             .map_err(|e| NetError::Other(e.to_string()))?;
+        let key_in = control
+            .accept(crate::relay::keys::key_protocol())
+            .map_err(|e| NetError::Other(e.to_string()))?;
         let net = net::spawn(
             swarm,
             config.clone(),
@@ -190,6 +194,13 @@ impl Node {
             trust: trust.clone(),
         });
         tokio::spawn(server.run(media_in, shutdown.child_token()));
+        tokio::spawn(crate::relay::keys::serve(
+            key_in,
+            hubs.clone(),
+            trust.clone(),
+            config.limits.clone(),
+            shutdown.child_token(),
+        ));
         tokio::spawn(crate::stream::server::run_info(
             info_in,
             hubs.clone(),
@@ -645,6 +656,45 @@ impl NodeHandle {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(watch::run(self.clone(), opts, tx, cancel));
         rx
+    }
+
+    /// Re-serves `camera` (`profile`) from `upstream` (its node or another forwarder) to
+    /// authorized peers, sealed; needs a `forward` (or `live`) grant for the camera.
+    pub async fn forward(
+        &self,
+        camera: &str,
+        upstream: PeerId,
+        profile: pb::Profile,
+    ) -> Result<crate::relay::forward::ForwardHandle, ClientError> {
+        crate::relay::forward::start(self, camera, upstream, profile).await
+    }
+
+    /// Opens `camera`'s stream through forwarder `via` (keys from the camera's node).
+    pub async fn subscribe_via(
+        &self,
+        camera: &str,
+        via: PeerId,
+        req: pb::StreamRequest,
+    ) -> Result<Subscription, ClientError> {
+        crate::relay::route::subscribe_via(self, camera, via, req).await
+    }
+
+    /// Watches a camera over several routes (its node and the forwarders in `routes`),
+    /// failing over and switching make-before-break; events as in [`Self::watch`].
+    pub fn watch_routes(
+        &self,
+        opts: WatchOptions,
+        routes: crate::relay::multipath::RouteOptions,
+        cancel: CancellationToken,
+    ) -> mpsc::Receiver<WatchEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(crate::relay::multipath::run(self.clone(), opts, routes, tx, cancel));
+        rx
+    }
+
+    /// Cancelled when the node shuts down (for tasks tied to the node's life).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// Stops every task of the node.

@@ -25,3 +25,5 @@ pub use framing::{FramingError, LengthCodec, MediaFrame};
 pub const MEDIA_PROTOCOL: &str = "/camesh/media/1";
 /// The libp2p protocol name of the control (request/response) protocol.
 pub const INFO_PROTOCOL: &str = "/camesh/info/1";
+/// The libp2p protocol name of media key requests (viewer → camera, one per stream).
+pub const KEY_PROTOCOL: &str = "/camesh/key/1";

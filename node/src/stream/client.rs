@@ -5,7 +5,8 @@
 //! maximum, so a misbehaving source cannot make the viewer allocate without limit.
 //! Frames arrive sealed; key updates arrive in-band before the first frame of each key
 //! epoch; [`Subscription::next_frame`] returns opened (plaintext) frames, and a frame
-//! that fails authentication is an error, never video.
+//! that fails authentication is an error, never video. Through a forwarder, keys come
+//! from the camera's node instead ([`Subscription::use_key_source`]).
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use libp2p_stream::Control;
 use super::io::{write_message, FramedRead, IoError};
 use crate::auth::media_key::MediaKey;
 use crate::config::Limits;
+use crate::relay::keys::KeySource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -55,6 +57,8 @@ pub struct Subscription {
     reader: FramedRead<Stream>,
     /// Keys of the last few epochs (a rotation overlaps cached frames of the previous one).
     keys: std::collections::VecDeque<MediaKey>,
+    /// Through a forwarder: keys come from the camera's node, never in-band.
+    key_source: Option<KeySource>,
 }
 
 /// Key epochs a viewer keeps.
@@ -104,6 +108,7 @@ pub async fn subscribe(
                 accept,
                 reader,
                 keys: std::collections::VecDeque::with_capacity(KEYS_KEPT),
+                key_source: None,
             })
         }
         Some(pb::stream_response::Result::Reject(r)) => Err(ClientError::Rejected {
@@ -125,12 +130,59 @@ impl Subscription {
             let Some(mut frame) = self.next_sealed().await? else {
                 return Ok(None);
             };
-            if self.learn_key(&frame)? {
+            if self.key_source.is_some() {
+                if !frame.header.new_key.is_empty() {
+                    // A forwarder cannot hand out keys: only the camera does.
+                    tracing::warn!(peer = %self.peer, "in-band key from a forwarder ignored");
+                    continue;
+                }
+                self.fetch_key_for(&frame).await?;
+            } else if self.learn_key(&frame)? {
                 continue;
             }
             frame.payload = self.open(&frame)?;
             return Ok(Some(frame));
         }
+    }
+
+    /// Takes keys from `source` (the camera's node) instead of in-band: for streams from a
+    /// forwarder. Fetches the key of `epoch` now (0: the current one) so the first frame
+    /// opens at once.
+    pub async fn use_key_source(&mut self, source: KeySource, epoch: u64) -> Result<(), ClientError> {
+        let key = source.fetch(epoch).await?;
+        self.add_key(key);
+        self.key_source = Some(source);
+        Ok(())
+    }
+
+    /// Where keys come from: `None` in-band from the camera, or the camera's node.
+    pub fn key_source(&self) -> Option<&KeySource> {
+        self.key_source.as_ref()
+    }
+
+    /// With a key source: fetches the key of a frame's epoch if it is not held. The
+    /// camera only knows its current and previous epochs, so a forwarder inventing epochs
+    /// costs one refused request, which ends the stream.
+    async fn fetch_key_for(&mut self, frame: &MediaFrame) -> Result<(), ClientError> {
+        let epoch = frame.header.key_epoch;
+        if self.keys.iter().any(|k| k.epoch == epoch) {
+            return Ok(());
+        }
+        let Some(source) = self.key_source.as_ref() else {
+            return Ok(());
+        };
+        let key = source.fetch(epoch).await?;
+        self.add_key(key);
+        Ok(())
+    }
+
+    /// Keeps a key (the newest [`KEYS_KEPT`] epochs are kept).
+    pub fn add_key(&mut self, key: MediaKey) {
+        self.keys.retain(|k| k.epoch != key.epoch);
+        if self.keys.len() == KEYS_KEPT {
+            self.keys.pop_front();
+        }
+        self.keys.push_back(key);
     }
 
     /// The next frame as it arrived (sealed), including key updates.
@@ -170,11 +222,7 @@ impl Subscription {
                 peer: self.peer,
                 reason: e.to_string(),
             })?;
-        self.keys.retain(|k| k.epoch != key.epoch);
-        if self.keys.len() == KEYS_KEPT {
-            self.keys.pop_front();
-        }
-        self.keys.push_back(key);
+        self.add_key(key);
         Ok(true)
     }
 

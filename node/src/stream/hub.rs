@@ -5,6 +5,10 @@
 //! payload `Bytes`) into every subscriber's bounded queue, then wakes the subscribers'
 //! tasks. A subscriber that is slow loses frames (its queue skips to the next keyframe);
 //! it never makes the hub wait. [`Hubs`] is the node's registry of its cameras.
+//!
+//! A forwarded hub ([`Hub::forwarded`]) holds another node's camera on a forwarder: it is
+//! fed frames that are already sealed ([`Hub::publish_sealed`]), keeps their sequence
+//! numbers and never holds a media key, so it can serve ciphertext only.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +65,10 @@ pub struct Hub {
     state: Mutex<HubState>,
     pub counters: HubCounters,
     next_sub_id: AtomicU64,
+    /// For a forwarded hub: the camera's node, where viewers get the keys.
+    pub origin: Option<PeerId>,
+    /// For a forwarded hub: the key epoch of the last frame seen.
+    forwarded_epoch: AtomicU64,
 }
 
 /// Why a subscription was refused.
@@ -88,6 +96,53 @@ impl Hub {
             }),
             counters: HubCounters::default(),
             next_sub_id: AtomicU64::new(1),
+            origin: None,
+            forwarded_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// A hub for camera `id` of node `origin`, fed with sealed frames on a forwarder.
+    pub fn forwarded(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        tags: Vec<String>,
+        origin: PeerId,
+        gop_cache_bytes: usize,
+    ) -> Self {
+        let mut hub = Self::new(id, name, tags, gop_cache_bytes);
+        hub.origin = Some(origin);
+        hub
+    }
+
+    /// Hands a frame sealed elsewhere to every subscriber as it is (no re-encryption,
+    /// same sequence number): the forwarder's path. Key updates never pass here.
+    pub fn publish_sealed(&self, mut frame: MediaFrame) {
+        debug_assert!(self.origin.is_some(), "sealed frames go to forwarded hubs");
+        self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_in
+            .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+        if frame.header.keyframe {
+            self.counters.keyframes_in.fetch_add(1, Ordering::Relaxed);
+        }
+        // Skips upstream are not this hub's subscribers' skips; new_key never travels.
+        frame.header.skipped_before = 0;
+        frame.header.new_key = Default::default();
+        self.forwarded_epoch.store(frame.header.key_epoch, Ordering::Relaxed);
+        let mut st = self.lock();
+        st.gop.push(&frame);
+        st.subs.retain(|s| !s.closed.load(Ordering::Relaxed));
+        for sub in &st.subs {
+            sub.push(frame.clone());
+        }
+    }
+
+    /// Ends every current subscription (a forwarder lost its upstream: its viewers should
+    /// move to another path at once rather than wait on silence).
+    pub fn close_subscribers(&self) {
+        let subs = std::mem::take(&mut self.lock().subs);
+        for s in subs {
+            s.close();
         }
     }
 
@@ -165,8 +220,12 @@ impl Hub {
         st.key.epoch
     }
 
-    /// The key of `epoch`, if it is the current or the previous one.
+    /// The key of `epoch`, if it is the current or the previous one (never on a
+    /// forwarded hub: it has no keys).
     pub fn key(&self, epoch: u64) -> Option<MediaKey> {
+        if self.origin.is_some() {
+            return None;
+        }
         let st = self.lock();
         if st.key.epoch == epoch {
             Some(st.key.clone())
@@ -176,6 +235,9 @@ impl Hub {
     }
 
     pub fn key_epoch(&self) -> u64 {
+        if self.origin.is_some() {
+            return self.forwarded_epoch.load(Ordering::Relaxed);
+        }
         self.lock().key.epoch
     }
 
@@ -303,7 +365,7 @@ impl Drop for Subscriber {
     }
 }
 
-/// The node's cameras, by id.
+/// The node's cameras, by id, and the cameras of other nodes it forwards.
 ///
 /// A camera may also have a sub (low-resolution) stream: its own hub, registered with
 /// [`Hubs::insert_sub`] under the same camera id. It is not listed or announced as a
@@ -312,9 +374,47 @@ impl Drop for Subscriber {
 pub struct Hubs {
     map: RwLock<BTreeMap<String, Arc<Hub>>>,
     subs: RwLock<BTreeMap<String, Arc<Hub>>>,
+    /// Forwarded hubs by (camera id, profile); never listed or announced as our cameras.
+    forwarded: RwLock<BTreeMap<(String, i32), Arc<Hub>>>,
 }
 
 impl Hubs {
+    /// Registers a forwarded hub (replacing any previous one for the same stream).
+    pub fn insert_forwarded(&self, profile: pb::Profile, hub: Arc<Hub>) {
+        self.forwarded
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((hub.id.clone(), profile as i32), hub);
+    }
+
+    /// The forwarded hub of camera `id`, profile `profile`, if this node forwards it.
+    pub fn forwarded(&self, id: &str, profile: pb::Profile) -> Option<Arc<Hub>> {
+        self.forwarded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(id.to_owned(), profile as i32))
+            .cloned()
+    }
+
+    /// Removes a forwarded hub if it is still `hub` (not a newer one).
+    pub fn remove_forwarded(&self, profile: pb::Profile, hub: &Arc<Hub>) {
+        let mut map = self.forwarded.write().unwrap_or_else(|e| e.into_inner());
+        let key = (hub.id.clone(), profile as i32);
+        if map.get(&key).is_some_and(|h| Arc::ptr_eq(h, hub)) {
+            map.remove(&key);
+        }
+    }
+
+    /// Every forwarded hub with its profile.
+    pub fn all_forwarded(&self) -> Vec<(pb::Profile, Arc<Hub>)> {
+        self.forwarded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((_, p), h)| (pb::Profile::try_from(*p).unwrap_or(pb::Profile::Main), h.clone()))
+            .collect()
+    }
+
     /// Registers the sub stream of camera `hub.id` (which must also have a main hub).
     pub fn insert_sub(&self, hub: Arc<Hub>) {
         self.subs

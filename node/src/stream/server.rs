@@ -11,7 +11,8 @@
 //! Authorization on every open: the peer must be a verified fleet member (layer 1) and
 //! present a grant for `live` on this camera, bound to its authenticated peer id (layer
 //! 2). Keys travel in-band as key-update frames, each sent only after re-checking that
-//! the viewer is still authorized.
+//! the viewer is still authorized. A grant with only `forward` gets the sealed frames
+//! and no keys; a forwarded hub (another node's camera) never sends keys either.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -169,7 +170,12 @@ impl MediaServer {
             audit.record("refused-stream", &peer.to_string(), &camera, &reason);
             return reject(&mut stream, &control, pb::RejectCode::RejectNotAuthorized, &reason).await;
         }
-        let Some(hub) = self.hubs.get_profile(&camera, req.profile()) else {
+        // Our own camera, or one this node forwards (ciphertext only, see `relay`).
+        let hub = self
+            .hubs
+            .get_profile(&camera, req.profile())
+            .or_else(|| self.hubs.forwarded(&camera, req.profile()));
+        let Some(hub) = hub else {
             info!(%peer, camera = %camera.chars().take(64).collect::<String>(), "unknown camera requested");
             return reject(
                 &mut stream,
@@ -193,8 +199,16 @@ impl MediaServer {
                 "no grant presented for camera {camera}: ask a fleet admin (mesh grant <your peer id> --cameras {camera} --rights live)"
             )))
         } else {
-            auth::signed::decode("grant", &req.grant)
-                .and_then(|g| self.trust.check_grant(&peer, &g, &camera, &hub.tags, Rights::LIVE))
+            // `live` to watch; `forward` alone to carry the sealed stream on (no keys).
+            auth::signed::decode("grant", &req.grant).and_then(|g| {
+                self.trust
+                    .check_grant(&peer, &g, &camera, &hub.tags, Rights::LIVE)
+                    .or_else(|live_err| {
+                        self.trust
+                            .check_grant(&peer, &g, &camera, &hub.tags, Rights::FORWARD)
+                            .map_err(|_| live_err)
+                    })
+            })
         };
         let grant = match grant {
             Ok(g) => g,
@@ -240,16 +254,28 @@ impl MediaServer {
                 key_epoch: hub.key_epoch(),
                 camera_name: hub.name.clone(),
                 sealed_key: Default::default(),
+                origin_peer: hub.origin.map(|o| o.to_bytes().into()).unwrap_or_default(),
             })),
         };
         write_message(&mut stream, &control, &accept).await?;
+        // Keys go in-band only from the camera itself, and only to holders of `live`;
+        // a forwarded hub has none, and its viewers ask the camera (`/camesh/key/1`).
+        let send_keys = hub.origin.is_none() && grant.rights.contains(Rights::LIVE);
+        let what = if grant.rights.contains(Rights::LIVE) {
+            "live"
+        } else {
+            "forward (sealed, no keys)"
+        };
+        let origin = hub
+            .origin
+            .map_or_else(|| "own camera".to_owned(), |o| format!("forwarding {o}"));
         audit.record(
             "stream-opened",
             &peer.to_string(),
             &camera,
-            &format!("live, grant {:016x}", grant.chain[0]),
+            &format!("{what}, {origin}, grant {:016x}", grant.chain[0]),
         );
-        info!(%peer, %camera, subscriber = sub.id, "viewer subscribed");
+        info!(%peer, %camera, subscriber = sub.id, send_keys, forwarded = hub.origin.is_some(), "viewer subscribed");
         let max_frame = match req.max_frame_bytes as usize {
             0 => self.limits.max_frame_bytes,
             n => n.min(self.limits.max_frame_bytes),
@@ -260,6 +286,7 @@ impl MediaServer {
             trust: &self.trust,
             peer,
             grant: &grant,
+            send_keys,
         };
         let result = tokio::select! {
             r = pump(&sub, &mut wr, LengthCodec::new(max_frame), &keys) => r,
@@ -285,6 +312,8 @@ struct KeyGate<'a> {
     trust: &'a Trust,
     peer: PeerId,
     grant: &'a GrantInfo,
+    /// Whether this session gets keys in-band (the camera's own hub, a `live` grant).
+    send_keys: bool,
 }
 
 /// Drains the subscriber's queue into the stream; flushes whenever the queue is empty.
@@ -320,6 +349,14 @@ async fn pump<W: futures::AsyncWrite + Unpin>(
                 if let Err(e) = still_authorized(keys.trust, &keys.peer, keys.grant) {
                     debug!(peer = %keys.peer, error = %e, "no key for an unauthorized viewer");
                     return Ok(());
+                }
+                if !keys.send_keys {
+                    epoch = Some(frame.header.key_epoch);
+                    write_frame(wr, &codec, &frame, &mut scratch).await?;
+                    sub.sent_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    sub.sent_bytes
+                        .fetch_add(frame.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    continue;
                 }
                 let Some(key) = keys.hub.key(frame.header.key_epoch) else {
                     // A cached frame of an epoch whose key is gone: skip it.
@@ -369,6 +406,20 @@ async fn reject(stream: &mut Stream, codec: &LengthCodec, code: pb::RejectCode, 
     write_message(stream, codec, &msg).await?;
     let _ = stream.close().await;
     Ok(())
+}
+
+/// The codec parameters a `StreamAccept` carries (what a forwarder's hub serves on).
+pub fn codec_params(c: &pb::CodecConfig) -> CodecParams {
+    CodecParams {
+        sps: c.sps.clone(),
+        pps: c.pps.clone(),
+        width: c.width,
+        height: c.height,
+        profile_idc: u8::try_from(c.profile_idc).unwrap_or(0),
+        level_idc: u8::try_from(c.level_idc).unwrap_or(0),
+        fps_num: c.fps_num,
+        fps_den: c.fps_den,
+    }
 }
 
 pub fn codec_config(p: &CodecParams) -> pb::CodecConfig {

@@ -1,0 +1,214 @@
+//! Application-level forwarding (IO): re-serving another node's camera, sealed.
+//!
+//! [`start`] subscribes to the camera (or to another forwarder) with this node's
+//! `forward` grant and feeds what arrives, still sealed and with the camera's own
+//! sequence numbers, into a forwarded [`Hub`]. The media server then serves that hub like
+//! a camera of its own (GOP cache, bounded queues, each viewer's grant checked), except
+//! that it never sends keys: viewers get them from the camera ([`super::keys`]). So a
+//! camera sends each stream once however many viewers sit behind the forwarder, and
+//! the forwarder only ever holds ciphertext. When the upstream breaks, the forwarder's
+//! viewers are cut off at once (so they move to another path) and the upstream is
+//! retried with backoff until the forwarding is stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use camesh_proto::pb;
+use libp2p::PeerId;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::auth::{self, Rights};
+use crate::node::NodeHandle;
+use crate::stream::client::{self, ClientError, Subscription};
+use crate::stream::hub::Hub;
+use crate::stream::server::codec_params;
+use crate::stream::watch::next_backoff;
+
+/// A running forwarding of one camera stream; stops with [`ForwardHandle::stop`] or when
+/// the node shuts down.
+#[derive(Debug, Clone)]
+pub struct ForwardHandle {
+    pub camera: String,
+    pub profile: pb::Profile,
+    /// Where the sealed frames come from (the camera's node or another forwarder).
+    pub upstream: PeerId,
+    /// The camera's own node (where viewers get keys).
+    pub origin: PeerId,
+    pub hub: Arc<Hub>,
+    cancel: CancellationToken,
+}
+
+impl ForwardHandle {
+    /// Stops forwarding: viewers behind this node are cut off, the hub is removed.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// The grant this node presents upstream: `forward` if it holds one, else `live`.
+fn upstream_grant(node: &NodeHandle, camera: &str) -> Result<pb::Signed, ClientError> {
+    let trust = node.trust();
+    trust
+        .grant_for(camera, Rights::FORWARD)
+        .or_else(|| trust.grant_for(camera, Rights::LIVE))
+        .ok_or_else(|| ClientError::Rejected {
+            peer: node.peer_id(),
+            code: pb::RejectCode::RejectNotAuthorized,
+            reason: format!(
+                "this node holds no grant to forward camera {camera}: ask a fleet admin (mesh grant {} --cameras {camera} --rights forward)",
+                node.peer_id()
+            ),
+        })
+}
+
+async fn open_upstream(
+    node: &NodeHandle,
+    camera: &str,
+    upstream: PeerId,
+    profile: pb::Profile,
+    grant: &pb::Signed,
+) -> Result<Subscription, ClientError> {
+    let addrs = node
+        .directory()
+        .lookup(camera)
+        .into_iter()
+        .filter(|e| e.peer == upstream)
+        .flat_map(|e| e.addrs())
+        .collect();
+    node.net()
+        .connect(Some(upstream), addrs)
+        .await
+        .map_err(|e| ClientError::Open {
+            peer: upstream,
+            reason: e.to_string(),
+        })?;
+    if node
+        .trust()
+        .wait_member(&upstream, Duration::from_secs(2))
+        .await
+        .is_none()
+    {
+        return Err(ClientError::Open {
+            peer: upstream,
+            reason: "did not prove fleet membership".into(),
+        });
+    }
+    let req = pb::StreamRequest {
+        camera_id: camera.to_owned(),
+        profile: profile as i32,
+        mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
+        grant: auth::signed::encode(grant),
+        max_frame_bytes: 0,
+        user_agent: format!("camesh/{} forwarder", env!("CARGO_PKG_VERSION")),
+    };
+    let mut control = node.stream_control();
+    client::subscribe(&mut control, upstream, req, &node.config().limits).await
+}
+
+/// The camera's node named by an accept: `origin_peer`, or the answering peer itself.
+pub fn origin_of(accept: &pb::StreamAccept, answering: PeerId) -> Result<PeerId, ClientError> {
+    if accept.origin_peer.is_empty() {
+        return Ok(answering);
+    }
+    PeerId::from_bytes(&accept.origin_peer).map_err(|e| ClientError::Tampered {
+        peer: answering,
+        reason: format!("bad origin peer in accept: {e}"),
+    })
+}
+
+/// Starts forwarding `camera` (`profile`) from `upstream`; returns once the first
+/// upstream subscription is accepted, so the stream can be served right away.
+pub async fn start(
+    node: &NodeHandle,
+    camera: &str,
+    upstream: PeerId,
+    profile: pb::Profile,
+) -> Result<ForwardHandle, ClientError> {
+    let grant = upstream_grant(node, camera)?;
+    let sub = open_upstream(node, camera, upstream, profile, &grant).await?;
+    let origin = origin_of(&sub.accept, upstream)?;
+    let name = if sub.accept.camera_name.is_empty() {
+        camera.to_owned()
+    } else {
+        sub.accept.camera_name.clone()
+    };
+    let tags = node
+        .directory()
+        .lookup(camera)
+        .into_iter()
+        .find(|e| e.peer == origin)
+        .map(|e| e.announcement.tags.clone())
+        .unwrap_or_default();
+    let hub = Arc::new(Hub::forwarded(
+        camera,
+        name,
+        tags,
+        origin,
+        node.config().limits.gop_cache_bytes,
+    ));
+    if let Some(c) = &sub.accept.codec {
+        hub.set_params(codec_params(c));
+    }
+    node.hubs().insert_forwarded(profile, hub.clone());
+    info!(camera, %upstream, %origin, ?profile, "forwarding");
+    let handle = ForwardHandle {
+        camera: camera.to_owned(),
+        profile,
+        upstream,
+        origin,
+        hub: hub.clone(),
+        cancel: node.shutdown_token().child_token(),
+    };
+    tokio::spawn(run(node.clone(), handle.clone(), sub, grant));
+    Ok(handle)
+}
+
+/// Carries one upstream subscription's frames into the hub; resubscribes on failure.
+async fn run(node: NodeHandle, h: ForwardHandle, first: Subscription, grant: pb::Signed) {
+    let mut sub = Some(first);
+    let mut backoff = Duration::ZERO;
+    loop {
+        if let Some(mut s) = sub.take() {
+            backoff = Duration::ZERO;
+            if let Some(c) = &s.accept.codec {
+                h.hub.set_params(codec_params(c));
+            }
+            let reason = loop {
+                let next = tokio::select! {
+                    r = s.next_sealed() => r,
+                    _ = h.cancel.cancelled() => break "forwarding stopped".to_owned(),
+                };
+                match next {
+                    // Keys (if this node also holds `live`) stay here: viewers ask the camera.
+                    Ok(Some(f)) if !f.header.new_key.is_empty() => {}
+                    Ok(Some(f)) => h.hub.publish_sealed(f),
+                    Ok(None) => break format!("{} ended the stream", h.upstream),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            h.hub.set_offline(&reason);
+            h.hub.close_subscribers();
+            if h.cancel.is_cancelled() {
+                break;
+            }
+            warn!(camera = %h.camera, upstream = %h.upstream, error = %reason, "forwarder lost its upstream; retrying");
+        }
+        backoff = next_backoff(backoff, Duration::from_millis(200), Duration::from_secs(5));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = h.cancel.cancelled() => break,
+        }
+        match open_upstream(&node, &h.camera, h.upstream, h.profile, &grant).await {
+            Ok(s) => sub = Some(s),
+            Err(e) => warn!(camera = %h.camera, upstream = %h.upstream, error = %e, "upstream not back yet"),
+        }
+    }
+    h.hub.close_subscribers();
+    node.hubs().remove_forwarded(h.profile, &h.hub);
+    info!(camera = %h.camera, upstream = %h.upstream, "forwarding stopped");
+}

@@ -1,0 +1,196 @@
+//! `/camesh/key/1`: media keys straight from the camera (IO).
+//!
+//! A viewer that watches through a forwarder gets ciphertext from the forwarder and the
+//! key from the camera's own node, over the authenticated connection to that node: one
+//! `KeyRequest` (camera, profile, epoch, the viewer's grant) and one `KeyResponse` per
+//! stream. The camera checks membership and the grant (`live` on that camera, bound to
+//! the asking peer, not revoked) on every request, so after a revocation the new epoch's
+//! key goes only to viewers still authorized. Reads are bounded in size and time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use camesh_proto::{framing::decode_message, pb, LengthCodec, KEY_PROTOCOL};
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::auth::media_key::MediaKey;
+use crate::auth::{Rights, Trust};
+use crate::config::Limits;
+use crate::stream::client::ClientError;
+use crate::stream::hub::Hubs;
+use crate::stream::io::{write_message, FramedRead, IoError};
+
+pub fn key_protocol() -> StreamProtocol {
+    StreamProtocol::new(KEY_PROTOCOL)
+}
+
+/// The camera's answer to one key request (pure: trust and hubs in, response out).
+pub fn answer(hubs: &Hubs, trust: &Trust, peer: &PeerId, req: &pb::KeyRequest) -> Result<pb::KeyResponse, String> {
+    let camera = &req.camera_id;
+    // Only this node's own cameras: a forwarded hub has no keys to give.
+    let hub = hubs.get_profile(camera, req.profile()).ok_or_else(|| {
+        format!(
+            "no camera {:?} on this node",
+            camera.chars().take(64).collect::<String>()
+        )
+    })?;
+    let grant = req
+        .grant
+        .as_ref()
+        .ok_or_else(|| format!("no grant presented for camera {camera}"))?;
+    trust
+        .check_grant(peer, grant, camera, &hub.tags, Rights::LIVE)
+        .map_err(|e| e.to_string())?;
+    let epoch = if req.epoch == 0 { hub.key_epoch() } else { req.epoch };
+    let key = hub
+        .key(epoch)
+        .ok_or_else(|| format!("key epoch {epoch} of camera {camera} is not current"))?;
+    Ok(pb::KeyResponse {
+        epoch: key.epoch,
+        key: bytes::Bytes::copy_from_slice(key.bytes()),
+        error: String::new(),
+    })
+}
+
+/// Serves key requests until `shutdown`: one task per stream.
+pub async fn serve(
+    mut incoming: IncomingStreams,
+    hubs: Arc<Hubs>,
+    trust: Arc<Trust>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (peer, stream) = tokio::select! {
+            next = incoming.next() => match next { Some(s) => s, None => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let (hubs, trust, limits) = (hubs.clone(), trust.clone(), limits.clone());
+        tokio::spawn(async move {
+            if let Err(e) = session(peer, stream, &hubs, &trust, &limits).await {
+                debug!(%peer, error = %e, "key request ended with an error");
+            }
+        });
+    }
+}
+
+async fn session(peer: PeerId, mut stream: Stream, hubs: &Hubs, trust: &Trust, limits: &Limits) -> Result<(), IoError> {
+    let codec = LengthCodec::new(limits.max_control_bytes);
+    let timeout = Duration::from_secs(limits.request_timeout_s);
+    let result = if trust.wait_member(&peer, trust.grace()).await.is_none() {
+        Err("not a fleet member".to_owned())
+    } else {
+        let mut reader = FramedRead::new(&mut stream, codec);
+        let body = match tokio::time::timeout(timeout, reader.next()).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) | Err(_) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+        };
+        drop(reader);
+        decode_message::<pb::KeyRequest>("key request", body)
+            .map_err(|e| e.to_string())
+            .and_then(|req| {
+                let r = answer(hubs, trust, &peer, &req);
+                match &r {
+                    Ok(k) => {
+                        trust
+                            .audit
+                            .record("key-issued", &peer.to_string(), &req.camera_id, &format!("epoch {}", k.epoch));
+                        info!(%peer, camera = %req.camera_id, epoch = k.epoch, "media key issued");
+                    }
+                    Err(e) => {
+                        trust
+                            .audit
+                            .record("refused-key", &peer.to_string(), &req.camera_id, e);
+                        info!(%peer, camera = %req.camera_id.chars().take(64).collect::<String>(), error = %e, "media key refused");
+                    }
+                }
+                r
+            })
+    };
+    let msg = result.unwrap_or_else(|error| pb::KeyResponse {
+        error,
+        ..Default::default()
+    });
+    write_message(&mut stream, &codec, &msg).await?;
+    let _ = stream.close().await;
+    Ok(())
+}
+
+/// Where a viewer behind a forwarder gets its keys: the camera's node.
+#[derive(Clone)]
+pub struct KeySource {
+    pub control: Control,
+    /// The camera's node (its certificate binds the camera; checked before use).
+    pub camera_peer: PeerId,
+    pub camera: String,
+    pub profile: pb::Profile,
+    pub grant: pb::Signed,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySource")
+            .field("camera_peer", &self.camera_peer)
+            .field("camera", &self.camera)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeySource {
+    /// Asks the camera for the key of `epoch` (0: the current one).
+    pub async fn fetch(&self, epoch: u64) -> Result<MediaKey, ClientError> {
+        let peer = self.camera_peer;
+        let timeout = Duration::from_secs(self.limits.request_timeout_s);
+        let codec = LengthCodec::new(self.limits.max_control_bytes);
+        let mut control = self.control.clone();
+        let mut stream = match tokio::time::timeout(timeout, control.open_stream(peer, key_protocol())).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(ClientError::Open {
+                    peer,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => return Err(ClientError::Timeout { peer, after: timeout }),
+        };
+        let proto = |source| ClientError::Protocol { peer, source };
+        let req = pb::KeyRequest {
+            camera_id: self.camera.clone(),
+            grant: Some(self.grant.clone()),
+            epoch,
+            profile: self.profile as i32,
+        };
+        write_message(&mut stream, &codec, &req).await.map_err(proto)?;
+        let mut reader = FramedRead::new(stream, codec);
+        let body = match tokio::time::timeout(timeout, reader.next()).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => return Err(ClientError::Closed { peer }),
+            Ok(Err(e)) => return Err(proto(e)),
+            Err(_) => return Err(ClientError::Timeout { peer, after: timeout }),
+        };
+        let resp: pb::KeyResponse = decode_message("key response", body).map_err(|e| proto(e.into()))?;
+        if !resp.error.is_empty() {
+            return Err(ClientError::Rejected {
+                peer,
+                code: pb::RejectCode::RejectNotAuthorized,
+                reason: format!("no media key: {}", resp.error),
+            });
+        }
+        if epoch != 0 && resp.epoch != epoch {
+            return Err(ClientError::Tampered {
+                peer,
+                reason: format!("asked for key epoch {epoch}, got {}", resp.epoch),
+            });
+        }
+        MediaKey::from_bytes(resp.epoch, &resp.key).map_err(|e| ClientError::Tampered {
+            peer,
+            reason: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Routes in practice (IO): opening a camera's stream on a [`Route`], and describing
+//! every candidate route (link, RTT) for the pure chooser in [`super::path`].
+//!
+//! Through a forwarder, the viewer checks on its own what the forwarder cannot fake: the
+//! camera's node named in the accept must hold a certificate binding the camera (the
+//! impostor check), and the keys come from that node over its own authenticated
+//! connection, so a forwarder can drop frames but never forge or read them.
+
+use std::time::Duration;
+
+use camesh_proto::pb;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+
+use super::forward::origin_of;
+use super::keys::KeySource;
+use super::path::{Candidate, Link, Route};
+use crate::auth::{self, Rights};
+use crate::net::PeerSummary;
+use crate::node::NodeHandle;
+use crate::stream::client::{self, ClientError, Subscription};
+
+/// Opens `camera`'s stream on `route`.
+pub async fn subscribe(
+    node: &NodeHandle,
+    camera: &str,
+    route: Route,
+    req: pb::StreamRequest,
+) -> Result<Subscription, ClientError> {
+    match route {
+        Route::Direct(p) => node.subscribe_camera(camera, Some(p), req).await,
+        Route::Forwarded(f) => subscribe_via(node, camera, f, req).await,
+    }
+}
+
+async fn connect_member(node: &NodeHandle, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<auth::CertInfo, ClientError> {
+    node.net()
+        .connect(Some(peer), addrs)
+        .await
+        .map_err(|e| ClientError::Open {
+            peer,
+            reason: e.to_string(),
+        })?;
+    node.trust()
+        .wait_member(&peer, Duration::from_secs(2))
+        .await
+        .ok_or(ClientError::Open {
+            peer,
+            reason: "did not prove fleet membership".into(),
+        })
+}
+
+/// Watches `camera` through forwarder `via`: frames from the forwarder, keys from the
+/// camera's node.
+pub async fn subscribe_via(
+    node: &NodeHandle,
+    camera: &str,
+    via: PeerId,
+    mut req: pb::StreamRequest,
+) -> Result<Subscription, ClientError> {
+    if req.grant.is_empty() {
+        if let Some(g) = node.trust().grant_for(camera, Rights::LIVE) {
+            req.grant = auth::signed::encode(&g);
+        }
+    }
+    let profile = req.profile();
+    // Without a grant the forwarder refuses with its reason; ask anyway so the viewer
+    // hears it from the forwarder.
+    let grant = auth::signed::decode("grant", &req.grant).ok();
+    connect_member(node, via, Vec::new()).await?;
+    let mut control = node.stream_control();
+    let mut sub = client::subscribe(&mut control, via, req, &node.config().limits).await?;
+    let origin = origin_of(&sub.accept, via)?;
+    let addrs = node
+        .directory()
+        .lookup(camera)
+        .into_iter()
+        .filter(|e| e.peer == origin)
+        .flat_map(|e| e.addrs())
+        .collect();
+    let cert = connect_member(node, origin, addrs).await?;
+    if !cert.may_serve(camera) {
+        return Err(ClientError::Impostor {
+            peer: origin,
+            camera: camera.to_owned(),
+        });
+    }
+    if origin == via {
+        // Not forwarded after all: the camera's own node, keys in-band.
+        return Ok(sub);
+    }
+    let grant = grant.ok_or_else(|| ClientError::Rejected {
+        peer: node.peer_id(),
+        code: pb::RejectCode::RejectNotAuthorized,
+        reason: format!("this node holds no live grant for camera {camera}"),
+    })?;
+    let source = KeySource {
+        control: node.stream_control(),
+        camera_peer: origin,
+        camera: camera.to_owned(),
+        profile,
+        grant,
+        limits: node.config().limits.clone(),
+    };
+    let epoch = sub.accept.key_epoch;
+    sub.use_key_source(source, epoch).await?;
+    Ok(sub)
+}
+
+/// How the connection to a peer is made, from what the swarm reports.
+pub fn link_of(summary: Option<&PeerSummary>) -> Link {
+    let Some(s) = summary.filter(|s| s.connected) else {
+        return Link::Unknown;
+    };
+    let circuit = |a: &Multiaddr| a.iter().any(|p| p == Protocol::P2pCircuit);
+    if !s.addrs.is_empty() && s.addrs.iter().all(circuit) {
+        // The relay is the peer named just before `/p2p-circuit`.
+        let relay = s.addrs.iter().find_map(|a| {
+            let parts: Vec<_> = a.iter().collect();
+            parts.windows(2).find_map(|w| match (&w[0], &w[1]) {
+                (Protocol::P2p(r), Protocol::P2pCircuit) => Some(*r),
+                _ => None,
+            })
+        });
+        return relay.map_or(Link::Unknown, Link::Relayed);
+    }
+    Link::Direct
+}
+
+/// The candidates for `camera`: its node(s) and forwarders `via`, as the swarm sees them.
+pub async fn candidates(node: &NodeHandle, owners: &[PeerId], via: &[PeerId], prefer_via: bool) -> Vec<Candidate> {
+    let peers = node.peers().await.unwrap_or_default();
+    let describe = |route: Route, preferred: bool| {
+        let s = peers.iter().find(|s| s.peer == route.peer());
+        Candidate {
+            route,
+            link: link_of(s),
+            rtt: s.and_then(|s| s.rtt),
+            // Unknown peers are worth a try; the chooser remembers failures.
+            reachable: true,
+            preferred,
+        }
+    };
+    owners
+        .iter()
+        .map(|p| describe(Route::Direct(*p), false))
+        .chain(via.iter().map(|p| describe(Route::Forwarded(*p), prefer_via)))
+        .collect()
+}
