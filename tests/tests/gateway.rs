@@ -245,6 +245,101 @@ fn effective_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// The gateway on a daemon: `camesh-node run --gateway 127.0.0.1:0` serves the same
+/// endpoints, here a snapshot of a camera it reaches through the mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camesh_node_run_serves_the_gateway() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet_name = "t-gw-daemon";
+    let cam = camera_node(&dir.path().join("cam"), fleet_name, vec![camera("cam1", GOP2)], vec![]).await;
+    let hub = cam.hubs().get("cam1").expect("hub");
+    assert!(wait_until(T, || hub.is_live()).await, "cam1 is live");
+    let data = dir.path().join("viewer");
+    let f = fleet(fleet_name);
+    f.enroll_dir(&data, camesh_proto::pb::MemberRole::Viewer, "viewer", &[], 3600)
+        .expect("enroll");
+    f.grant_dir(&data, &["cam1".into()], camesh_node::auth::Rights::LIVE, 3600)
+        .expect("grant");
+    let addr = cam.dial_addrs().await.expect("addrs").remove(0);
+    let mut child = Command::new(bin("camesh-node"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--log",
+            "warn",
+            "run",
+            "--no-mdns",
+            "--fleet",
+            fleet_name,
+            "--fleet-root",
+        ])
+        .arg(f.root_text())
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--gateway",
+            "127.0.0.1:0",
+            "-b",
+        ])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("camesh-node starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let child = KillOnDrop(child);
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(64)
+            .find(|l| l.starts_with("gateway: "))
+    });
+    let line = tokio::time::timeout(T, line)
+        .await
+        .expect("the daemon prints its gateway address")
+        .expect("join")
+        .expect("a gateway line");
+    let gw: SocketAddr = line
+        .trim_start_matches("gateway: http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("address");
+    assert!(gw.ip().is_loopback(), "{line}");
+    // The daemon finds cam1 through its bootstrap peer; until then the API lists nothing.
+    let mut snapshot = None;
+    for _ in 0..20 {
+        let r = get(gw, "/cam/cam1/snapshot.jpg", T).await.expect("snapshot");
+        if r.status == 200 {
+            snapshot = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = snapshot.expect("the daemon's gateway serves cam1's snapshot");
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    let jpg = dir.path().join("daemon.jpg");
+    std::fs::write(&jpg, &r.body).expect("write");
+    let json = ffprobe_json(&jpg, &["-show_entries", "stream=codec_name,width,height"]);
+    assert_eq!(json["streams"][0]["width"].as_u64(), Some(640), "{json}");
+    let m = get(gw, "/metrics", T).await.expect("metrics");
+    assert_eq!(m.status, 200);
+    drop(child);
+    cam.shutdown();
+}
+
+/// Kills the daemon when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_host_header_is_refused_and_remote_binds_need_consent() {
     init_tracing();

@@ -82,6 +82,10 @@ enum Cmd {
         /// Turn mDNS LAN discovery off.
         #[arg(long)]
         no_mdns: bool,
+        /// Also serve the HTTP gateway (live page, /cam/<id>/live.mp4, snapshot.jpg,
+        /// /metrics) on this address, e.g. 127.0.0.1:8090. Loopback only.
+        #[arg(long, value_name = "ADDR")]
+        gateway: Option<std::net::SocketAddr>,
     },
     /// Print this node's peer id.
     Id,
@@ -206,6 +210,7 @@ async fn real_main() -> Result<()> {
             fleet,
             fleet_root,
             no_mdns,
+            gateway,
         } => {
             let path = config.unwrap_or_else(|| data_dir.join("config.toml"));
             let mut config = if path.exists() {
@@ -249,7 +254,24 @@ async fn real_main() -> Result<()> {
             for id in node.hubs().ids() {
                 println!("camera: {id}");
             }
+            let gateway = match gateway {
+                Some(listen) => {
+                    let opts = camesh_node::gateway::GatewayOptions {
+                        listen,
+                        ..Default::default()
+                    };
+                    let gw = camesh_node::gateway::Gateway::start(node.clone(), opts)
+                        .await
+                        .context("starting the HTTP gateway")?;
+                    println!("gateway: http://{}/", gw.local_addr());
+                    Some(gw)
+                }
+                None => None,
+            };
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            if let Some(gw) = gateway {
+                gw.shutdown();
+            }
             node.shutdown();
             Ok(())
         }
