@@ -5,8 +5,9 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use super::parts::{reduce, AuParts};
 use super::{Clip, SourceError, SourceOptions, FPS_RANGE};
-use crate::media::h264::{nal_type, parse_sps, to_avcc, NalType};
+use crate::media::h264::{parse_sps, to_avcc};
 use crate::media::{AccessUnit, CodecParams, CLOCK_HZ};
 
 /// Normalises access units from either kind of file into a [`Clip`].
@@ -34,62 +35,31 @@ struct PendingFrame {
 
 impl ClipBuilder {
     pub(super) fn push(&mut self, nals: Vec<Bytes>, ts: Option<(i64, i64)>) {
-        let mut param_sets = Vec::new();
-        let mut pictures = Vec::new();
-        let mut has_sps = false;
-        let mut has_pps = false;
-        let mut idr = false;
-        let mut has_slice = false;
-        for nal in nals {
-            match nal_type(&nal) {
-                // Invalid bytes and delimiters carry nothing a viewer needs.
-                None | Some(NalType::AUD) => {}
-                Some(NalType::SPS) => {
-                    has_sps = true;
-                    self.sps = Some(nal.clone());
-                    param_sets.push(nal);
-                }
-                Some(NalType::PPS) => {
-                    has_pps = true;
-                    self.pps = Some(nal.clone());
-                    param_sets.push(nal);
-                }
-                Some(ty) => {
-                    idr |= ty == NalType::IDR;
-                    has_slice |= ty.is_vcl();
-                    pictures.push(nal);
-                }
-            }
-        }
-        if !has_slice {
+        let parts = AuParts::sort(nals, &mut self.sps, &mut self.pps);
+        if !parts.has_slice {
             return;
         }
+        let idr = parts.idr;
         self.saw_idr |= idr;
         let started = self.first.is_some();
         if !started && !idr {
             self.skipped_before_idr += 1;
             return;
         }
-        if idr {
+        let nals = if idr {
             let (Some(sps), Some(pps)) = (self.sps.clone(), self.pps.clone()) else {
                 self.skipped_before_idr += 1;
                 return;
             };
-            // Keyframes: SPS(s), then PPS(s), then the rest; the latest ones fill gaps.
-            if !has_sps {
-                param_sets.insert(0, sps.clone());
-            }
-            if !has_pps {
-                param_sets.push(pps.clone());
-            }
-            param_sets.sort_by_key(|n| nal_type(n) != Some(NalType::SPS));
             if !started {
-                self.first = Some((sps, pps));
+                self.first = Some((sps.clone(), pps.clone()));
             }
-        }
-        param_sets.extend(pictures);
+            parts.keyframe_nals(&sps, &pps)
+        } else {
+            parts.nals()
+        };
         self.frames.push(PendingFrame {
-            data: to_avcc(&param_sets),
+            data: to_avcc(&nals),
             keyframe: idr,
             ts,
         });
@@ -188,18 +158,6 @@ pub(super) fn fps_plausible(num: u32, den: u32) -> bool {
     den > 0
         && u64::from(num) >= u64::from(den) * u64::from(*FPS_RANGE.start())
         && u64::from(num) <= u64::from(den) * u64::from(*FPS_RANGE.end())
-}
-
-/// `num / den` in lowest terms (e.g. a container's 15360/512 becomes 30/1).
-fn reduce(num: u32, den: u32) -> (u32, u32) {
-    let (mut a, mut b) = (num, den);
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    match (num.checked_div(a), den.checked_div(a)) {
-        (Some(n), Some(d)) => (n, d),
-        _ => (num, den),
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 
 use super::clip::{fps_plausible, ClipBuilder, Timing};
+use super::parts::describe_streams;
 use super::{Clip, SourceError, SourceOptions, MAX_FILE_BYTES};
 use crate::media::h264::{avcc_nals_with_length_size, nal_type, parse_avc_config, split_annexb, NalType};
 use crate::media::CLOCK_HZ;
@@ -37,18 +38,7 @@ pub(super) fn load_container(path: &Path, opts: &SourceOptions) -> Result<Clip, 
     })?;
     let (index, time_base, rate, avg_rate, extradata) = {
         let Some(stream) = input.streams().best(Type::Video) else {
-            let streams = input
-                .streams()
-                .map(|s| {
-                    let p = s.parameters();
-                    format!("{:?} {}", p.medium(), p.id().name()).to_lowercase()
-                })
-                .collect::<Vec<_>>();
-            let streams = if streams.is_empty() {
-                "no streams".to_string()
-            } else {
-                streams.join(", ")
-            };
+            let streams = describe_streams(&input);
             return Err(SourceError::NoVideoStream {
                 path: path.into(),
                 streams,

@@ -20,6 +20,7 @@
 
 mod clip;
 mod container;
+mod parts;
 mod play;
 pub mod rtsp;
 #[cfg(test)]

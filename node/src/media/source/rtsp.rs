@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clip::fps_plausible;
 use super::container::{extradata, init_ffmpeg};
+use super::parts::{describe_streams, reduce, AuParts};
 use super::SourceEvent;
 use crate::config::RtspTransport;
 use crate::media::h264::{
@@ -341,18 +342,7 @@ fn session(
 
     let (index, time_base, rates, extra, delay) = {
         let Some(stream) = input.streams().best(Type::Video) else {
-            let streams = input
-                .streams()
-                .map(|s| {
-                    let p = s.parameters();
-                    format!("{:?} {}", p.medium(), p.id().name()).to_lowercase()
-                })
-                .collect::<Vec<_>>();
-            let streams = if streams.is_empty() {
-                "no streams".to_string()
-            } else {
-                streams.join(", ")
-            };
+            let streams = describe_streams(&input);
             return Err(RtspError::NoVideo { url: shown, streams });
         };
         let params = stream.parameters();
@@ -545,49 +535,22 @@ impl LiveNormalizer {
     /// (90 kHz, the transport's clock; `None` when unknown). Returns the events to send:
     /// `Params` first whenever the parameter sets change at an IDR, then the `Frame`.
     pub fn push(&mut self, nals: Vec<Bytes>, pts: Option<i64>) -> Result<Vec<SourceEvent>, String> {
-        let mut param_sets = Vec::new();
-        let mut pictures = Vec::new();
-        let (mut has_sps, mut has_pps, mut idr, mut has_slice) = (false, false, false, false);
-        for nal in nals {
-            match nal_type(&nal) {
-                None | Some(NalType::AUD) => {}
-                Some(NalType::SPS) => {
-                    has_sps = true;
-                    self.sps = Some(nal.clone());
-                    param_sets.push(nal);
-                }
-                Some(NalType::PPS) => {
-                    has_pps = true;
-                    self.pps = Some(nal.clone());
-                    param_sets.push(nal);
-                }
-                Some(ty) => {
-                    idr |= ty == NalType::IDR;
-                    has_slice |= ty.is_vcl();
-                    pictures.push(nal);
-                }
-            }
-        }
+        let parts = AuParts::sort(nals, &mut self.sps, &mut self.pps);
+        let idr = parts.idr;
         let mut events = Vec::new();
-        if !has_slice {
+        if !parts.has_slice {
             return Ok(events);
         }
         if self.timeline.is_none() && !idr {
             self.skipped_before_idr += 1;
             return Ok(events);
         }
-        if idr {
+        let nals = if idr {
             let (Some(sps), Some(pps)) = (self.sps.clone(), self.pps.clone()) else {
                 self.skipped_before_idr += 1;
                 return Ok(events);
             };
-            if !has_sps {
-                param_sets.insert(0, sps.clone());
-            }
-            if !has_pps {
-                param_sets.push(pps.clone());
-            }
-            param_sets.sort_by_key(|n| nal_type(n) != Some(NalType::SPS));
+            let nals = parts.keyframe_nals(&sps, &pps);
             let changed = self.params.as_ref().is_none_or(|p| p.sps != sps || p.pps != pps);
             if changed {
                 let params = self.codec_params(sps, pps)?;
@@ -600,9 +563,11 @@ impl LiveNormalizer {
                 self.params = Some(params.clone());
                 events.push(SourceEvent::Params(params));
             }
-        }
-        param_sets.extend(pictures);
-        let data = to_avcc(&param_sets);
+            nals
+        } else {
+            parts.nals()
+        };
+        let data = to_avcc(&nals);
         let Some(timeline) = &mut self.timeline else {
             return Ok(events);
         };
@@ -643,17 +608,6 @@ fn frame_duration_90k(num: u32, den: u32) -> i64 {
     }
     let d = (CLOCK_HZ * u64::from(den) + u64::from(num) / 2) / u64::from(num);
     i64::try_from(d.clamp(1, CLOCK_HZ)).unwrap_or(3000)
-}
-
-fn reduce(num: u32, den: u32) -> (u32, u32) {
-    let (mut a, mut b) = (num, den);
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    match (num.checked_div(a), den.checked_div(a)) {
-        (Some(n), Some(d)) => (n, d),
-        _ => (num, den),
-    }
 }
 
 /// Timestamps of a live stream whose transport carries presentation times only (RTP).

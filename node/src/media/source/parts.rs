@@ -1,0 +1,138 @@
+//! Pieces every source shares, pure or nearly: sorting one access unit's NAL units into
+//! parameter sets and pictures (keeping the latest SPS/PPS, putting them in front of a
+//! keyframe), reducing frame rates, and naming a container's streams in an error.
+//!
+//! Files ([`super::clip`], [`super::container`]) and RTSP cameras ([`super::rtsp`]) go
+//! through the same code here, so a keyframe is built the same way whatever its origin.
+
+use bytes::Bytes;
+
+use crate::media::h264::{nal_type, NalType};
+
+/// One access unit's NAL units, sorted.
+#[derive(Debug, Default)]
+pub(super) struct AuParts {
+    /// SPS and PPS in the order they came.
+    pub param_sets: Vec<Bytes>,
+    /// Everything else that carries data (slices, SEI), in order.
+    pub pictures: Vec<Bytes>,
+    pub has_sps: bool,
+    pub has_pps: bool,
+    /// An IDR slice is present.
+    pub idr: bool,
+    /// Any slice (VCL unit) is present: without one the unit shows nothing.
+    pub has_slice: bool,
+}
+
+impl AuParts {
+    /// Sorts `nals`, remembering the latest SPS and PPS in `sps`/`pps`. Invalid units and
+    /// access-unit delimiters carry nothing a viewer needs and are dropped.
+    pub fn sort(nals: Vec<Bytes>, sps: &mut Option<Bytes>, pps: &mut Option<Bytes>) -> Self {
+        let mut p = AuParts::default();
+        for nal in nals {
+            match nal_type(&nal) {
+                None | Some(NalType::AUD) => {}
+                Some(NalType::SPS) => {
+                    p.has_sps = true;
+                    *sps = Some(nal.clone());
+                    p.param_sets.push(nal);
+                }
+                Some(NalType::PPS) => {
+                    p.has_pps = true;
+                    *pps = Some(nal.clone());
+                    p.param_sets.push(nal);
+                }
+                Some(ty) => {
+                    p.idr |= ty == NalType::IDR;
+                    p.has_slice |= ty.is_vcl();
+                    p.pictures.push(nal);
+                }
+            }
+        }
+        p
+    }
+
+    /// The NAL units of a keyframe: SPS(s), then PPS(s), the latest known ones filling in
+    /// for those the unit lacks, then the pictures.
+    pub fn keyframe_nals(mut self, sps: &Bytes, pps: &Bytes) -> Vec<Bytes> {
+        if !self.has_sps {
+            self.param_sets.insert(0, sps.clone());
+        }
+        if !self.has_pps {
+            self.param_sets.push(pps.clone());
+        }
+        self.param_sets.sort_by_key(|n| nal_type(n) != Some(NalType::SPS));
+        self.param_sets.extend(self.pictures);
+        self.param_sets
+    }
+
+    /// The NAL units of any other frame: its own parameter sets (if any), then pictures.
+    pub fn nals(mut self) -> Vec<Bytes> {
+        self.param_sets.extend(self.pictures);
+        self.param_sets
+    }
+}
+
+/// `num / den` in lowest terms (e.g. a container's 15360/512 becomes 30/1).
+pub(super) fn reduce(num: u32, den: u32) -> (u32, u32) {
+    let (mut a, mut b) = (num, den);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    match (num.checked_div(a), den.checked_div(a)) {
+        (Some(n), Some(d)) => (n, d),
+        _ => (num, den),
+    }
+}
+
+/// "video hevc, audio aac" (or "no streams"): what a file or camera offers instead of
+/// H.264, for the one-line error.
+pub(super) fn describe_streams(input: &ffmpeg_next::format::context::Input) -> String {
+    let streams = input
+        .streams()
+        .map(|s| {
+            let p = s.parameters();
+            format!("{:?} {}", p.medium(), p.id().name()).to_lowercase()
+        })
+        .collect::<Vec<_>>();
+    if streams.is_empty() {
+        "no streams".to_string()
+    } else {
+        streams.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nal(ty: u8, body: u8) -> Bytes {
+        Bytes::from(vec![0x60 | ty, body])
+    }
+
+    #[test]
+    fn a_keyframe_gets_the_latest_parameter_sets_in_front() {
+        let (mut sps, mut pps) = (None, None);
+        let first = AuParts::sort(vec![nal(9, 0), nal(7, 1), nal(8, 1), nal(5, 0)], &mut sps, &mut pps);
+        assert!(first.idr && first.has_slice && first.has_sps && first.has_pps);
+        assert_eq!(first.nals().len(), 3, "the delimiter is dropped");
+        // A later IDR without parameter sets borrows the remembered ones, SPS first.
+        let idr = AuParts::sort(vec![nal(8, 2), nal(5, 0)], &mut sps, &mut pps);
+        let (s, p) = (sps.clone().expect("sps"), pps.clone().expect("pps"));
+        assert_eq!(p[1], 2, "the newest PPS is remembered");
+        let out = idr.keyframe_nals(&s, &p);
+        let types: Vec<u8> = out.iter().map(|n| n[0] & 0x1f).collect();
+        assert_eq!(types, [7, 8, 5]);
+        let p_frame = AuParts::sort(vec![nal(1, 0)], &mut sps, &mut pps);
+        assert!(!p_frame.idr && p_frame.has_slice);
+        let sei_only = AuParts::sort(vec![nal(6, 0)], &mut sps, &mut pps);
+        assert!(!sei_only.has_slice);
+    }
+
+    #[test]
+    fn rates_reduce() {
+        assert_eq!(reduce(15360, 512), (30, 1));
+        assert_eq!(reduce(30000, 1001), (30000, 1001));
+        assert_eq!(reduce(0, 0), (0, 0));
+    }
+}
