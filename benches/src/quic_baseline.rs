@@ -3,7 +3,9 @@
 //!
 //! `camesh-bench serve-quinn` runs the sending side in its own process (so its CPU time
 //! is its own) with two endpoints: rustls's default cipher suite order (AES-256-GCM
-//! first) and libp2p-tls's order (ChaCha20-Poly1305 first). A client opens a
+//! first) and upstream libp2p-tls's order (ChaCha20-Poly1305 first). rustls servers
+//! follow the client's preference, so a client offering camesh's order (AES-128-GCM
+//! first, vendor/libp2p-tls) negotiates that on the default endpoint. A client opens a
 //! bidirectional stream and writes a 16-byte request: `B` pushes bytes as fast as quinn
 //! takes them for N seconds on one unidirectional stream; `P` sends synthetic frames
 //! paced at 30 fps, each `[u32 len][i64 send time µs][payload]`; `H` does nothing (the
@@ -32,28 +34,42 @@ use crate::synth::{self, SynthSpec};
 pub enum Suite {
     /// rustls + aws-lc-rs defaults: AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305.
     RustlsDefault,
-    /// libp2p-tls's order: ChaCha20-Poly1305, AES-256-GCM, AES-128-GCM (quinn needs
-    /// AES-128-GCM present for its initial packets).
+    /// upstream libp2p-tls's order: ChaCha20-Poly1305, AES-256-GCM, AES-128-GCM (quinn
+    /// needs AES-128-GCM present for its initial packets).
     Libp2pOrder,
+    /// camesh's order (patched libp2p-tls): AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305;
+    /// what camesh's own QUIC connections negotiate.
+    Camesh,
 }
 
 impl Suite {
     pub fn label(self) -> &'static str {
         match self {
             Suite::RustlsDefault => "AES-256-GCM (rustls default)",
-            Suite::Libp2pOrder => "ChaCha20-Poly1305 (libp2p-tls order)",
+            Suite::Libp2pOrder => "ChaCha20-Poly1305 (upstream libp2p-tls order)",
+            Suite::Camesh => "AES-128-GCM (camesh's libp2p-tls order)",
         }
     }
 
     fn provider(self) -> rustls::crypto::CryptoProvider {
         use rustls::crypto::aws_lc_rs::cipher_suite as cs;
         let mut p = rustls::crypto::aws_lc_rs::default_provider();
-        if self == Suite::Libp2pOrder {
-            p.cipher_suites = vec![
-                cs::TLS13_CHACHA20_POLY1305_SHA256,
-                cs::TLS13_AES_256_GCM_SHA384,
-                cs::TLS13_AES_128_GCM_SHA256,
-            ];
+        match self {
+            Suite::RustlsDefault => {}
+            Suite::Libp2pOrder => {
+                p.cipher_suites = vec![
+                    cs::TLS13_CHACHA20_POLY1305_SHA256,
+                    cs::TLS13_AES_256_GCM_SHA384,
+                    cs::TLS13_AES_128_GCM_SHA256,
+                ];
+            }
+            Suite::Camesh => {
+                p.cipher_suites = vec![
+                    cs::TLS13_AES_128_GCM_SHA256,
+                    cs::TLS13_AES_256_GCM_SHA384,
+                    cs::TLS13_CHACHA20_POLY1305_SHA256,
+                ];
+            }
         }
         p
     }
@@ -366,7 +382,8 @@ impl QuinnProc {
         config.transport_config(Arc::new(transport));
         ep.set_default_client_config(config);
         let addr = match suite {
-            Suite::RustlsDefault => self.default_addr,
+            // The default endpoint offers every suite and follows the client's order.
+            Suite::RustlsDefault | Suite::Camesh => self.default_addr,
             Suite::Libp2pOrder => self.libp2p_addr,
         };
         Ok((ep, addr))

@@ -66,7 +66,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         Ok(mut q) => {
             let r = q
                 .paced_many(
-                    Suite::Libp2pOrder,
+                    Suite::Camesh,
                     m,
                     m,
                     spec,
