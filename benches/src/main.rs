@@ -50,7 +50,7 @@ struct Args {
 enum Section {
     /// Plain quinn: bulk Gbit/s, paced-frame latency, handshake (the baselines).
     Quinn,
-    /// Capture-to-viewer latency, direct (forwarding hops: n/a).
+    /// Capture-to-viewer latency: direct, and added per forwarding hop (1 and 2 hops).
     Latency,
     /// Time to first frame, cold and warm, 2 s and 10 s GOP, GOP cache on and off.
     Ttff,

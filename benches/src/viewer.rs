@@ -22,6 +22,12 @@ pub struct Viewer {
 
 impl Viewer {
     pub async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with(Rights::LIVE).await
+    }
+
+    /// A node holding `rights` on every camera (`Rights::FORWARD`: a forwarder that never
+    /// gets keys).
+    pub async fn spawn_with(rights: Rights) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let f = crate::fleet();
         f.enroll_dir(
@@ -31,9 +37,14 @@ impl Viewer {
             &[],
             crate::CERT_VALID_S,
         )?;
-        f.grant_dir(dir.path(), &["*".to_string()], Rights::LIVE, crate::CERT_VALID_S)?;
+        f.grant_dir(dir.path(), &["*".to_string()], rights, crate::CERT_VALID_S)?;
         let node = Node::spawn(crate::loopback_config(Role::Viewer, &f.root_text()), dir.path()).await?;
         Ok(Viewer { node, _dir: dir })
+    }
+
+    /// Subscribes through forwarder `via` (which must already forward `camera`).
+    pub async fn subscribe_via(&self, via: PeerId, camera: &str) -> anyhow::Result<Subscription> {
+        Ok(self.node.subscribe_via(camera, via, live_request(camera)).await?)
     }
 
     /// Connects to the serving node; returns its peer id.

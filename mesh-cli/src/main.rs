@@ -4,6 +4,7 @@
 
 mod demo;
 mod fleet;
+mod path;
 mod top;
 mod view;
 mod watch;
@@ -67,6 +68,8 @@ enum Cmd {
     View(view::Args),
     /// Live terminal view of the fleet: cameras, viewers, paths, bitrate, latency.
     Top(top::Args),
+    /// How a camera's stream reaches this peer: direct, relayed via X, forwarded via Y (RTT, cost, choice).
+    Path(path::Args),
     /// List peers this node is connected to.
     Peers {
         /// How long to wait for connections first.
@@ -211,6 +214,7 @@ async fn real_main() -> Result<()> {
         Cmd::View(args) => view::run(&node, args).await,
         Cmd::Top(args) => top::run(&node, args).await,
         Cmd::Peers { timeout } => peers(&node, *timeout).await,
+        Cmd::Path(args) => path::run(&node, args).await,
         Cmd::Fleet(fleet::FleetCmd::Invite {
             role,
             name,

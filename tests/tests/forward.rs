@@ -621,3 +621,169 @@ async fn two_hops_and_a_key_change_through_the_forwarder() {
         n.shutdown();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_whose_forwarder_goes_silent_resumes_directly() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cam = camera_node(&dir.path().join("cam"), "t-fwd7", vec![camera("cam1", CLIP)], vec![]).await;
+    let cam_addrs = cam.dial_addrs().await.expect("addrs");
+    let fwd = member_with(
+        &dir.path().join("fwd"),
+        "t-fwd7",
+        Some(Rights::FORWARD),
+        cam_addrs.clone(),
+    )
+    .await;
+    let fwd_addrs = fwd.dial_addrs().await.expect("addrs");
+    // A forwarder that stops passing frames on but keeps its viewers' streams open (a
+    // hung process, a dead uplink without a reset): only silence tells.
+    let grant = fwd.trust().grant_for("cam1", Rights::FORWARD).expect("grant");
+    let mut req = live("cam1");
+    req.grant = signed::encode(&grant);
+    let mut control = fwd.stream_control();
+    let mut upstream = client::subscribe(&mut control, cam.peer_id(), req, &fwd.config().limits)
+        .await
+        .expect("upstream");
+    let hub = std::sync::Arc::new(camesh_node::stream::hub::Hub::forwarded(
+        "cam1",
+        "cam1",
+        vec![],
+        cam.peer_id(),
+        1 << 22,
+    ));
+    let codec = upstream.accept.codec.clone().expect("codec");
+    hub.set_params(camesh_node::stream::server::codec_params(&codec));
+    fwd.hubs().insert_forwarded(pb::Profile::Main, hub.clone());
+    let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (h, s) = (hub.clone(), silent.clone());
+    let pump = tokio::spawn(async move {
+        while let Ok(Some(f)) = upstream.next_sealed().await {
+            if !s.load(Ordering::Relaxed) {
+                h.publish_sealed(f);
+            }
+        }
+    });
+    let viewer = viewer_node(&dir.path().join("v"), "t-fwd7", [cam_addrs, fwd_addrs].concat()).await;
+    let mut opts = WatchOptions::new("cam1");
+    opts.peer = Some(cam.peer_id());
+    let mut routes = RouteOptions::via(vec![fwd.peer_id()]);
+    routes.prefer_via = true;
+    let cancel = CancellationToken::new();
+    let mut events = viewer.watch_routes(opts, routes.clone(), cancel.clone());
+    let mut seen = Seen {
+        seqs: Vec::new(),
+        unexplained_gaps: 0,
+    };
+    let mut source = None;
+    while seen.seqs.len() < 45 {
+        match tokio::time::timeout(T, events.recv())
+            .await
+            .expect("event")
+            .expect("open")
+        {
+            WatchEvent::Started { peer, .. } => source = Some(peer),
+            WatchEvent::Frame(f) => seen.push(&f),
+            WatchEvent::Interrupted { error, .. } => eprintln!("interrupted: {error}"),
+            WatchEvent::Failed { error } => panic!("{error}"),
+        }
+    }
+    assert_eq!(source, Some(fwd.peer_id()));
+    silent.store(true, Ordering::Relaxed);
+    let hushed = Instant::now();
+    let mut reported = None;
+    let mut after = 0;
+    while after < 30 {
+        match tokio::time::timeout(T, events.recv())
+            .await
+            .expect("event")
+            .expect("open")
+        {
+            WatchEvent::Started { peer, gap, .. } => {
+                source = Some(peer);
+                reported = gap;
+            }
+            WatchEvent::Frame(f) => {
+                seen.push(&f);
+                if source == Some(cam.peer_id()) {
+                    after += 1;
+                }
+            }
+            WatchEvent::Interrupted { error, .. } => eprintln!("interrupted: {error}"),
+            WatchEvent::Failed { error } => panic!("{error}"),
+        }
+    }
+    let gap = reported.expect("the resumption reports its gap");
+    eprintln!(
+        "forwarder went silent: direct video after {} ms (reported gap {} ms; stall timeout {} ms)",
+        hushed.elapsed().as_millis(),
+        gap.as_millis(),
+        routes.stall_timeout.as_millis()
+    );
+    assert!(gap < Duration::from_secs(10), "gap {gap:?}");
+    assert_eq!(source, Some(cam.peer_id()));
+    cancel.cancel();
+    pump.abort();
+    for n in [&viewer, &fwd, &cam] {
+        n.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_path_shows_the_direct_route_and_the_forwarder() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cam = camera_node(&dir.path().join("cam"), "t-fwd8", vec![camera("cam1", CLIP)], vec![]).await;
+    let cam_addrs = cam.dial_addrs().await.expect("addrs");
+    let fwd = member_with(
+        &dir.path().join("fwd"),
+        "t-fwd8",
+        Some(Rights::FORWARD),
+        cam_addrs.clone(),
+    )
+    .await;
+    let fwd_addrs = fwd.dial_addrs().await.expect("addrs");
+    fwd.forward("cam1", cam.peer_id(), pb::Profile::Main)
+        .await
+        .expect("forwarding");
+    let f = fleet("t-fwd8");
+    let data = dir.path().join("mesh");
+    f.enroll_dir(&data, MemberRole::Viewer, "mesh", &[], 3600)
+        .expect("enroll");
+    f.grant_dir(&data, &["cam1".into()], Rights::LIVE, 3600).expect("grant");
+    let mut cmd = std::process::Command::new(bin("mesh"));
+    cmd.arg("--data-dir")
+        .arg(&data)
+        .args(["--fleet-root", &f.root_text(), "--fleet", "t-fwd8", "--no-mdns"])
+        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]);
+    for a in [&cam_addrs[0], &fwd_addrs[0]] {
+        cmd.arg("-b").arg(a.to_string());
+    }
+    cmd.args(["path", "cam1", "--timeout", "2s", "--prefer-via", "--watch", "3s"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("mesh runs"))
+        .await
+        .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mesh path failed");
+    let fwd_id = fwd.peer_id().to_string();
+    let cam_id = cam.peer_id().to_string();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("direct from") && l.ends_with(&cam_id)),
+        "direct route listed"
+    );
+    let via = stdout
+        .lines()
+        .find(|l| l.contains("forwarded via") && l.ends_with(&fwd_id))
+        .expect("forwarder route listed");
+    assert!(via.starts_with('*'), "the preferred forwarder is chosen: {via}");
+    assert!(
+        stdout.contains(&format!("stream forwarded via {fwd_id}")),
+        "the stream comes through the forwarder"
+    );
+    for n in [&fwd, &cam] {
+        n.shutdown();
+    }
+}

@@ -147,3 +147,29 @@ pub async fn candidates(node: &NodeHandle, owners: &[PeerId], via: &[PeerId], pr
         .chain(via.iter().map(|p| describe(Route::Forwarded(*p), prefer_via)))
         .collect()
 }
+
+/// Connected fleet members that forward `camera` (`profile`) now, asked over
+/// `/camesh/info/1` in parallel (each answer bounded by the request timeout).
+pub async fn forwarders(node: &NodeHandle, camera: &str, profile: pb::Profile) -> Vec<(PeerId, pb::ForwardedStream)> {
+    let peers = node.peers().await.unwrap_or_default();
+    let mut asks = tokio::task::JoinSet::new();
+    for p in peers.into_iter().filter(|p| p.connected) {
+        if node.trust().member(&p.peer).is_none() {
+            continue;
+        }
+        let (mut control, limits) = (node.stream_control(), node.config().limits.clone());
+        asks.spawn(async move { (p.peer, client::list(&mut control, p.peer, &limits).await) });
+    }
+    let mut found = Vec::new();
+    while let Some(r) = asks.join_next().await {
+        let Ok((peer, Ok(list))) = r else { continue };
+        found.extend(
+            list.forwarding
+                .into_iter()
+                .filter(|f| f.camera_id == camera && f.profile == profile as i32)
+                .map(|f| (peer, f)),
+        );
+    }
+    found.sort_by_key(|(p, _)| *p);
+    found
+}

@@ -238,6 +238,11 @@ pub async fn list_cameras(
     peer: PeerId,
     limits: &Limits,
 ) -> Result<Vec<pb::CameraAnnouncement>, ClientError> {
+    Ok(list(control, peer, limits).await?.cameras)
+}
+
+/// Asks a peer which cameras it serves and which other nodes' cameras it forwards.
+pub async fn list(control: &mut Control, peer: PeerId, limits: &Limits) -> Result<pb::CameraList, ClientError> {
     let timeout = Duration::from_secs(limits.request_timeout_s);
     let codec = LengthCodec::new(limits.max_control_bytes);
     let mut stream = open(control, peer, info_protocol(), timeout).await?;
@@ -255,12 +260,12 @@ pub async fn list_cameras(
     };
     let resp: pb::ControlResponse = decode_message("control response", body).map_err(|e| proto(e.into()))?;
     match resp.response {
-        Some(pb::control_response::Response::Cameras(list)) => Ok(list.cameras),
+        Some(pb::control_response::Response::Cameras(list)) => Ok(list),
         Some(pb::control_response::Response::Error(e)) => Err(ClientError::Rejected {
             peer,
             code: pb::RejectCode::RejectUnspecified,
             reason: e.reason,
         }),
-        _ => Ok(Vec::new()),
+        _ => Ok(pb::CameraList::default()),
     }
 }

@@ -436,6 +436,20 @@ pub fn codec_config(p: &CodecParams) -> pb::CodecConfig {
     }
 }
 
+/// The streams this node forwards, as `/camesh/info/1` lists them.
+pub fn forwarding(hubs: &Hubs) -> Vec<pb::ForwardedStream> {
+    hubs.all_forwarded()
+        .into_iter()
+        .map(|(profile, h)| pb::ForwardedStream {
+            camera_id: h.id.clone(),
+            profile: profile as i32,
+            origin_peer: h.origin.map(|o| o.to_bytes().into()).unwrap_or_default(),
+            live: h.is_live(),
+            viewers: u32::try_from(h.subscriber_count()).unwrap_or(u32::MAX),
+        })
+        .collect()
+}
+
 /// Serves `/camesh/info/1`: one `ControlRequest`, one `ControlResponse`, per stream.
 pub async fn run_info(
     mut incoming: IncomingStreams,
@@ -483,6 +497,7 @@ pub async fn run_info(
                     request: Some(pb::control_request::Request::ListCameras(_)),
                 }) => pb::control_response::Response::Cameras(pb::CameraList {
                     cameras: hubs.announcements(me, &[]),
+                    forwarding: forwarding(&hubs),
                 }),
                 Ok(pb::ControlRequest {
                     request: Some(pb::control_request::Request::Status(_)),
