@@ -305,17 +305,23 @@ async fn cameras(node: &NodeHandle, timeout: Duration, json: bool) -> Result<()>
 async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
     tokio::time::sleep(timeout).await;
     let peers = node.peers().await?;
-    println!("{:<54} {:<10} {:>8} {:<22} ADDRESS", "PEER", "STATE", "RTT", "AGENT");
+    println!(
+        "{:<54} {:<10} {:<8} {:>8} {:<22} ADDRESS",
+        "PEER", "STATE", "PATH", "RTT", "AGENT"
+    );
     for p in peers {
+        // The address of the connection in use (direct first), else the last one dialed.
+        let addr = p.connections.first().map(|c| &c.addr).or(p.addrs.first());
         println!(
-            "{:<54} {:<10} {:>8} {:<22} {}",
+            "{:<54} {:<10} {:<8} {:>8} {:<22} {}",
             p.peer,
             if p.connected { "connected" } else { "known" },
+            p.path(),
             p.rtt
                 .map(|r| format!("{:.1}ms", r.as_secs_f64() * 1000.0))
                 .unwrap_or_else(|| "-".into()),
             truncate(&p.agent, 22),
-            p.addrs.first().map(|a| a.to_string()).unwrap_or_default()
+            addr.map(|a| a.to_string()).unwrap_or_default()
         );
     }
     Ok(())

@@ -33,6 +33,10 @@ pub struct Args {
     /// No stats on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Diagnostics: append one line per event to this file (`frame seq=.. key=..
+    /// capture_us=.. recv_us=.. skipped=.. bytes=..`, `started peer=.. gap_ms=..`, `interrupted ..`).
+    #[arg(long, value_name = "FILE")]
+    frame_log: Option<PathBuf>,
 }
 
 pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
@@ -54,6 +58,16 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     let mut annexb = Vec::with_capacity(256 << 10);
     let mut frames = 0u64;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut log = match &args.frame_log {
+        Some(p) => Some(std::io::LineWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?,
+        )),
+        None => None,
+    };
     let result = loop {
         let ev = tokio::select! {
             ev = events.recv() => ev,
@@ -61,6 +75,27 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break Ok(()),
         };
         let Some(ev) = ev else { break Ok(()) };
+        if let Some(log) = log.as_mut() {
+            let line = match &ev {
+                WatchEvent::Started { peer, gap, .. } => format!(
+                    "started peer={peer} gap_ms={} recv_us={}",
+                    gap.map_or(-1, |g| g.as_millis() as i64),
+                    now_unix_us()
+                ),
+                WatchEvent::Frame(f) => format!(
+                    "frame seq={} key={} capture_us={} recv_us={} skipped={} bytes={}",
+                    f.header.sequence,
+                    u8::from(f.header.keyframe),
+                    f.header.capture_unix_us,
+                    now_unix_us(),
+                    f.header.skipped_before,
+                    f.payload.len()
+                ),
+                WatchEvent::Interrupted { error, .. } => format!("interrupted recv_us={} {error}", now_unix_us()),
+                WatchEvent::Failed { error } => format!("failed {error}"),
+            };
+            writeln!(log, "{line}").context("writing the frame log")?;
+        }
         match ev {
             WatchEvent::Started { peer, accept, gap } => {
                 if let Some(gap) = gap {

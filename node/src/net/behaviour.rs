@@ -15,6 +15,7 @@ use libp2p::{
     swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 
+use super::prefer_direct::PreferDirect;
 use crate::auth::Trust;
 
 use crate::config::Config;
@@ -48,7 +49,7 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
-    pub stream: libp2p_stream::Behaviour,
+    pub stream: PreferDirect<libp2p_stream::Behaviour>,
     pub relay_client: relay::client::Behaviour,
     pub relay_server: relay::Behaviour,
     pub dcutr: dcutr::Behaviour,
@@ -191,7 +192,7 @@ pub fn build_swarm(
                     mdns: Toggle::from(mdns),
                     kad,
                     gossipsub,
-                    stream: libp2p_stream::Behaviour::new(),
+                    stream: PreferDirect::new(libp2p_stream::Behaviour::new()),
                     relay_client,
                     relay_server: relay::Behaviour::new(peer_id, relay_config(trust, relay_enabled)),
                     dcutr: dcutr::Behaviour::new(peer_id),

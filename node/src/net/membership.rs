@@ -155,6 +155,7 @@ pub async fn run_initiator(
                 });
             }
             Ok(NetEvent::Disconnected(peer)) => trust.forget(&peer),
+            Ok(NetEvent::DirectPath { .. }) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => debug!(n, "membership task lagged"),
             Err(_) => return,
         }

@@ -12,6 +12,7 @@
 
 pub mod behaviour;
 pub mod membership;
+pub mod prefer_direct;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,21 @@ const COMMAND_QUEUE: usize = 64;
 const EVENT_QUEUE: usize = 256;
 /// How often provider records are refreshed while peers are connected.
 const REPROVIDE_EVERY: Duration = Duration::from_secs(30);
+/// How long a relayed connection stays up once a direct one to the same peer exists:
+/// time for watchers to move their streams over (make-before-break), then the relay's
+/// circuit is freed.
+const RELAYED_GRACE: Duration = Duration::from_secs(5);
+/// How long a probe connection (a second circuit, opened to run the hole punch again)
+/// lives when the punch does not succeed: DCUtR's three attempts fit well within it.
+const PROBE_LIFETIME: Duration = Duration::from_secs(20);
+
+/// When to try the hole punch again for a peer reached only through a relay, after
+/// `attempts` tries: 10 s, 20 s, 40 s … up to 5 min. The first punch (DCUtR, as the
+/// circuit came up) can fail for passing reasons (loss, a NAT mapping in flux), and
+/// libp2p never retries on the same circuit after its three attempts.
+pub fn repunch_delay(attempts: u32) -> Duration {
+    Duration::from_secs(10u64.saturating_mul(1 << attempts.min(5)).min(300))
+}
 
 /// What the swarm task tells listeners.
 #[derive(Debug, Clone)]
@@ -53,6 +69,20 @@ pub enum NetEvent {
         dialer: bool,
     },
     Disconnected(PeerId),
+    /// A direct connection to `peer` now exists next to a relayed one (a hole punch
+    /// succeeded, or a direct dial did): new streams go direct, and the relayed
+    /// connections close after [`RELAYED_GRACE`].
+    DirectPath {
+        peer: PeerId,
+    },
+}
+
+/// One open connection, as `mesh peers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnPath {
+    /// The remote's address on this connection (`.../p2p-circuit` when relayed).
+    pub addr: Multiaddr,
+    pub relayed: bool,
 }
 
 /// One peer as `mesh peers` shows it.
@@ -64,6 +94,19 @@ pub struct PeerSummary {
     pub rtt: Option<Duration>,
     pub agent: String,
     pub fleet_protocol: String,
+    /// Open connections, direct ones first.
+    pub connections: Vec<ConnPath>,
+}
+
+impl PeerSummary {
+    /// "direct", "relayed" or "-" (not connected).
+    pub fn path(&self) -> &'static str {
+        match self.connections.first() {
+            Some(c) if !c.relayed => "direct",
+            Some(_) => "relayed",
+            None => "-",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, Clone)]
@@ -89,6 +132,7 @@ enum Command {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
     Disconnect(PeerId),
+    CloseConnections(PeerId),
     Verified(PeerId),
     Bootstrap,
     PublishRevocation(pb::Signed),
@@ -99,6 +143,27 @@ enum Command {
 pub struct NetHandle {
     cmd: mpsc::Sender<Command>,
     events: broadcast::Sender<NetEvent>,
+    trust: Arc<Trust>,
+}
+
+/// How long a circuit dial waits for the relay to have checked our certificate.
+const RELAY_MEMBER_WAIT: Duration = Duration::from_secs(3);
+
+/// The relay of a circuit address (`<relay addr>/p2p/<relay>/p2p-circuit[/p2p/<dst>]`):
+/// its peer id and its own address.
+pub fn circuit_relay(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut relay_addr = Multiaddr::empty();
+    let mut relay = None;
+    for p in addr.iter() {
+        if p == Protocol::P2pCircuit {
+            return relay.map(|r| (r, relay_addr));
+        }
+        if let Protocol::P2p(id) = p {
+            relay = Some(id);
+        }
+        relay_addr.push(p);
+    }
+    None
 }
 
 impl std::fmt::Debug for Command {
@@ -109,6 +174,7 @@ impl std::fmt::Debug for Command {
             Command::ListenAddrs(_) => "ListenAddrs",
             Command::FindProviders { .. } => "FindProviders",
             Command::Disconnect(_) => "Disconnect",
+            Command::CloseConnections(_) => "CloseConnections",
             Command::Bootstrap => "Bootstrap",
             Command::Verified(_) => "Verified",
             Command::PublishRevocation(_) => "PublishRevocation",
@@ -125,7 +191,27 @@ impl NetHandle {
 
     /// Connects to a peer (by id, with optional addresses) or to an address (whose
     /// `/p2p/` suffix, if any, names the peer). Returns the peer id once connected.
+    ///
+    /// Relays serve verified fleet members only, so a circuit is dialed once the relay
+    /// has checked our certificate (the exchange runs right after connecting to it);
+    /// otherwise the first circuit request would race the check and be refused.
     pub async fn connect(&self, peer: Option<PeerId>, addrs: Vec<Multiaddr>) -> Result<PeerId, NetError> {
+        let relays: Vec<(PeerId, Multiaddr)> = addrs.iter().filter_map(circuit_relay).collect();
+        for (relay, relay_addr) in relays {
+            if self.trust.member(&relay).is_some() {
+                continue;
+            }
+            let to_relay = self
+                .ask(|reply| Command::Connect {
+                    peer: Some(relay),
+                    addrs: vec![relay_addr],
+                    reply,
+                })
+                .await?;
+            if to_relay.is_ok() {
+                self.trust.wait_member(&relay, RELAY_MEMBER_WAIT).await;
+            }
+        }
         self.ask(|reply| Command::Connect { peer, addrs, reply }).await?
     }
 
@@ -150,6 +236,13 @@ impl NetHandle {
     /// Closes every connection to `peer`.
     pub async fn disconnect(&self, peer: PeerId) {
         let _ = self.cmd.send(Command::Disconnect(peer)).await;
+    }
+
+    /// Closes every connection to `peer` (a path that stopped carrying video); unlike
+    /// [`Self::disconnect`], the peer stays in the DHT and the next dial tries all its
+    /// known addresses (other relays, direct).
+    pub async fn close_connections(&self, peer: PeerId) {
+        let _ = self.cmd.send(Command::CloseConnections(peer)).await;
     }
 
     /// `peer` proved fleet membership: let it into the DHT routing table.
@@ -178,6 +271,15 @@ struct PeerState {
     protocol_version: String,
     /// Addresses to put in the DHT routing table once the peer is a verified member.
     kad_addrs: Vec<Multiaddr>,
+    /// Open connections and their paths.
+    conns: HashMap<ConnectionId, ConnPath>,
+    /// When the relayed connections are closed (a direct one exists since then).
+    close_relayed_at: Option<Instant>,
+    /// Hole punch retries while only relayed: attempts so far, when the next is due,
+    /// and the probe connection in flight (closed when its time is up).
+    repunch_attempts: u32,
+    repunch_at: Option<Instant>,
+    probe: Option<(ConnectionId, Instant)>,
 }
 
 struct NetTask {
@@ -224,6 +326,7 @@ pub(crate) async fn spawn(
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (ev_tx, _) = broadcast::channel(EVENT_QUEUE);
+    let task_trust = trust.clone();
     let mut task = NetTask {
         swarm,
         config: config.clone(),
@@ -263,6 +366,7 @@ pub(crate) async fn spawn(
     Ok(NetHandle {
         cmd: cmd_tx,
         events: ev_tx,
+        trust: task_trust,
     })
 }
 
@@ -281,6 +385,8 @@ impl NetTask {
     async fn run(mut self, mut cmds: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let mut announce = tokio::time::interval(Duration::from_secs(self.config.node.announce_interval_s));
         announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_event(ev),
@@ -289,6 +395,10 @@ impl NetTask {
                     None => break,
                 },
                 _ = announce.tick() => self.announce(),
+                _ = housekeeping.tick() => {
+                    self.close_superseded_relays();
+                    self.repunch();
+                }
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -309,6 +419,11 @@ impl NetTask {
                         rtt: s.rtt,
                         agent: s.agent.clone(),
                         fleet_protocol: s.protocol_version.clone(),
+                        connections: {
+                            let mut c: Vec<ConnPath> = s.conns.values().cloned().collect();
+                            c.sort_by_key(|c| c.relayed);
+                            c
+                        },
                     })
                     .collect();
                 v.sort_by_key(|s| (!s.connected, s.peer));
@@ -331,6 +446,10 @@ impl NetTask {
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
                 self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            }
+            Command::CloseConnections(peer) => {
+                info!(%peer, "closing every connection to a peer whose path stalled");
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Verified(peer) => {
                 // A configured relay proved membership: reserve a slot on it.
@@ -410,8 +529,11 @@ impl NetTask {
             }
         }
         let all = known.addrs.clone();
+        // Also the addresses identify and Kademlia learned (e.g. circuits through every
+        // relay the peer holds a reservation on).
         let opts = DialOpts::peer_id(peer)
             .addresses(all)
+            .extend_addresses_through_behaviour()
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
         match self.swarm.dial(opts) {
@@ -454,6 +576,31 @@ impl NetTask {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 let st = self.peers.entry(peer_id).or_default();
                 st.connected += 1;
+                let relayed = endpoint.is_relayed();
+                if relayed && endpoint.is_dialer() && st.repunch_at.is_none() {
+                    st.repunch_at = Some(Instant::now() + repunch_delay(st.repunch_attempts));
+                }
+                if !relayed {
+                    st.repunch_attempts = 0;
+                    st.repunch_at = None;
+                }
+                if let Some((probe, _)) = st.probe {
+                    if probe == connection_id {
+                        st.probe = Some((probe, Instant::now() + PROBE_LIFETIME));
+                    }
+                }
+                st.conns.insert(
+                    connection_id,
+                    ConnPath {
+                        addr: endpoint.get_remote_address().clone(),
+                        relayed,
+                    },
+                );
+                if !relayed && st.close_relayed_at.is_none() && st.conns.values().any(|c| c.relayed) {
+                    info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "direct path next to a relayed one");
+                    st.close_relayed_at = Some(Instant::now() + RELAYED_GRACE);
+                    let _ = self.events.send(NetEvent::DirectPath { peer: peer_id });
+                }
                 if endpoint.is_dialer() {
                     let a = endpoint.get_remote_address().clone();
                     if !st.addrs.contains(&a) {
@@ -475,11 +622,22 @@ impl NetTask {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
                 if let Some(st) = self.peers.get_mut(&peer_id) {
                     st.connected = num_established as usize;
+                    st.conns.remove(&connection_id);
+                    if !st.conns.values().any(|c| c.relayed) {
+                        st.close_relayed_at = None;
+                    }
+                    if st.probe.is_some_and(|(p, _)| p == connection_id) {
+                        st.probe = None;
+                    }
+                    if num_established == 0 {
+                        st.repunch_at = None;
+                    }
                 }
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
@@ -561,6 +719,33 @@ impl NetTask {
                 relay_peer_id, ..
             }) => {
                 info!(relay = %relay_peer_id, "relay reservation accepted");
+            }
+            BehaviourEvent::RelayServer(ev) => {
+                use libp2p::relay::Event as R;
+                match ev {
+                    R::CircuitReqAccepted {
+                        src_peer_id,
+                        dst_peer_id,
+                    } => {
+                        info!(src = %src_peer_id, dst = %dst_peer_id, "relay circuit opened")
+                    }
+                    R::CircuitClosed {
+                        src_peer_id,
+                        dst_peer_id,
+                        error,
+                    } => {
+                        info!(src = %src_peer_id, dst = %dst_peer_id, error = ?error.map(|e| e.to_string()), "relay circuit closed")
+                    }
+                    R::CircuitReqDenied {
+                        src_peer_id,
+                        dst_peer_id,
+                        ..
+                    } => info!(src = %src_peer_id, dst = %dst_peer_id, "relay circuit refused"),
+                    R::ReservationReqAccepted { src_peer_id, renewed } => {
+                        debug!(peer = %src_peer_id, renewed, "relay reservation granted")
+                    }
+                    other => debug!(event = ?other, "relay server"),
+                }
             }
             BehaviourEvent::Dcutr(ev) => {
                 info!(peer = %ev.remote_peer_id, result = ?ev.result.as_ref().map(|_| "direct").map_err(|e| e.to_string()), "hole punch");
@@ -676,6 +861,82 @@ impl NetTask {
         }
     }
 
+    /// Closes relayed connections whose peer has had a direct one for [`RELAYED_GRACE`].
+    fn close_superseded_relays(&mut self) {
+        let now = Instant::now();
+        let mut close = Vec::new();
+        for (peer, st) in &mut self.peers {
+            if st.close_relayed_at.is_some_and(|t| t <= now) {
+                st.close_relayed_at = None;
+                if st.conns.values().any(|c| !c.relayed) {
+                    close.extend(st.conns.iter().filter(|(_, c)| c.relayed).map(|(id, _)| (*peer, *id)));
+                }
+            }
+        }
+        for (peer, id) in close {
+            info!(%peer, "closing a relayed connection: a direct path has taken over");
+            self.swarm.close_connection(id);
+        }
+    }
+
+    /// Runs the hole punch again for peers reached only through a relay we dialed: a
+    /// second circuit (a probe, hidden from new streams) makes the remote start DCUtR
+    /// anew; the probe is closed after [`PROBE_LIFETIME`] unless a direct path came of it.
+    fn repunch(&mut self) {
+        let now = Instant::now();
+        let mut dial = Vec::new();
+        let mut close = Vec::new();
+        for (peer, st) in &mut self.peers {
+            if let Some((probe, until)) = st.probe {
+                if until <= now {
+                    close.push(probe);
+                    st.probe = None;
+                }
+                continue;
+            }
+            if st.connected == 0 || st.conns.values().any(|c| !c.relayed) {
+                continue;
+            }
+            if st.repunch_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            // A circuit address we dialed (a listener side cannot dial the circuit back).
+            let Some(circuit) = st
+                .addrs
+                .iter()
+                .find(|a| a.iter().any(|p| p == Protocol::P2pCircuit))
+                .cloned()
+            else {
+                st.repunch_at = None;
+                continue;
+            };
+            st.repunch_attempts += 1;
+            st.repunch_at = Some(now + repunch_delay(st.repunch_attempts));
+            dial.push((*peer, circuit, st.repunch_attempts));
+        }
+        for id in close {
+            debug!("closing a hole punch probe");
+            self.swarm.close_connection(id);
+        }
+        for (peer, circuit, attempt) in dial {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![circuit])
+                .condition(PeerCondition::Always)
+                .build();
+            let id = opts.connection_id();
+            self.swarm.behaviour_mut().stream.hide(id);
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    info!(%peer, attempt, "only relayed: running the hole punch again");
+                    if let Some(st) = self.peers.get_mut(&peer) {
+                        st.probe = Some((id, Instant::now() + PROBE_LIFETIME));
+                    }
+                }
+                Err(e) => debug!(%peer, error = %e, "hole punch probe not dialed"),
+            }
+        }
+    }
+
     /// Provides the fleet's cameras key and each local camera's key in the DHT.
     fn maybe_provide(&mut self) {
         if self.hubs.is_empty() || self.last_provide.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
@@ -725,4 +986,35 @@ fn usable_addr(a: &Multiaddr) -> bool {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hole_punch_retries_back_off_to_five_minutes() {
+        let d: Vec<u64> = (0..8).map(|a| repunch_delay(a).as_secs()).collect();
+        assert_eq!(d, vec![10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(repunch_delay(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_relay_of_a_circuit_address() {
+        let relay = PeerId::random();
+        let dst = PeerId::random();
+        let a: Multiaddr = format!("/ip4/100.64.77.10/udp/4001/quic-v1/p2p/{relay}/p2p-circuit/p2p/{dst}")
+            .parse()
+            .unwrap();
+        let (r, ra) = circuit_relay(&a).expect("a circuit");
+        assert_eq!(r, relay);
+        assert_eq!(
+            ra.to_string(),
+            format!("/ip4/100.64.77.10/udp/4001/quic-v1/p2p/{relay}")
+        );
+        let direct: Multiaddr = format!("/ip4/100.64.77.1/udp/4001/quic-v1/p2p/{dst}").parse().unwrap();
+        assert!(circuit_relay(&direct).is_none());
+        // A circuit without the relay's id names no relay.
+        assert!(circuit_relay(&"/ip4/1.2.3.4/tcp/1/p2p-circuit".parse().unwrap()).is_none());
+    }
 }
