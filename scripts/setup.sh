@@ -7,8 +7,8 @@ packages=(
   # ffmpeg-next builds against these (bindgen needs clang)
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev
   libavdevice-dev libswresample-dev pkg-config clang libclang-dev
-  # ffmpeg/ffprobe: fixtures and real-client tests; iproute2: network-namespace tests
-  ffmpeg iproute2
+  # ffmpeg/ffprobe: fixtures and real-client tests; iproute2, nftables: network-namespace tests (NAT lab)
+  ffmpeg iproute2 nftables
   # RTSP ingest tests: GStreamer's RTSP server through python3-gi (tests/scripts/rtsp_server.py)
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
