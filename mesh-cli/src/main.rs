@@ -4,6 +4,7 @@
 
 mod demo;
 mod fleet;
+mod nvr;
 mod path;
 mod top;
 mod view;
@@ -110,6 +111,16 @@ enum Cmd {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Play a camera's recording from an NVR: H.264 Annex B from the keyframe before --from.
+    Play(nvr::PlayArgs),
+    /// List an NVR's recordings of a camera: recorded spans, gaps, evidence locks.
+    Recordings(nvr::RecordingsArgs),
+    /// Export a range to MP4 with a signed manifest and the source segments.
+    Export(nvr::ExportArgs),
+    /// Check an export against its signed manifest (offline).
+    Verify(nvr::VerifyArgs),
+    /// Lock a range on the NVR as evidence: retention never deletes it.
+    Lock(nvr::LockArgs),
     /// Show the audit log of this data directory (grants, revocations, refusals).
     Audit {
         #[arg(long, short = 'n', default_value_t = 50)]
@@ -173,6 +184,12 @@ async fn real_main() -> Result<()> {
             )
         }
         Cmd::Audit { lines } => return fleet::audit(&dir, *lines),
+        Cmd::Verify(args) => {
+            let ff = fleet::fleet_file(&dir);
+            let id = cli.fleet.clone().or(ff.as_ref().map(|f| f.fleet_id.clone()));
+            let root = cli.fleet_root.clone().or(ff.map(|f| f.root));
+            return nvr::verify(args, id.zip(root));
+        }
         Cmd::GrantInstall { grant } => {
             let node = start_peer(&cli, &dir).await?;
             let g = fleet::read_grant(grant)?;
@@ -223,6 +240,10 @@ async fn real_main() -> Result<()> {
             cameras,
         }) => fleet::invite(&node, &dir, *role, name, *expires, *valid, cameras.clone()).await,
         Cmd::Revoke { target, reason } => fleet::revoke(&node, &dir, target, reason).await,
+        Cmd::Play(args) => nvr::play(&node, args).await,
+        Cmd::Recordings(args) => nvr::recordings(&node, args).await,
+        Cmd::Export(args) => nvr::export(&node, args).await,
+        Cmd::Lock(args) => nvr::lock(&node, args).await,
         _ => unreachable!("handled above"),
     };
     node.shutdown();

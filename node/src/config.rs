@@ -36,6 +36,75 @@ pub struct Config {
     pub limits: Limits,
     #[serde(rename = "camera", skip_serializing_if = "Vec::is_empty")]
     pub cameras: Vec<CameraConfig>,
+    /// What an NVR node records and keeps (role `nvr`).
+    #[serde(skip_serializing_if = "NvrSection::is_default")]
+    pub nvr: NvrSection,
+}
+
+/// The NVR role: where recordings go, how durable they are, and what to record with
+/// which retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NvrSection {
+    /// Folder of the recordings; empty: `<data-dir>/recordings`.
+    pub recordings_dir: PathBuf,
+    /// Roll to a new segment file at the first keyframe after this many seconds.
+    pub segment_duration_s: u64,
+    /// Every recorded frame is on disk (fsynced) at most this long after it arrived.
+    pub fsync_interval_ms: u64,
+    /// Disk quota of all recordings in bytes (0: none; a full disk still frees the oldest).
+    pub quota_bytes: u64,
+    /// Default maximum age of recordings in seconds (0: keep until the quota needs room).
+    pub max_age_s: u64,
+    /// Seconds between retention runs.
+    pub retention_interval_s: u64,
+    /// Cameras to record, by id or tag, each with its own retention.
+    #[serde(rename = "record", skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordRule>,
+}
+
+impl Default for NvrSection {
+    fn default() -> Self {
+        Self {
+            recordings_dir: PathBuf::new(),
+            segment_duration_s: 300,
+            fsync_interval_ms: 1000,
+            quota_bytes: 0,
+            max_age_s: 0,
+            retention_interval_s: 30,
+            records: Vec::new(),
+        }
+    }
+}
+
+impl NvrSection {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One `[[nvr.record]]` entry: a camera id (`*`: every camera) or a tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordRule {
+    pub camera: String,
+    pub tag: String,
+    /// Maximum age in seconds (0: the section's `max_age_s`).
+    pub max_age_s: u64,
+    /// This rule's cameras may hold at most this share (0-1) of `quota_bytes`
+    /// (0: no own limit, only the shared quota).
+    pub quota_share: f64,
+}
+
+impl Default for RecordRule {
+    fn default() -> Self {
+        Self {
+            camera: String::new(),
+            tag: String::new(),
+            max_age_s: 0,
+            quota_share: 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +293,7 @@ impl Config {
             },
             limits: Limits::default(),
             cameras: Vec::new(),
+            nvr: NvrSection::default(),
         }
     }
 
@@ -347,10 +417,66 @@ impl Config {
                 }
             }
         }
+        self.validate_nvr()?;
         if !self.cameras.is_empty() && self.node.role != Role::Camera {
             return Err(invalid(
                 "camera",
                 format!("only role = \"camera\" serves cameras (role is {})", self.node.role),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_nvr(&self) -> Result<(), ConfigError> {
+        let n = &self.nvr;
+        if !n.records.is_empty() && self.node.role != Role::Nvr {
+            return Err(invalid(
+                "nvr.record",
+                format!("only role = \"nvr\" records (role is {})", self.node.role),
+            ));
+        }
+        if !(1..=3600).contains(&n.segment_duration_s) {
+            return Err(invalid("nvr.segment_duration_s", "must be between 1 and 3600"));
+        }
+        if !(10..=60_000).contains(&n.fsync_interval_ms) {
+            return Err(invalid("nvr.fsync_interval_ms", "must be between 10 and 60000"));
+        }
+        if !(1..=86_400).contains(&n.retention_interval_s) {
+            return Err(invalid("nvr.retention_interval_s", "must be between 1 and 86400"));
+        }
+        let mut shares = 0.0;
+        for (i, r) in n.records.iter().enumerate() {
+            let field = |f: &str| format!("nvr.record[{i}].{f}");
+            match (r.camera.is_empty(), r.tag.is_empty()) {
+                (true, true) | (false, false) => {
+                    return Err(invalid(
+                        format!("nvr.record[{i}]"),
+                        "set exactly one of `camera` or `tag`",
+                    ))
+                }
+                (false, true) if r.camera != "*" && !valid_id(&r.camera) => {
+                    return Err(invalid(
+                        field("camera"),
+                        format!("{:?} is not a camera id or \"*\"", r.camera),
+                    ))
+                }
+                _ => {}
+            }
+            if !(0.0..=1.0).contains(&r.quota_share) {
+                return Err(invalid(field("quota_share"), "must be between 0 and 1"));
+            }
+            if r.quota_share > 0.0 && n.quota_bytes == 0 {
+                return Err(invalid(
+                    field("quota_share"),
+                    "is a share of nvr.quota_bytes, which is not set",
+                ));
+            }
+            shares += r.quota_share;
+        }
+        if shares > 1.0 + 1e-9 {
+            return Err(invalid(
+                "nvr.record",
+                format!("quota shares add up to {shares:.2}, more than 1"),
             ));
         }
         Ok(())
@@ -436,6 +562,33 @@ mod tests {
         });
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].source"), "{e}");
+    }
+
+    #[test]
+    fn nvr_section_parses_and_is_checked() {
+        let c = Config::parse(
+            "[node]\nrole = \"nvr\"\n[nvr]\nquota_bytes = 1000\nfsync_interval_ms = 200\n\
+             [[nvr.record]]\ncamera = \"cam1\"\nmax_age_s = 60\nquota_share = 0.5\n\
+             [[nvr.record]]\ntag = \"door\"\n",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.nvr.records.len(), 2);
+        assert_eq!(c.nvr.records[1].tag, "door");
+        assert_eq!(Config::parse(&c.to_toml()).expect("roundtrip"), c);
+        let mut bad = c.clone();
+        bad.nvr.records[0].quota_share = 0.7;
+        bad.nvr.records[1].quota_share = 0.7;
+        assert!(bad.validate().unwrap_err().to_string().contains("nvr.record"));
+        let mut bad = c.clone();
+        bad.nvr.records[1].camera = "cam2".into();
+        assert!(bad.validate().unwrap_err().to_string().contains("nvr.record[1]"));
+        let mut bad = c.clone();
+        bad.node.role = Role::Viewer;
+        assert!(bad.validate().unwrap_err().to_string().contains("only role"));
+        let mut bad = c;
+        bad.nvr.fsync_interval_ms = 0;
+        assert!(bad.validate().unwrap_err().to_string().contains("fsync_interval_ms"));
     }
 
     #[test]

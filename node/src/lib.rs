@@ -33,6 +33,7 @@ pub mod identity;
 pub mod media;
 pub mod net;
 pub mod node;
+pub mod nvr;
 pub mod record;
 pub mod relay;
 pub mod stream;

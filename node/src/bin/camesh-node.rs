@@ -246,6 +246,7 @@ async fn real_main() -> Result<()> {
             if no_mdns {
                 config.node.mdns = false;
             }
+            let (role, nvr_section) = (config.node.role, config.nvr.clone());
             let node = Node::spawn(config, &data_dir).await?;
             println!("peer id: {}", node.peer_id());
             for a in node.dial_addrs().await? {
@@ -268,9 +269,21 @@ async fn real_main() -> Result<()> {
                 }
                 None => None,
             };
+            let nvr = if role == Role::Nvr {
+                let nvr = camesh_node::nvr::Nvr::start(&node, nvr_section, &data_dir)
+                    .await
+                    .context("starting the NVR")?;
+                println!("recordings: {}", nvr.state.folder.display());
+                Some(nvr)
+            } else {
+                None
+            };
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             if let Some(gw) = gateway {
                 gw.shutdown();
+            }
+            if let Some(nvr) = nvr {
+                nvr.stop().await;
             }
             node.shutdown();
             Ok(())

@@ -7,8 +7,12 @@
 //! manifest file is `{ body, signer, signature }` with the signer's public key in
 //! libp2p's protobuf encoding and both in hex. A segment still being written is hashed
 //! over the length the index knew (`bytes`): what was recorded then is what is attested.
-//! The key is a parameter for now; the camera's own key is meant to sign (then an NVR
-//! cannot forge what the camera recorded).
+//! The NVR signs with its node key and adds its fleet membership certificate
+//! (`signer_cert`, outside the signed body: the fleet root signed it), so a verifier with
+//! only the fleet root public key can tell the signer was an NVR of the fleet when it
+//! signed ([`verify_signer_cert`]). What this attests is the NVR's custody: the frames
+//! are the camera's AEAD ciphertext, but the NVR holds their keys, so it is not a
+//! signature of the camera itself.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -75,6 +79,8 @@ pub enum VerifyError {
     },
     #[error("the manifest lists no exported file to check {} against", .0.display())]
     NoExportInManifest(PathBuf),
+    #[error("the manifest's signer certificate does not check out: {0}")]
+    SignerCert(String),
     #[error(transparent)]
     Read(#[from] ManifestError),
 }
@@ -121,6 +127,9 @@ pub struct Manifest {
     pub signer: String,
     /// ed25519 signature, hex.
     pub signature: String,
+    /// The signer's fleet membership certificate (`Signed` protobuf, hex); empty if none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signer_cert: String,
 }
 
 /// What a successful verification checked.
@@ -257,6 +266,7 @@ impl Manifest {
             body,
             signer: hex(&key.public().encode_protobuf()),
             signature: hex(&signature),
+            signer_cert: String::new(),
         })
     }
 
@@ -281,6 +291,35 @@ impl Manifest {
         let bytes = unhex(&self.signer).ok_or_else(|| VerifyError::BadSignerKey("not hex".into()))?;
         PublicKey::try_decode_protobuf(&bytes).map_err(|e| VerifyError::BadSignerKey(e.to_string()))
     }
+}
+
+/// Hex of a signed certificate, for [`Manifest::signer_cert`].
+pub fn cert_hex(cert: &camesh_proto::pb::Signed) -> String {
+    hex(&crate::auth::signed::encode(cert))
+}
+
+/// Checks the manifest's signer certificate against the fleet root: issued by the root
+/// for `fleet_id`, to the manifest's signer, for an NVR (or admin) node, valid when the
+/// manifest was made. Returns the certificate's name.
+pub fn verify_signer_cert(manifest: &Manifest, root: &PublicKey, fleet_id: &str) -> Result<String, VerifyError> {
+    use camesh_proto::pb::MemberRole;
+    if manifest.signer_cert.is_empty() {
+        return Err(VerifyError::SignerCert("the manifest carries no certificate".into()));
+    }
+    let bytes = unhex(&manifest.signer_cert).ok_or_else(|| VerifyError::SignerCert("not hex".into()))?;
+    let signed =
+        crate::auth::signed::decode("certificate", &bytes).map_err(|e| VerifyError::SignerCert(e.to_string()))?;
+    let signer = manifest.signer_key()?.to_peer_id();
+    let at = manifest.body.created_us / 1_000_000;
+    let info = crate::auth::cert::verify(&signed, root, fleet_id, &signer, at)
+        .map_err(|e| VerifyError::SignerCert(e.to_string()))?;
+    if !matches!(info.role, MemberRole::Nvr | MemberRole::Admin) {
+        return Err(VerifyError::SignerCert(format!(
+            "the signer's role is {:?}, not nvr",
+            info.role
+        )));
+    }
+    Ok(info.name)
 }
 
 /// Checks a manifest: its format, its signature (and signer, when `expected_signer` is

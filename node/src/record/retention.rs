@@ -4,10 +4,13 @@
 //! Rules, in order:
 //! 1. Never delete a segment that is still being written (the newest video of a camera),
 //!    nor one whose time span overlaps an evidence lock of its camera.
-//! 2. Delete every other segment that ended before `now - max_age`.
-//! 3. Then, while the recordings exceed the quota (less `must_free`, what a full disk
+//! 2. Delete every other segment that ended before `now - max_age` (the camera's own
+//!    maximum age when its policy sets one).
+//! 3. For each camera with its own quota, while its recordings exceed it, delete its
+//!    oldest remaining deletable segment.
+//! 4. Then, while the recordings exceed the quota (less `must_free`, what a full disk
 //!    needs), delete the oldest remaining deletable segment, across all cameras.
-//! 4. If everything deletable is gone and the quota is still exceeded, say by how much
+//! 5. If everything deletable is gone and the quota is still exceeded, say by how much
 //!    and whether locked evidence is the reason. Recording of the newest video goes on
 //!    regardless: the plan never asks to stop it.
 
@@ -52,6 +55,27 @@ pub struct Policy {
     pub max_age: Option<Duration>,
     /// Keep the recordings at or below this many bytes.
     pub quota_bytes: Option<u64>,
+    /// Per-camera overrides: a camera's own maximum age, and its own quota (a share of
+    /// the disk). Cameras not listed follow the shared values.
+    pub cameras: Vec<CameraPolicy>,
+}
+
+/// One camera's own retention.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CameraPolicy {
+    pub camera: String,
+    pub max_age: Option<Duration>,
+    pub quota_bytes: Option<u64>,
+}
+
+impl Policy {
+    fn camera(&self, camera: &str) -> Option<&CameraPolicy> {
+        self.cameras.iter().find(|c| c.camera == camera)
+    }
+}
+
+fn cutoff(now_us: i64, max_age: Duration) -> i64 {
+    now_us.saturating_sub(i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// Why a segment goes.
@@ -122,18 +146,39 @@ pub fn plan(segments: &[SegmentInfo], locks: &[LockedRange], now_us: i64, policy
     let mut delete = Vec::new();
     let mut kept = total;
 
-    if let Some(max_age) = policy.max_age {
-        let age_us = i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX);
-        let cutoff = now_us.saturating_sub(age_us);
-        for &i in &order {
-            if segments[i].to_us < cutoff {
-                deleted[i] = true;
-                kept -= segments[i].bytes;
-                delete.push(Deletion {
-                    index: i,
-                    reason: Reason::Age,
-                });
+    for &i in &order {
+        let s = &segments[i];
+        let max_age = policy.camera(&s.camera).and_then(|c| c.max_age).or(policy.max_age);
+        if max_age.is_some_and(|a| s.to_us < cutoff(now_us, a)) {
+            deleted[i] = true;
+            kept -= s.bytes;
+            delete.push(Deletion {
+                index: i,
+                reason: Reason::Age,
+            });
+        }
+    }
+
+    for cam in &policy.cameras {
+        let Some(quota) = cam.quota_bytes else { continue };
+        let mut cam_kept: u64 = (0..segments.len())
+            .filter(|&i| segments[i].camera == cam.camera && !deleted[i])
+            .map(|i| segments[i].bytes)
+            .fold(0, u64::saturating_add);
+        for &i in order.iter().filter(|&&i| segments[i].camera == cam.camera) {
+            if cam_kept <= quota {
+                break;
             }
+            if deleted[i] {
+                continue;
+            }
+            deleted[i] = true;
+            kept -= segments[i].bytes;
+            cam_kept -= segments[i].bytes;
+            delete.push(Deletion {
+                index: i,
+                reason: Reason::Quota,
+            });
         }
     }
 
@@ -268,7 +313,7 @@ mod tests {
         let segs = vec![seg("a", 0, 99, 10), seg("a", 100, 199, 10), seg("a", 200, 299, 10)];
         let policy = Policy {
             max_age: Some(Duration::from_micros(850)),
-            quota_bytes: None,
+            ..Default::default()
         };
         let p = plan(&segs, &[], 1000, &policy, 0);
         assert_eq!(
@@ -293,6 +338,47 @@ mod tests {
             ]
         );
         assert!(!p.exceeded_by_locked);
+    }
+
+    #[test]
+    fn a_camera_quota_and_age_apply_to_that_camera_only() {
+        let segs = vec![
+            seg("a", 0, 99, 10),
+            seg("b", 50, 149, 10),
+            seg("a", 100, 199, 10),
+            seg("b", 150, 249, 10),
+            seg("a", 200, 299, 10),
+        ];
+        let policy = Policy {
+            quota_bytes: Some(100),
+            cameras: vec![
+                CameraPolicy {
+                    camera: "a".into(),
+                    quota_bytes: Some(15),
+                    max_age: None,
+                },
+                CameraPolicy {
+                    camera: "b".into(),
+                    quota_bytes: None,
+                    max_age: Some(Duration::from_micros(800)),
+                },
+            ],
+            ..Default::default()
+        };
+        let p = plan(&segs, &[], 1000, &policy, 0);
+        // b's first segment is too old for b (ended at 149 < 1000 - 800); a keeps its
+        // newest 10 bytes of its 15-byte share.
+        assert_eq!(deleted(&p), vec![0, 1, 2]);
+        assert_eq!(p.kept_bytes, 20);
+        // A lock protects inside a camera quota too.
+        let locks = [LockedRange {
+            camera: "a".into(),
+            from_us: 0,
+            to_us: 10,
+        }];
+        let p = plan(&segs, &locks, 1000, &policy, 0);
+        // (Not the segment being written, in real life: that one is `open`.)
+        assert_eq!(deleted(&p), vec![1, 2, 4]);
     }
 
     fn arb_segments() -> impl Strategy<Value = Vec<SegmentInfo>> {
@@ -342,7 +428,7 @@ mod tests {
             must_free in prop_oneof![Just(0u64), 0u64..5_000],
             now in 0i64..20_000,
         ) {
-            let policy = Policy { max_age: max_age.map(Duration::from_micros), quota_bytes: quota };
+            let policy = Policy { max_age: max_age.map(Duration::from_micros), quota_bytes: quota, cameras: Vec::new() };
             let p = plan(&segs, &locks, now, &policy, must_free);
             let total: u64 = segs.iter().map(|s| s.bytes).sum();
             let del: Vec<usize> = deleted(&p);

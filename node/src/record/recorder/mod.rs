@@ -37,6 +37,7 @@ use camesh_proto::MediaFrame;
 use tracing::{info, warn};
 
 use super::index::{CheckReport, Index, IndexError, OpenReport};
+pub use super::retention::CameraPolicy;
 use super::segment::{valid_camera_id, SegmentError, MAX_KEY_LEN, MAX_RECORD_LEN};
 use super::EvidenceLock;
 use crate::media::CodecParams;
@@ -67,6 +68,8 @@ pub struct RecorderConfig {
     /// Retention by size of all recordings (`None`: no quota; a full disk still frees
     /// the oldest).
     pub quota_bytes: Option<u64>,
+    /// Per-camera retention (own maximum age, own share of the disk).
+    pub cameras: Vec<CameraPolicy>,
     /// How often retention runs (it also runs at once when the disk is full).
     pub retention_interval: Duration,
     /// On a full disk, free this much beyond the write that failed, so the next writes
@@ -90,6 +93,7 @@ impl Default for RecorderConfig {
             max_segment_bytes: 1 << 30,
             max_age: None,
             quota_bytes: None,
+            cameras: Vec::new(),
             retention_interval: Duration::from_secs(30),
             // 256 MiB: a minute of 16 cameras at 2 Mbit/s per deletion round.
             disk_full_headroom: 256 << 20,
@@ -289,6 +293,7 @@ enum Cmd {
         to_us: i64,
         reason: String,
     },
+    Policies(Vec<CameraPolicy>),
     Flush(Reply<()>),
     Retention(Reply<RetentionReport>),
     Close(Reply<()>),
@@ -322,6 +327,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::Codec { .. } => "Codec",
             Cmd::Key { .. } => "Key",
             Cmd::Gap { .. } => "Gap",
+            Cmd::Policies(_) => "Policies",
             Cmd::Flush(_) => "Flush",
             Cmd::Retention(_) => "Retention",
             Cmd::Close(_) => "Close",
@@ -502,6 +508,11 @@ impl Recorder {
             to_us: to_us.max(from_us),
             reason: reason.to_owned(),
         })
+    }
+
+    /// Replaces the per-camera retention (cameras found later, e.g. by tag).
+    pub fn set_camera_policies(&self, cameras: Vec<CameraPolicy>) -> Result<(), RecordError> {
+        self.tx.send(Cmd::Policies(cameras)).map_err(|_| RecordError::Stopped)
     }
 
     fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, RecordError> {

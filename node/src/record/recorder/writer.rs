@@ -124,6 +124,7 @@ impl Writer {
                     let rec = Record::Gap { from_us, to_us, reason };
                     self.append_to(&camera, &rec, from_us);
                 }
+                Some(Cmd::Policies(cameras)) => self.config.cameras = cameras,
                 Some(Cmd::Flush(reply)) => {
                     self.sync_all();
                     let r = self.index.flush().map_err(|e| e.to_string());
@@ -473,6 +474,7 @@ impl Writer {
         let policy = Policy {
             max_age: self.config.max_age,
             quota_bytes: self.config.quota_bytes,
+            cameras: self.config.cameras.clone(),
         };
         let plan = retention::plan(&infos, &locks, now_unix_us(), &policy, must_free);
         let mut report = RetentionReport {

@@ -1,0 +1,205 @@
+//! The `nvr` role: records the fleet's cameras and serves the recordings over the mesh.
+//!
+//! ```text
+//! camera ──/camesh/media/1──► recording task (one per camera) ──► record::Recorder ──► segments + index
+//!                              (sealed frames, keys wrapped by keystore)
+//! mesh play/recordings/export/lock ──/camesh/nvr/1──► serve ──► record::{playback, export, manifest}
+//! ```
+//!
+//! - [`select`] (pure): which cameras `[[nvr.record]]` names (by id, `*` or tag) and each
+//!   one's retention (age, share of the quota).
+//! - [`recording`]: one task per camera; subscribes like any viewer with a grant that
+//!   carries the `record` right, records continuously, records gaps and resubscribes.
+//! - [`keystore`]: the NVR's storage key; frames stay encrypted at rest, media keys are
+//!   stored wrapped under it.
+//! - [`serve`]: `/camesh/nvr/1`, checked against grants (`playback` to play and list,
+//!   `export` to export and lock); [`client`]: the asking side, for `mesh`.
+//!
+//! Export manifests (see [`serve`]): per-segment SHA-256 hashes, signed with the NVR's node
+//! key, carrying the NVR's fleet membership certificate; `mesh verify` checks the
+//! signature, the certificate against the fleet root (role nvr), every segment and the
+//! MP4. The frames inside the segments are the camera's AEAD ciphertext with the header
+//! as associated data: the NVR holds the media keys, so this attests the NVR's custody
+//! of what it received, not the camera's own signature (see DESIGN.md "Recording").
+//!
+//! The recorder's writer is a thread (file IO, fsync); the tasks here only move frames
+//! into its bounded queue (never blocking) and read files in `spawn_blocking`.
+
+pub mod client;
+pub mod keystore;
+pub mod recording;
+pub mod select;
+pub mod serve;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::NvrSection;
+use crate::node::NodeHandle;
+use crate::record::recorder::CameraPolicy;
+use crate::record::{RecordError, Recorder};
+use keystore::{KeyStore, KeyStoreError};
+use recording::CameraCounters;
+
+/// The NVR protocol.
+pub const NVR_PROTOCOL: &str = "/camesh/nvr/1";
+/// How often tag and `*` rules look for new cameras.
+const DISCOVER_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NvrError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    KeyStore(#[from] KeyStoreError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("cannot serve {NVR_PROTOCOL}: {0}")]
+    Protocol(String),
+    #[error("the recorder could not be opened: {0}")]
+    Join(String),
+}
+
+/// What the NVR shares between its tasks.
+#[derive(Debug)]
+pub struct NvrState {
+    pub recorder: Arc<Recorder>,
+    pub keys: KeyStore,
+    pub(crate) signer: Keypair,
+    /// This node's membership certificate (hex), put into export manifests.
+    pub(crate) cert_hex: String,
+    pub section: NvrSection,
+    pub folder: PathBuf,
+    pub cameras: Mutex<HashMap<String, Arc<CameraCounters>>>,
+}
+
+/// A running NVR (dropping it does not stop it; call [`Nvr::stop`]).
+#[derive(Debug, Clone)]
+pub struct Nvr {
+    pub state: Arc<NvrState>,
+    cancel: CancellationToken,
+}
+
+impl Nvr {
+    /// Opens the recordings (recovering from an unclean shutdown), starts recording the
+    /// configured cameras and serves `/camesh/nvr/1`.
+    pub async fn start(node: &NodeHandle, section: NvrSection, data_dir: &Path) -> Result<Nvr, NvrError> {
+        let folder = if section.recordings_dir.as_os_str().is_empty() {
+            data_dir.join("recordings")
+        } else {
+            section.recordings_dir.clone()
+        };
+        let config = select::recorder_config(&section);
+        let open_in = folder.clone();
+        let recorder = tokio::task::spawn_blocking(move || Recorder::open(&open_in, config))
+            .await
+            .map_err(|e| NvrError::Join(e.to_string()))??;
+        if let Some(check) = &recorder.recovery().check {
+            info!(folder = %folder.display(), files = check.files, clean = check.is_clean(), "recordings checked after an unclean shutdown");
+        }
+        let state = Arc::new(NvrState {
+            recorder: Arc::new(recorder),
+            keys: KeyStore::load_or_create(data_dir)?,
+            signer: crate::identity::load_or_create(data_dir)?,
+            cert_hex: node
+                .trust()
+                .own_cert()
+                .map(|c| crate::record::manifest::cert_hex(&c))
+                .unwrap_or_default(),
+            section,
+            folder,
+            cameras: Mutex::new(HashMap::new()),
+        });
+        let cancel = CancellationToken::new();
+        let incoming = node
+            .stream_control()
+            .accept(libp2p::StreamProtocol::new(NVR_PROTOCOL))
+            .map_err(|e| NvrError::Protocol(e.to_string()))?;
+        tokio::spawn(serve::run(node.clone(), state.clone(), incoming, cancel.child_token()));
+        tokio::spawn(supervise(node.clone(), state.clone(), cancel.child_token()));
+        info!(folder = %state.folder.display(), rules = state.section.records.len(), "NVR started");
+        Ok(Nvr { state, cancel })
+    }
+
+    /// Cameras being recorded.
+    pub fn cameras(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .state
+            .cameras
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Stops recording and closes the recorder (seals segments, marks the index clean).
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let rec = self.state.recorder.clone();
+        let _ = tokio::task::spawn_blocking(move || rec.flush()).await;
+    }
+}
+
+/// Starts a recording task for each camera the rules name, now and as cameras appear.
+async fn supervise(node: NodeHandle, state: Arc<NvrState>, cancel: CancellationToken) {
+    let rules = state.section.records.clone();
+    let mut policies: HashMap<String, CameraPolicy> = HashMap::new();
+    let start = |camera: &str, tags: &[String], policies: &mut HashMap<String, CameraPolicy>| {
+        let Some(rule) = select::rule_for(&rules, camera, tags) else {
+            return;
+        };
+        let mut cams = state.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        if cams.contains_key(camera) {
+            return;
+        }
+        let counters = Arc::new(CameraCounters::default());
+        cams.insert(camera.to_owned(), counters.clone());
+        policies.insert(camera.to_owned(), select::camera_policy(&state.section, rule, camera));
+        tokio::spawn(recording::run(
+            node.clone(),
+            state.recorder.clone(),
+            state.keys.clone(),
+            camera.to_owned(),
+            counters,
+            cancel.child_token(),
+        ));
+    };
+    for camera in select::named_cameras(&rules) {
+        start(&camera, &[], &mut policies);
+    }
+    let set = |p: &HashMap<String, CameraPolicy>| {
+        if let Err(e) = state.recorder.set_camera_policies(p.values().cloned().collect()) {
+            warn!(error = %e, "retention policies not applied");
+        }
+    };
+    set(&policies);
+    if !select::needs_discovery(&rules) {
+        return;
+    }
+    loop {
+        let found = tokio::select! {
+            f = node.discover_cameras(Duration::from_secs(2)) => f,
+            _ = cancel.cancelled() => return,
+        };
+        let before = policies.len();
+        for e in found {
+            start(&e.announcement.camera_id, &e.announcement.tags, &mut policies);
+        }
+        if policies.len() != before {
+            set(&policies);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DISCOVER_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}

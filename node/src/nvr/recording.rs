@@ -1,0 +1,165 @@
+//! One camera's recording task (IO): subscribe like any viewer with a grant carrying the
+//! `record` right, store every frame as it arrives (sealed), wrap each media key for
+//! storage, and when the camera drops, record the gap and subscribe again with backoff.
+//!
+//! Frames are checked (AEAD-opened) before they are stored: a forwarder or relay that
+//! alters a frame breaks the stream rather than planting video in the recording. The
+//! plaintext is dropped at once; the stored payload is the ciphertext as received.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use camesh_proto::pb;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::keystore::KeyStore;
+use crate::auth::{signed, Rights};
+use crate::media::CodecParams;
+use crate::node::NodeHandle;
+use crate::record::Recorder;
+use crate::stream::watch::next_backoff;
+
+/// Counters of one recorded camera.
+#[derive(Debug, Default)]
+pub struct CameraCounters {
+    pub frames: AtomicU64,
+    pub dropped: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub gaps: AtomicU64,
+}
+
+pub(crate) fn codec_params(c: &pb::CodecConfig) -> CodecParams {
+    CodecParams {
+        sps: c.sps.clone(),
+        pps: c.pps.clone(),
+        width: c.width,
+        height: c.height,
+        profile_idc: u8::try_from(c.profile_idc).unwrap_or(0),
+        level_idc: u8::try_from(c.level_idc).unwrap_or(0),
+        fps_num: c.fps_num,
+        fps_den: c.fps_den,
+    }
+}
+
+/// Records `camera` until `cancel`.
+pub(crate) async fn run(
+    node: NodeHandle,
+    rec: Arc<Recorder>,
+    keys: KeyStore,
+    camera: String,
+    counters: Arc<CameraCounters>,
+    cancel: CancellationToken,
+) {
+    // The end of what is on disk already: a restart is a gap too.
+    let mut last_us = rec
+        .index()
+        .camera_segments(&camera)
+        .ok()
+        .and_then(|segs| segs.iter().filter_map(|s| s.last_us).max());
+    let mut why = String::from("the NVR was not recording");
+    let mut backoff = Duration::ZERO;
+    let mut failures = 0u32;
+    loop {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let Some(grant) = node.trust().grant_for(&camera, Rights::RECORD) else {
+            if failures == 0 {
+                warn!(%camera, "no grant with the record right for this camera: ask a fleet admin (mesh grant <nvr peer id> --cameras {camera} --rights live,record)");
+            }
+            failures += 1;
+            backoff = next_backoff(backoff, Duration::from_secs(1), Duration::from_secs(10));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => continue,
+                _ = cancel.cancelled() => return,
+            }
+        };
+        let req = pb::StreamRequest {
+            camera_id: camera.clone(),
+            profile: pb::Profile::Main as i32,
+            mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
+            grant: signed::encode(&grant),
+            max_frame_bytes: 0,
+            user_agent: format!("camesh-nvr/{}", env!("CARGO_PKG_VERSION")),
+        };
+        let sub = tokio::select! {
+            r = node.subscribe_camera(&camera, None, req) => r,
+            _ = cancel.cancelled() => return,
+        };
+        match sub {
+            Ok(mut sub) => {
+                failures = 0;
+                backoff = Duration::ZERO;
+                counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+                info!(%camera, peer = %sub.peer, "recording");
+                if let Some(c) = &sub.accept.codec {
+                    if let Err(e) = rec.set_codec(&camera, &codec_params(c)) {
+                        warn!(%camera, error = %e, "codec configuration not recorded");
+                    }
+                }
+                let mut first = true;
+                why = loop {
+                    let next = tokio::select! {
+                        r = sub.next_sealed() => r,
+                        _ = cancel.cancelled() => return,
+                    };
+                    let frame = match next {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break format!("{} ended the stream", sub.peer),
+                        Err(e) => break e.to_string(),
+                    };
+                    match sub.learn_key(&frame) {
+                        Ok(true) => {
+                            let epoch = frame.header.key_epoch;
+                            let wrapped = keys.wrap(&camera, epoch, &frame.header.new_key);
+                            if let Err(e) = rec.write_key(&camera, epoch, wrapped) {
+                                warn!(%camera, epoch, error = %e, "media key not recorded: frames of this epoch cannot be played");
+                            }
+                            continue;
+                        }
+                        Ok(false) => {}
+                        Err(e) => break e.to_string(),
+                    }
+                    if let Err(e) = sub.open(&frame) {
+                        break e.to_string();
+                    }
+                    let capture = frame.header.capture_unix_us;
+                    if first {
+                        first = false;
+                        if let Some(from) = last_us.filter(|&t| t < capture) {
+                            counters.gaps.fetch_add(1, Ordering::Relaxed);
+                            if let Err(e) = rec.write_gap(&camera, from, capture, &why) {
+                                debug!(%camera, error = %e, "gap marker not recorded");
+                            }
+                        }
+                    }
+                    match rec.write(&camera, &frame) {
+                        Ok(()) => {
+                            counters.frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            debug!(%camera, error = %e, "frame not recorded");
+                        }
+                    }
+                    last_us = Some(capture);
+                };
+                warn!(%camera, reason = %why, "camera dropped; recording the gap and subscribing again");
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(30) {
+                    warn!(%camera, error = %e, failures, "cannot subscribe to the camera; retrying");
+                }
+                why = format!("camera unreachable: {e}");
+            }
+        }
+        backoff = next_backoff(backoff, Duration::from_millis(200), Duration::from_secs(2));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
