@@ -30,6 +30,13 @@ pub struct Args {
     /// Ask this peer only.
     #[arg(long)]
     peer: Option<PeerId>,
+    /// Also consider this forwarder (repeatable): the best route is used, with failover
+    /// and make-before-break switching between the camera's node and the forwarders.
+    #[arg(long)]
+    via: Vec<PeerId>,
+    /// Prefer the forwarders over the direct route (spare the camera's uplink).
+    #[arg(long)]
+    prefer_via: bool,
     /// No stats on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -51,7 +58,13 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     let mut opts = WatchOptions::new(args.camera.clone());
     opts.peer = args.peer;
     opts.user_agent = format!("mesh/{} watch", env!("CARGO_PKG_VERSION"));
-    let mut events = node.watch(opts, cancel.clone());
+    let mut events = if args.via.is_empty() {
+        node.watch(opts, cancel.clone())
+    } else {
+        let mut routes = camesh_node::relay::multipath::RouteOptions::via(args.via.clone());
+        routes.prefer_via = args.prefer_via;
+        node.watch_routes(opts, routes, cancel.clone())
+    };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut stats = LiveStats::new(2000);
     let mut last_print = Instant::now();

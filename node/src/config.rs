@@ -39,6 +39,31 @@ pub struct Config {
     /// What an NVR node records and keeps (role `nvr`).
     #[serde(skip_serializing_if = "NvrSection::is_default")]
     pub nvr: NvrSection,
+    /// Other nodes' cameras this node re-serves, sealed (application-level forwarding;
+    /// needs a `forward` or `live` grant for each).
+    #[serde(rename = "forward", skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<ForwardConfig>,
+}
+
+/// One camera stream to forward: `camera` from `from` (its node, or another forwarder).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    pub camera: String,
+    /// The upstream's address ending in `/p2p/<peer id>`, or just `/p2p/<peer id>` when
+    /// discovery knows where it is.
+    pub from: Multiaddr,
+    /// `main` (the default) or `sub`.
+    #[serde(default)]
+    pub profile: ForwardProfile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardProfile {
+    #[default]
+    Main,
+    Sub,
 }
 
 /// The NVR role: where recordings go, how durable they are, and what to record with
@@ -294,6 +319,7 @@ impl Config {
             limits: Limits::default(),
             cameras: Vec::new(),
             nvr: NvrSection::default(),
+            forwards: Vec::new(),
         }
     }
 
@@ -415,6 +441,20 @@ impl Config {
                         format!("{} is not a readable file (or an rtsp:// URL)", source.display()),
                     ));
                 }
+            }
+        }
+        for (i, f) in self.forwards.iter().enumerate() {
+            if !valid_id(&f.camera) {
+                return Err(invalid(
+                    format!("forward[{i}].camera"),
+                    format!("{:?} is not a camera id", f.camera),
+                ));
+            }
+            if crate::net::split_p2p(f.from.clone()).0.is_none() {
+                return Err(invalid(
+                    format!("forward[{i}].from"),
+                    format!("{} does not end in /p2p/<peer id>", f.from),
+                ));
             }
         }
         self.validate_nvr()?;

@@ -210,7 +210,7 @@ impl Node {
             shutdown.child_token(),
         ));
         info!(peer = %peer_id, role = %config.node.role, fleet = %config.node.fleet_id, cameras = hubs.ids().len(), "node started");
-        Ok(NodeHandle {
+        let handle = NodeHandle {
             peer_id,
             config,
             net,
@@ -220,7 +220,11 @@ impl Node {
             slots,
             trust,
             shutdown,
-        })
+        };
+        for f in &handle.config.forwards {
+            tokio::spawn(crate::relay::forward::keep(handle.clone(), f.clone()));
+        }
+        Ok(handle)
     }
 }
 

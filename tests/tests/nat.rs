@@ -577,7 +577,8 @@ fn symmetric_nat_video_stays_on_the_relay_for_minutes() {
 }
 
 /// The relay carrying the video is killed (SIGKILL): the viewer notices the silence,
-/// drops the dead path and resumes through the camera's second relay.
+/// drops the dead path and resumes through the camera's second relay. When the relay
+/// comes back, the camera holds a reservation on it again.
 #[test]
 fn viewer_resumes_through_another_relay_when_the_relay_dies() {
     if skip("viewer_resumes_through_another_relay_when_the_relay_dies") {
@@ -635,7 +636,19 @@ fn viewer_resumes_through_another_relay_when_the_relay_dies() {
     );
     let (_, repeats) = log.holes_and_repeats();
     assert_eq!(repeats, 0, "frames repeated after resuming");
-    drop(cam);
+    // The relay restarts (same identity): the camera dials it again and re-reserves.
+    let r1 = relay_node(dir.path(), "relay1", &r1_host);
+    let again = format!("relay reservation accepted relay={}", r1.peer);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while cam.proc.output().matches(&again).count() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        cam.proc.output().matches(&again).count(),
+        2,
+        "no reservation on the restarted relay:\n{}",
+        cam.proc.output()
+    );
 }
 
 /// 10% packet loss each way on the camera's link (camera and viewer behind cone NATs,
@@ -711,7 +724,7 @@ fn video_plays_through_loss_and_a_squeezed_link_with_bounded_latency() {
     assert!(n_s >= 10, "video stopped on the squeezed link:\n{out}");
     assert!(max_l < 2_000.0, "latency grew to {max_l} ms at 10% loss");
     // Bounded, not growing: no backlog of tens of seconds builds up.
-    assert!(max_s < 4_000.0, "latency grew to {max_s} ms on the squeezed link");
+    assert!(max_s < 5_000.0, "latency grew to {max_s} ms on the squeezed link");
     assert!(skips_s > 0, "a link slower than the stream, and nothing was skipped?");
     drop(cam);
 }

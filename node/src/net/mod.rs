@@ -51,6 +51,9 @@ const RELAYED_GRACE: Duration = Duration::from_secs(5);
 /// How long a probe connection (a second circuit, opened to run the hole punch again)
 /// lives when the punch does not succeed: DCUtR's three attempts fit well within it.
 const PROBE_LIFETIME: Duration = Duration::from_secs(20);
+/// How often configured relays we are not connected to are dialed again (a relay that
+/// restarted gets our reservation back once it is up).
+const RELAY_REDIAL: Duration = Duration::from_secs(5);
 
 /// When to try the hole punch again for a peer reached only through a relay, after
 /// `attempts` tries: 10 s, 20 s, 40 s … up to 5 min. The first punch (DCUtR, as the
@@ -196,7 +199,12 @@ impl NetHandle {
     /// has checked our certificate (the exchange runs right after connecting to it);
     /// otherwise the first circuit request would race the check and be refused.
     pub async fn connect(&self, peer: Option<PeerId>, addrs: Vec<Multiaddr>) -> Result<PeerId, NetError> {
-        let relays: Vec<(PeerId, Multiaddr)> = addrs.iter().filter_map(circuit_relay).collect();
+        // (Without a certificate of our own there is nothing to wait for.)
+        let relays: Vec<(PeerId, Multiaddr)> = if self.trust.own_cert().is_some() {
+            addrs.iter().filter_map(circuit_relay).collect()
+        } else {
+            Vec::new()
+        };
         for (relay, relay_addr) in relays {
             if self.trust.member(&relay).is_some() {
                 continue;
@@ -298,6 +306,8 @@ struct NetTask {
     dial_by_conn: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>,
     provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
     last_provide: Option<Instant>,
+    /// When configured relays we lost are dialed next.
+    relay_redial_at: Instant,
 }
 
 /// Starts listening and spawns the swarm task. Returns once listen addresses are bound.
@@ -342,6 +352,7 @@ pub(crate) async fn spawn(
         dial_by_conn: HashMap::new(),
         provider_queries: HashMap::new(),
         last_provide: None,
+        relay_redial_at: Instant::now() + RELAY_REDIAL,
     };
     // Wait until every listener has an address (QUIC/TCP bind is immediate on success).
     let wanted = config.node.listen.len();
@@ -398,6 +409,7 @@ impl NetTask {
                 _ = housekeeping.tick() => {
                     self.close_superseded_relays();
                     self.repunch();
+                    self.redial_relays();
                 }
                 _ = shutdown.cancelled() => break,
             }
@@ -876,6 +888,26 @@ impl NetTask {
         for (peer, id) in close {
             info!(%peer, "closing a relayed connection: a direct path has taken over");
             self.swarm.close_connection(id);
+        }
+    }
+
+    /// Dials configured relays we are not connected to (bootstrap dialed them once); the
+    /// membership check that follows a connection renews the reservation.
+    fn redial_relays(&mut self) {
+        let now = Instant::now();
+        if now < self.relay_redial_at {
+            return;
+        }
+        self.relay_redial_at = now + RELAY_REDIAL;
+        for relay in self.config.node.relays.clone() {
+            let (Some(peer), addr) = split_p2p(relay) else {
+                continue;
+            };
+            if !self.swarm.is_connected(&peer) {
+                debug!(relay = %peer, "dialing a configured relay again");
+                let (tx, _rx) = oneshot::channel();
+                self.connect(Some(peer), vec![addr], tx);
+            }
         }
     }
 

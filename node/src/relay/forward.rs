@@ -212,3 +212,33 @@ async fn run(node: NodeHandle, h: ForwardHandle, first: Subscription, grant: pb:
     node.hubs().remove_forwarded(h.profile, &h.hub);
     info!(camera = %h.camera, upstream = %h.upstream, "forwarding stopped");
 }
+
+/// Keeps a configured forwarding (`[[forward]]` in the config) running: starts it once
+/// its upstream answers (retrying with backoff: the upstream may start later), after
+/// which [`run`] keeps it going.
+pub async fn keep(node: NodeHandle, cfg: crate::config::ForwardConfig) {
+    let (peer, addr) = crate::net::split_p2p(cfg.from.clone());
+    let Some(peer) = peer else { return };
+    let profile = match cfg.profile {
+        crate::config::ForwardProfile::Main => pb::Profile::Main,
+        crate::config::ForwardProfile::Sub => pb::Profile::Sub,
+    };
+    let addrs: Vec<_> = (!addr.is_empty()).then_some(addr).into_iter().collect();
+    let shutdown = node.shutdown_token();
+    let mut backoff = Duration::ZERO;
+    loop {
+        if let Err(e) = node.net().connect(Some(peer), addrs.clone()).await {
+            warn!(camera = %cfg.camera, upstream = %peer, error = %e, "cannot reach the upstream to forward from");
+        } else {
+            match start(&node, &cfg.camera, peer, profile).await {
+                Ok(_) => return,
+                Err(e) => warn!(camera = %cfg.camera, upstream = %peer, error = %e, "forwarding not started"),
+            }
+        }
+        backoff = next_backoff(backoff, Duration::from_millis(500), Duration::from_secs(30));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
