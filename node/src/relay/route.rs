@@ -107,22 +107,34 @@ pub async fn subscribe_via(
     Ok(sub)
 }
 
-/// How the connection to a peer is made, from what the swarm reports.
+/// The relay named in a circuit address: the peer just before `/p2p-circuit`.
+fn relay_in(a: &Multiaddr) -> Option<PeerId> {
+    let parts: Vec<_> = a.iter().collect();
+    parts.windows(2).find_map(|w| match (&w[0], &w[1]) {
+        (Protocol::P2p(r), Protocol::P2pCircuit) => Some(*r),
+        _ => None,
+    })
+}
+
+/// How the connection to a peer is made, from what the swarm reports: the open
+/// connections (a direct one wins), else the addresses dialed.
 pub fn link_of(summary: Option<&PeerSummary>) -> Link {
     let Some(s) = summary.filter(|s| s.connected) else {
         return Link::Unknown;
     };
     let circuit = |a: &Multiaddr| a.iter().any(|p| p == Protocol::P2pCircuit);
+    if !s.connections.is_empty() {
+        if s.connections.iter().any(|c| !c.relayed) {
+            return Link::Direct;
+        }
+        return s
+            .connections
+            .iter()
+            .find_map(|c| relay_in(&c.addr))
+            .map_or(Link::Unknown, Link::Relayed);
+    }
     if !s.addrs.is_empty() && s.addrs.iter().all(circuit) {
-        // The relay is the peer named just before `/p2p-circuit`.
-        let relay = s.addrs.iter().find_map(|a| {
-            let parts: Vec<_> = a.iter().collect();
-            parts.windows(2).find_map(|w| match (&w[0], &w[1]) {
-                (Protocol::P2p(r), Protocol::P2pCircuit) => Some(*r),
-                _ => None,
-            })
-        });
-        return relay.map_or(Link::Unknown, Link::Relayed);
+        return s.addrs.iter().find_map(relay_in).map_or(Link::Unknown, Link::Relayed);
     }
     Link::Direct
 }
@@ -172,4 +184,45 @@ pub async fn forwarders(node: &NodeHandle, camera: &str, profile: pb::Profile) -
     }
     found.sort_by_key(|(p, _)| *p);
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::ConnPath;
+
+    fn summary(connected: bool, conns: &[(&str, bool)]) -> PeerSummary {
+        PeerSummary {
+            peer: PeerId::random(),
+            connected,
+            addrs: Vec::new(),
+            rtt: None,
+            agent: String::new(),
+            fleet_protocol: String::new(),
+            connections: conns
+                .iter()
+                .map(|(a, relayed)| ConnPath {
+                    addr: a.parse().expect("multiaddr"),
+                    relayed: *relayed,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn links_are_direct_relayed_or_unknown() {
+        let relay = PeerId::random();
+        let circuit = format!("/ip4/10.0.0.1/udp/4001/quic-v1/p2p/{relay}/p2p-circuit");
+        assert_eq!(link_of(None), Link::Unknown);
+        assert_eq!(link_of(Some(&summary(false, &[]))), Link::Unknown);
+        assert_eq!(link_of(Some(&summary(true, &[(&circuit, true)]))), Link::Relayed(relay));
+        // A hole punch added a direct connection next to the circuit: direct wins.
+        assert_eq!(
+            link_of(Some(&summary(
+                true,
+                &[(&circuit, true), ("/ip4/1.2.3.4/udp/5/quic-v1", false)]
+            ))),
+            Link::Direct
+        );
+    }
 }
