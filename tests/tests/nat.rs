@@ -728,3 +728,56 @@ fn video_plays_through_loss_and_a_squeezed_link_with_bounded_latency() {
     assert!(skips_s > 0, "a link slower than the stream, and nothing was skipped?");
     drop(cam);
 }
+
+/// The camera (behind a symmetric NAT, so only reachable through the relay) is killed
+/// and started again: it reserves a relay slot anew and the viewer, which noticed the
+/// silence, reaches it through the relay again by itself.
+#[test]
+fn viewer_resumes_when_a_camera_behind_nat_restarts() {
+    if skip("viewer_resumes_when_a_camera_behind_nat_restarts") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lab = NatLab::new("cr").expect("lab");
+    let relay_host = lab.public("relay").expect("relay host");
+    let cam_site = lab.behind_nat("cam", Nat::Symmetric).expect("camera NAT");
+    let view_site = lab.behind_nat("view", Nat::Cone).expect("viewer NAT");
+    let relay = relay_node(dir.path(), "relay", &relay_host);
+    let mut cam = camera_node(dir.path(), &cam_site.host, &[&relay], CLIP);
+    let (mut viewer, frames) = watch(
+        dir.path(),
+        "viewer",
+        &view_site.host,
+        &[relay.addr.clone(), circuit(&relay, &cam)],
+        25,
+    );
+    assert!(
+        wait_frames(&frames, 90, Duration::from_secs(30)),
+        "no video over the relay:\n{}",
+        viewer.output()
+    );
+    cam.proc.kill();
+    let killed = now_us();
+    let cam = camera_node(dir.path(), &cam_site.host, &[&relay], CLIP);
+    let restarted = now_us();
+    let status = viewer.wait_exit(Duration::from_secs(60));
+    let out = viewer.output();
+    let log = read_frames(&frames);
+    let (gap, resumed_at) = log.max_gap_after(killed);
+    let after = log.frames.iter().filter(|f| f.recv_us > resumed_at).count();
+    println!(
+        "camera restarted behind NAT: back up (reserved) {:.2}s after the kill; video resumed {:.2}s after the \
+         kill, {:.2}s after the camera was back; {after} frames after",
+        (restarted - killed) as f64 / 1e6,
+        (resumed_at - killed) as f64 / 1e6,
+        (resumed_at - restarted) as f64 / 1e6,
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "mesh watch failed: {status:?}\n{out}"
+    );
+    assert!(resumed_at > restarted, "no video after the restart:\n{out}");
+    assert!(gap < Duration::from_secs(10), "resumed only after {gap:?}:\n{out}");
+    assert!(after >= 90, "only {after} frames after resuming:\n{out}");
+    drop(cam);
+}
