@@ -326,22 +326,34 @@ async fn cameras(node: &NodeHandle, timeout: Duration, json: bool) -> Result<()>
 async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
     tokio::time::sleep(timeout).await;
     let peers = node.peers().await?;
+    // What each peer re-serves (application-level forwarding), for the FORWARDS column.
+    let forwarding = camesh_node::relay::route::forwarding(node).await;
     println!(
-        "{:<54} {:<10} {:<8} {:>8} {:<22} ADDRESS",
-        "PEER", "STATE", "PATH", "RTT", "AGENT"
+        "{:<54} {:<10} {:<24} {:>8} {:<22} {:<24} ADDRESS",
+        "PEER", "STATE", "PATH", "RTT", "AGENT", "FORWARDS"
     );
     for p in peers {
         // The address of the connection in use (direct first), else the last one dialed.
         let addr = p.connections.first().map(|c| &c.addr).or(p.addrs.first());
+        let forwards: Vec<String> = forwarding
+            .iter()
+            .filter(|(peer, _)| *peer == p.peer)
+            .map(|(_, f)| format!("{} ({} viewers)", f.camera_id, f.viewers))
+            .collect();
         println!(
-            "{:<54} {:<10} {:<8} {:>8} {:<22} {}",
+            "{:<54} {:<10} {:<24} {:>8} {:<22} {:<24} {}",
             p.peer,
             if p.connected { "connected" } else { "known" },
-            p.path(),
+            path::link_text(camesh_node::relay::route::link_of(Some(&p))),
             p.rtt
                 .map(|r| format!("{:.1}ms", r.as_secs_f64() * 1000.0))
                 .unwrap_or_else(|| "-".into()),
             truncate(&p.agent, 22),
+            if forwards.is_empty() {
+                "-".to_string()
+            } else {
+                forwards.join(", ")
+            },
             addr.map(|a| a.to_string()).unwrap_or_default()
         );
     }

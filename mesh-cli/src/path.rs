@@ -36,7 +36,8 @@ pub struct Args {
     pub watch: Option<Duration>,
 }
 
-fn link_text(link: Link) -> String {
+/// How a connection is made, for people: direct, relayed via …X, not connected.
+pub fn link_text(link: Link) -> String {
     match link {
         Link::Direct => "direct".into(),
         Link::Relayed(r) => format!("relayed via {}", short(&r)),

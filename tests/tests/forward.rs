@@ -783,6 +783,27 @@ async fn mesh_path_shows_the_direct_route_and_the_forwarder() {
         stdout.contains(&format!("stream forwarded via {fwd_id}")),
         "the stream comes through the forwarder"
     );
+    // `mesh peers`: per peer, how it is connected and what it forwards.
+    let mut cmd = std::process::Command::new(bin("mesh"));
+    cmd.arg("--data-dir")
+        .arg(&data)
+        .args(["--fleet-root", &f.root_text(), "--fleet", "t-fwd8", "--no-mdns"])
+        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]);
+    for a in [&cam_addrs[0], &fwd_addrs[0]] {
+        cmd.arg("-b").arg(a.to_string());
+    }
+    cmd.args(["peers", "--timeout", "2s"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("mesh runs"))
+        .await
+        .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "mesh peers failed");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(&fwd_id))
+        .expect("the forwarder is listed");
+    assert!(row.contains("direct") && row.contains("cam1 ("), "{row}");
     for n in [&fwd, &cam] {
         n.shutdown();
     }

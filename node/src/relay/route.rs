@@ -160,9 +160,9 @@ pub async fn candidates(node: &NodeHandle, owners: &[PeerId], via: &[PeerId], pr
         .collect()
 }
 
-/// Connected fleet members that forward `camera` (`profile`) now, asked over
-/// `/camesh/info/1` in parallel (each answer bounded by the request timeout).
-pub async fn forwarders(node: &NodeHandle, camera: &str, profile: pb::Profile) -> Vec<(PeerId, pb::ForwardedStream)> {
+/// What every connected fleet member forwards now, asked over `/camesh/info/1` in
+/// parallel (each answer bounded by the request timeout).
+pub async fn forwarding(node: &NodeHandle) -> Vec<(PeerId, pb::ForwardedStream)> {
     let peers = node.peers().await.unwrap_or_default();
     let mut asks = tokio::task::JoinSet::new();
     for p in peers.into_iter().filter(|p| p.connected) {
@@ -175,15 +175,19 @@ pub async fn forwarders(node: &NodeHandle, camera: &str, profile: pb::Profile) -
     let mut found = Vec::new();
     while let Some(r) = asks.join_next().await {
         let Ok((peer, Ok(list))) = r else { continue };
-        found.extend(
-            list.forwarding
-                .into_iter()
-                .filter(|f| f.camera_id == camera && f.profile == profile as i32)
-                .map(|f| (peer, f)),
-        );
+        found.extend(list.forwarding.into_iter().map(|f| (peer, f)));
     }
-    found.sort_by_key(|(p, _)| *p);
+    found.sort_by(|(a, f), (b, g)| a.cmp(b).then(f.camera_id.cmp(&g.camera_id)));
     found
+}
+
+/// Connected fleet members that forward `camera` (`profile`) now.
+pub async fn forwarders(node: &NodeHandle, camera: &str, profile: pb::Profile) -> Vec<(PeerId, pb::ForwardedStream)> {
+    forwarding(node)
+        .await
+        .into_iter()
+        .filter(|(_, f)| f.camera_id == camera && f.profile == profile as i32)
+        .collect()
 }
 
 #[cfg(test)]
