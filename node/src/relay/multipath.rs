@@ -25,7 +25,7 @@ use super::route;
 use super::splice::{From, Mark, Splice};
 use crate::node::NodeHandle;
 use crate::stream::client::ClientError;
-use crate::stream::watch::{next_backoff, WatchEvent, WatchOptions};
+use crate::stream::watch::{next_backoff, stall_timeout, WatchEvent, WatchOptions};
 
 /// The routes to consider beyond the camera's own node, and how to choose.
 #[derive(Debug, Clone)]
@@ -35,7 +35,8 @@ pub struct RouteOptions {
     /// Prefer the forwarders over the direct route (a camera on a thin uplink).
     pub prefer_via: bool,
     pub policy: PathPolicy,
-    /// No frame for this long on the current route counts as a failure of the route.
+    /// No frame for this long on the current route counts as a failure of the route
+    /// (at least three frame intervals of a slow camera, from its accept).
     pub stall_timeout: Duration,
     /// How often the route choice is revisited while video flows.
     pub reevaluate_every: Duration,
@@ -88,6 +89,8 @@ struct Feed {
     opened: Instant,
     /// When it became the current route and started to deliver.
     accepted: Option<Instant>,
+    /// Silence this long means the route is dead (at least three frame intervals).
+    stall: Duration,
 }
 
 impl Drop for Feed {
@@ -148,6 +151,7 @@ fn open_feed(node: &NodeHandle, opts: &WatchOptions, route: Route) -> Feed {
         accept: None,
         opened: Instant::now(),
         accepted: None,
+        stall: Duration::ZERO,
     }
 }
 
@@ -238,7 +242,7 @@ impl State {
         let cur = self.current.as_ref()?;
         Some(match cur.accepted {
             None => cur.opened + opening,
-            Some(at) => self.last_frame.map_or(at, |t| t.max(at)) + routes.stall_timeout,
+            Some(at) => self.last_frame.map_or(at, |t| t.max(at)) + cur.stall.max(routes.stall_timeout),
         })
     }
 }
@@ -321,6 +325,8 @@ async fn run_inner(
                     backoff = Duration::ZERO;
                     let gap = if st.interrupted { st.last_frame.map(|t| t.elapsed()) } else { None };
                     info!(camera, %peer, route = ?cur.route, gap_ms = gap.map(|g| g.as_millis() as u64), "video started");
+                    let codec = accept.codec.clone().unwrap_or_default();
+                    cur.stall = stall_timeout(routes.stall_timeout, codec.fps_num, codec.fps_den);
                     cur.accept = Some((peer, accept.clone()));
                     cur.accepted = Some(Instant::now());
                     st.interrupted = false;
@@ -339,6 +345,8 @@ async fn run_inner(
             msg = recv_pending(&mut st.pending) => match msg {
                 Some(FeedMsg::Accepted { peer, accept }) => {
                     if let Some(p) = st.pending.as_mut() {
+                        let codec = accept.codec.clone().unwrap_or_default();
+                        p.stall = stall_timeout(routes.stall_timeout, codec.fps_num, codec.fps_den);
                         p.accept = Some((peer, accept));
                     }
                 }
@@ -353,7 +361,8 @@ async fn run_inner(
                 None => st.abort_switch(camera, "the new route's feed ended"),
             },
             _ = tokio::time::sleep_until(stall_at) => {
-                failure = Some((format!("no video for {:?}", routes.stall_timeout), false));
+                let stall = st.current.as_ref().map_or(routes.stall_timeout, |c| c.stall.max(routes.stall_timeout));
+                failure = Some((format!("no video for {stall:?}"), false));
             }
             _ = tick.tick() => {
                 if let Some(p) = &st.pending {
