@@ -352,6 +352,7 @@ pub async fn run(node: NodeHandle, opts: WatchOptions, tx: mpsc::Sender<WatchEve
 }
 
 /// The consumer went away.
+#[derive(Debug)]
 struct Closed;
 
 /// Hands the consumer the frames that continue its sequence: from the old stream until
@@ -428,6 +429,88 @@ mod tests {
         assert!(!is_replay(&h(101, 5_033), last));
         // A restarted source numbers from 0 again, with newer capture times.
         assert!(!is_replay(&h(0, 9_000), last));
+    }
+
+    fn feed(seqs: impl IntoIterator<Item = u64>) -> Reader {
+        let (tx, rx) = mpsc::channel(64);
+        for seq in seqs {
+            let header = pb::FrameHeader {
+                sequence: seq,
+                capture_unix_us: 1_000_000 + seq as i64 * 33_000,
+                keyframe: seq % 10 == 0,
+                ..Default::default()
+            };
+            tx.try_send(Ok(Some(MediaFrame {
+                header,
+                payload: Default::default(),
+            })))
+            .expect("room");
+        }
+        Reader {
+            peer: PeerId::random(),
+            accept: Default::default(),
+            rx,
+            // Keeps the channel open: the feed is not over, it is just slow.
+            task: tokio::spawn(async move {
+                let _tx = tx;
+                std::future::pending::<()>().await
+            }),
+        }
+    }
+
+    async fn delivered(rx: &mut mpsc::Receiver<WatchEvent>) -> Vec<u64> {
+        let mut v = Vec::new();
+        while let Ok(WatchEvent::Frame(f)) = rx.try_recv() {
+            v.push(f.header.sequence);
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn a_switch_catches_the_old_stream_up_and_drops_the_replay() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let stall = Duration::from_millis(200);
+        // The consumer has 0..=12; the old path still holds 13..=25; the new one starts
+        // at keyframe 20 (its cached GOP): 13..=19 come from the old one, then 20 on.
+        let mut old = feed(13..=25);
+        let new = feed(20..=30);
+        let mut last = Some((12, 1_000_000 + 12 * 33_000));
+        let mut r = splice(&mut old, new, &mut last, &tx, stall).await.expect("open");
+        let mut got = delivered(&mut rx).await;
+        while let Ok(Ok(f)) = tokio::time::timeout(stall, r.next()).await {
+            if !is_replay(&f.header, last) {
+                last = Some((f.header.sequence, f.header.capture_unix_us));
+                got.push(f.header.sequence);
+            }
+        }
+        assert_eq!(got, (13..=30).collect::<Vec<_>>());
+
+        // The new stream replays frames the consumer has (GOP from 10): they are dropped.
+        let mut old = feed(16..=18);
+        let new = feed(10..=22);
+        let mut last = Some((15, 1_000_000 + 15 * 33_000));
+        let mut r = splice(&mut old, new, &mut last, &tx, stall).await.expect("open");
+        let mut got = delivered(&mut rx).await;
+        while let Ok(Ok(f)) = tokio::time::timeout(stall, r.next()).await {
+            if !is_replay(&f.header, last) {
+                last = Some((f.header.sequence, f.header.capture_unix_us));
+                got.push(f.header.sequence);
+            }
+        }
+        assert_eq!(got, (16..=22).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_that_says_nothing_leaves_the_old_one_in_place() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut old = feed(5..=9);
+        let silent = feed(std::iter::empty());
+        let mut last = Some((4, 1_000_000 + 4 * 33_000));
+        let mut r = splice(&mut old, silent, &mut last, &tx, Duration::from_millis(50))
+            .await
+            .expect("open");
+        assert!(delivered(&mut rx).await.is_empty());
+        assert_eq!(r.next().await.map(|f| f.header.sequence), Ok(5));
     }
 
     #[test]
