@@ -585,11 +585,15 @@ async fn two_hops_and_a_key_change_through_the_forwarder() {
     assert_eq!(h2.origin, cam.peer_id(), "the second hop knows the camera's node");
     let boot = [cam_addrs, f2_addrs].concat();
     let viewer = viewer_node(&dir.path().join("v"), "t-fwd6", boot.clone()).await;
-    let bystander = viewer_node(&dir.path().join("b"), "t-fwd6", boot).await;
+    let revoked = viewer_node(&dir.path().join("b"), "t-fwd6", boot).await;
     let mut sub = viewer
         .subscribe_via("cam1", f2.peer_id(), live("cam1"))
         .await
         .expect("two hops");
+    let mut revoked_sub = revoked
+        .subscribe_via("cam1", f2.peer_id(), live("cam1"))
+        .await
+        .expect("two hops, second viewer");
     let epoch_before = cam.hubs().get("cam1").expect("hub").key_epoch();
     for _ in 0..10 {
         tokio::time::timeout(T, sub.next_frame())
@@ -599,9 +603,14 @@ async fn two_hops_and_a_key_change_through_the_forwarder() {
             .expect("open");
     }
     assert_eq!(cam.streams_served(), 1);
-    // A revocation (of someone else) changes the camera's key; the viewer behind two
-    // forwarders gets the new epoch's key from the camera and keeps watching.
-    let r = fleet("t-fwd6").revoke(1, &[bystander.peer_id()], &[], "test");
+    tokio::time::timeout(T, revoked_sub.next_frame())
+        .await
+        .expect("frame")
+        .expect("ok")
+        .expect("open");
+    // Revoking the second viewer changes the camera's key; the first viewer, behind two
+    // forwarders, gets the new epoch's key from the camera and keeps watching.
+    let r = fleet("t-fwd6").revoke(1, &[revoked.peer_id()], &[], "test");
     cam.push_revocation(r).await.expect("pushed");
     let mut saw_new_epoch = false;
     for _ in 0..300 {
@@ -617,7 +626,36 @@ async fn two_hops_and_a_key_change_through_the_forwarder() {
     }
     assert!(saw_new_epoch, "frames of the new epoch open behind two forwarders");
     assert!(sub.key_epochs().iter().any(|e| *e > epoch_before));
-    for n in [&viewer, &bystander, &f2, &f1, &cam] {
+    // The revoked viewer never opens a frame of the new epoch: the camera refuses it the
+    // key, whatever the forwarders still pass on, and its stream ends.
+    let mut ended = None;
+    for _ in 0..600 {
+        match tokio::time::timeout(T, revoked_sub.next_frame())
+            .await
+            .expect("frame or end")
+        {
+            Ok(Some(f)) => assert!(
+                f.header.key_epoch <= epoch_before,
+                "a revoked viewer opened epoch {}",
+                f.header.key_epoch
+            ),
+            Ok(None) => {
+                ended = Some("closed".to_owned());
+                break;
+            }
+            Err(e) => {
+                ended = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "revoked viewer behind two forwarders: {}",
+        ended.as_deref().unwrap_or("still open")
+    );
+    assert!(ended.is_some(), "the revoked viewer's stream ended");
+    assert!(revoked_sub.key_epochs().iter().all(|e| *e <= epoch_before));
+    for n in [&viewer, &revoked, &f2, &f1, &cam] {
         n.shutdown();
     }
 }
