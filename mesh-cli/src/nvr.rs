@@ -124,6 +124,9 @@ pub struct VerifyArgs {
     /// The exported MP4 (default: the manifest's file name next to it, if present).
     #[arg(long)]
     export: Option<PathBuf>,
+    /// The camera's signed GOP digests (default: `<name>.attest` next to the manifest).
+    #[arg(long)]
+    attest: Option<PathBuf>,
 }
 
 async fn pick_nvr(node: &NodeHandle, nvr: Option<PeerId>) -> Result<PeerId> {
@@ -293,6 +296,10 @@ pub async fn export(node: &NodeHandle, args: &ExportArgs) -> Result<()> {
     println!("video:    {} ({} bytes)", files.mp4.display(), d.mp4_bytes);
     println!("manifest: {} (signed by NVR {peer})", files.manifest.display());
     println!("segments: {} ({} files)", files.segments.display(), d.segments);
+    match &files.attest {
+        Some(a) => println!("camera signatures: {}", a.display()),
+        None => println!("camera signatures: none (the NVR has no GOP digests from the camera for this range)"),
+    }
     Ok(())
 }
 
@@ -353,16 +360,58 @@ pub fn verify(args: &VerifyArgs, fleet: Option<(String, String)>) -> Result<()> 
         p.exists().then_some(p)
     });
     let report = manifest::verify(&m, &files, export.as_deref(), None)?;
-    let who = match fleet {
-        Some((id, root)) => {
-            let root = camesh_node::auth::fleet::root_from_text(&root).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let name = manifest::verify_signer_cert(&m, &root, &id)?;
-            format!(
-                "NVR {:?} of fleet {id} (certificate checked against the fleet root)",
-                name
-            )
+    let root = match &fleet {
+        Some((id, root)) => Some((
+            camesh_node::auth::fleet::root_from_text(root).map_err(|e| anyhow::anyhow!("{e}"))?,
+            id.clone(),
+        )),
+        None => None,
+    };
+    let who = match &root {
+        Some((root, id)) => {
+            let name = manifest::verify_signer_cert(&m, root, id)?;
+            format!("NVR {name:?} of fleet {id} (certificate checked against the fleet root)")
         }
         None => "a key whose certificate was NOT checked (no fleet root: pass --fleet-root)".into(),
+    };
+    // The camera's own signatures over the frames.
+    let attest = args
+        .attest
+        .clone()
+        .unwrap_or_else(|| args.manifest.with_file_name(format!("{stem}.attest")));
+    let camera_line = if attest.exists() {
+        let bytes = std::fs::read(&attest).with_context(|| format!("reading {}", attest.display()))?;
+        let at_s = m.body.created_us / 1_000_000;
+        let r = camesh_node::attest::verify::verify_export(
+            &bytes,
+            &m.body.camera,
+            &files,
+            root.as_ref().map(|(k, id)| (k, id.as_str())),
+            at_s,
+        )?;
+        if r.gops_verified == 0 {
+            bail!(
+                "no GOP of the export is covered by a camera signature ({} digests did not cover whole GOPs)",
+                r.gops_unattested
+            );
+        }
+        format!(
+            "camera-signed: {} of {} frames in {} GOPs match the digests signed by camera node {}{}{}",
+            r.frames_verified,
+            r.frames_total,
+            r.gops_verified,
+            r.camera_peer,
+            r.camera_name
+                .map(|n| format!(" ({n:?}, certificate checked)"))
+                .unwrap_or_default(),
+            if r.gops_unattested > 0 {
+                format!("; {} GOPs not recorded whole are unattested", r.gops_unattested)
+            } else {
+                String::new()
+            }
+        )
+    } else {
+        "camera-signed: no attestations with this export".into()
     };
     println!(
         "OK: {} segments ({} bytes){} match the manifest of {} {} .. {}, signed by {} ({who})",
@@ -374,6 +423,7 @@ pub fn verify(args: &VerifyArgs, fleet: Option<(String, String)>) -> Result<()> 
         fmt_time(m.body.to_us),
         report.signer
     );
+    println!("{camera_line}");
     if !report.export_checked {
         eprintln!("mesh: warning: the MP4 was not checked (not found; pass --export FILE)");
     }

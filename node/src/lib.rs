@@ -25,6 +25,7 @@
 //! and path choice), [`gateway`] (local HTTP: live fMP4, snapshots, the browser page,
 //! Prometheus metrics).
 
+pub mod attest;
 pub mod auth;
 pub mod config;
 pub mod discovery;

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use camesh_node::auth::Rights;
 use camesh_node::config::{Config, RecordRule, Role};
 use camesh_node::nvr::client;
-use camesh_node::record::segment::scan_segment;
+use camesh_node::record::manifest::Manifest;
+use camesh_node::record::segment::{encode_record, scan_segment, Record, SegmentReader};
 use camesh_node::stream::hub::now_unix_us;
 use camesh_node::{Multiaddr, NodeHandle, PeerId};
 use camesh_proto::pb::MemberRole;
@@ -33,6 +34,14 @@ struct Played {
     keyframe: bool,
     skipped_before: u32,
     payload: Bytes,
+}
+
+/// A camera node that also serves camera-signed GOP digests (as the daemon does).
+async fn cam_node(dir: &Path, fleet_name: &str) -> NodeHandle {
+    let cam = camera_node(dir, fleet_name, vec![camera(CAM, CLIP)], vec![]).await;
+    let key = camesh_node::identity::load_or_create(dir).expect("camera key");
+    camesh_node::attest::serve::start(&cam, key).expect("attestations served");
+    cam
 }
 
 /// The NVR daemon, a child process.
@@ -272,7 +281,7 @@ async fn sigkill_at_random_moments_loses_nothing_older_than_the_fsync_interval()
     // close to the kill may still be in flight, which no fsync can save.
     let in_flight_ms = 300;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cam = camera_node(&dir.path().join("cam"), FLEET, vec![camera(CAM, CLIP)], vec![]).await;
+    let cam = cam_node(&dir.path().join("cam"), FLEET).await;
     let cam_addr = cam.dial_addrs().await.expect("addrs").remove(0);
     let nvr_dir = dir.path().join("nvr");
     nvr_folder(&nvr_dir, FLEET, &cam_addr, |c| {
@@ -334,20 +343,28 @@ async fn sigkill_at_random_moments_loses_nothing_older_than_the_fsync_interval()
         let i = kills.iter().position(|&k| f.capture <= k).unwrap_or(KILLS);
         sessions[i].push(f);
     }
+    // Nothing twice, in capture order; each frame continues the one before it (frames the
+    // camera skipped for this subscriber are counted in `skipped_before`) or is a keyframe
+    // that starts again after a gap.
+    for w in frames.windows(2) {
+        assert!(
+            w[1].capture > w[0].capture,
+            "frame #{} is out of order or twice",
+            w[1].seq
+        );
+        let continues = w[1].seq.saturating_sub(w[0].seq + 1) <= u64::from(w[1].skipped_before) && w[1].seq > w[0].seq;
+        assert!(
+            continues || w[1].keyframe,
+            "frames missing after #{} (captured {}) with no keyframe to restart on; kills at {kills:?}",
+            w[0].seq,
+            w[0].capture
+        );
+    }
+    assert!(frames[0].keyframe, "the recording starts on a P-frame");
     let (mut checked, mut worst_ms) = (0, 0);
     for (i, &kill) in kills.iter().enumerate() {
         let s = &sessions[i];
         assert!(!s.is_empty(), "nothing recorded before kill {i}: kills at {kills:?}");
-        assert!(s[0].keyframe, "session {i} starts on a P-frame");
-        for w in s.windows(2) {
-            let missing = w[1].seq.saturating_sub(w[0].seq + 1);
-            assert!(
-                missing <= u64::from(w[1].skipped_before),
-                "session {i}: {missing} frames missing after #{} (captured {}), kill at {kill}",
-                w[0].seq,
-                w[0].capture
-            );
-        }
         let last = s.last().map(|f| f.capture).unwrap_or(0);
         let lost_ms = (kill - last) / 1000;
         assert!(
@@ -412,7 +429,7 @@ async fn a_deleted_index_is_rebuilt_and_playback_is_unchanged() {
     init_tracing();
     const FLEET: &str = "t-nvr-index";
     let dir = tempfile::tempdir().expect("tempdir");
-    let cam = camera_node(&dir.path().join("cam"), FLEET, vec![camera(CAM, CLIP)], vec![]).await;
+    let cam = cam_node(&dir.path().join("cam"), FLEET).await;
     let cam_addr = cam.dial_addrs().await.expect("addrs").remove(0);
     let nvr_dir = dir.path().join("nvr");
     nvr_folder(&nvr_dir, FLEET, &cam_addr, |c| {
@@ -461,7 +478,7 @@ async fn a_small_quota_deletes_the_oldest_unlocked_video_and_keeps_locks_and_the
     // The clip is ~43 kB/s: the quota holds ~7 s; the test records well over twice that.
     let quota: u64 = 300_000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cam = camera_node(&dir.path().join("cam"), FLEET, vec![camera(CAM, CLIP)], vec![]).await;
+    let cam = cam_node(&dir.path().join("cam"), FLEET).await;
     let cam_addr = cam.dial_addrs().await.expect("addrs").remove(0);
     let nvr_dir = dir.path().join("nvr");
     nvr_folder(&nvr_dir, FLEET, &cam_addr, |c| {
@@ -580,7 +597,7 @@ async fn a_small_quota_deletes_the_oldest_unlocked_video_and_keeps_locks_and_the
 /// Records ~8 s and returns (temp dir, camera, nvr folder, nvr, viewer, the first frame's capture time).
 async fn recorded(fleet_name: &str) -> (tempfile::TempDir, NodeHandle, PathBuf, NvrProc, NodeHandle, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cam = camera_node(&dir.path().join("cam"), fleet_name, vec![camera(CAM, CLIP)], vec![]).await;
+    let cam = cam_node(&dir.path().join("cam"), fleet_name).await;
     let cam_addr = cam.dial_addrs().await.expect("addrs").remove(0);
     let nvr_dir = dir.path().join("nvr");
     nvr_folder(&nvr_dir, fleet_name, &cam_addr, |c| {
@@ -603,7 +620,7 @@ async fn an_export_is_a_standard_mp4_and_a_tampered_segment_fails_verify() {
     init_tracing();
     assert!(have("ffprobe"), "ffprobe is needed (apt-get install ffmpeg)");
     const FLEET: &str = "t-nvr-export";
-    let (dir, cam, _nvr_dir, nvr, v, first) = recorded(FLEET).await;
+    let (dir, cam, nvr_dir, nvr, v, first) = recorded(FLEET).await;
     // A chosen range (scaled down from a minute): 3.5 s starting mid-recording.
     let (from, to) = (first + 2_500_000, first + 6_000_000);
     let frames = play_all(&v, nvr.peer, t_before(from), to).await;
@@ -670,18 +687,78 @@ async fn an_export_is_a_standard_mp4_and_a_tampered_segment_fails_verify() {
         stdout.starts_with("OK:") && stdout.contains("and the MP4") && stdout.contains("fleet root"),
         "{stdout}"
     );
-    // ...and one changed byte in one source segment fails it.
+    assert!(stdout.contains("camera-signed: "), "{stdout}");
+    let attested: u64 = stdout
+        .split("camera-signed: ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("attested frame count");
+    assert!(attested >= 60, "at least a GOP is camera-signed: {stdout}");
+    eprintln!("verify: {}", stdout.trim());
+
+    // A dishonest NVR: one frame changed (record checksum fixed) and the manifest re-signed
+    // with the NVR's own key. The NVR's signature checks out; the camera's does not.
     let segs = dir.path().join("incident.segments").join(CAM);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&segs)
         .expect("segments exported")
         .map(|e| e.expect("entry").path())
         .collect();
     files.sort();
-    let victim = &files[files.len() / 2];
-    let mut bytes = std::fs::read(victim).expect("read");
+    let victim = files[files.len() / 2].clone();
+    let mut reader = SegmentReader::open(&victim).expect("segment opens");
+    let mut frames_in = Vec::new();
+    while let Some((offset, rec, _)) = reader.next_record().expect("valid records") {
+        if let Record::Frame(f) = rec {
+            frames_in.push((offset, f));
+        }
+    }
+    let (offset, mut f) = frames_in[frames_in.len() / 2].clone();
+    let mut payload = f.payload.to_vec();
+    let mid = payload.len() / 2;
+    payload[mid] ^= 0x01;
+    f.payload = payload.into();
+    let mut rec = Vec::new();
+    encode_record(&Record::Frame(f), &mut rec).expect("encodes");
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let at = usize::try_from(offset).expect("offset");
+    bytes[at..at + rec.len()].copy_from_slice(&rec);
+    std::fs::write(&victim, &bytes).expect("tamper");
+    let original = Manifest::from_json(&std::fs::read(&manifest).expect("manifest")).expect("parses");
+    let summaries: Vec<_> = original
+        .body
+        .segments
+        .iter()
+        .map(|h| {
+            let path = dir.path().join("incident.segments").join(&h.file);
+            scan_segment(&path, h.file.clone()).expect("scans").summary
+        })
+        .collect();
+    let nvr_key = camesh_node::identity::load_or_create(&nvr_dir).expect("the NVR's key");
+    let mut forged = Manifest::build(
+        &dir.path().join("incident.segments"),
+        CAM,
+        original.body.from_us,
+        original.body.to_us,
+        &summaries,
+        Some(&mp4),
+        &nvr_key,
+    )
+    .expect("re-signed");
+    forged.signer_cert = original.signer_cert.clone();
+    std::fs::write(&manifest, forged.to_json()).expect("forged manifest");
+    let (md, m) = (mesh_dir.clone(), manifest.clone());
+    let bad = blocking(move || mesh(&md, FLEET, &[], &["verify", m.to_str().expect("utf-8")])).await;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "a re-signed tampered export passed verify");
+    assert!(err.contains("do not match the camera-signed digest"), "{err}");
+
+    // ...and one changed byte in another source segment fails the manifest itself.
+    let victim = files[0].clone();
+    let mut bytes = std::fs::read(&victim).expect("read");
     let i = bytes.len() / 2;
     bytes[i] ^= 0x01;
-    std::fs::write(victim, &bytes).expect("tamper");
+    std::fs::write(&victim, &bytes).expect("tamper");
     let (md, m) = (mesh_dir.clone(), manifest.clone());
     let bad = blocking(move || mesh(&md, FLEET, &[], &["verify", m.to_str().expect("utf-8")])).await;
     let err = String::from_utf8_lossy(&bad.stderr);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use camesh_proto::{framing::decode_message, pb, LengthCodec, MediaFrame};
 use libp2p::{PeerId, Stream, StreamProtocol};
 
-use super::serve::EXPORT_MESSAGE_MAX;
+use super::export::EXPORT_MESSAGE_MAX;
 use super::NVR_PROTOCOL;
 use crate::auth::media_key::MediaKey;
 use crate::auth::{signed, Rights};
@@ -274,12 +274,14 @@ pub struct ExportFiles {
     pub manifest: PathBuf,
     /// `<camera>/<name>.cseg` files under here.
     pub segments: PathBuf,
+    /// The camera's certificate and signed GOP digests (absent if the NVR had none).
+    pub attest: Option<PathBuf>,
     pub done: pb::NvrExportDone,
 }
 
-/// The manifest and segments folder that go with an export file `incident.mp4`:
-/// `incident.manifest.json` and `incident.segments/`.
-pub fn export_companions(mp4: &Path) -> (PathBuf, PathBuf) {
+/// The manifest, segments folder and attestations that go with an export file
+/// `incident.mp4`: `incident.manifest.json`, `incident.segments/`, `incident.attest`.
+pub fn export_companions(mp4: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let stem = mp4
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -287,6 +289,7 @@ pub fn export_companions(mp4: &Path) -> (PathBuf, PathBuf) {
     (
         mp4.with_file_name(format!("{stem}.manifest.json")),
         mp4.with_file_name(format!("{stem}.segments")),
+        mp4.with_file_name(format!("{stem}.attest")),
     )
 }
 
@@ -334,7 +337,9 @@ pub async fn export(
         return Err(unexpected(peer));
     }
     reader.set_max(EXPORT_MESSAGE_MAX);
-    let (manifest, segments) = export_companions(out);
+    let (manifest, segments, attest) = export_companions(out);
+    // Never leave another export's attestations next to this one.
+    let _ = std::fs::remove_file(&attest);
     let part = out.with_file_name(format!(
         "{}.part",
         out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
@@ -363,6 +368,7 @@ pub async fn export(
                 let path = match pb::NvrFileKind::try_from(c.kind) {
                     Ok(pb::NvrFileKind::NvrFileMp4) => part.clone(),
                     Ok(pb::NvrFileKind::NvrFileManifest) => manifest.clone(),
+                    Ok(pb::NvrFileKind::NvrFileAttest) => attest.clone(),
                     Ok(pb::NvrFileKind::NvrFileSegment) => {
                         let rel =
                             segment_rel(&c.name).ok_or_else(|| proto(format!("bad segment name {:?}", c.name)))?;
@@ -395,10 +401,12 @@ pub async fn export(
         sink.file.sync_all().map_err(file_err(&sink.path))?;
     }
     std::fs::rename(&part, out).map_err(file_err(out))?;
+    let got_attest = sinks.contains_key(&(pb::NvrFileKind::NvrFileAttest as i32, String::new()));
     Ok(ExportFiles {
         mp4: out.to_owned(),
         manifest,
         segments,
+        attest: got_attest.then_some(attest),
         done,
     })
 }
@@ -425,7 +433,8 @@ mod tests {
         ] {
             assert_eq!(segment_rel(bad), None, "{bad}");
         }
-        let (m, s) = export_companions(Path::new("/tmp/incident.mp4"));
+        let (m, s, a) = export_companions(Path::new("/tmp/incident.mp4"));
+        assert_eq!(a, Path::new("/tmp/incident.attest"));
         assert_eq!(m, Path::new("/tmp/incident.manifest.json"));
         assert_eq!(s, Path::new("/tmp/incident.segments"));
     }

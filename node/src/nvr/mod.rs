@@ -15,17 +15,21 @@
 //! - [`serve`]: `/camesh/nvr/1`, checked against grants (`playback` to play and list,
 //!   `export` to export and lock); [`client`]: the asking side, for `mesh`.
 //!
-//! Export manifests (see [`serve`]): per-segment SHA-256 hashes, signed with the NVR's node
-//! key, carrying the NVR's fleet membership certificate; `mesh verify` checks the
-//! signature, the certificate against the fleet root (role nvr), every segment and the
-//! MP4. The frames inside the segments are the camera's AEAD ciphertext with the header
-//! as associated data: the NVR holds the media keys, so this attests the NVR's custody
-//! of what it received, not the camera's own signature (see DESIGN.md "Recording").
+//! Proof that an export is untampered has two layers. (1) The export manifest
+//! ([`export`]): per-segment SHA-256 hashes and the MP4's, signed with the NVR's node key,
+//! carrying the NVR's membership certificate: the NVR's custody. (2) Camera-signed GOP
+//! digests ([`crate::attest`], fetched by [`attestations`] while recording): the camera
+//! node signs a hash chain of every GOP it publishes (sealed frames, header included),
+//! and the export carries those covering it with the camera's certificate. The NVR holds
+//! the media keys, so only (2) shows the frames are what the camera sent: `mesh verify`
+//! recomputes every GOP from the exported segments and fails on any difference.
 //!
 //! The recorder's writer is a thread (file IO, fsync); the tasks here only move frames
 //! into its bounded queue (never blocking) and read files in `spawn_blocking`.
 
+pub mod attestations;
 pub mod client;
+pub mod export;
 pub mod keystore;
 pub mod recording;
 pub mod select;
@@ -170,6 +174,7 @@ async fn supervise(node: NodeHandle, state: Arc<NvrState>, cancel: CancellationT
             state.keys.clone(),
             camera.to_owned(),
             counters,
+            state.folder.clone(),
             cancel.child_token(),
         ));
     };

@@ -2,7 +2,10 @@
 //! `record` right, store every frame as it arrives (sealed), wrap each media key for
 //! storage, and when the camera drops, record the gap and subscribe again with backoff.
 //!
-//! Frames are checked (AEAD-opened) before they are stored: a forwarder or relay that
+//! A new subscription starts with the camera's cached GOP (instant start): frames captured
+//! at or before the last one recorded are dropped, so nothing is stored twice and the
+//! rest of that GOP continues the recording without a hole. Frames are checked
+//! (AEAD-opened) before they are stored: a forwarder or relay that
 //! alters a frame breaks the stream rather than planting video in the recording. The
 //! plaintext is dropped at once; the stored payload is the ciphertext as received.
 
@@ -18,6 +21,7 @@ use super::keystore::KeyStore;
 use crate::auth::{signed, Rights};
 use crate::media::CodecParams;
 use crate::node::NodeHandle;
+use crate::record::playback::DEFAULT_JOIN_US;
 use crate::record::Recorder;
 use crate::stream::watch::next_backoff;
 
@@ -28,6 +32,8 @@ pub struct CameraCounters {
     pub dropped: AtomicU64,
     pub subscriptions: AtomicU64,
     pub gaps: AtomicU64,
+    /// Frames a new subscription repeated (the camera's cached GOP) and were not stored.
+    pub duplicates: AtomicU64,
 }
 
 pub(crate) fn codec_params(c: &pb::CodecConfig) -> CodecParams {
@@ -50,6 +56,7 @@ pub(crate) async fn run(
     keys: KeyStore,
     camera: String,
     counters: Arc<CameraCounters>,
+    folder: std::path::PathBuf,
     cancel: CancellationToken,
 ) {
     // The end of what is on disk already: a restart is a gap too.
@@ -99,6 +106,16 @@ pub(crate) async fn run(
                         warn!(%camera, error = %e, "codec configuration not recorded");
                     }
                 }
+                let attest = cancel.child_token();
+                tokio::spawn(super::attestations::fetch(
+                    node.clone(),
+                    sub.peer,
+                    camera.clone(),
+                    signed::encode(&grant),
+                    folder.clone(),
+                    attest.clone(),
+                ));
+                let _stop_attest = attest.drop_guard();
                 let mut first = true;
                 why = loop {
                     let next = tokio::select! {
@@ -126,9 +143,17 @@ pub(crate) async fn run(
                         break e.to_string();
                     }
                     let capture = frame.header.capture_unix_us;
+                    // A new subscription starts with the camera's cached GOP: frames
+                    // recorded before (the NVR restarted, the stream broke) are not
+                    // recorded twice; the rest of the GOP continues the recording.
+                    if last_us.is_some_and(|t| capture <= t) {
+                        counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     if first {
                         first = false;
-                        if let Some(from) = last_us.filter(|&t| t < capture) {
+                        // A hole longer than playback joins over gets a marker saying why.
+                        if let Some(from) = last_us.filter(|&t| capture - t > DEFAULT_JOIN_US) {
                             counters.gaps.fetch_add(1, Ordering::Relaxed);
                             if let Err(e) = rec.write_gap(&camera, from, capture, &why) {
                                 debug!(%camera, error = %e, "gap marker not recorded");

@@ -1,0 +1,137 @@
+//! The camera's side of `/camesh/attest/1` (IO): a recorder with a `record` grant on the
+//! camera gets the camera node's certificate, then a signed digest of every GOP the
+//! camera publishes from now on. Each request is served by a local subscriber of the
+//! camera's hub (a bounded queue like any viewer's), so it sees exactly the sealed
+//! frames everyone receives and never slows the camera.
+
+use std::time::Duration;
+
+use camesh_proto::{framing::decode_message, pb, LengthCodec};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::IncomingStreams;
+use tracing::{debug, info};
+
+use super::{sign, FrameFields, GopHasher, ATTEST_PROTOCOL, MAX_ITEM_BYTES};
+use crate::auth::{self, Rights};
+use crate::node::NodeHandle;
+use crate::stream::fanout::QueueLimits;
+use crate::stream::io::{write_message, FramedRead, IoError};
+
+/// Starts serving attestations for the node's cameras (the daemon does this on every
+/// node; a library user that publishes camera hubs calls it once).
+pub fn start(node: &NodeHandle, key: libp2p::identity::Keypair) -> Result<(), String> {
+    let incoming = node
+        .stream_control()
+        .accept(StreamProtocol::new(ATTEST_PROTOCOL))
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(run(node.clone(), key, incoming));
+    Ok(())
+}
+
+async fn run(node: NodeHandle, key: libp2p::identity::Keypair, mut incoming: IncomingStreams) {
+    let shutdown = node.shutdown_token();
+    loop {
+        let (peer, stream) = tokio::select! {
+            next = incoming.next() => match next { Some(s) => s, None => return },
+            _ = shutdown.cancelled() => return,
+        };
+        let (node, key, token) = (node.clone(), key.clone(), shutdown.child_token());
+        tokio::spawn(async move {
+            tokio::select! {
+                r = session(&node, &key, peer, stream) => if let Err(e) = r {
+                    debug!(%peer, error = %e, "attestation session ended with an error");
+                },
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn item(i: pb::attest_item::Item) -> pb::AttestItem {
+    pb::AttestItem { item: Some(i) }
+}
+
+async fn session(
+    node: &NodeHandle,
+    key: &libp2p::identity::Keypair,
+    peer: PeerId,
+    mut stream: Stream,
+) -> Result<(), IoError> {
+    let limits = &node.config().limits;
+    let codec = LengthCodec::new(limits.max_control_bytes);
+    let trust = node.trust();
+    if trust.wait_member(&peer, trust.grace()).await.is_none() {
+        let _ = stream.close().await;
+        return Ok(());
+    }
+    let timeout = Duration::from_secs(limits.request_timeout_s);
+    let mut reader = FramedRead::new(&mut stream, codec);
+    let body = match tokio::time::timeout(timeout, reader.next()).await {
+        Ok(Ok(Some(b))) => b,
+        Ok(Ok(None)) | Err(_) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+    };
+    drop(reader);
+    let req: pb::AttestRequest = decode_message("attest request", body)?;
+    let camera = req.camera_id;
+    let Some(hub) = node.hubs().get(&camera) else {
+        let _ = stream.close().await;
+        return Ok(());
+    };
+    let grant = auth::signed::decode("grant", &req.grant)
+        .and_then(|g| trust.check_grant(&peer, &g, &camera, &hub.tags, Rights::RECORD));
+    if let Err(e) = grant {
+        trust
+            .audit
+            .record("refused-attest", &peer.to_string(), &camera, &e.to_string());
+        let _ = stream.close().await;
+        return Ok(());
+    }
+    let Some(cert) = trust.own_cert() else {
+        let _ = stream.close().await;
+        return Ok(());
+    };
+    let out = LengthCodec::new(MAX_ITEM_BYTES + 1024);
+    write_message(&mut stream, &out, &item(pb::attest_item::Item::Cert(cert))).await?;
+    let limits = QueueLimits {
+        max_frames: limits.subscriber_queue_frames,
+        max_bytes: limits.subscriber_queue_bytes,
+    };
+    let (_, sub) = match hub.subscribe(peer, limits) {
+        Ok(x) => x,
+        Err(_) => {
+            let _ = stream.close().await;
+            return Ok(());
+        }
+    };
+    info!(%peer, %camera, "attesting GOPs");
+    let (mut rd, mut wr) = stream.split();
+    let mut hasher = GopHasher::default();
+    let mut sent = 0u64;
+    let result = async {
+        let mut buf = [0u8; 64];
+        loop {
+            tokio::select! {
+                f = sub.next() => {
+                    let Some(f) = f else { return Ok(()) };
+                    let fields = FrameFields::from(&f.header);
+                    if let Some(d) = hasher.push(&camera, &fields, &f.payload, f.header.skipped_before) {
+                        let Ok(s) = sign(&d, key) else { continue };
+                        write_message(&mut wr, &out, &item(pb::attest_item::Item::Gop(s))).await?;
+                        sent += 1;
+                    }
+                }
+                r = rd.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(_) => {}
+                },
+            }
+        }
+    }
+    .await;
+    sub.close();
+    debug!(%peer, %camera, digests = sent, "attestation stream closed");
+    let _ = wr.close().await;
+    result
+}
