@@ -37,6 +37,10 @@ pub struct Args {
     /// Prefer the forwarders over the direct route (spare the camera's uplink).
     #[arg(long)]
     prefer_via: bool,
+    /// Ask connected peers now and then which of them forward the camera, and consider
+    /// those routes too.
+    #[arg(long)]
+    find_forwarders: bool,
     /// No stats on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -58,11 +62,12 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     let mut opts = WatchOptions::new(args.camera.clone());
     opts.peer = args.peer;
     opts.user_agent = format!("mesh/{} watch", env!("CARGO_PKG_VERSION"));
-    let mut events = if args.via.is_empty() {
+    let mut events = if args.via.is_empty() && !args.find_forwarders {
         node.watch(opts, cancel.clone())
     } else {
         let mut routes = camesh_node::relay::multipath::RouteOptions::via(args.via.clone());
         routes.prefer_via = args.prefer_via;
+        routes.discover_every = args.find_forwarders.then_some(Duration::from_secs(10));
         node.watch_routes(opts, routes, cancel.clone())
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);

@@ -455,7 +455,7 @@ async fn a_viewer_whose_forwarder_is_killed_resumes_directly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_better_route_is_taken_make_before_break_without_gap_or_duplicate() {
+async fn a_forwarder_found_later_is_taken_make_before_break_without_gap_or_duplicate() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     let cam = camera_node(&dir.path().join("cam"), "t-fwd5", vec![camera("cam1", CLIP)], vec![]).await;
@@ -471,10 +471,11 @@ async fn a_better_route_is_taken_make_before_break_without_gap_or_duplicate() {
     let viewer = viewer_node(&dir.path().join("v"), "t-fwd5", [cam_addrs, fwd_addrs].concat()).await;
     let mut opts = WatchOptions::new("cam1");
     opts.peer = Some(cam.peer_id());
-    let mut routes = RouteOptions::via(vec![fwd.peer_id()]);
+    // No forwarder named: the watch asks its peers which of them forward cam1.
+    let mut routes = RouteOptions::via(Vec::new());
+    routes.discover_every = Some(Duration::from_millis(500));
     routes.prefer_via = true;
     routes.policy.dwell = Duration::from_secs(1);
-    routes.policy.failure_memory = Duration::from_secs(2);
     routes.reevaluate_every = Duration::from_millis(250);
     let cancel = CancellationToken::new();
     let mut events = viewer.watch_routes(opts, routes, cancel.clone());
@@ -482,7 +483,7 @@ async fn a_better_route_is_taken_make_before_break_without_gap_or_duplicate() {
         seqs: Vec::new(),
         unexplained_gaps: 0,
     };
-    // The forwarder does not carry the camera yet: its route fails, video comes direct.
+    // Nobody forwards the camera yet: video comes direct.
     let mut source = None;
     let mut frames = 0;
     while frames < 30 || source != Some(cam.peer_id()) {
@@ -496,13 +497,13 @@ async fn a_better_route_is_taken_make_before_break_without_gap_or_duplicate() {
                 seen.push(&f);
                 frames += 1;
             }
-            WatchEvent::Interrupted { error, .. } => eprintln!("before: {error}"),
+            WatchEvent::Interrupted { error, .. } => panic!("interrupted before any forwarder: {error}"),
             WatchEvent::Failed { error } => panic!("{error}"),
         }
         assert!(frames < 1000, "never settled on the direct route");
     }
-    // Now it forwards; once its failure is forgotten the preferred route wins, and the
-    // watch moves over while video keeps flowing.
+    // Now it forwards: the watch finds it, the preferred route wins after the dwell
+    // time, and the watch moves over while video keeps flowing.
     fwd.forward("cam1", cam.peer_id(), pb::Profile::Main)
         .await
         .expect("forwarding");

@@ -40,6 +40,9 @@ pub struct RouteOptions {
     pub stall_timeout: Duration,
     /// How often the route choice is revisited while video flows.
     pub reevaluate_every: Duration,
+    /// Also ask the connected fleet members this often which of them forward the camera
+    /// now, and consider those too (`None`: only `via`).
+    pub discover_every: Option<Duration>,
 }
 
 impl RouteOptions {
@@ -50,6 +53,7 @@ impl RouteOptions {
             policy: PathPolicy::default(),
             stall_timeout: Duration::from_millis(1500),
             reevaluate_every: Duration::from_secs(1),
+            discover_every: None,
         }
     }
 }
@@ -67,6 +71,9 @@ fn is_final(e: &ClientError) -> bool {
         } | ClientError::Impostor { .. }
     )
 }
+
+/// Forwarders considered at most (given and discovered).
+const MAX_VIA: usize = 8;
 
 /// Frames a feed may have queued for the loop.
 const FEED_QUEUE: usize = 16;
@@ -247,6 +254,19 @@ impl State {
     }
 }
 
+/// Adds newly found forwarders to the routes considered (bounded).
+fn merge_via(via: &mut Vec<PeerId>, found: Vec<PeerId>) {
+    for p in found {
+        if via.len() >= MAX_VIA {
+            break;
+        }
+        if !via.contains(&p) {
+            debug!(forwarder = %p, "found a forwarder");
+            via.push(p);
+        }
+    }
+}
+
 /// Runs until `cancel`, the consumer hangs up, or a final refusal.
 pub async fn run(
     node: NodeHandle,
@@ -280,6 +300,29 @@ async fn run_inner(
     let mut tick = tokio::time::interval(routes.reevaluate_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut owner_peers = owners(&node, &opts).await;
+    let mut via = routes.via.clone();
+    via.truncate(MAX_VIA);
+    let profile = opts.profile;
+    let find = |node: &NodeHandle| {
+        let (node, camera) = (node.clone(), opts.camera.clone());
+        tokio::spawn(async move {
+            route::forwarders(&node, &camera, profile)
+                .await
+                .into_iter()
+                .filter(|(_, f)| f.live)
+                .map(|(p, _)| p)
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut discovery = None;
+    let mut discovered_at: Option<Instant> = None;
+    if routes.discover_every.is_some() {
+        // Once up front, so a preferred forwarder is used from the start.
+        if let Ok(found) = find(&node).await {
+            merge_via(&mut via, found);
+        }
+        discovered_at = Some(Instant::now());
+    }
     loop {
         if cancel.is_cancelled() {
             return Ok(());
@@ -288,7 +331,7 @@ async fn run_inner(
             if owner_peers.is_empty() {
                 owner_peers = owners(&node, &opts).await;
             }
-            let cands = route::candidates(&node, &owner_peers, &routes.via, routes.prefer_via).await;
+            let cands = route::candidates(&node, &owner_peers, &via, routes.prefer_via).await;
             match st.chooser.decide(&cands, std::time::Instant::now()) {
                 Decision::Open(r) | Decision::Switch { to: r, .. } => {
                     // Every route failed lately: back off before trying again.
@@ -364,13 +407,25 @@ async fn run_inner(
                 let stall = st.current.as_ref().map_or(routes.stall_timeout, |c| c.stall.max(routes.stall_timeout));
                 failure = Some((format!("no video for {stall:?}"), false));
             }
+            found = async { discovery.as_mut().expect("guarded").await }, if discovery.is_some() => {
+                discovery = None;
+                discovered_at = Some(Instant::now());
+                if let Ok(found) = found {
+                    merge_via(&mut via, found);
+                }
+            }
             _ = tick.tick() => {
+                if let Some(every) = routes.discover_every {
+                    if discovery.is_none() && discovered_at.is_none_or(|t| t.elapsed() >= every) {
+                        discovery = Some(find(&node));
+                    }
+                }
                 if let Some(p) = &st.pending {
                     if p.opened.elapsed() > SWITCH_DEADLINE {
                         st.abort_switch(camera, "no keyframe in time");
                     }
                 } else if st.current.as_ref().is_some_and(|c| c.accepted.is_some()) {
-                    let cands = route::candidates(&node, &owner_peers, &routes.via, routes.prefer_via).await;
+                    let cands = route::candidates(&node, &owner_peers, &via, routes.prefer_via).await;
                     if let Decision::Switch { from, to } = st.chooser.decide(&cands, std::time::Instant::now()) {
                         info!(camera, ?from, ?to, "switching route (make-before-break)");
                         st.splice.begin_switch();
