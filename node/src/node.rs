@@ -498,7 +498,7 @@ impl NodeHandle {
     pub async fn query_peer(&self, peer: PeerId) -> Result<usize, ClientError> {
         let cert = self
             .trust
-            .wait_member(&peer, Duration::from_secs(2))
+            .wait_member(&peer, self.trust.grace().max(Duration::from_secs(2)))
             .await
             .ok_or(ClientError::Open {
                 peer,
@@ -625,7 +625,11 @@ impl NodeHandle {
             }
             // Viewers dial keys: the peer must hold a certificate that binds the camera
             // id to its key, proven on this very connection.
-            match self.trust.wait_member(&p, Duration::from_secs(2)).await {
+            match self
+                .trust
+                .wait_member(&p, self.trust.grace().max(Duration::from_secs(2)))
+                .await
+            {
                 Some(cert) if cert.may_serve(camera) => {}
                 Some(_) => {
                     last = Some(ClientError::Impostor {

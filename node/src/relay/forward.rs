@@ -89,7 +89,7 @@ async fn open_upstream(
         })?;
     if node
         .trust()
-        .wait_member(&upstream, Duration::from_secs(2))
+        .wait_member(&upstream, node.trust().grace().max(Duration::from_secs(2)))
         .await
         .is_none()
     {

@@ -42,7 +42,7 @@ async fn connect_member(node: &NodeHandle, peer: PeerId, addrs: Vec<Multiaddr>) 
             reason: e.to_string(),
         })?;
     node.trust()
-        .wait_member(&peer, Duration::from_secs(2))
+        .wait_member(&peer, node.trust().grace().max(Duration::from_secs(2)))
         .await
         .ok_or(ClientError::Open {
             peer,
