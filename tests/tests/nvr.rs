@@ -59,6 +59,24 @@ impl NvrProc {
     }
 }
 
+impl NvrProc {
+    /// Ctrl-C (SIGINT): the daemon seals its segments and marks the index clean.
+    fn interrupt(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return sent && status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
 impl Drop for NvrProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -566,6 +584,32 @@ async fn a_small_quota_deletes_the_oldest_unlocked_video_and_keeps_locks_and_the
         spans.iter().rev().take(2).any(|s| s.recorded),
         "the newest video is recorded: {spans:?}"
     );
+    // `mesh recordings` tells the same story: the lock, the deleted hole, the recording.
+    let (md, addr) = (mesh_dir.clone(), nvr.addr.clone());
+    let listed = blocking(move || {
+        mesh(
+            &md,
+            FLEET,
+            &[addr],
+            &["recordings", CAM, "--from", &secs(first), "--json"],
+        )
+    })
+    .await;
+    assert!(
+        listed.status.success(),
+        "mesh recordings: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["lock"].is_u64() && l["reason"] == "incident 42"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l["recorded"] == false), "{lines:?}");
+    assert!(lines.iter().any(|l| l["recorded"] == true), "{lines:?}");
     // The locked range is all still there, frame for frame.
     let locked_after = play_all(&v, nvr.peer, lock_from, lock_to).await;
     assert!(locked_after == locked_before, "locked evidence changed");
@@ -590,6 +634,12 @@ async fn a_small_quota_deletes_the_oldest_unlocked_video_and_keeps_locks_and_the
         on_disk <= quota + 200_000,
         "{on_disk} bytes on disk with a {quota}-byte quota"
     );
+    // Ctrl-C closes the recordings cleanly: the next start has nothing to check.
+    assert!(blocking(move || nvr.interrupt()).await, "the NVR exits on SIGINT");
+    let unclean = log_text(&nvr_dir).matches("after an unclean shutdown").count();
+    assert!(log_text(&nvr_dir).contains("recordings closed cleanly"));
+    let nvr = start_nvr(&nvr_dir);
+    assert_eq!(log_text(&nvr_dir).matches("after an unclean shutdown").count(), unclean);
     drop(nvr);
     cam.shutdown();
 }

@@ -145,11 +145,16 @@ impl Nvr {
         ids
     }
 
-    /// Stops recording and closes the recorder (seals segments, marks the index clean).
+    /// Stops recording and closes the recorder: segments sealed, the index marked clean
+    /// (the next start skips the check an unclean shutdown needs).
     pub async fn stop(self) {
         self.cancel.cancel();
         let rec = self.state.recorder.clone();
-        let _ = tokio::task::spawn_blocking(move || rec.flush()).await;
+        match tokio::task::spawn_blocking(move || rec.close_shared()).await {
+            Ok(Ok(())) => info!(folder = %self.state.folder.display(), "recordings closed cleanly"),
+            Ok(Err(e)) => warn!(error = %e, "recordings not closed cleanly; they are checked at the next start"),
+            Err(e) => warn!(error = %e, "recordings not closed cleanly; they are checked at the next start"),
+        }
     }
 }
 

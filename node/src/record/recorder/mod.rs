@@ -318,6 +318,8 @@ pub struct Recorder {
     recovery: RecoveryReport,
     inputs: Mutex<HashMap<String, InputState>>,
     thread: Option<JoinHandle<()>>,
+    /// The writer was told to close.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -376,6 +378,7 @@ impl Recorder {
             recovery: RecoveryReport { open, check },
             inputs: Mutex::new(HashMap::new()),
             thread: Some(thread),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -577,11 +580,25 @@ impl Recorder {
         self.shutdown()
     }
 
+    /// [`Recorder::close`] for a recorder shared with tasks that may still hold it: the
+    /// writer stops (later writes fail with [`WriteError::Closed`]); the thread is joined
+    /// when the last holder drops it.
+    pub fn close_shared(&self) -> Result<(), RecordError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.call(Cmd::Close)
+    }
+
     fn shutdown(&mut self) -> Result<(), RecordError> {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
-        let result = self.call(Cmd::Close);
+        let result = if self.closed.swap(true, Ordering::AcqRel) {
+            Ok(())
+        } else {
+            self.call(Cmd::Close)
+        };
         let _ = thread.join();
         result
     }

@@ -542,3 +542,22 @@ fn sigkill_at_random_moments_loses_nothing_older_than_the_fsync_interval() {
         "ffprobe: {stdout}"
     );
 }
+
+#[test]
+fn a_shared_recorder_closes_cleanly_while_others_still_hold_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let feed = Feed::new(GOP2S);
+    let rec = std::sync::Arc::new(Recorder::open(dir.path(), cfg()).expect("open"));
+    rec.set_codec(CAM, &feed.clip.params).expect("codec");
+    record(&rec, &feed, 0..90);
+    let holder = rec.clone();
+    rec.close_shared().expect("closed");
+    rec.close_shared().expect("closing twice is a no-op");
+    assert_eq!(holder.write(CAM, &feed.frame(90)), Err(WriteError::Closed));
+    drop(rec);
+    drop(holder);
+    let rec = Recorder::open(dir.path(), cfg()).expect("reopen");
+    assert!(rec.recovery().open.was_clean, "marked clean");
+    assert!(rec.recovery().check.is_none(), "no check after a clean close");
+    assert_eq!(played_frames(rec.index(), CAM).len(), 90);
+}
