@@ -164,12 +164,12 @@ pub async fn start(
         hub: hub.clone(),
         cancel: node.shutdown_token().child_token(),
     };
-    tokio::spawn(run(node.clone(), handle.clone(), sub, grant));
+    tokio::spawn(run(node.clone(), handle.clone(), sub));
     Ok(handle)
 }
 
 /// Carries one upstream subscription's frames into the hub; resubscribes on failure.
-async fn run(node: NodeHandle, h: ForwardHandle, first: Subscription, grant: pb::Signed) {
+async fn run(node: NodeHandle, h: ForwardHandle, first: Subscription) {
     let mut sub = Some(first);
     let mut backoff = Duration::ZERO;
     loop {
@@ -203,7 +203,12 @@ async fn run(node: NodeHandle, h: ForwardHandle, first: Subscription, grant: pb:
             _ = tokio::time::sleep(backoff) => {}
             _ = h.cancel.cancelled() => break,
         }
-        match open_upstream(&node, &h.camera, h.upstream, h.profile, &grant).await {
+        // The grant held now (a renewed one replaces an expired one).
+        let reopened = match upstream_grant(&node, &h.camera) {
+            Ok(grant) => open_upstream(&node, &h.camera, h.upstream, h.profile, &grant).await,
+            Err(e) => Err(e),
+        };
+        match reopened {
             Ok(s) => sub = Some(s),
             Err(e) => warn!(camera = %h.camera, upstream = %h.upstream, error = %e, "upstream not back yet"),
         }
