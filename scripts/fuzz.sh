@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A short fuzz run of every decoder of peer input (fuzz/fuzz_targets): framing and
-# protobuf messages, certificates/grants/revocations/invites, H.264 parsing.
+# A short fuzz run of every decoder of peer input: every target in fuzz/fuzz_targets
+# (framing and protobuf messages, certificates/grants/revocations/invites, H.264 parsing,
+# forwarding/key messages, NVR requests/manifests/attestations), as `cargo fuzz list`
+# names them, so a new target is run without editing this script.
 # FUZZ_SECONDS per target (default 20). cargo-fuzz needs nightly features; on the
 # stable toolchain RUSTC_BOOTSTRAP=1 enables them for this build only.
 set -euo pipefail
@@ -12,7 +14,9 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 cd fuzz
-for target in framing auth h264; do
+targets=$(cargo fuzz list)
+[ -n "$targets" ] || { echo "fuzz: no targets found" >&2; exit 1; }
+for target in $targets; do
   echo "fuzz: $target for ${seconds}s" >&2
   mkdir -p "corpus/$target"
   cargo fuzz run -O "$target" "corpus/$target" -- -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 2>&1 \
