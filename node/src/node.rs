@@ -129,6 +129,8 @@ impl Node {
         let relay_enabled = Arc::new(std::sync::atomic::AtomicBool::new(
             config.node.relay_server.unwrap_or(false),
         ));
+        // The camera's signing key for GOP attestations (recorders fetch them).
+        let attest_key = key.clone();
         let mut swarm = net::behaviour::build_swarm(key, &config, &trust, &relay_enabled)?;
         let mut control = swarm.behaviour_mut().stream.new_control();
         let media_in = control
@@ -224,6 +226,8 @@ impl Node {
         for f in &handle.config.forwards {
             tokio::spawn(crate::relay::forward::keep(handle.clone(), f.clone()));
         }
+        // Camera-signed GOP digests of this node's cameras, for recorders (`/camesh/attest/1`).
+        crate::attest::serve::start(&handle, attest_key).map_err(NetError::Other)?;
         Ok(handle)
     }
 }

@@ -248,9 +248,6 @@ async fn real_main() -> Result<()> {
             }
             let (role, nvr_section) = (config.node.role, config.nvr.clone());
             let node = Node::spawn(config, &data_dir).await?;
-            // Recorders get camera-signed GOP digests of this node's cameras.
-            let key = camesh_node::identity::load_or_create(&data_dir)?;
-            camesh_node::attest::serve::start(&node, key).map_err(|e| anyhow::anyhow!("attestations: {e}"))?;
             println!("peer id: {}", node.peer_id());
             for a in node.dial_addrs().await? {
                 println!("listening: {a}");
