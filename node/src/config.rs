@@ -193,6 +193,18 @@ pub struct Limits {
     pub connection_window_bytes: usize,
     /// How long a new peer has to prove fleet membership before it is disconnected.
     pub membership_grace_ms: u64,
+    /// AutoNAT (which decides whether a node with `relay_server` unset relays) only
+    /// trusts peers at global addresses, as a client picking servers and as a server
+    /// answering probes: a peer on the same private LAN or CGNAT would vouch for an
+    /// address nobody outside can reach. `false` only for labs on private addresses.
+    pub autonat_only_global_ips: bool,
+    /// First AutoNAT probe this long after start, so bootstrap connections exist to
+    /// probe through (libp2p's default, 15 s).
+    pub autonat_boot_delay_ms: u64,
+    /// Next AutoNAT probe this long after one that was inconclusive or not yet confident
+    /// (no server connected, a different answer); libp2p's default, 90 s, keeps probes
+    /// rare on thin uplinks.
+    pub autonat_retry_interval_ms: u64,
 }
 
 impl Default for Limits {
@@ -209,6 +221,9 @@ impl Default for Limits {
             stream_window_bytes: 1 << 20,
             connection_window_bytes: 16 << 20,
             membership_grace_ms: 1000,
+            autonat_only_global_ips: true,
+            autonat_boot_delay_ms: 15_000,
+            autonat_retry_interval_ms: 90_000,
         }
     }
 }
@@ -394,6 +409,18 @@ impl Config {
                 l.connection_window_bytes,
                 16 << 10,
                 1 << 30,
+            ),
+            (
+                "limits.autonat_boot_delay_ms",
+                l.autonat_boot_delay_ms as usize,
+                0,
+                3_600_000,
+            ),
+            (
+                "limits.autonat_retry_interval_ms",
+                l.autonat_retry_interval_ms as usize,
+                1000,
+                86_400_000,
             ),
             (
                 "node.announce_interval_s",
@@ -629,6 +656,31 @@ mod tests {
         let mut bad = c;
         bad.nvr.fsync_interval_ms = 0;
         assert!(bad.validate().unwrap_err().to_string().contains("fsync_interval_ms"));
+    }
+
+    #[test]
+    fn autonat_limits_parse_and_default_to_libp2p() {
+        let d = Limits::default();
+        assert!(d.autonat_only_global_ips);
+        assert_eq!(
+            (d.autonat_boot_delay_ms, d.autonat_retry_interval_ms),
+            (15_000, 90_000),
+            "production keeps libp2p's AutoNAT timing"
+        );
+        let c = Config::parse(
+            "[limits]\nautonat_only_global_ips = false\nautonat_boot_delay_ms = 500\n\
+             autonat_retry_interval_ms = 2000\n",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        assert!(!c.limits.autonat_only_global_ips);
+        assert_eq!(c.limits.autonat_boot_delay_ms, 500);
+        assert_eq!(c.limits.autonat_retry_interval_ms, 2000);
+        assert_eq!(Config::parse(&c.to_toml()).expect("roundtrip"), c);
+        let mut bad = c;
+        bad.limits.autonat_retry_interval_ms = 10;
+        let e = bad.validate().unwrap_err();
+        assert!(e.to_string().contains("limits.autonat_retry_interval_ms"), "{e}");
     }
 
     #[test]

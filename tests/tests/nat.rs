@@ -9,7 +9,9 @@
 //!   limits (2 min, 128 KiB);
 //! - the relay is killed mid-stream: the viewer resumes through a second relay;
 //! - 10% loss (and then a squeezed link) on the camera's side: video keeps playing with
-//!   bounded latency, skipping to keyframes rather than building a backlog.
+//!   bounded latency, skipping to keyframes rather than building a backlog;
+//! - relaying decided by AutoNAT (`relay_server` unset): the public node becomes a relay,
+//!   the one behind a NAT does not, and video flows through the AutoNAT-decided relay.
 //!
 //! Needs root, `ip netns`, `nft` and `tc` (skipped with a message otherwise) and the
 //! workspace binaries (`cargo build --workspace --bins`). Viewers are `mesh watch` with
@@ -66,7 +68,12 @@ struct Spec<'a> {
     host: &'a Host,
     relay_server: Option<bool>,
     relays: Vec<Multiaddr>,
+    /// Peers dialed at start besides the relays.
+    bootstrap: Vec<Multiaddr>,
     cameras: Vec<CameraConfig>,
+    /// AutoNAT that trusts the lab's private and 100.64/10 addresses and probes soon
+    /// after start (production: global addresses only, first probe after 15 s).
+    lab_autonat: bool,
 }
 
 fn start_node(dir: &Path, spec: Spec<'_>) -> Daemon {
@@ -74,10 +81,15 @@ fn start_node(dir: &Path, spec: Spec<'_>) -> Daemon {
     let mut c = loopback_config(spec.role, FLEET);
     c.node.name = spec.name.into();
     c.node.listen = vec![quic(&spec.host.ip, PORT)];
-    c.node.bootstrap = spec.relays.clone();
+    c.node.bootstrap = spec.relays.iter().chain(&spec.bootstrap).cloned().collect();
     c.node.relays = spec.relays;
     c.node.relay_server = spec.relay_server;
     c.cameras = spec.cameras;
+    if spec.lab_autonat {
+        c.limits.autonat_only_global_ips = false;
+        c.limits.autonat_boot_delay_ms = 1000;
+        c.limits.autonat_retry_interval_ms = 2000;
+    }
     enroll(&c, &d);
     std::fs::write(d.join("config.toml"), c.to_toml()).expect("config");
     let peer = camesh_node::identity::load_or_create(&d)
@@ -112,7 +124,9 @@ fn relay_node(dir: &Path, name: &str, host: &Host) -> Daemon {
             host,
             relay_server: Some(true),
             relays: vec![],
+            bootstrap: vec![],
             cameras: vec![],
+            lab_autonat: false,
         },
     )
 }
@@ -128,7 +142,9 @@ fn camera_node(dir: &Path, host: &Host, relays: &[&Daemon], clip: &str) -> Daemo
             host,
             relay_server: Some(false),
             relays: relays.iter().map(|r| r.addr.clone()).collect(),
+            bootstrap: vec![],
             cameras: vec![camera("cam1", clip)],
+            lab_autonat: false,
         },
     );
     for r in relays {
@@ -779,5 +795,113 @@ fn viewer_resumes_when_a_camera_behind_nat_restarts() {
     assert!(resumed_at > restarted, "no video after the restart:\n{out}");
     assert!(gap < Duration::from_secs(10), "resumed only after {gap:?}:\n{out}");
     assert!(after >= 90, "only {after} frames after resuming:\n{out}");
+    drop(cam);
+}
+
+/// "AutoNAT decides" (issue #5): two nodes with `relay_server` unset, AutoNAT allowed to
+/// trust the lab's addresses. The one on the public segment is dialed back fine by a peer
+/// behind a NAT, so AutoNAT finds it public and it starts relaying; the one behind a cone
+/// NAT cannot be dialed back (its NAT drops what it did not ask for), so it stays private
+/// and relays for no one. A camera behind a symmetric NAT then reserves on the
+/// AutoNAT-decided relay, and a viewer behind another NAT watches it through that relay.
+#[test]
+fn autonat_decides_which_node_relays_and_video_flows_through_it() {
+    if skip("autonat_decides_which_node_relays_and_video_flows_through_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lab = NatLab::new("an").expect("lab");
+    let pub_host = lab.public("pub").expect("public host");
+    let natted_site = lab.behind_nat("priv", Nat::Cone).expect("cone NAT");
+    let cam_site = lab.behind_nat("cam", Nat::Symmetric).expect("camera NAT");
+    let view_site = lab.behind_nat("view", Nat::Cone).expect("viewer NAT");
+    let undecided = |name, host, bootstrap| Spec {
+        name,
+        role: Role::Viewer,
+        host,
+        relay_server: None,
+        relays: vec![],
+        bootstrap,
+        cameras: vec![],
+        lab_autonat: true,
+    };
+    let mut public = start_node(dir.path(), undecided("public", &pub_host, vec![]));
+    // Connected to the public node: each is the other's AutoNAT server.
+    let mut natted = start_node(
+        dir.path(),
+        undecided("natted", &natted_site.host, vec![public.addr.clone()]),
+    );
+    let became_public = public.proc.wait_for("relay server on", Duration::from_secs(60));
+    let went_private = natted.proc.wait_for("status=Private", Duration::from_secs(60));
+    let (pub_out, natted_out) = (public.proc.output(), natted.proc.output());
+    let since_start = |out: &str, needle: &str| {
+        // The swarm's own line (the `listening:` one on stdout has no time).
+        let start = first_log(out, "listening address=").map(|(t, _)| t)?;
+        first_log(out, needle).map(|(t, _)| (t - start) as f64 / 1e6)
+    };
+    println!(
+        "AutoNAT: public node said Public {:.2}s after it started listening (relay server on: {}); \
+         natted node said Private after {:.2}s (relay server on: {})",
+        since_start(&pub_out, "relay server on").unwrap_or(f64::NAN),
+        pub_out.contains("relay server on"),
+        since_start(&natted_out, "status=Private").unwrap_or(f64::NAN),
+        natted_out.contains("relay server on"),
+    );
+    assert!(became_public, "AutoNAT never found the public node public:\n{pub_out}");
+    assert!(
+        pub_out.contains("status=Public"),
+        "relaying without a Public verdict?\n{pub_out}"
+    );
+    assert!(
+        went_private,
+        "the node behind the cone NAT never said Private:\n{natted_out}"
+    );
+    // A camera behind a symmetric NAT reserves on the relay AutoNAT chose, and a viewer
+    // behind another NAT watches it through that relay.
+    let cam = camera_node(dir.path(), &cam_site.host, &[&public], CLIP);
+    let (mut viewer, frames) = watch(
+        dir.path(),
+        "viewer",
+        &view_site.host,
+        &[public.addr.clone(), circuit(&public, &cam)],
+        15,
+    );
+    let status = viewer.wait_exit(Duration::from_secs(75));
+    let out = viewer.output();
+    let log = read_frames(&frames);
+    let (holes, repeats) = log.holes_and_repeats();
+    let pub_out = public.proc.output();
+    let natted_out = natted.proc.output();
+    println!(
+        "through the AutoNAT-decided relay: {} frames in {:.1}s, holes {holes}, repeats {repeats}; \
+         circuit opened on it: {}; natted node still not relaying: {}",
+        log.frames.len(),
+        log.span().as_secs_f64(),
+        pub_out.contains("relay circuit opened"),
+        !natted_out.contains("relay server on"),
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "mesh watch failed: {status:?}\n{out}"
+    );
+    assert!(
+        pub_out.contains("relay circuit opened"),
+        "the video did not go through the AutoNAT-decided relay:\n{pub_out}"
+    );
+    assert!(
+        !out.contains("stream moved to the direct path"),
+        "a symmetric NAT was punched, the video left the relay:\n{out}"
+    );
+    assert!(
+        log.frames.len() >= 150,
+        "only {} frames through the relay:\n{out}",
+        log.frames.len()
+    );
+    assert_eq!(repeats, 0, "frames repeated");
+    // Still private, still not relaying, after all of that (probes went on meanwhile).
+    assert!(
+        !natted_out.contains("relay server on") && !natted_out.contains("status=Public"),
+        "the node behind the NAT started relaying:\n{natted_out}"
+    );
     drop(cam);
 }

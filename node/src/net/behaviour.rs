@@ -108,6 +108,17 @@ fn relay_config(trust: &Arc<Trust>, enabled: &Arc<AtomicBool>) -> relay::Config 
     }
 }
 
+/// AutoNAT v1 with libp2p's defaults except where [`Limits`](crate::config::Limits) says
+/// otherwise (all of which default to libp2p's values).
+fn autonat_config(limits: &crate::config::Limits) -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_millis(limits.autonat_boot_delay_ms),
+        retry_interval: Duration::from_millis(limits.autonat_retry_interval_ms),
+        only_global_ips: limits.autonat_only_global_ips,
+        ..autonat::Config::default()
+    }
+}
+
 /// Errors building the Swarm (bad keys, transports that failed to start).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -131,6 +142,7 @@ pub fn build_swarm(
     let fleet = config.node.fleet_id.clone();
     let mdns_on = config.node.mdns;
     let dht_server = config.dht_server();
+    let autonat_config = autonat_config(&config.limits);
     // Validated to fit in u32 (at most 1 GiB).
     let stream_window = u32::try_from(config.limits.stream_window_bytes).unwrap_or(u32::MAX);
     let conn_window = u32::try_from(config.limits.connection_window_bytes)
@@ -196,7 +208,7 @@ pub fn build_swarm(
                     relay_client,
                     relay_server: relay::Behaviour::new(peer_id, relay_config(trust, relay_enabled)),
                     dcutr: dcutr::Behaviour::new(peer_id),
-                    autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+                    autonat: autonat::Behaviour::new(peer_id, autonat_config),
                 })
             },
         )

@@ -147,6 +147,7 @@ pub struct NetHandle {
     cmd: mpsc::Sender<Command>,
     events: broadcast::Sender<NetEvent>,
     trust: Arc<Trust>,
+    relay_enabled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long a circuit dial waits for the relay to have checked our certificate.
@@ -186,6 +187,12 @@ impl std::fmt::Debug for Command {
 }
 
 impl NetHandle {
+    /// Whether this node relays for fleet members now: forced by `node.relay_server`, or
+    /// AutoNAT's verdict (public) when that is unset.
+    pub fn relaying(&self) -> bool {
+        self.relay_enabled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(make(tx)).await.map_err(|_| NetError::Shutdown)?;
@@ -337,6 +344,14 @@ pub(crate) async fn spawn(
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (ev_tx, _) = broadcast::channel(EVENT_QUEUE);
     let task_trust = trust.clone();
+    let handle_relay_enabled = relay_enabled.clone();
+    match config.node.relay_server {
+        Some(on) => info!(reason = "config", "relay server {}", if on { "on" } else { "off" }),
+        None => info!(
+            reason = "autonat",
+            "relay server off until AutoNAT finds this node public"
+        ),
+    }
     let mut task = NetTask {
         swarm,
         config: config.clone(),
@@ -378,6 +393,7 @@ pub(crate) async fn spawn(
         cmd: cmd_tx,
         events: ev_tx,
         trust: task_trust,
+        relay_enabled: handle_relay_enabled,
     })
 }
 
@@ -724,7 +740,10 @@ impl NetTask {
                 let public = matches!(new, libp2p::autonat::NatStatus::Public(_));
                 info!(status = ?new, "reachability changed");
                 if self.config.node.relay_server.is_none() {
-                    self.relay_enabled.store(public, std::sync::atomic::Ordering::Relaxed);
+                    let was = self.relay_enabled.swap(public, std::sync::atomic::Ordering::Relaxed);
+                    if was != public {
+                        info!(reason = "autonat", status = ?new, "relay server {}", if public { "on" } else { "off" });
+                    }
                 }
             }
             BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted {
