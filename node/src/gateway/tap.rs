@@ -23,6 +23,7 @@ use crate::media::CodecParams;
 use crate::node::NodeHandle;
 use crate::stream::fanout::QueueLimits;
 use crate::stream::hub::now_unix_us;
+use crate::stream::server::codec_params;
 use crate::stream::stats::{LiveStats, Snapshot};
 use crate::stream::watch::{WatchEvent, WatchOptions};
 
@@ -506,19 +507,6 @@ impl Taps {
     }
 }
 
-fn params_from(codec: &pb::CodecConfig) -> CodecParams {
-    CodecParams {
-        sps: codec.sps.clone(),
-        pps: codec.pps.clone(),
-        width: codec.width,
-        height: codec.height,
-        profile_idc: u8::try_from(codec.profile_idc).unwrap_or(0),
-        level_idc: u8::try_from(codec.level_idc).unwrap_or(0),
-        fps_num: codec.fps_num,
-        fps_den: codec.fps_den,
-    }
-}
-
 /// How a stream from `peer` reaches this node.
 pub async fn path_to(node: &NodeHandle, camera: &str, peer: PeerId) -> PathKind {
     let owner = node.directory().lookup(camera).iter().any(|e| e.peer == peer);
@@ -554,7 +542,7 @@ async fn run_remote(node: &NodeHandle, tap: &Tap) {
                 let path = path_to(node, &tap.camera, peer).await;
                 tap.set_source(Some(peer), path);
                 match accept.codec.as_ref() {
-                    Some(c) if c.codec == "h264" => tap.set_params(params_from(c)),
+                    Some(c) if c.codec == "h264" => tap.set_params(codec_params(c)),
                     other => {
                         let codec = other.map_or("nothing", |c| c.codec.as_str());
                         tap.set_status(format!("the camera sends {codec}, not H.264"), true);

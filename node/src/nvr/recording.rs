@@ -19,10 +19,10 @@ use tracing::{debug, info, warn};
 
 use super::keystore::KeyStore;
 use crate::auth::{signed, Rights};
-use crate::media::CodecParams;
 use crate::node::NodeHandle;
 use crate::record::playback::DEFAULT_JOIN_US;
 use crate::record::Recorder;
+use crate::stream::server::codec_params;
 use crate::stream::watch::next_backoff;
 
 /// Counters of one recorded camera.
@@ -34,19 +34,6 @@ pub struct CameraCounters {
     pub gaps: AtomicU64,
     /// Frames a new subscription repeated (the camera's cached GOP) and were not stored.
     pub duplicates: AtomicU64,
-}
-
-pub(crate) fn codec_params(c: &pb::CodecConfig) -> CodecParams {
-    CodecParams {
-        sps: c.sps.clone(),
-        pps: c.pps.clone(),
-        width: c.width,
-        height: c.height,
-        profile_idc: u8::try_from(c.profile_idc).unwrap_or(0),
-        level_idc: u8::try_from(c.level_idc).unwrap_or(0),
-        fps_num: c.fps_num,
-        fps_den: c.fps_den,
-    }
 }
 
 /// Records `camera` until `cancel`.

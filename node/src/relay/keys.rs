@@ -20,7 +20,7 @@ use tracing::{debug, info};
 use crate::auth::media_key::MediaKey;
 use crate::auth::{Rights, Trust};
 use crate::config::Limits;
-use crate::stream::client::ClientError;
+use crate::stream::client::{request, ClientError};
 use crate::stream::hub::Hubs;
 use crate::stream::io::{write_message, FramedRead, IoError};
 
@@ -146,35 +146,15 @@ impl KeySource {
     /// Asks the camera for the key of `epoch` (0: the current one).
     pub async fn fetch(&self, epoch: u64) -> Result<MediaKey, ClientError> {
         let peer = self.camera_peer;
-        let timeout = Duration::from_secs(self.limits.request_timeout_s);
-        let codec = LengthCodec::new(self.limits.max_control_bytes);
-        let mut control = self.control.clone();
-        let mut stream = match tokio::time::timeout(timeout, control.open_stream(peer, key_protocol())).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(ClientError::Open {
-                    peer,
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => return Err(ClientError::Timeout { peer, after: timeout }),
-        };
-        let proto = |source| ClientError::Protocol { peer, source };
         let req = pb::KeyRequest {
             camera_id: self.camera.clone(),
             grant: Some(self.grant.clone()),
             epoch,
             profile: self.profile as i32,
         };
-        write_message(&mut stream, &codec, &req).await.map_err(proto)?;
-        let mut reader = FramedRead::new(stream, codec);
-        let body = match tokio::time::timeout(timeout, reader.next()).await {
-            Ok(Ok(Some(b))) => b,
-            Ok(Ok(None)) => return Err(ClientError::Closed { peer }),
-            Ok(Err(e)) => return Err(proto(e)),
-            Err(_) => return Err(ClientError::Timeout { peer, after: timeout }),
-        };
-        let resp: pb::KeyResponse = decode_message("key response", body).map_err(|e| proto(e.into()))?;
+        let mut control = self.control.clone();
+        let (resp, _): (pb::KeyResponse, _) =
+            request(&mut control, peer, key_protocol(), "key response", &req, &self.limits).await?;
         if !resp.error.is_empty() {
             return Err(ClientError::Rejected {
                 peer,

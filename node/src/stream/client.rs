@@ -80,6 +80,32 @@ async fn open(
     }
 }
 
+/// Opens a stream of `proto` to `peer`, sends `req` and reads one answer, each step within
+/// `timeout`; the reader is handed back for what follows the answer (media frames).
+pub(crate) async fn request<Req: prost::Message, Resp: prost::Message + Default>(
+    control: &mut Control,
+    peer: PeerId,
+    proto: StreamProtocol,
+    what: &'static str,
+    req: &Req,
+    limits: &Limits,
+) -> Result<(Resp, FramedRead<Stream>), ClientError> {
+    let timeout = Duration::from_secs(limits.request_timeout_s);
+    let codec = LengthCodec::new(limits.max_control_bytes);
+    let mut stream = open(control, peer, proto, timeout).await?;
+    let err = |source| ClientError::Protocol { peer, source };
+    write_message(&mut stream, &codec, req).await.map_err(err)?;
+    let mut reader = FramedRead::new(stream, codec);
+    let body = match tokio::time::timeout(timeout, reader.next()).await {
+        Ok(Ok(Some(b))) => b,
+        Ok(Ok(None)) => return Err(ClientError::Closed { peer }),
+        Ok(Err(e)) => return Err(err(e)),
+        Err(_) => return Err(ClientError::Timeout { peer, after: timeout }),
+    };
+    let resp = decode_message(what, body).map_err(|e| err(e.into()))?;
+    Ok((resp, reader))
+}
+
 /// Opens a media stream and waits for the source's answer.
 pub async fn subscribe(
     control: &mut Control,
@@ -87,19 +113,8 @@ pub async fn subscribe(
     req: pb::StreamRequest,
     limits: &Limits,
 ) -> Result<Subscription, ClientError> {
-    let timeout = Duration::from_secs(limits.request_timeout_s);
-    let codec = LengthCodec::new(limits.max_control_bytes);
-    let mut stream = open(control, peer, media_protocol(), timeout).await?;
-    let proto = |source| ClientError::Protocol { peer, source };
-    write_message(&mut stream, &codec, &req).await.map_err(proto)?;
-    let mut reader = FramedRead::new(stream, codec);
-    let body = match tokio::time::timeout(timeout, reader.next()).await {
-        Ok(Ok(Some(b))) => b,
-        Ok(Ok(None)) => return Err(ClientError::Closed { peer }),
-        Ok(Err(e)) => return Err(proto(e)),
-        Err(_) => return Err(ClientError::Timeout { peer, after: timeout }),
-    };
-    let resp: pb::StreamResponse = decode_message("stream response", body).map_err(|e| proto(e.into()))?;
+    let (resp, mut reader): (pb::StreamResponse, _) =
+        request(control, peer, media_protocol(), "stream response", &req, limits).await?;
     match resp.result {
         Some(pb::stream_response::Result::Accept(accept)) => {
             reader.set_max(limits.max_frame_bytes + 1024);
@@ -116,10 +131,13 @@ pub async fn subscribe(
             code: pb::RejectCode::try_from(r.code).unwrap_or(pb::RejectCode::RejectUnspecified),
             reason: r.reason,
         }),
-        None => Err(proto(IoError::Framing(camesh_proto::FramingError::BadMessage {
-            what: "stream response",
-            reason: "empty".into(),
-        }))),
+        None => Err(ClientError::Protocol {
+            peer,
+            source: IoError::Framing(camesh_proto::FramingError::BadMessage {
+                what: "stream response",
+                reason: "empty".into(),
+            }),
+        }),
     }
 }
 
@@ -243,22 +261,11 @@ pub async fn list_cameras(
 
 /// Asks a peer which cameras it serves and which other nodes' cameras it forwards.
 pub async fn list(control: &mut Control, peer: PeerId, limits: &Limits) -> Result<pb::CameraList, ClientError> {
-    let timeout = Duration::from_secs(limits.request_timeout_s);
-    let codec = LengthCodec::new(limits.max_control_bytes);
-    let mut stream = open(control, peer, info_protocol(), timeout).await?;
-    let proto = |source| ClientError::Protocol { peer, source };
     let req = pb::ControlRequest {
         request: Some(pb::control_request::Request::ListCameras(pb::ListCameras {})),
     };
-    write_message(&mut stream, &codec, &req).await.map_err(proto)?;
-    let mut reader = FramedRead::new(stream, codec);
-    let body = match tokio::time::timeout(timeout, reader.next()).await {
-        Ok(Ok(Some(b))) => b,
-        Ok(Ok(None)) => return Err(ClientError::Closed { peer }),
-        Ok(Err(e)) => return Err(proto(e)),
-        Err(_) => return Err(ClientError::Timeout { peer, after: timeout }),
-    };
-    let resp: pb::ControlResponse = decode_message("control response", body).map_err(|e| proto(e.into()))?;
+    let (resp, _): (pb::ControlResponse, _) =
+        request(control, peer, info_protocol(), "control response", &req, limits).await?;
     match resp.response {
         Some(pb::control_response::Response::Cameras(list)) => Ok(list),
         Some(pb::control_response::Response::Error(e)) => Err(ClientError::Rejected {
