@@ -69,9 +69,10 @@ enum Cmd {
     View(view::Args),
     /// Live terminal view of the fleet: cameras, viewers, paths, bitrate, latency.
     Top(top::Args),
-    /// How a camera's stream reaches this peer: direct, relayed via X, forwarded via Y (RTT, cost, choice).
+    /// How a camera's stream reaches this peer: direct, relayed via X, forwarded via Y (NAT status, RTT, cost, choice).
     Path(path::Args),
-    /// List peers this node is connected to.
+    /// List known peers: connection state, path (direct / relayed via X), each peer's own NAT
+    /// status (AutoNAT: public, private, unknown), RTT, agent, what it forwards.
     Peers {
         /// How long to wait for connections first.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -324,13 +325,25 @@ async fn cameras(node: &NodeHandle, timeout: Duration, json: bool) -> Result<()>
 }
 
 async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
+    use camesh_node::relay::route;
     tokio::time::sleep(timeout).await;
     let peers = node.peers().await?;
-    // What each peer re-serves (application-level forwarding), for the FORWARDS column.
-    let forwarding = camesh_node::relay::route::forwarding(node).await;
+    // Each member's own view (NAT status) and what it re-serves (FORWARDS).
+    let survey = route::survey(node).await;
+    let forwarding = route::forwarded_in(&survey);
     println!(
-        "{:<54} {:<10} {:<24} {:>8} {:<22} {:<24} ADDRESS",
-        "PEER", "STATE", "PATH", "RTT", "AGENT", "FORWARDS"
+        "this peer: {} (NAT {}{})",
+        node.peer_id(),
+        route::reachability_text(node.net().reachability()),
+        if node.net().relaying() {
+            ", relaying for members"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<54} {:<10} {:<24} {:<8} {:>8} {:<22} {:<24} ADDRESS",
+        "PEER", "STATE", "PATH", "NAT", "RTT", "AGENT", "FORWARDS"
     );
     for p in peers {
         // The address of the connection in use (direct first), else the last one dialed.
@@ -341,10 +354,11 @@ async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
             .map(|(_, f)| format!("{} ({} viewers)", f.camera_id, f.viewers))
             .collect();
         println!(
-            "{:<54} {:<10} {:<24} {:>8} {:<22} {:<24} {}",
+            "{:<54} {:<10} {:<24} {:<8} {:>8} {:<22} {:<24} {}",
             p.peer,
             if p.connected { "connected" } else { "known" },
-            path::link_text(camesh_node::relay::route::link_of(Some(&p))),
+            path::link_text(route::link_of(Some(&p))),
+            route::reachability_of(&survey, &p.peer).map_or("-", route::reachability_text),
             p.rtt
                 .map(|r| format!("{:.1}ms", r.as_secs_f64() * 1000.0))
                 .unwrap_or_else(|| "-".into()),

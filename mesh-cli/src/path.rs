@@ -2,8 +2,9 @@
 //!
 //! Lists every route to the camera (its own node, and the fleet members that forward it
 //! now), each with how the connection is made (direct, relayed via a circuit relay, not
-//! connected), its measured round trip and the path policy's cost, and marks the route
-//! the policy picks. With `--watch` it then opens the stream over the chosen route and
+//! connected), the NAT status that node reports of itself (AutoNAT: public, private,
+//! unknown), its measured round trip and the path policy's cost, and marks the route the
+//! policy picks; the header gives this peer's own NAT status. With `--watch` it then opens the stream over the chosen route and
 //! reports which route actually carries it, and every failover or switch.
 
 use std::time::{Duration, Instant};
@@ -75,7 +76,11 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     for p in &owners {
         let _ = node.net().connect(Some(*p), Vec::new()).await;
     }
-    let found = route::forwarders(node, &args.camera, pb::Profile::Main).await;
+    let survey = route::survey(node).await;
+    let found: Vec<_> = route::forwarded_in(&survey)
+        .into_iter()
+        .filter(|(_, f)| f.camera_id == args.camera && f.profile == pb::Profile::Main as i32)
+        .collect();
     let mut via: Vec<PeerId> = found.iter().map(|(p, _)| *p).collect();
     for v in &args.via {
         if !via.contains(v) {
@@ -91,10 +96,15 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         Decision::Open(r) | Decision::Switch { to: r, .. } => Some(r),
         Decision::Stay | Decision::NoPath => None,
     };
-    println!("camera {} — routes to this peer ({}):", args.camera, node.peer_id());
     println!(
-        "  {:<30} {:<24} {:>9} {:>9} {:<8} PEER",
-        "ROUTE", "CONNECTION", "RTT", "COST", "VIEWERS"
+        "camera {} — routes to this peer ({}, NAT {}):",
+        args.camera,
+        node.peer_id(),
+        route::reachability_text(node.net().reachability())
+    );
+    println!(
+        "  {:<30} {:<24} {:<8} {:>9} {:>9} {:<8} PEER",
+        "ROUTE", "CONNECTION", "NAT", "RTT", "COST", "VIEWERS"
     );
     for c in &cands {
         let viewers = found
@@ -102,10 +112,11 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
             .find(|(p, _)| Route::Forwarded(*p) == c.route)
             .map_or("-".to_string(), |(_, f)| f.viewers.to_string());
         println!(
-            "{} {:<30} {:<24} {:>9} {:>9} {:<8} {}",
+            "{} {:<30} {:<24} {:<8} {:>9} {:>9} {:<8} {}",
             if Some(c.route) == chosen { "*" } else { " " },
             route_text(&c.route),
             link_text(c.link),
+            route::reachability_of(&survey, &c.route.peer()).map_or("-", route::reachability_text),
             c.rtt
                 .map_or("-".into(), |r| format!("{:.1}ms", r.as_secs_f64() * 1000.0)),
             format!("{:.1}ms", chooser.cost(c, now) as f64 / 1000.0),

@@ -203,11 +203,18 @@ impl Node {
             config.limits.clone(),
             shutdown.child_token(),
         ));
+        let info = crate::stream::server::Info {
+            hubs: hubs.clone(),
+            trust: trust.clone(),
+            net: net.clone(),
+            slots: slots.clone(),
+            me: peer_id,
+            role: config.node.role.to_string(),
+            started: std::time::Instant::now(),
+        };
         tokio::spawn(crate::stream::server::run_info(
             info_in,
-            hubs.clone(),
-            trust.clone(),
-            peer_id,
+            info,
             config.limits.clone(),
             shutdown.child_token(),
         ));

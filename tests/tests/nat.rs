@@ -856,6 +856,36 @@ fn autonat_decides_which_node_relays_and_video_flows_through_it() {
         went_private,
         "the node behind the cone NAT never said Private:\n{natted_out}"
     );
+    // `mesh peers` (issue #5: "with NAT status") run next to the natted node, on its side
+    // of the NAT: each node's row carries the verdict AutoNAT gave that node.
+    let mut p = mesh(
+        dir.path(),
+        "peers",
+        &natted_site.host,
+        PORT + 50,
+        &[public.addr.clone(), natted.addr.clone()],
+        &["peers", "--timeout", "3s"],
+    );
+    let peers_ok = p.wait_exit(Duration::from_secs(40)).is_some_and(|s| s.success());
+    let peers_out = p.output();
+    println!("mesh peers beside the natted node:\n{peers_out}");
+    let row_words = |peer: &PeerId| -> Vec<String> {
+        peers_out
+            .lines()
+            .find(|l| l.starts_with(&peer.to_string()))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let (pub_row, natted_row) = (row_words(&public.peer), row_words(&natted.peer));
+    assert!(peers_ok, "mesh peers failed:\n{peers_out}");
+    assert!(
+        pub_row.iter().any(|w| w == "public") && !pub_row.iter().any(|w| w == "private"),
+        "the public node's NAT status: {pub_row:?}"
+    );
+    assert!(
+        natted_row.iter().any(|w| w == "private") && !natted_row.iter().any(|w| w == "public"),
+        "the natted node's NAT status: {natted_row:?}"
+    );
     // A camera behind a symmetric NAT reserves on the relay AutoNAT chose, and a viewer
     // behind another NAT watches it through that relay.
     let cam = camera_node(dir.path(), &cam_site.host, &[&public], CLIP);

@@ -148,6 +148,7 @@ pub struct NetHandle {
     events: broadcast::Sender<NetEvent>,
     trust: Arc<Trust>,
     relay_enabled: Arc<std::sync::atomic::AtomicBool>,
+    reachability: Arc<std::sync::atomic::AtomicI32>,
 }
 
 /// How long a circuit dial waits for the relay to have checked our certificate.
@@ -191,6 +192,12 @@ impl NetHandle {
     /// AutoNAT's verdict (public) when that is unset.
     pub fn relaying(&self) -> bool {
         self.relay_enabled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// AutoNAT's latest verdict on this node's addresses (unknown until its first probes).
+    pub fn reachability(&self) -> pb::Reachability {
+        pb::Reachability::try_from(self.reachability.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(pb::Reachability::Unknown)
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
@@ -306,6 +313,8 @@ struct NetTask {
     trust: Arc<Trust>,
     /// Whether this node relays for members now (AutoNAT or config).
     relay_enabled: Arc<std::sync::atomic::AtomicBool>,
+    /// AutoNAT's verdict, a `pb::Reachability` (read by the handle).
+    reachability: Arc<std::sync::atomic::AtomicI32>,
     topic: gossipsub::IdentTopic,
     revocation_topic: gossipsub::IdentTopic,
     peers: HashMap<PeerId, PeerState>,
@@ -345,6 +354,7 @@ pub(crate) async fn spawn(
     let (ev_tx, _) = broadcast::channel(EVENT_QUEUE);
     let task_trust = trust.clone();
     let handle_relay_enabled = relay_enabled.clone();
+    let reachability = Arc::new(std::sync::atomic::AtomicI32::new(pb::Reachability::Unknown as i32));
     match config.node.relay_server {
         Some(on) => info!(reason = "config", "relay server {}", if on { "on" } else { "off" }),
         None => info!(
@@ -360,6 +370,7 @@ pub(crate) async fn spawn(
         hubs,
         trust,
         relay_enabled,
+        reachability: reachability.clone(),
         topic,
         revocation_topic,
         peers: HashMap::new(),
@@ -394,6 +405,7 @@ pub(crate) async fn spawn(
         events: ev_tx,
         trust: task_trust,
         relay_enabled: handle_relay_enabled,
+        reachability,
     })
 }
 
@@ -738,6 +750,13 @@ impl NetTask {
             }
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { new, .. }) => {
                 let public = matches!(new, libp2p::autonat::NatStatus::Public(_));
+                let verdict = match new {
+                    libp2p::autonat::NatStatus::Public(_) => pb::Reachability::Public,
+                    libp2p::autonat::NatStatus::Private => pb::Reachability::Private,
+                    libp2p::autonat::NatStatus::Unknown => pb::Reachability::Unknown,
+                };
+                self.reachability
+                    .store(verdict as i32, std::sync::atomic::Ordering::Relaxed);
                 info!(status = ?new, "reachability changed");
                 if self.config.node.relay_server.is_none() {
                     let was = self.relay_enabled.swap(public, std::sync::atomic::Ordering::Relaxed);

@@ -160,9 +160,10 @@ pub async fn candidates(node: &NodeHandle, owners: &[PeerId], via: &[PeerId], pr
         .collect()
 }
 
-/// What every connected fleet member forwards now, asked over `/camesh/info/1` in
-/// parallel (each answer bounded by the request timeout).
-pub async fn forwarding(node: &NodeHandle) -> Vec<(PeerId, pb::ForwardedStream)> {
+/// Asks every connected fleet member what it serves and forwards, and how it sees
+/// itself (NAT status, relaying): one `/camesh/info/1` request each, concurrently, each
+/// bounded by the request timeout. Peers that do not answer are left out.
+pub async fn survey(node: &NodeHandle) -> Vec<(PeerId, pb::CameraList)> {
     let peers = node.peers().await.unwrap_or_default();
     let mut asks = tokio::task::JoinSet::new();
     for p in peers.into_iter().filter(|p| p.connected) {
@@ -175,10 +176,44 @@ pub async fn forwarding(node: &NodeHandle) -> Vec<(PeerId, pb::ForwardedStream)>
     let mut found = Vec::new();
     while let Some(r) = asks.join_next().await {
         let Ok((peer, Ok(list))) = r else { continue };
-        found.extend(list.forwarding.into_iter().map(|f| (peer, f)));
+        found.push((peer, list));
     }
+    found.sort_by_key(|(p, _)| *p);
+    found
+}
+
+/// What each peer of a survey re-serves, by peer then camera.
+pub fn forwarded_in(survey: &[(PeerId, pb::CameraList)]) -> Vec<(PeerId, pb::ForwardedStream)> {
+    let mut found: Vec<_> = survey
+        .iter()
+        .flat_map(|(peer, list)| list.forwarding.iter().map(|f| (*peer, f.clone())))
+        .collect();
     found.sort_by(|(a, f), (b, g)| a.cmp(b).then(f.camera_id.cmp(&g.camera_id)));
     found
+}
+
+/// What connected fleet members re-serve now (application-level forwarding).
+pub async fn forwarding(node: &NodeHandle) -> Vec<(PeerId, pb::ForwardedStream)> {
+    forwarded_in(&survey(node).await)
+}
+
+/// A peer's own NAT status in one word (AutoNAT's terms): public (reachable without
+/// help), private (behind a NAT or firewall: reached through a relay or a punch), unknown.
+pub fn reachability_text(r: pb::Reachability) -> &'static str {
+    match r {
+        pb::Reachability::Public => "public",
+        pb::Reachability::Private => "private",
+        pb::Reachability::Unknown => "unknown",
+    }
+}
+
+/// The NAT status a peer reported in a survey, `None` if it did not answer.
+pub fn reachability_of(survey: &[(PeerId, pb::CameraList)], peer: &PeerId) -> Option<pb::Reachability> {
+    survey
+        .iter()
+        .find(|(p, _)| p == peer)
+        .and_then(|(_, l)| l.node.as_ref())
+        .map(|n| n.reachability())
 }
 
 /// Connected fleet members that forward `camera` (`profile`) now.
@@ -228,5 +263,47 @@ mod tests {
             ))),
             Link::Direct
         );
+    }
+
+    #[test]
+    fn a_survey_gives_each_peers_nat_status_and_what_it_forwards() {
+        let (a, b, silent) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let fwd = |camera: &str| pb::ForwardedStream {
+            camera_id: camera.into(),
+            ..Default::default()
+        };
+        let status = |r: pb::Reachability| pb::NodeStatus {
+            reachability: r as i32,
+            ..Default::default()
+        };
+        let survey = vec![
+            (
+                a,
+                pb::CameraList {
+                    forwarding: vec![fwd("cam2"), fwd("cam1")],
+                    node: Some(status(pb::Reachability::Public)),
+                    ..Default::default()
+                },
+            ),
+            (
+                b,
+                pb::CameraList {
+                    node: Some(status(pb::Reachability::Private)),
+                    ..Default::default()
+                },
+            ),
+            // An older node that sends no status of itself.
+            (silent, pb::CameraList::default()),
+        ];
+        assert_eq!(reachability_of(&survey, &a), Some(pb::Reachability::Public));
+        assert_eq!(reachability_of(&survey, &b), Some(pb::Reachability::Private));
+        assert_eq!(reachability_of(&survey, &silent), None);
+        assert_eq!(reachability_of(&survey, &PeerId::random()), None);
+        let cams: Vec<_> = forwarded_in(&survey)
+            .into_iter()
+            .map(|(p, f)| (p, f.camera_id))
+            .collect();
+        assert_eq!(cams, vec![(a, "cam1".to_string()), (a, "cam2".to_string())]);
+        assert_eq!(reachability_text(pb::Reachability::Private), "private");
     }
 }

@@ -450,15 +450,34 @@ pub fn forwarding(hubs: &Hubs) -> Vec<pb::ForwardedStream> {
         .collect()
 }
 
+/// What `/camesh/info/1` describes: the node's cameras, what it forwards, and itself.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub hubs: Arc<Hubs>,
+    pub trust: Arc<Trust>,
+    pub net: crate::net::NetHandle,
+    pub slots: Arc<StreamSlots>,
+    pub me: PeerId,
+    pub role: String,
+    pub started: std::time::Instant,
+}
+
+impl Info {
+    /// This node now: role, NAT status (AutoNAT), relaying, streams served, uptime.
+    pub fn status(&self) -> pb::NodeStatus {
+        pb::NodeStatus {
+            role: self.role.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            streams_served: u32::try_from(self.slots.total()).unwrap_or(u32::MAX),
+            uptime_s: self.started.elapsed().as_secs(),
+            reachability: self.net.reachability() as i32,
+            relaying: self.net.relaying(),
+        }
+    }
+}
+
 /// Serves `/camesh/info/1`: one `ControlRequest`, one `ControlResponse`, per stream.
-pub async fn run_info(
-    mut incoming: IncomingStreams,
-    hubs: Arc<Hubs>,
-    trust: Arc<Trust>,
-    me: PeerId,
-    limits: Limits,
-    shutdown: CancellationToken,
-) {
+pub async fn run_info(mut incoming: IncomingStreams, info: Info, limits: Limits, shutdown: CancellationToken) {
     let codec = LengthCodec::new(limits.max_control_bytes);
     let timeout = Duration::from_secs(limits.request_timeout_s);
     loop {
@@ -466,9 +485,9 @@ pub async fn run_info(
             next = incoming.next() => match next { Some(s) => s, None => break },
             _ = shutdown.cancelled() => break,
         };
-        let hubs = hubs.clone();
-        let trust = trust.clone();
+        let info = info.clone();
         tokio::spawn(async move {
+            let (hubs, trust) = (&info.hubs, &info.trust);
             if trust.wait_member(&peer, trust.grace()).await.is_none() {
                 trust
                     .audit
@@ -496,17 +515,13 @@ pub async fn run_info(
                 Ok(pb::ControlRequest {
                     request: Some(pb::control_request::Request::ListCameras(_)),
                 }) => pb::control_response::Response::Cameras(pb::CameraList {
-                    cameras: hubs.announcements(me, &[]),
-                    forwarding: forwarding(&hubs),
+                    cameras: hubs.announcements(info.me, &[]),
+                    forwarding: forwarding(hubs),
+                    node: Some(info.status()),
                 }),
                 Ok(pb::ControlRequest {
                     request: Some(pb::control_request::Request::Status(_)),
-                }) => pb::control_response::Response::Status(pb::NodeStatus {
-                    role: String::new(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    streams_served: 0,
-                    uptime_s: 0,
-                }),
+                }) => pb::control_response::Response::Status(info.status()),
                 Ok(_) => pb::control_response::Response::Error(pb::ControlError {
                     reason: "unknown request".into(),
                 }),
