@@ -435,3 +435,59 @@ async fn video_flows_over_the_tcp_fallback_when_quic_is_not_available() {
     viewer.shutdown();
     cam.shutdown();
 }
+
+/// The kernel's size of a UDP socket's receive buffer (`ss`'s `skmem:(r…,rb<N>,…)`), found
+/// by the local port.
+fn udp_receive_buffer(port: u16) -> Option<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-uamnH", "sport", "=", &format!(":{port}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.find(",rb")? + 3;
+    text[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// camesh's QUIC sockets ask for 4 MiB buffers (the vendor/libp2p-quic patch): with the
+/// default 208 KiB, a few streams' keyframes arriving at once overflow the receive buffer
+/// and every dropped datagram is a QUIC loss (docs/BENCHMARKS.md: 337 drops at 256
+/// streams before, none after). The kernel caps the request at `net.core.rmem_max` and
+/// reports double what it grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_sockets_get_receive_buffers_sized_for_video() {
+    init_tracing();
+    assert!(have("ss"), "ss is needed (scripts/setup.sh installs iproute2)");
+    let read = |p: &str| -> u64 {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (max, default) = (
+        read("/proc/sys/net/core/rmem_max"),
+        read("/proc/sys/net/core/rmem_default"),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = viewer_node(dir.path(), "t-sockbuf", vec![]).await;
+    let addrs = node.net().listen_addrs().await.expect("listen addresses");
+    let port = addrs
+        .iter()
+        .find_map(|a| {
+            a.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Udp(port) => Some(port),
+                _ => None,
+            })
+        })
+        .expect("a QUIC listen address");
+    let rb = udp_receive_buffer(port).expect("ss shows the node's UDP socket");
+    let expected = 2 * max.min(4 << 20);
+    eprintln!("QUIC socket on :{port}: rb {rb} (rmem_default {default}, rmem_max {max}, asked 4 MiB)");
+    assert!(
+        rb >= expected,
+        "receive buffer {rb}, expected {expected} (asked 4 MiB, rmem_max {max})"
+    );
+    if max > default {
+        assert!(rb > 2 * default, "the socket kept the default buffer ({rb})");
+    }
+    node.shutdown();
+}
