@@ -78,10 +78,26 @@ fn viewer_finds_a_camera_by_mdns_on_a_lan() {
         .args(["run", "--fleet", "t-mdns", "--fleet-root", &root])
         .args(["--listen", "/ip4/0.0.0.0/udp/0/quic-v1", "--camera"])
         .arg(format!("cam1={}", fixture("cam-640x360-30fps-gop2s.h264").display()))
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("camesh-node runs");
+    // Ask only once the camera listens: a slow first start (a cold binary) must not eat
+    // the viewer's discovery window.
+    let stdout = camera.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("listening:") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_secs(30)).is_ok(),
+        "the camera node never printed its listening address"
+    );
     let out = Lab::exec(&ns_b, &bin("mesh"))
         .arg("--data-dir")
         .arg(dir.path().join("mesh"))

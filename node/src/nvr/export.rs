@@ -127,6 +127,10 @@ async fn export_and_send(
     });
     let summary = loop {
         tokio::select! {
+            // Progress first: a short export can finish before the first poll, and an
+            // unbiased select would then drop what it queued (the user saw no progress).
+            // The job's sender is gone once it ends, so this drains and then yields.
+            biased;
             Some(p) = prx.recv() => {
                 let msg = item(pb::nvr_export_item::Item::Progress(pb::NvrExportProgress {
                     frames: p.frames,
