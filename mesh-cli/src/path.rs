@@ -4,8 +4,9 @@
 //! now), each with how the connection is made (direct, relayed via a circuit relay, not
 //! connected), the NAT status that node reports of itself (AutoNAT: public, private,
 //! unknown), its measured round trip and the path policy's cost, and marks the route the
-//! policy picks; the header gives this peer's own NAT status. With `--watch` it then opens the stream over the chosen route and
-//! reports which route actually carries it, and every failover or switch.
+//! policy picks; the header gives this peer's own NAT status. With `--watch` it then
+//! opens the stream over the chosen route and reports which route actually carries it,
+//! and every failover or switch.
 
 use std::time::{Duration, Instant};
 
@@ -77,10 +78,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         let _ = node.net().connect(Some(*p), Vec::new()).await;
     }
     let survey = route::survey(node).await;
-    let found: Vec<_> = route::forwarded_in(&survey)
-        .into_iter()
-        .filter(|(_, f)| f.camera_id == args.camera && f.profile == pb::Profile::Main as i32)
-        .collect();
+    let found = route::forwarders_in(&survey, &args.camera, pb::Profile::Main);
     let mut via: Vec<PeerId> = found.iter().map(|(p, _)| *p).collect();
     for v in &args.via {
         if !via.contains(v) {

@@ -192,11 +192,6 @@ pub fn forwarded_in(survey: &[(PeerId, pb::CameraList)]) -> Vec<(PeerId, pb::For
     found
 }
 
-/// What connected fleet members re-serve now (application-level forwarding).
-pub async fn forwarding(node: &NodeHandle) -> Vec<(PeerId, pb::ForwardedStream)> {
-    forwarded_in(&survey(node).await)
-}
-
 /// A peer's own NAT status in one word (AutoNAT's terms): public (reachable without
 /// help), private (behind a NAT or firewall: reached through a relay or a punch), unknown.
 pub fn reachability_text(r: pb::Reachability) -> &'static str {
@@ -216,13 +211,21 @@ pub fn reachability_of(survey: &[(PeerId, pb::CameraList)], peer: &PeerId) -> Op
         .map(|n| n.reachability())
 }
 
-/// Connected fleet members that forward `camera` (`profile`) now.
-pub async fn forwarders(node: &NodeHandle, camera: &str, profile: pb::Profile) -> Vec<(PeerId, pb::ForwardedStream)> {
-    forwarding(node)
-        .await
+/// The peers of a survey that forward `camera` (`profile`).
+pub fn forwarders_in(
+    survey: &[(PeerId, pb::CameraList)],
+    camera: &str,
+    profile: pb::Profile,
+) -> Vec<(PeerId, pb::ForwardedStream)> {
+    forwarded_in(survey)
         .into_iter()
         .filter(|(_, f)| f.camera_id == camera && f.profile == profile as i32)
         .collect()
+}
+
+/// Connected fleet members that forward `camera` (`profile`) now.
+pub async fn forwarders(node: &NodeHandle, camera: &str, profile: pb::Profile) -> Vec<(PeerId, pb::ForwardedStream)> {
+    forwarders_in(&survey(node).await, camera, profile)
 }
 
 #[cfg(test)]
@@ -304,6 +307,11 @@ mod tests {
             .map(|(p, f)| (p, f.camera_id))
             .collect();
         assert_eq!(cams, vec![(a, "cam1".to_string()), (a, "cam2".to_string())]);
+        let cam2: Vec<_> = forwarders_in(&survey, "cam2", pb::Profile::Main)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(cam2, vec![a]);
         assert_eq!(reachability_text(pb::Reachability::Private), "private");
     }
 }
