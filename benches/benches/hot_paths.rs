@@ -63,6 +63,7 @@ fn frame(size_n: u64) -> MediaFrame {
             ..Default::default()
         },
         payload: au.data,
+        wire: None,
     }
 }
 

@@ -7,7 +7,8 @@
 //!
 //! A media frame body is `uvarint(hlen) || FrameHeader[hlen] || payload`. The writer
 //! sends [`MediaFrame::encode_prefix`] and then the payload `Bytes` as they are, so the
-//! payload is never copied on the send path.
+//! payload is never copied on the send path; a frame laid out once for every subscriber
+//! ([`MediaFrame::laid_out`]) goes out in one write.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -136,13 +137,68 @@ fn write_uvarint(mut v: u64, dst: &mut BytesMut) {
 }
 
 /// One media frame: header plus payload (AVCC access unit, or its ciphertext).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct MediaFrame {
     pub header: pb::FrameHeader,
     pub payload: Bytes,
+    /// The whole frame as it goes on the wire (outer length, header length, header,
+    /// payload) when its sender laid it out once for every subscriber, with `payload` the
+    /// tail of the same buffer: one write per frame instead of two. Only used while it
+    /// still matches `header` and `payload` ([`Self::wire_if_current`]), so a header
+    /// changed later (a subscriber's `skipped_before`) simply falls back to two writes.
+    pub wire: Option<Bytes>,
 }
 
+/// Frames are equal when header and payload are; `wire` is a cached encoding of them.
+impl PartialEq for MediaFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.header == other.header && self.payload == other.payload
+    }
+}
+
+/// A codec for the wire prefix of frames laid out before any stream's maximum is known
+/// (the writer checks the payload against its own stream's maximum first).
+const WIRE_CODEC: LengthCodec = LengthCodec { max: u32::MAX as usize };
+
 impl MediaFrame {
+    pub fn new(header: pb::FrameHeader, payload: Bytes) -> Self {
+        Self {
+            header,
+            payload,
+            wire: None,
+        }
+    }
+
+    /// A frame laid out in one buffer: `fill` appends exactly `payload_len` payload bytes
+    /// (sealing in place, say) after the prefix, and the payload is a slice of the result.
+    pub fn laid_out(
+        header: pb::FrameHeader,
+        payload_len: usize,
+        fill: impl FnOnce(&mut BytesMut),
+    ) -> Result<Self, FramingError> {
+        let mut buf = BytesMut::with_capacity(3 * MAX_VARINT_LEN + header.encoded_len() + payload_len);
+        encode_prefix_parts(&header, payload_len, &WIRE_CODEC, &mut buf)?;
+        let start = buf.len();
+        fill(&mut buf);
+        debug_assert_eq!(buf.len() - start, payload_len, "fill wrote the announced length");
+        let wire = buf.freeze();
+        Ok(Self {
+            payload: wire.slice(start..),
+            header,
+            wire: Some(wire),
+        })
+    }
+
+    /// The one-buffer encoding, if there is one and `prefix` (this frame's prefix as
+    /// [`Self::encode_prefix_into`] wrote it just now) shows it is still this frame.
+    pub fn wire_if_current(&self, prefix: &[u8]) -> Option<&Bytes> {
+        let w = self.wire.as_ref()?;
+        let same = w.len() == prefix.len() + self.payload.len()
+            && w.starts_with(prefix)
+            && std::ptr::eq(w[prefix.len()..].as_ptr(), self.payload.as_ptr());
+        same.then_some(w)
+    }
+
     /// Everything that goes on the wire before the payload: the outer length, the
     /// header length and the header. Send the payload right after it.
     pub fn encode_prefix(&self, codec: &LengthCodec) -> Result<BytesMut, FramingError> {
@@ -153,15 +209,7 @@ impl MediaFrame {
 
     /// [`Self::encode_prefix`] into a reused buffer (no allocation per frame).
     pub fn encode_prefix_into(&self, codec: &LengthCodec, out: &mut BytesMut) -> Result<(), FramingError> {
-        let hlen = self.header.encoded_len();
-        let body_len = uvarint_len(hlen as u64) + hlen + self.payload.len();
-        codec.encode_len(body_len, out)?;
-        write_uvarint(hlen as u64, out);
-        out.reserve(hlen);
-        self.header.encode(out).map_err(|e| FramingError::BadMessage {
-            what: "frame header",
-            reason: e.to_string(),
-        })
+        encode_prefix_parts(&self.header, self.payload.len(), codec, out)
     }
 
     /// The whole frame in one buffer (copies the payload; for tests and small frames).
@@ -187,8 +235,26 @@ impl MediaFrame {
         body.advance(used);
         let header_bytes = body.split_to(hlen);
         let header = decode_message("frame header", header_bytes)?;
-        Ok(Self { header, payload: body })
+        Ok(Self::new(header, body))
     }
+}
+
+/// The wire prefix of a frame with `header` and a payload of `payload_len` bytes.
+fn encode_prefix_parts(
+    header: &pb::FrameHeader,
+    payload_len: usize,
+    codec: &LengthCodec,
+    out: &mut BytesMut,
+) -> Result<(), FramingError> {
+    let hlen = header.encoded_len();
+    let body_len = uvarint_len(hlen as u64) + hlen + payload_len;
+    codec.encode_len(body_len, out)?;
+    write_uvarint(hlen as u64, out);
+    out.reserve(hlen);
+    header.encode(out).map_err(|e| FramingError::BadMessage {
+        what: "frame header",
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -209,7 +275,40 @@ mod tests {
                 new_key: Bytes::new(),
             },
             payload: Bytes::from(payload),
+            wire: None,
         }
+    }
+
+    #[test]
+    fn a_laid_out_frame_is_its_own_encoding_until_its_header_changes() {
+        let codec = LengthCodec::new(1 << 20);
+        let plain = frame(61, vec![7u8; 3000]);
+        let laid = MediaFrame::laid_out(plain.header.clone(), 3000, |b| b.extend_from_slice(&[7u8; 3000])).unwrap();
+        assert_eq!(laid, plain);
+        let wire = laid.wire.clone().unwrap();
+        assert_eq!(&wire[..], &plain.encode(&codec).unwrap()[..], "one buffer, same bytes");
+        let mut prefix = BytesMut::new();
+        laid.encode_prefix_into(&codec, &mut prefix).unwrap();
+        assert!(laid.wire_if_current(&prefix).is_some());
+        // Decoding the wire gives the frame back.
+        let mut buf = BytesMut::from(&wire[..]);
+        let body = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(MediaFrame::decode(body).unwrap(), plain);
+
+        // A subscriber's skip count changes the header: the cached layout is stale.
+        let mut skipped = laid.clone();
+        skipped.header.skipped_before = 3;
+        prefix.clear();
+        skipped.encode_prefix_into(&codec, &mut prefix).unwrap();
+        assert!(skipped.wire_if_current(&prefix).is_none());
+        // So does a payload swapped for other bytes of the same length.
+        let mut swapped = laid.clone();
+        swapped.payload = Bytes::from(vec![7u8; 3000]);
+        prefix.clear();
+        swapped.encode_prefix_into(&codec, &mut prefix).unwrap();
+        assert!(swapped.wire_if_current(&prefix).is_none());
+        // And a plain frame has none.
+        assert!(plain.wire_if_current(&prefix).is_none());
     }
 
     #[test]

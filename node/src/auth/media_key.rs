@@ -11,7 +11,8 @@
 //! AES-NI and carry-less multiply it seals 4-6x faster than RustCrypto's `aes-gcm` did on
 //! the benchmark machine, and sealing runs once per frame on the camera and opening once
 //! per frame on every viewer (docs/BENCHMARKS.md). Sealing writes into one `BytesMut`
-//! sized for payload + tag, so a frame costs exactly one allocation.
+//! sized for payload + tag (and, on the hub, the frame's wire prefix in front), so a frame
+//! costs exactly one allocation.
 
 use bytes::{Bytes, BytesMut};
 use camesh_proto::pb::FrameHeader;
@@ -86,16 +87,23 @@ impl MediaKey {
 
     /// Seals a frame payload; `header.key_epoch` must be this key's epoch.
     pub fn seal(&self, header: &FrameHeader, plaintext: &[u8]) -> Bytes {
-        debug_assert_eq!(header.key_epoch, self.epoch);
         let mut buf = BytesMut::with_capacity(plaintext.len() + TAG_LEN);
+        self.seal_into(header, plaintext, &mut buf);
+        buf.freeze()
+    }
+
+    /// Appends the sealed payload (`plaintext.len() + TAG_LEN` bytes) to `buf`, after
+    /// whatever it already holds (a frame's wire prefix, say).
+    pub fn seal_into(&self, header: &FrameHeader, plaintext: &[u8], buf: &mut BytesMut) {
+        debug_assert_eq!(header.key_epoch, self.epoch);
+        let start = buf.len();
         buf.extend_from_slice(plaintext);
         // AES-GCM sealing only fails for messages over 64 GiB; frames are bounded far below.
         let tag = self
             .cipher
-            .seal_in_place_separate_tag(nonce(header.sequence), Aad::from(aad(header)), &mut buf)
+            .seal_in_place_separate_tag(nonce(header.sequence), Aad::from(aad(header)), &mut buf[start..])
             .expect("frame within AES-GCM limits");
         buf.extend_from_slice(tag.as_ref());
-        buf.freeze()
     }
 
     /// Opens a sealed payload: fails if any byte of it or of the protected header changed.

@@ -409,6 +409,7 @@ async fn play(
                             ..Default::default()
                         },
                         payload: Bytes::new(),
+                        wire: None,
                     };
                     write_frame(stream, &codec, &update, &mut scratch).await?;
                     keys_sent += 1;
@@ -420,10 +421,7 @@ async fn play(
                     warn!(%camera, size = f.payload.len(), "recorded frame larger than the viewer's maximum; skipped");
                     continue;
                 }
-                let frame = MediaFrame {
-                    header: header_of(&f),
-                    payload: f.payload,
-                };
+                let frame = MediaFrame::new(header_of(&f), f.payload);
                 write_frame(stream, &codec, &frame, &mut scratch).await?;
                 frames_sent += 1;
                 if rx.is_empty() {

@@ -82,6 +82,7 @@ impl Feed {
                 ..Default::default()
             },
             payload,
+            wire: None,
         }
     }
 }

@@ -207,6 +207,7 @@ mod tests {
                 ..Default::default()
             },
             payload: Bytes::from(vec![0u8; size]),
+            wire: None,
         }
     }
 

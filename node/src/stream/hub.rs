@@ -199,9 +199,16 @@ impl Hub {
             skipped_before: 0,
             new_key: Default::default(),
         };
-        // Sealed once, here: every hop after this point carries ciphertext only.
-        let payload = st.key.seal(&header, &au.data);
-        let frame = MediaFrame { header, payload };
+        // Sealed once, here: every hop after this point carries ciphertext only. Laid out
+        // behind its wire prefix, so each subscriber's stream gets it in one write.
+        let key = &st.key;
+        let sealed_len = au.data.len() + crate::auth::media_key::TAG_LEN;
+        let frame = match MediaFrame::laid_out(header.clone(), sealed_len, |buf| key.seal_into(&header, &au.data, buf))
+        {
+            Ok(f) => f,
+            // Only a frame over 4 GiB has no wire prefix; the writers refuse it anyway.
+            Err(_) => MediaFrame::new(header.clone(), key.seal(&header, &au.data)),
+        };
         st.next_seq += 1;
         st.gop.push(&frame);
         st.subs.retain(|s| !s.closed.load(Ordering::Relaxed));

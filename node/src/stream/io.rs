@@ -1,6 +1,7 @@
 //! Async framing over a libp2p stream: reads length-delimited bodies through the pure
 //! [`LengthCodec`], writes protobuf messages and media frames (prefix, then the payload
-//! `Bytes` as they are: no copy of the payload).
+//! `Bytes` as they are: no copy of the payload; or, for a frame the hub laid out in one
+//! buffer, that buffer in one write).
 
 use bytes::{Bytes, BytesMut};
 use camesh_proto::{FramingError, LengthCodec, MediaFrame};
@@ -95,6 +96,12 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 ) -> Result<(), IoError> {
     scratch.clear();
     frame.encode_prefix_into(codec, scratch)?;
+    if let Some(wire) = frame.wire_if_current(scratch) {
+        // Laid out once by the hub for every subscriber: one write (and one copy into
+        // quinn's send buffer) instead of two.
+        io.write_all(wire).await?;
+        return Ok(());
+    }
     io.write_all(scratch).await?;
     io.write_all(&frame.payload).await?;
     Ok(())

@@ -370,6 +370,7 @@ async fn pump<W: futures::AsyncWrite + Unpin>(
                         ..Default::default()
                     },
                     payload: bytes::Bytes::new(),
+                    wire: None,
                 };
                 write_frame(wr, &codec, &update, &mut scratch).await?;
                 epoch = Some(key.epoch);

@@ -440,11 +440,8 @@ mod tests {
                 keyframe: seq % 10 == 0,
                 ..Default::default()
             };
-            tx.try_send(Ok(Some(MediaFrame {
-                header,
-                payload: Default::default(),
-            })))
-            .expect("room");
+            tx.try_send(Ok(Some(MediaFrame::new(header, Default::default()))))
+                .expect("room");
         }
         Reader {
             peer: PeerId::random(),

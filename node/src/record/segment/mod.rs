@@ -218,10 +218,7 @@ impl FrameRecord {
 
     /// Back to the wire form (zero-copy payload), e.g. to serve playback.
     pub fn to_media(&self) -> MediaFrame {
-        MediaFrame {
-            header: self.header(),
-            payload: self.payload.clone(),
-        }
+        MediaFrame::new(self.header(), self.payload.clone())
     }
 }
 
