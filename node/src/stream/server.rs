@@ -15,11 +15,14 @@
 //! and no keys; a forwarded hub (another node's camera) never sends keys either.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use camesh_proto::{framing::decode_message, pb, LengthCodec};
+use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
 use libp2p_stream::IncomingStreams;
@@ -288,15 +291,35 @@ impl MediaServer {
             grant: &grant,
             send_keys,
         };
-        let result = tokio::select! {
-            r = pump(&sub, &mut wr, LengthCodec::new(max_frame), &keys) => r,
-            _ = wait_hangup(&mut rd) => Ok(()),
-            e = until_unauthorized(&self.trust, &peer, &grant) => {
+        // Whichever ends first ends the session. Not a `select!`: that polls every branch
+        // on each wake-up, i.e. for every frame the pump is woken for, and the hang-up
+        // branch's read locks the QUIC connection each time. `FuturesUnordered` polls only
+        // the branch whose waker fired.
+        let mut ends: FuturesUnordered<Pin<Box<dyn Future<Output = End> + Send + '_>>> = FuturesUnordered::new();
+        ends.push(Box::pin(async {
+            End::Pump(pump(&sub, &mut wr, LengthCodec::new(max_frame), &keys).await)
+        }));
+        ends.push(Box::pin(async {
+            wait_hangup(&mut rd).await;
+            End::HungUp
+        }));
+        ends.push(Box::pin(async {
+            End::Unauthorized(until_unauthorized(&self.trust, &peer, &grant).await)
+        }));
+        ends.push(Box::pin(async {
+            shutdown.cancelled().await;
+            End::Shutdown
+        }));
+        let end = ends.next().await;
+        drop(ends);
+        let result = match end {
+            Some(End::Pump(r)) => r,
+            Some(End::Unauthorized(e)) => {
                 audit.record("stream-closed", &peer.to_string(), &camera, &e.to_string());
                 info!(%peer, %camera, reason = %e, "authorization ended; closing stream");
                 Ok(())
             }
-            _ = shutdown.cancelled() => Ok(()),
+            Some(End::HungUp | End::Shutdown) | None => Ok(()),
         };
         sub.close();
         let st = sub.stats();
@@ -304,6 +327,14 @@ impl MediaServer {
         let _ = wr.close().await;
         result
     }
+}
+
+/// What ended a viewer's session.
+enum End {
+    Pump(Result<(), IoError>),
+    HungUp,
+    Unauthorized(AuthError),
+    Shutdown,
 }
 
 /// Hands out media keys to one session, only while its viewer is authorized.
