@@ -27,7 +27,7 @@ mod writer;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -412,6 +412,10 @@ impl Recorder {
             return Err(WriteError::TooLarge { len: bytes, max });
         }
         let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock `close_once` takes: nothing is queued behind `Close`.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(WriteError::Closed);
+        }
         if !inputs.contains_key(camera) {
             inputs.insert(camera.to_owned(), InputState::default());
         }
@@ -461,6 +465,10 @@ impl Recorder {
     }
 
     fn control(&self, cmd: Cmd) -> Result<(), WriteError> {
+        let _inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::Acquire) {
+            return Err(WriteError::Closed);
+        }
         match self.tx.try_send(cmd) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(WriteError::QueueFull),
@@ -519,9 +527,17 @@ impl Recorder {
     }
 
     fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, RecordError> {
+        Self::await_reply(self.send_call(make)?)
+    }
+
+    fn send_call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<Receiver<Result<T, String>>, RecordError> {
         let (reply, rx) = std::sync::mpsc::channel();
         // Blocking send: control calls are not on the live path, and the writer drains.
         self.tx.send(make(reply)).map_err(|_| RecordError::Stopped)?;
+        Ok(rx)
+    }
+
+    fn await_reply<T>(rx: Receiver<Result<T, String>>) -> Result<T, RecordError> {
         match rx.recv_timeout(CONTROL_TIMEOUT) {
             Ok(r) => r.map_err(RecordError::Failed),
             Err(RecvTimeoutError::Timeout) => Err(RecordError::Timeout(CONTROL_TIMEOUT)),
@@ -584,23 +600,31 @@ impl Recorder {
     /// writer stops (later writes fail with [`WriteError::Closed`]); the thread is joined
     /// when the last holder drops it.
     pub fn close_shared(&self) -> Result<(), RecordError> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        self.call(Cmd::Close)
+        self.close_once()
     }
 
     fn shutdown(&mut self) -> Result<(), RecordError> {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
-        let result = if self.closed.swap(true, Ordering::AcqRel) {
-            Ok(())
-        } else {
-            self.call(Cmd::Close)
-        };
+        let result = self.close_once();
         let _ = thread.join();
         result
+    }
+
+    /// Marks the recorder closed and asks the writer to close, once. Both happen under the
+    /// inputs lock, which [`Self::write`] holds while it queues: a frame is either queued
+    /// before `Close` (and written) or refused with [`WriteError::Closed`], never queued
+    /// behind `Close` and silently lost with an `Ok`.
+    fn close_once(&self) -> Result<(), RecordError> {
+        let reply = {
+            let _inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            self.send_call(Cmd::Close)?
+        };
+        Self::await_reply(reply)
     }
 
     /// Tests: stops the writer as abruptly as a SIGKILL would after it wrote what was

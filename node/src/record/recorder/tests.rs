@@ -553,7 +553,10 @@ fn a_shared_recorder_closes_cleanly_while_others_still_hold_it() {
     let holder = rec.clone();
     rec.close_shared().expect("closed");
     rec.close_shared().expect("closing twice is a no-op");
+    // Refused at once, not queued behind the writer's close (where an `Ok` would have lost
+    // the frame): the writer thread may still be running when close_shared returns.
     assert_eq!(holder.write(CAM, &feed.frame(90)), Err(WriteError::Closed));
+    assert_eq!(holder.set_codec(CAM, &feed.clip.params), Err(WriteError::Closed));
     drop(rec);
     drop(holder);
     let rec = Recorder::open(dir.path(), cfg()).expect("reopen");
