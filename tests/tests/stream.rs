@@ -92,6 +92,127 @@ async fn viewer_receives_the_fixtures_nal_units_byte_identical_and_in_order() {
     cam.shutdown();
 }
 
+/// Streams that reach a node together are all accepted: libp2p-stream used to keep one
+/// slot per protocol for all connections together and dropped the rest while the acceptor
+/// had not run yet (the opener saw "sending stopped by peer"; vendor/libp2p-stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_opened_at_the_same_moment_are_all_served() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cam, viewer) = pair(dir.path(), "t-burst", GOP2).await;
+    // One first, so the connection and membership are up and the rest arrive together.
+    let mut first = viewer
+        .subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
+        .await
+        .expect("subscribed");
+    next(&mut first).await;
+    // The per-peer limit is 8 streams: the first and seven more, all opened at once.
+    let burst =
+        futures::future::join_all((0..7).map(|_| viewer.subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))))
+            .await;
+    let mut subs = Vec::new();
+    for (i, r) in burst.into_iter().enumerate() {
+        match r {
+            Ok(s) => subs.push(s),
+            Err(e) => panic!("stream {i} of the burst was refused: {e}"),
+        }
+    }
+    for sub in &mut subs {
+        let f = next(sub).await;
+        assert!(f.header.keyframe, "each starts on the cached keyframe");
+    }
+}
+
+/// The mechanism under the test above, made deterministic: streams that arrive while the
+/// acceptor is not polling wait for it (up to a bound) instead of being dropped. Plain
+/// libp2p swarms with libp2p-stream, as camesh builds it (the vendored copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_streams_wait_for_a_busy_acceptor() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    init_tracing();
+    let proto = libp2p::StreamProtocol::new("/camesh-test/burst/1");
+    let build = || {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_quic()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .expect("behaviour")
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+            .build()
+    };
+    let mut a = build();
+    let mut b = build();
+    let peer_a = *a.local_peer_id();
+    let mut incoming = a.behaviour().new_control().accept(proto.clone()).expect("accept");
+    a.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr"))
+        .expect("listen");
+    let addr = tokio::time::timeout(T, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = a.select_next_some().await {
+                return address;
+            }
+        }
+    })
+    .await
+    .expect("listening");
+    b.dial(addr).expect("dial");
+    tokio::time::timeout(T, async {
+        loop {
+            tokio::select! {
+                _ = a.select_next_some() => {}
+                ev = b.select_next_some() => if let SwarmEvent::ConnectionEstablished { .. } = ev { return },
+            }
+        }
+    })
+    .await
+    .expect("connected");
+    let control_b = b.behaviour().new_control();
+    let drive = |mut s: libp2p::Swarm<libp2p_stream::Behaviour>| {
+        tokio::spawn(async move {
+            loop {
+                s.select_next_some().await;
+            }
+        })
+    };
+    let (ta, tb) = (drive(a), drive(b));
+
+    // Six streams at once, while nobody polls `incoming`.
+    const N: usize = 6;
+    let opened = tokio::time::timeout(
+        T,
+        futures::future::join_all((0..N).map(|_| {
+            let mut c = control_b.clone();
+            let proto = proto.clone();
+            async move {
+                let mut s = c.open_stream(peer_a, proto).await.expect("stream opens");
+                s.write_all(b"x").await.expect("write");
+                s.flush().await.expect("flush");
+                s
+            }
+        })),
+    )
+    .await
+    .expect("streams open in time");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Now the acceptor looks: every stream is there, each with its byte.
+    let mut got = 0;
+    while let Ok(Some((_, mut s))) = tokio::time::timeout(Duration::from_secs(1), incoming.next()).await {
+        let mut byte = [0u8; 1];
+        if s.read_exact(&mut byte).await.is_ok() {
+            got += 1;
+        }
+    }
+    assert!(
+        got >= N,
+        "{got} of {N} streams reached the acceptor (the rest were dropped)"
+    );
+    drop(opened);
+    ta.abort();
+    tb.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_joining_mid_gop_starts_at_once_on_the_cached_keyframe() {
     init_tracing();
