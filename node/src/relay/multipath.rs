@@ -20,12 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::path::PathPolicy;
-use super::path::{Decision, PathChooser, Route};
-use super::route;
+use super::path::{Decision, PathChooser};
 use super::splice::{From, Mark, Splice};
-use crate::node::NodeHandle;
+use crate::backoff::next_backoff;
+use crate::reach::{self, routes, Reach, Route};
 use crate::stream::client::ClientError;
-use crate::stream::watch::{next_backoff, stall_timeout, WatchEvent, WatchOptions};
+use crate::stream::watch::{stall_timeout, WatchEvent, WatchOptions};
 
 /// The routes to consider beyond the camera's own node, and how to choose.
 #[derive(Debug, Clone)]
@@ -106,23 +106,16 @@ impl Drop for Feed {
     }
 }
 
-fn open_feed(node: &NodeHandle, opts: &WatchOptions, route: Route) -> Feed {
+fn open_feed(node: &Reach, opts: &WatchOptions, route: Route) -> Feed {
     let (tx, rx) = mpsc::channel(FEED_QUEUE);
     let (node, camera) = (node.clone(), opts.camera.clone());
-    let req = pb::StreamRequest {
-        camera_id: opts.camera.clone(),
-        profile: opts.profile as i32,
-        mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
-        grant: Default::default(),
-        max_frame_bytes: 0,
-        user_agent: opts.user_agent.clone(),
-    };
+    let req = reach::live_request(&opts.camera, opts.profile, &opts.user_agent);
     let task = tokio::spawn(async move {
         let fail = |e: ClientError| FeedMsg::Failed {
             fatal: is_final(&e) && matches!(route, Route::Direct(_)),
             error: e.to_string(),
         };
-        let mut sub = match route::subscribe(&node, &camera, route, req).await {
+        let mut sub = match node.subscribe_route(&camera, route, req).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(fail(e)).await;
@@ -171,15 +164,10 @@ fn mark(f: &MediaFrame) -> Mark {
 }
 
 /// The camera's own node(s): the pinned peer, or whoever the directory or DHT names.
-async fn owners(node: &NodeHandle, opts: &WatchOptions) -> Vec<PeerId> {
+async fn owners(node: &Reach, opts: &WatchOptions) -> Vec<PeerId> {
     match opts.peer {
         Some(p) => vec![p],
-        None => node
-            .resolve_camera(&opts.camera)
-            .await
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect(),
+        None => node.resolve(&opts.camera).await.into_iter().map(|(p, _)| p).collect(),
     }
 }
 
@@ -269,7 +257,7 @@ fn merge_via(via: &mut Vec<PeerId>, found: Vec<PeerId>) {
 
 /// Runs until `cancel`, the consumer hangs up, or a final refusal.
 pub async fn run(
-    node: NodeHandle,
+    node: Reach,
     opts: WatchOptions,
     routes: RouteOptions,
     tx: mpsc::Sender<WatchEvent>,
@@ -279,7 +267,7 @@ pub async fn run(
 }
 
 async fn run_inner(
-    node: NodeHandle,
+    node: Reach,
     opts: WatchOptions,
     routes: RouteOptions,
     tx: mpsc::Sender<WatchEvent>,
@@ -294,7 +282,7 @@ async fn run_inner(
         last_frame: None,
         interrupted: false,
     };
-    let opening = Duration::from_secs(node.config().limits.request_timeout_s.max(1)) * 2;
+    let opening = Duration::from_secs(node.limits().request_timeout_s.max(1)) * 2;
     let mut backoff = Duration::ZERO;
     let mut attempts = 0u32;
     let mut tick = tokio::time::interval(routes.reevaluate_every);
@@ -303,10 +291,10 @@ async fn run_inner(
     let mut via = routes.via.clone();
     via.truncate(MAX_VIA);
     let profile = opts.profile;
-    let find = |node: &NodeHandle| {
+    let find = |node: &Reach| {
         let (node, camera) = (node.clone(), opts.camera.clone());
         tokio::spawn(async move {
-            route::forwarders(&node, &camera, profile)
+            routes::forwarders(&node, &camera, profile)
                 .await
                 .into_iter()
                 .filter(|(_, f)| f.live)
@@ -331,7 +319,7 @@ async fn run_inner(
             if owner_peers.is_empty() {
                 owner_peers = owners(&node, &opts).await;
             }
-            let cands = route::candidates(&node, &owner_peers, &via, routes.prefer_via).await;
+            let cands = routes::candidates(&node, &owner_peers, &via, routes.prefer_via).await;
             match st.chooser.decide(&cands, std::time::Instant::now()) {
                 Decision::Open(r) | Decision::Switch { to: r, .. } => {
                     // Every route failed lately: back off before trying again.
@@ -425,7 +413,7 @@ async fn run_inner(
                         st.abort_switch(camera, "no keyframe in time");
                     }
                 } else if st.current.as_ref().is_some_and(|c| c.accepted.is_some()) {
-                    let cands = route::candidates(&node, &owner_peers, &via, routes.prefer_via).await;
+                    let cands = routes::candidates(&node, &owner_peers, &via, routes.prefer_via).await;
                     if let Decision::Switch { from, to } = st.chooser.decide(&cands, std::time::Instant::now()) {
                         info!(camera, ?from, ?to, "switching route (make-before-break)");
                         st.splice.begin_switch();

@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::client::{ClientError, Subscription};
+pub use crate::backoff::next_backoff;
 use crate::net::NetEvent;
-use crate::node::NodeHandle;
+use crate::reach::{live_request as request_for, Reach};
 
 /// Frames read ahead of the consumer per subscription (the reader task's queue).
 const READ_AHEAD: usize = 4;
@@ -89,15 +90,6 @@ pub enum WatchEvent {
     Failed {
         error: String,
     },
-}
-
-/// The next backoff: doubles from `min` up to `max`.
-pub fn next_backoff(current: Duration, min: Duration, max: Duration) -> Duration {
-    if current.is_zero() {
-        min
-    } else {
-        (current * 2).min(max)
-    }
 }
 
 /// How long a stream may go without a frame: `min`, or three frame intervals of a slow
@@ -197,17 +189,10 @@ pub fn is_final(e: &ClientError) -> bool {
 }
 
 fn live_request(opts: &WatchOptions) -> pb::StreamRequest {
-    pb::StreamRequest {
-        camera_id: opts.camera.clone(),
-        profile: opts.profile as i32,
-        mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
-        grant: Default::default(),
-        max_frame_bytes: 0,
-        user_agent: opts.user_agent.clone(),
-    }
+    request_for(&opts.camera, opts.profile, &opts.user_agent)
 }
 
-pub async fn run(node: NodeHandle, opts: WatchOptions, tx: mpsc::Sender<WatchEvent>, cancel: CancellationToken) {
+pub async fn run(node: Reach, opts: WatchOptions, tx: mpsc::Sender<WatchEvent>, cancel: CancellationToken) {
     let mut backoff = Duration::ZERO;
     let mut attempts = 0u32;
     let mut last_frame: Option<Instant> = None;
@@ -219,7 +204,7 @@ pub async fn run(node: NodeHandle, opts: WatchOptions, tx: mpsc::Sender<WatchEve
             return;
         }
         let result = tokio::select! {
-            r = node.subscribe_camera(&opts.camera, opts.peer, live_request(&opts)) => r,
+            r = node.subscribe(&opts.camera, opts.peer, live_request(&opts)) => r,
             _ = cancel.cancelled() => return,
         };
         let error = match result {
@@ -288,7 +273,7 @@ pub async fn run(node: NodeHandle, opts: WatchOptions, tx: mpsc::Sender<WatchEve
                                 info!(camera = %opts.camera, %peer, "direct path: switching the stream over");
                                 let (node, camera, req) = (node.clone(), opts.camera.clone(), live_request(&opts));
                                 switch = Some(Box::pin(async move {
-                                    tokio::time::timeout(SWITCH_TIMEOUT, node.subscribe_camera(&camera, Some(peer), req)).await
+                                    tokio::time::timeout(SWITCH_TIMEOUT, node.subscribe(&camera, Some(peer), req)).await
                                 }));
                             }
                             Err(broadcast::error::RecvError::Lagged(_)) | Ok(_) => {}
