@@ -110,6 +110,9 @@ fetch() {
     local pair
     for pair in "$@"; do printf '%s = "=%s"\n' "${pair% *}" "${pair#* }"; done
   } > "$proj/Cargo.toml"
+  # Start from the workspace's lock: the crates' dependencies resolve to what is already in
+  # cargo's cache, so only the published crates themselves may need downloading.
+  cp "$root/Cargo.lock" "$proj/Cargo.lock"
   local host
   host=$(rustc -vV | sed -n 's/^host: //p')
   if ! (cd "$proj" && cargo fetch --offline --target "$host" >/dev/null 2>&1); then
