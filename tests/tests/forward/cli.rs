@@ -7,18 +7,13 @@ use camesh_proto::pb;
 use camesh_tests::cli::{mesh_folder, run_mesh};
 use camesh_tests::*;
 
-use super::{cam_and_forwarder, CamAndForwarder};
+use super::cam_and_forwarder;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_path_shows_the_direct_route_and_the_forwarder() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let CamAndForwarder {
-        cam,
-        cam_addrs,
-        fwd,
-        fwd_addrs,
-    } = cam_and_forwarder(dir.path(), "t-fwd8").await;
+    let (cam, cam_addrs, fwd, fwd_addrs) = cam_and_forwarder(dir.path(), "t-fwd8").await;
     fwd.forward("cam1", cam.peer_id(), pb::Profile::Main)
         .await
         .expect("forwarding");

@@ -7,19 +7,14 @@ use std::sync::atomic::Ordering;
 use camesh_proto::pb;
 use camesh_tests::*;
 
-use super::{audited, cam_and_forwarder, camera_bytes, member_with, CamAndForwarder, T};
+use super::{audited, cam_and_forwarder, camera_bytes, member_with, T};
 use camesh_node::auth::Rights;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_viewers_behind_one_forwarder_cost_the_camera_one_stream() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let CamAndForwarder {
-        cam,
-        cam_addrs,
-        fwd,
-        fwd_addrs,
-    } = cam_and_forwarder(dir.path(), "t-fwd1").await;
+    let (cam, cam_addrs, fwd, fwd_addrs) = cam_and_forwarder(dir.path(), "t-fwd1").await;
     let handle = fwd
         .forward("cam1", cam.peer_id(), pb::Profile::Main)
         .await
@@ -96,12 +91,7 @@ async fn ten_viewers_behind_one_forwarder_cost_the_camera_one_stream() {
 async fn two_hops_and_a_key_change_through_the_forwarder() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let CamAndForwarder {
-        cam,
-        cam_addrs,
-        fwd: f1,
-        fwd_addrs: f1_addrs,
-    } = cam_and_forwarder(dir.path(), "t-fwd6").await;
+    let (cam, cam_addrs, f1, f1_addrs) = cam_and_forwarder(dir.path(), "t-fwd6").await;
     let f2 = member_with(
         &dir.path().join("f2"),
         "t-fwd6",

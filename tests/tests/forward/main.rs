@@ -39,25 +39,13 @@ async fn member_with(dir: &Path, fleet_name: &str, rights: Option<Rights>, boot:
 }
 
 /// A camera node serving cam1 and, bootstrapped from it, a member holding only the
-/// `forward` right (not forwarding yet), with the addresses both listen on.
-struct CamAndForwarder {
-    cam: NodeHandle,
-    cam_addrs: Vec<Multiaddr>,
-    fwd: NodeHandle,
-    fwd_addrs: Vec<Multiaddr>,
-}
-
-async fn cam_and_forwarder(dir: &Path, fleet_name: &str) -> CamAndForwarder {
+/// `forward` right (not forwarding yet): `(camera, its addresses, member, its addresses)`.
+async fn cam_and_forwarder(dir: &Path, fleet_name: &str) -> (NodeHandle, Vec<Multiaddr>, NodeHandle, Vec<Multiaddr>) {
     let cam = camera_node(&dir.join("cam"), fleet_name, vec![camera("cam1", CLIP)], vec![]).await;
     let cam_addrs = cam.dial_addrs().await.expect("addrs");
     let fwd = member_with(&dir.join("fwd"), fleet_name, Some(Rights::FORWARD), cam_addrs.clone()).await;
     let fwd_addrs = fwd.dial_addrs().await.expect("addrs");
-    CamAndForwarder {
-        cam,
-        cam_addrs,
-        fwd,
-        fwd_addrs,
-    }
+    (cam, cam_addrs, fwd, fwd_addrs)
 }
 
 /// Bytes the camera's sessions sent for `camera`, and what its source produced.

@@ -11,18 +11,13 @@ use camesh_node::Node;
 use camesh_proto::pb::{self, MemberRole};
 use camesh_tests::*;
 
-use super::{audited, cam_and_forwarder, member_with, CamAndForwarder, T};
+use super::{audited, cam_and_forwarder, member_with, T};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_only_node_cannot_decrypt_and_what_it_tampers_with_is_rejected() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let CamAndForwarder {
-        cam,
-        cam_addrs,
-        fwd,
-        fwd_addrs,
-    } = cam_and_forwarder(dir.path(), "t-fwd2").await;
+    let (cam, cam_addrs, fwd, fwd_addrs) = cam_and_forwarder(dir.path(), "t-fwd2").await;
     let forward_grant = fwd.trust().grant_for("cam1", Rights::FORWARD).expect("forward grant");
     assert!(fwd.trust().grant_for("cam1", Rights::LIVE).is_none());
 
@@ -121,12 +116,7 @@ async fn a_forward_only_node_cannot_decrypt_and_what_it_tampers_with_is_rejected
 async fn a_viewer_without_a_grant_is_refused_by_the_forwarder_with_a_reason() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let CamAndForwarder {
-        cam,
-        cam_addrs,
-        fwd,
-        fwd_addrs,
-    } = cam_and_forwarder(dir.path(), "t-fwd3").await;
+    let (cam, cam_addrs, fwd, fwd_addrs) = cam_and_forwarder(dir.path(), "t-fwd3").await;
     fwd.forward("cam1", cam.peer_id(), pb::Profile::Main)
         .await
         .expect("forwarding");

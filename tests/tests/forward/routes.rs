@@ -17,7 +17,7 @@ use camesh_tests::watch::{Step, Watching};
 use camesh_tests::*;
 use tokio_util::sync::CancellationToken;
 
-use super::{cam_and_forwarder, CamAndForwarder, CLIP, T};
+use super::{cam_and_forwarder, CLIP, T};
 
 /// Watch options for cam1 on `camera`'s node, and routes through `via` preferred over it.
 fn prefer_via(camera: camesh_node::PeerId, via: Vec<camesh_node::PeerId>) -> (WatchOptions, RouteOptions) {
@@ -32,12 +32,7 @@ fn prefer_via(camera: camesh_node::PeerId, via: Vec<camesh_node::PeerId>) -> (Wa
 async fn a_viewer_whose_forwarder_is_killed_resumes_directly() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let CamAndForwarder {
-        cam,
-        cam_addrs,
-        fwd,
-        fwd_addrs,
-    } = cam_and_forwarder(dir.path(), "t-fwd4").await;
+    let (cam, cam_addrs, fwd, fwd_addrs) = cam_and_forwarder(dir.path(), "t-fwd4").await;
     fwd.forward("cam1", cam.peer_id(), pb::Profile::Main)
         .await
         .expect("forwarding");
@@ -88,12 +83,7 @@ async fn a_viewer_whose_forwarder_is_killed_resumes_directly() {
 async fn a_forwarder_found_later_is_taken_make_before_break_without_gap_or_duplicate() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let CamAndForwarder {
-        cam,
-        cam_addrs,
-        fwd,
-        fwd_addrs,
-    } = cam_and_forwarder(dir.path(), "t-fwd5").await;
+    let (cam, cam_addrs, fwd, fwd_addrs) = cam_and_forwarder(dir.path(), "t-fwd5").await;
     let viewer = viewer_node(&dir.path().join("v"), "t-fwd5", [cam_addrs, fwd_addrs].concat()).await;
     // No forwarder named: the watch asks its peers which of them forward cam1.
     let (opts, mut routes) = prefer_via(cam.peer_id(), Vec::new());
@@ -157,12 +147,7 @@ async fn a_forwarder_found_later_is_taken_make_before_break_without_gap_or_dupli
 async fn a_viewer_whose_forwarder_goes_silent_resumes_directly() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let CamAndForwarder {
-        cam,
-        cam_addrs,
-        fwd,
-        fwd_addrs,
-    } = cam_and_forwarder(dir.path(), "t-fwd7").await;
+    let (cam, cam_addrs, fwd, fwd_addrs) = cam_and_forwarder(dir.path(), "t-fwd7").await;
     // A forwarder that stops passing frames on but keeps its viewers' streams open (a
     // hung process, a dead uplink without a reset): only silence tells.
     let grant = fwd.trust().grant_for("cam1", Rights::FORWARD).expect("grant");

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use camesh_node::stream::hub::now_unix_us;
 use camesh_node::NodeHandle;
-use camesh_tests::cli::run_mesh;
 use camesh_tests::*;
 
 use super::daemon::{check_segments, log_text, nvr_folder, start_nvr};
-use super::{cam_node, enroll_mesh, ffprobe_frames, play_all, secs, viewer, wait_recording, CAM};
+use super::{cam_node, enroll_mesh, ffprobe_frames, mesh_range, play_all, viewer, wait_recording};
 
 /// A pseudo-random number in `0..n` (no seed to replay: the kill moments differ per run,
 /// which is the point; the failure message prints them).
@@ -136,23 +135,7 @@ async fn sigkill_at_random_moments_loses_nothing_older_than_the_fsync_interval()
     enroll_mesh(&mesh_dir, FLEET);
     let out = dir.path().join("all.h264");
     let to = kills[KILLS - 1];
-    let nvr_addr = vec![nvr.addr.clone()];
-    let played = run_mesh(
-        &mesh_dir,
-        FLEET,
-        &nvr_addr,
-        &[
-            "play",
-            CAM,
-            "--from",
-            &secs(t0),
-            "--to",
-            &secs(to),
-            "-o",
-            out.to_str().expect("utf-8"),
-        ],
-    )
-    .await;
+    let played = mesh_range(&mesh_dir, FLEET, &nvr.addr, "play", (t0, to), &out).await;
     let stderr = String::from_utf8_lossy(&played.stderr);
     assert!(played.status.success(), "mesh play: {stderr}");
     let summary = stderr.lines().find(|l| l.starts_with("play-summary")).expect("summary");

@@ -9,7 +9,7 @@ use camesh_node::record::segment::{encode_record, scan_segment, Record, SegmentR
 use camesh_tests::cli::run_mesh;
 use camesh_tests::*;
 
-use super::{ffprobe_frames, play_all, recorded, secs, t_before, Played, CAM};
+use super::{ffprobe_frames, mesh_range, play_all, recorded, t_before, Played, CAM};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_is_a_standard_mp4_and_a_tampered_segment_fails_verify() {
@@ -31,22 +31,7 @@ async fn an_export_is_a_standard_mp4_and_a_tampered_segment_fails_verify() {
 
     let mesh_dir = dir.path().join("mesh");
     let mp4 = dir.path().join("incident.mp4");
-    let exported = run_mesh(
-        &mesh_dir,
-        FLEET,
-        std::slice::from_ref(&nvr.addr),
-        &[
-            "export",
-            CAM,
-            "--from",
-            &secs(from),
-            "--to",
-            &secs(to),
-            "-o",
-            mp4.to_str().expect("utf-8"),
-        ],
-    )
-    .await;
+    let exported = mesh_range(&mesh_dir, FLEET, &nvr.addr, "export", (from, to), &mp4).await;
     let stderr = String::from_utf8_lossy(&exported.stderr);
     assert!(exported.status.success(), "mesh export: {stderr}");
     assert!(stderr.contains("exporting:"), "progress is shown: {stderr}");
@@ -157,20 +142,13 @@ async fn an_export_is_a_standard_mp4_and_a_tampered_segment_fails_verify() {
 
     // A range with no footage is a clear error, not an empty file.
     let out = dir.path().join("none.mp4");
-    let none = run_mesh(
+    let none = mesh_range(
         &mesh_dir,
         FLEET,
-        std::slice::from_ref(&nvr.addr),
-        &[
-            "export",
-            CAM,
-            "--from",
-            &secs(first - 3_600_000_000),
-            "--to",
-            &secs(first - 3_000_000_000),
-            "-o",
-            out.to_str().expect("utf-8"),
-        ],
+        &nvr.addr,
+        "export",
+        (first - 3_600_000_000, first - 3_000_000_000),
+        &out,
     )
     .await;
     let err = String::from_utf8_lossy(&none.stderr);
@@ -201,22 +179,7 @@ async fn playback_from_the_middle_of_a_gop_starts_on_the_keyframe_before_it() {
     let out = dir.path().join("seek.h264");
     let mesh_dir = dir.path().join("mesh");
     let to = next.capture + 500_000;
-    let played = run_mesh(
-        &mesh_dir,
-        FLEET,
-        std::slice::from_ref(&nvr.addr),
-        &[
-            "play",
-            CAM,
-            "--from",
-            &secs(from),
-            "--to",
-            &secs(to),
-            "-o",
-            out.to_str().expect("utf-8"),
-        ],
-    )
-    .await;
+    let played = mesh_range(&mesh_dir, FLEET, &nvr.addr, "play", (from, to), &out).await;
     let stderr = String::from_utf8_lossy(&played.stderr);
     assert!(played.status.success(), "mesh play: {stderr}");
     let summary = stderr.lines().find(|l| l.starts_with("play-summary")).expect("summary");

@@ -24,7 +24,7 @@ use camesh_node::auth::Rights;
 use camesh_node::nvr::client;
 use camesh_node::stream::hub::now_unix_us;
 use camesh_node::{Multiaddr, NodeHandle, PeerId};
-use camesh_tests::cli::mesh_folder;
+use camesh_tests::cli::{mesh_folder, run_mesh};
 use camesh_tests::*;
 
 use daemon::{log_text, nvr_folder, start_nvr, NvrProc};
@@ -102,6 +102,30 @@ fn enroll_mesh(dir: &Path, fleet_name: &str) {
 
 fn secs(us: i64) -> String {
     format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+}
+
+/// `mesh <command> cam1 --from <from> --to <to> -o <out>` (play or export) from the NVR
+/// at `nvr`, data in `mesh_dir`.
+async fn mesh_range(
+    mesh_dir: &Path,
+    fleet_name: &str,
+    nvr: &Multiaddr,
+    command: &str,
+    (from, to): (i64, i64),
+    out: &Path,
+) -> std::process::Output {
+    let (from, to) = (secs(from), secs(to));
+    let args = [
+        command,
+        CAM,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "-o",
+        out.to_str().expect("utf-8"),
+    ];
+    run_mesh(mesh_dir, fleet_name, std::slice::from_ref(nvr), &args).await
 }
 
 /// `ffprobe -count_frames` of the first video stream of `path`, showing `entries`.
