@@ -2,11 +2,13 @@
 //! reads directly from the server, access unit by access unit, with the parameter sets
 //! of the stream or its SDP and the camera's presentation times (B-frames included).
 
+use std::path::Path;
 use std::process::Command;
 
 use camesh_node::config::RtspTransport;
 use camesh_node::media::h264::{self, nal_type, NalType};
 use camesh_node::stream::client::Subscription;
+use camesh_node::NodeHandle;
 use camesh_proto::{pb, MediaFrame};
 use camesh_tests::rtsp_server::{rtsp_server_or_skip, Mount, RtspServer};
 use camesh_tests::*;
@@ -133,6 +135,26 @@ fn find_in_direct(run: &[MediaFrame], direct: &[DirectAu]) -> usize {
     start
 }
 
+/// What ffprobe read directly from the server, when its thread ends.
+type Direct = tokio::task::JoinHandle<(Vec<DirectAu>, Vec<Vec<u8>>)>;
+
+/// Starts ffprobe reading the RTSP file mount at `url` directly (TCP, at most 10 s), then
+/// a camera node on it (over TCP) and a viewer subscribed to its main profile.
+async fn subscribed_beside_ffprobe(
+    dir: &Path,
+    fleet: &str,
+    url: &str,
+) -> (NodeHandle, NodeHandle, Subscription, Direct) {
+    let direct_url = url.to_owned();
+    let direct = tokio::task::spawn_blocking(move || ffprobe_direct(&direct_url, "tcp", 10));
+    let (cam, viewer) = mesh(dir, fleet, vec![rtsp_camera("cam1", url, RtspTransport::Tcp)]).await;
+    let sub = viewer
+        .subscribe_camera("cam1", Some(cam.peer_id()), live_request("cam1", pb::Profile::Main))
+        .await
+        .expect("subscribed");
+    (cam, viewer, sub, direct)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtsp_camera_reaches_a_viewer_with_the_nal_units_ffmpeg_reads_directly() {
     init_tracing();
@@ -140,22 +162,10 @@ async fn an_rtsp_camera_reaches_a_viewer_with_the_nal_units_ffmpeg_reads_directl
         return;
     }
     let server = RtspServer::start(&[Mount::file("/cam", &fixture(GOP2_MP4))]);
-    let url = server.url("/cam");
-    // ffmpeg's own RTSP client, directly from the server (the whole 6 s file).
-    let direct_url = url.clone();
-    let direct = tokio::task::spawn_blocking(move || ffprobe_direct(&direct_url, "tcp", 10));
-
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cam, viewer) = mesh(
-        dir.path(),
-        "t-rtsp-nals",
-        vec![rtsp_camera("cam1", &url, RtspTransport::Tcp)],
-    )
-    .await;
-    let mut sub = viewer
-        .subscribe_camera("cam1", Some(cam.peer_id()), live_request("cam1", pb::Profile::Main))
-        .await
-        .expect("subscribed");
+    // ffmpeg's own RTSP client, directly from the server (the whole 6 s file).
+    let (cam, viewer, mut sub, direct) =
+        subscribed_beside_ffprobe(dir.path(), "t-rtsp-nals", &server.url("/cam")).await;
     let codec = sub.accept.codec.clone().expect("codec config");
     assert_eq!((codec.width, codec.height), (640, 360));
     let runs = runs_of_frames(&mut sub, 150).await;
@@ -198,21 +208,8 @@ async fn b_frames_and_sdp_only_parameter_sets_are_carried_with_their_timestamps(
         return;
     }
     let server = RtspServer::start(&[Mount::file_sdp_params("/bf", &fixture(BFRAMES_MP4))]);
-    let url = server.url("/bf");
-    let direct_url = url.clone();
-    let direct = tokio::task::spawn_blocking(move || ffprobe_direct(&direct_url, "tcp", 10));
-
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cam, viewer) = mesh(
-        dir.path(),
-        "t-rtsp-bf",
-        vec![rtsp_camera("cam1", &url, RtspTransport::Tcp)],
-    )
-    .await;
-    let mut sub = viewer
-        .subscribe_camera("cam1", Some(cam.peer_id()), live_request("cam1", pb::Profile::Main))
-        .await
-        .expect("subscribed");
+    let (cam, viewer, mut sub, direct) = subscribed_beside_ffprobe(dir.path(), "t-rtsp-bf", &server.url("/bf")).await;
     let runs = runs_of_frames(&mut sub, 110).await;
     let (direct, sdp_params) = direct.await.expect("ffprobe thread");
     assert!(
