@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::auth::{self, Trust};
 use crate::config::{CameraConfig, Config, Role};
 use crate::discovery::{self, CameraEntry, Directory, Via};
-use crate::media::source::{rtsp, FileSource, RtspOptions, RtspSource, SourceEvent, SourceOptions};
+use crate::media::source::{FileSource, RtspOptions, RtspSource, SourceEvent, SourceOptions};
 use crate::net::{self, NetError, NetHandle, PeerSummary};
 use crate::stream::client::{self, ClientError, Subscription};
 use crate::stream::hub::{Hub, Hubs};
@@ -316,7 +316,7 @@ async fn rotate_keys_on_revocation(trust: Arc<Trust>, hubs: Arc<Hubs>, shutdown:
 /// with backoff when it ends or fails, and reports the gap when video is back.
 async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, source: std::path::PathBuf, shutdown: CancellationToken) {
     let mut backoff = Duration::ZERO;
-    let rtsp_url = rtsp::source_url(&source).map(str::to_owned);
+    let rtsp_url = crate::addr::source_url(&source).map(str::to_owned);
     // A camera that drops is retried often (a refused connection costs nothing); a file
     // that cannot be played is not going to change soon.
     let max_backoff = if rtsp_url.is_some() {

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use camesh_node::auth::Rights;
+use camesh_node::clock::now_unix_us;
 use camesh_node::config::{Config, RecordRule, Role};
 use camesh_node::nvr::client;
 use camesh_node::record::manifest::Manifest;
 use camesh_node::record::segment::{encode_record, scan_segment, Record, SegmentReader};
-use camesh_node::stream::hub::now_unix_us;
 use camesh_node::{Multiaddr, NodeHandle, PeerId};
 use camesh_proto::pb::MemberRole;
 use camesh_tests::*;

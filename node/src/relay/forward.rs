@@ -222,7 +222,7 @@ async fn run(node: NodeHandle, h: ForwardHandle, first: Subscription) {
 /// its upstream answers (retrying with backoff: the upstream may start later), after
 /// which [`run`] keeps it going.
 pub async fn keep(node: NodeHandle, cfg: crate::config::ForwardConfig) {
-    let (peer, addr) = crate::net::split_p2p(cfg.from.clone());
+    let (peer, addr) = crate::addr::split_p2p(cfg.from.clone());
     let Some(peer) = peer else { return };
     let profile = match cfg.profile {
         crate::config::ForwardProfile::Main => pb::Profile::Main,
