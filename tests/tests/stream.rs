@@ -455,7 +455,7 @@ async fn viewer_resumes_by_itself_after_the_camera_node_restarts_and_reports_the
     let cam_dir = dir.path().join("cam");
     let cam = camera_node(&cam_dir, "t-restart", vec![camera("cam1", GOP2)], vec![]).await;
     let addr = cam.dial_addrs().await.expect("addrs").remove(0);
-    let (_, plain) = camesh_node::net::split_p2p(addr.clone());
+    let (_, plain) = camesh_node::addr::split_p2p(addr.clone());
     let viewer = viewer_node(&dir.path().join("viewer"), "t-restart", vec![addr]).await;
     let mut opts = WatchOptions::new("cam1");
     opts.peer = Some(cam.peer_id());

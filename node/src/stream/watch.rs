@@ -244,7 +244,7 @@ pub async fn run(node: Reach, opts: WatchOptions, tx: mpsc::Sender<WatchEvent>, 
                                 if is_replay(&f.header, last) {
                                     continue;
                                 }
-                                let behind = lag.observe(f.header.capture_unix_us, super::hub::now_unix_us());
+                                let behind = lag.observe(f.header.capture_unix_us, crate::clock::now_unix_us());
                                 if behind > MAX_LAG {
                                     // Drop the stream and what the path holds of it; the next
                                     // one starts at the newest keyframe (a visible skip, not a

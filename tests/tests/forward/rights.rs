@@ -5,8 +5,8 @@
 use camesh_node::auth::media_key::MediaKey;
 use camesh_node::auth::{signed, Rights};
 use camesh_node::config::Role;
-use camesh_node::stream::keys::KeySource;
 use camesh_node::stream::client::{self, ClientError};
+use camesh_node::stream::keys::KeySource;
 use camesh_node::Node;
 use camesh_proto::pb::{self, MemberRole};
 use camesh_tests::*;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use camesh_node::stream::hub::now_unix_us;
+use camesh_node::clock::now_unix_us;
 use camesh_node::NodeHandle;
 use camesh_tests::*;
 

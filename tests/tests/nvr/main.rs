@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use camesh_node::auth::Rights;
+use camesh_node::clock::now_unix_us;
 use camesh_node::nvr::client;
-use camesh_node::stream::hub::now_unix_us;
 use camesh_node::{Multiaddr, NodeHandle, PeerId};
 use camesh_tests::cli::{mesh_folder, run_mesh};
 use camesh_tests::*;
@@ -62,7 +62,9 @@ async fn viewer(dir: &Path, fleet_name: &str, addrs: &[Multiaddr]) -> NodeHandle
 
 /// Every frame of `[from, to]` as the NVR plays it.
 async fn play_all(v: &NodeHandle, nvr: PeerId, from: i64, to: i64) -> Vec<Played> {
-    let mut p = client::play(v.reach(), nvr, CAM, from, to).await.expect("playback starts");
+    let mut p = client::play(v.reach(), nvr, CAM, from, to)
+        .await
+        .expect("playback starts");
     let mut out = Vec::new();
     while let Some(f) = tokio::time::timeout(T, p.next_frame())
         .await

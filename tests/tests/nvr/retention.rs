@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use camesh_node::clock::now_unix_us;
 use camesh_node::nvr::client;
-use camesh_node::stream::hub::now_unix_us;
 use camesh_tests::cli::run_mesh;
 use camesh_tests::*;
 

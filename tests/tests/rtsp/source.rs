@@ -118,7 +118,7 @@ async fn the_stream_comes_back_by_itself_when_the_rtsp_server_restarts_and_the_g
         match next_event(&mut events, T, "video comes back after the restart").await {
             WatchEvent::Frame(f) => {
                 let captured_after_restart = f.header.capture_unix_us
-                    > camesh_node::stream::hub::now_unix_us() - restarted_at.elapsed().as_micros() as i64;
+                    > camesh_node::clock::now_unix_us() - restarted_at.elapsed().as_micros() as i64;
                 if captured_after_restart {
                     after.push(f);
                 }
