@@ -186,10 +186,10 @@ async fn render(node: &NodeHandle, taps: &Arc<Taps>, profile: pb::Profile, args:
             .filter(|(_, e)| e.peer == p.peer)
             .map(|(id, _)| id.as_str())
             .collect();
-        let path = if !p.addrs.is_empty() && p.addrs.iter().all(|a| a.to_string().contains("/p2p-circuit")) {
-            "relay"
-        } else {
-            "direct"
+        // One answer to "is this peer relayed", the route chooser's.
+        let path = match camesh_node::reach::routes::link_of(Some(p)) {
+            camesh_node::reach::Link::Relayed(_) => "relay",
+            _ => "direct",
         };
         let _ = writeln!(
             s,

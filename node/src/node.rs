@@ -25,6 +25,7 @@ use tracing::info;
 use crate::auth::{self, Trust};
 use crate::config::{Config, Role};
 use crate::discovery::{CameraEntry, Directory};
+use crate::gateway::GatewayNode;
 use crate::member;
 use crate::net::{self, NetError, NetHandle, PeerSummary};
 use crate::reach::Reach;
@@ -217,6 +218,17 @@ impl NodeHandle {
         self.reach.trust()
     }
 
+    /// What a gateway on this node needs.
+    pub fn gateway_node(&self) -> GatewayNode {
+        GatewayNode {
+            reach: self.reach.clone(),
+            hubs: self.hubs.clone(),
+            slots: self.slots.clone(),
+            fleet_id: self.config.node.fleet_id.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
     /// What a forwarding of this node needs.
     pub fn forwarding(&self) -> Forwarding {
         Forwarding {
@@ -307,9 +319,7 @@ impl NodeHandle {
 
     /// Watches a camera until `cancel`; events arrive on the returned bounded channel.
     pub fn watch(&self, opts: WatchOptions, cancel: CancellationToken) -> mpsc::Receiver<WatchEvent> {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(watch::run(self.reach.clone(), opts, tx, cancel));
-        rx
+        watch::spawn(self.reach.clone(), opts, cancel)
     }
 
     /// Re-serves `camera` (`profile`) from `upstream` (its node or another forwarder) to
@@ -364,5 +374,11 @@ impl NodeHandle {
 
     pub fn is_shut_down(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+}
+
+impl From<NodeHandle> for GatewayNode {
+    fn from(node: NodeHandle) -> Self {
+        node.gateway_node()
     }
 }

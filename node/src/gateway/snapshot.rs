@@ -1,8 +1,15 @@
-//! Snapshots: one keyframe decoded with ffmpeg (`ffmpeg-next`) and encoded as JPEG.
-//! Blocking: call it off the async runtime. Bounded: one access unit in, one picture out.
+//! Snapshots: `GET /cam/<id>/snapshot.jpg`, and the keyframe decoded with ffmpeg
+//! (`ffmpeg-next`) and encoded as JPEG: blocking, so the handler runs it off the async
+//! runtime. Bounded: one access unit in, one picture out, two decodes at a time.
 
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
+use super::{tap_error, tap_for, text, ProfileQuery, Shared};
 use crate::media::h264::{avcc_nals, nal_type, NalType};
 use crate::media::CodecParams;
 
@@ -96,4 +103,47 @@ pub fn keyframe_to_jpeg(params: &CodecParams, keyframe: &[u8]) -> Result<Bytes, 
     enc.receive_packet(&mut packet).map_err(SnapshotError::Encode)?;
     let data = packet.data().ok_or(SnapshotError::NoPicture)?;
     Ok(Bytes::copy_from_slice(data))
+}
+
+/// `GET /cam/<id>/snapshot.jpg[?profile=sub]`: the tap's latest keyframe as JPEG, made
+/// once per keyframe, with at most two decodes at a time.
+pub(super) async fn snapshot_jpg(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<ProfileQuery>,
+) -> Response {
+    let tap = match tap_for(&s, &id, &q).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let (params, key) = match tap.keyframe(s.opts.start_timeout).await {
+        Ok(k) => k,
+        Err(e) => return tap_error(e),
+    };
+    let jpeg = match tap.cached_snapshot(key.sequence) {
+        Some(j) => j,
+        None => {
+            let Ok(_permit) = s.snapshots.acquire().await else {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            };
+            let data = key.data.clone();
+            let p = params.clone();
+            match tokio::task::spawn_blocking(move || keyframe_to_jpeg(&p, &data)).await {
+                Ok(Ok(j)) => {
+                    tap.store_snapshot(key.sequence, j.clone());
+                    j
+                }
+                Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, format!("camera {id}: {e}")),
+                Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("snapshot task failed: {e}")),
+            }
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        jpeg,
+    )
+        .into_response()
 }

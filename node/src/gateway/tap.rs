@@ -2,13 +2,17 @@
 //! `mesh top`), so ten browser tabs cost the camera one stream.
 //!
 //! A [`Tap`] subscribes once — to the node's own hub when the node serves the camera,
-//! otherwise through the mesh with [`NodeHandle::watch`] (which retries and reports gaps)
+//! otherwise through the mesh with the node's watcher ([`crate::stream::watch`]) (which retries and reports gaps)
 //! — and keeps what late joiners need: the codec parameters, the current GOP (bounded),
 //! the last keyframe (for snapshots) and live statistics. Frames fan out on a bounded
 //! broadcast channel: a consumer that falls behind loses frames and resumes at the next
 //! keyframe; it never holds up the others. A tap nobody used for a while stops itself.
+//! The GOP is the fan-out's own [`GopCache`], over shared opened frames; where the video
+//! comes from (the node's hub or the mesh) is [`source`].
 
-use std::collections::{HashMap, VecDeque};
+mod source;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,13 +23,14 @@ use libp2p::PeerId;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::GatewayNode;
 use crate::clock::now_unix_us;
 use crate::media::CodecParams;
-use crate::node::NodeHandle;
-use crate::stream::fanout::QueueLimits;
-use crate::stream::server::codec_params;
+use crate::stream::fanout::{GopCache, GopFrame};
 use crate::stream::stats::{LiveStats, Snapshot};
-use crate::stream::watch::{WatchEvent, WatchOptions};
+
+pub use source::path_to;
+pub(super) use source::peer_path;
 
 /// Frames a slow consumer may fall behind before it skips to the next keyframe (3 s at
 /// 30 fps).
@@ -45,6 +50,16 @@ pub struct TapFrame {
     pub capture_unix_us: i64,
     /// AVCC (4-byte lengths), plaintext.
     pub data: Bytes,
+}
+
+impl GopFrame for TapFrame {
+    fn is_keyframe(&self) -> bool {
+        self.keyframe
+    }
+
+    fn byte_size(&self) -> usize {
+        self.data.len()
+    }
 }
 
 impl TapFrame {
@@ -112,8 +127,8 @@ pub struct TapCounters {
 struct TapState {
     params: Option<CodecParams>,
     generation: u64,
-    gop: VecDeque<Arc<TapFrame>>,
-    gop_bytes: usize,
+    /// From a keyframe, bounded (a longer GOP is not cached).
+    gop: GopCache<Arc<TapFrame>>,
     last_key: Option<Arc<TapFrame>>,
     peer: Option<PeerId>,
     path: Option<PathKind>,
@@ -188,8 +203,7 @@ impl Tap {
             state: Mutex::new(TapState {
                 params: None,
                 generation: 0,
-                gop: VecDeque::new(),
-                gop_bytes: 0,
+                gop: GopCache::new(MAX_GOP_BYTES).with_max_frames(MAX_GOP_FRAMES),
                 last_key: None,
                 peer: None,
                 path: None,
@@ -244,7 +258,6 @@ impl Tap {
         st.params = Some(params);
         st.generation += 1;
         st.gop.clear();
-        st.gop_bytes = 0;
         st.last_key = None;
         st.snapshot = None;
         let generation = st.generation;
@@ -286,20 +299,11 @@ impl Tap {
         let mut st = self.lock();
         st.stats.on_frame(header, frame.data.len(), now_unix_us());
         if frame.keyframe {
-            st.gop.clear();
-            st.gop_bytes = 0;
             st.last_key = Some(frame.clone());
         }
-        // Cache from a keyframe only; a GOP over the bounds is not cached any further.
-        let cacheable = st.gop.front().is_some_and(|f| f.keyframe) || frame.keyframe;
-        if cacheable && st.gop.len() < MAX_GOP_FRAMES && st.gop_bytes + frame.data.len() <= MAX_GOP_BYTES {
-            st.gop_bytes += frame.data.len();
-            st.gop.push_back(frame.clone());
-        } else {
-            st.gop.clear();
-            st.gop_bytes = 0;
-        }
-        let first_key = frame.keyframe && st.gop.len() == 1;
+        // Cached from a keyframe only; a GOP over the bounds is not cached any further.
+        st.gop.push(&frame);
+        let first_key = frame.keyframe && st.gop.frames().len() == 1;
         // Sent under the lock: a joiner sees each frame either in the GOP or on its receiver.
         let _ = self.tx.send(TapMsg::Frame(frame));
         drop(st);
@@ -312,13 +316,13 @@ impl Tap {
     pub fn try_join(&self) -> Option<Joined> {
         let st = self.lock();
         let params = st.params.clone()?;
-        if !st.gop.front().is_some_and(|f| f.keyframe) {
+        if !st.gop.frames().first().is_some_and(|f| f.keyframe) {
             return None;
         }
         Some(Joined {
             params,
             generation: st.generation,
-            gop: st.gop.iter().cloned().collect(),
+            gop: st.gop.frames().to_vec(),
             rx: self.tx.subscribe(),
         })
     }
@@ -421,7 +425,7 @@ impl Drop for ClientGuard {
 /// The node's taps, by camera (and profile).
 #[derive(Debug)]
 pub struct Taps {
-    node: NodeHandle,
+    node: GatewayNode,
     map: Mutex<HashMap<(String, i32), Arc<Tap>>>,
     max: usize,
     idle: Duration,
@@ -429,9 +433,9 @@ pub struct Taps {
 
 impl Taps {
     /// At most `max` cameras at once; a tap unused for `idle` stops.
-    pub fn new(node: NodeHandle, max: usize, idle: Duration) -> Arc<Self> {
+    pub fn new(node: impl Into<GatewayNode>, max: usize, idle: Duration) -> Arc<Self> {
         Arc::new(Taps {
-            node,
+            node: node.into(),
             map: Mutex::new(HashMap::new()),
             max,
             idle,
@@ -493,129 +497,16 @@ impl Taps {
             }
         };
         let source = async {
-            if self.node.hubs().get(&tap.camera).is_some() {
-                run_local(&self.node, &tap).await
+            if self.node.hubs.get(&tap.camera).is_some() {
+                source::run_local(&self.node, &tap).await
             } else {
-                run_remote(&self.node, &tap).await
+                source::run_remote(&self.node, &tap).await
             }
         };
         tokio::select! {
             _ = idle => {}
             _ = source => {}
             _ = tap.cancel.cancelled() => {}
-        }
-    }
-}
-
-/// How a stream from `peer` reaches this node.
-pub async fn path_to(node: &NodeHandle, camera: &str, peer: PeerId) -> PathKind {
-    let owner = node.directory().lookup(camera).iter().any(|e| e.peer == peer);
-    if !owner && !node.directory().lookup(camera).is_empty() {
-        return PathKind::Forwarded;
-    }
-    let relayed = node.peers().await.ok().and_then(|peers| {
-        peers
-            .into_iter()
-            .find(|p| p.peer == peer)
-            .map(|p| !p.addrs.is_empty() && p.addrs.iter().all(|a| a.to_string().contains("/p2p-circuit")))
-    });
-    if relayed == Some(true) {
-        PathKind::Relay
-    } else {
-        PathKind::Direct
-    }
-}
-
-/// Through the mesh: the node's watcher resolves, subscribes, retries and reports gaps.
-async fn run_remote(node: &NodeHandle, tap: &Tap) {
-    let mut opts = WatchOptions::new(tap.camera.clone());
-    opts.profile = tap.profile;
-    opts.backoff_max = Duration::from_secs(2);
-    opts.user_agent = format!("camesh/{} gateway", env!("CARGO_PKG_VERSION"));
-    let mut events = node.watch(opts, tap.cancel.child_token());
-    while let Some(ev) = events.recv().await {
-        match ev {
-            WatchEvent::Started { peer, accept, gap } => {
-                if let Some(g) = gap {
-                    tap.on_gap(g);
-                }
-                let path = path_to(node, &tap.camera, peer).await;
-                tap.set_source(Some(peer), path);
-                match accept.codec.as_ref() {
-                    Some(c) if c.codec == "h264" => tap.set_params(codec_params(c)),
-                    other => {
-                        let codec = other.map_or("nothing", |c| c.codec.as_str());
-                        tap.set_status(format!("the camera sends {codec}, not H.264"), true);
-                        return;
-                    }
-                }
-            }
-            WatchEvent::Frame(f) => {
-                let header = f.header.clone();
-                tap.publish(&header, TapFrame::from_media(f));
-            }
-            WatchEvent::Interrupted { error, retry_in } => {
-                tap.counters.interruptions.fetch_add(1, Ordering::Relaxed);
-                tap.set_status(format!("interrupted ({error}); retrying in {retry_in:?}"), false);
-            }
-            WatchEvent::Failed { error } => {
-                tap.set_status(error, true);
-                return;
-            }
-        }
-    }
-}
-
-/// The node's own camera: subscribe to its hub and open the frames here.
-async fn run_local(node: &NodeHandle, tap: &Tap) {
-    let limits = QueueLimits {
-        max_frames: node.config().limits.subscriber_queue_frames,
-        max_bytes: node.config().limits.subscriber_queue_bytes,
-    };
-    let mut was_live = false;
-    let mut down_since: Option<Instant> = None;
-    loop {
-        let Some(hub) = node.hubs().get_profile(&tap.camera, tap.profile) else {
-            tap.set_status(format!("no camera {:?} on this node", tap.camera), true);
-            return;
-        };
-        match hub.subscribe(node.peer_id(), limits) {
-            Ok((params, sub)) => {
-                if let Some(since) = down_since.take() {
-                    tap.on_gap(since.elapsed());
-                }
-                tap.set_source(None, PathKind::Local);
-                tap.set_params(params);
-                was_live = true;
-                while let Some(frame) = sub.next().await {
-                    if frame.header.keyframe {
-                        if let Some(p) = hub.params() {
-                            tap.set_params(p);
-                        }
-                    }
-                    let Some(key) = hub.key(frame.header.key_epoch) else {
-                        continue;
-                    };
-                    match key.open(&frame.header, &frame.payload) {
-                        Ok(plain) => {
-                            let header = frame.header.clone();
-                            let mut f = TapFrame::from_media(frame);
-                            f.data = plain;
-                            tap.publish(&header, f);
-                        }
-                        Err(e) => tracing::warn!(camera = %tap.camera, error = %e, "a local frame did not open"),
-                    }
-                }
-                sub.close();
-            }
-            Err(e) => {
-                if was_live {
-                    down_since.get_or_insert_with(Instant::now);
-                    tap.counters.interruptions.fetch_add(1, Ordering::Relaxed);
-                }
-                tap.set_status(e.to_string(), false);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
         }
     }
 }

@@ -5,6 +5,10 @@
 //! are `MediaFrame`s whose payload is a shared `Bytes`: pushing to N queues copies no
 //! payload.
 //!
+//! The [`GopCache`] is generic over the frame ([`GopFrame`]: keyframe or not, and its
+//! size): the hub caches sealed `MediaFrame`s, the gateway's taps cache opened frames
+//! behind an `Arc`. Monomorphised, so the hub's hot path has no dynamic dispatch.
+//!
 //! Live means live. A queue holds at most `max_frames` / `max_bytes` of live frames (plus
 //! the instant-start backlog it was born with). When a push would overflow it, the queue
 //! is emptied and the subscriber waits for the next keyframe: one *skip* is counted, the
@@ -12,6 +16,7 @@
 //! never grows a backlog and never makes the camera wait.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use camesh_proto::MediaFrame;
 
@@ -22,44 +27,67 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
-/// The frames since the last keyframe, so a new viewer starts at once on a keyframe.
-#[derive(Debug, Default)]
-pub struct GopCache {
-    frames: Vec<MediaFrame>,
-    bytes: usize,
-    max_bytes: usize,
+/// What the [`GopCache`] needs to know of a frame.
+pub trait GopFrame {
+    fn is_keyframe(&self) -> bool;
+    /// Bytes the frame counts against the cache's bound (its payload).
+    fn byte_size(&self) -> usize;
 }
 
-impl GopCache {
+impl GopFrame for MediaFrame {
+    fn is_keyframe(&self) -> bool {
+        self.header.keyframe
+    }
+
+    fn byte_size(&self) -> usize {
+        self.payload.len()
+    }
+}
+
+impl<T: GopFrame + ?Sized> GopFrame for Arc<T> {
+    fn is_keyframe(&self) -> bool {
+        (**self).is_keyframe()
+    }
+
+    fn byte_size(&self) -> usize {
+        (**self).byte_size()
+    }
+}
+
+/// The frames since the last keyframe, so a new viewer starts at once on a keyframe.
+#[derive(Debug)]
+pub struct GopCache<F = MediaFrame> {
+    frames: Vec<F>,
+    bytes: usize,
+    max_bytes: usize,
+    max_frames: usize,
+}
+
+impl<F> Default for GopCache<F> {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl<F> GopCache<F> {
+    /// A cache of at most `max_bytes` (and any number of frames).
     pub fn new(max_bytes: usize) -> Self {
         Self {
             frames: Vec::new(),
             bytes: 0,
             max_bytes,
+            max_frames: usize::MAX,
         }
     }
 
-    /// Adds a frame: a keyframe starts a new GOP; a GOP larger than the cache is
-    /// dropped whole (better no instant start than a start on a P-frame).
-    pub fn push(&mut self, frame: &MediaFrame) {
-        if frame.header.keyframe {
-            self.frames.clear();
-            self.bytes = 0;
-        } else if self.frames.is_empty() {
-            return;
-        }
-        let size = frame.payload.len();
-        if self.bytes + size > self.max_bytes {
-            self.frames.clear();
-            self.bytes = 0;
-            return;
-        }
-        self.bytes += size;
-        self.frames.push(frame.clone());
+    /// Also at most `max_frames` frames.
+    pub fn with_max_frames(mut self, max_frames: usize) -> Self {
+        self.max_frames = max_frames;
+        self
     }
 
     /// The cached GOP, keyframe first (empty if there is none).
-    pub fn frames(&self) -> &[MediaFrame] {
+    pub fn frames(&self) -> &[F] {
         &self.frames
     }
 
@@ -70,6 +98,27 @@ impl GopCache {
     pub fn clear(&mut self) {
         self.frames.clear();
         self.bytes = 0;
+    }
+}
+
+impl<F: GopFrame + Clone> GopCache<F> {
+    /// Adds a frame: a keyframe starts a new GOP; a GOP larger than the cache is
+    /// dropped whole (better no instant start than a start on a P-frame).
+    pub fn push(&mut self, frame: &F) {
+        if frame.is_keyframe() {
+            self.frames.clear();
+            self.bytes = 0;
+        } else if self.frames.is_empty() {
+            return;
+        }
+        let size = frame.byte_size();
+        if self.frames.len() >= self.max_frames || self.bytes + size > self.max_bytes {
+            self.frames.clear();
+            self.bytes = 0;
+            return;
+        }
+        self.bytes += size;
+        self.frames.push(frame.clone());
     }
 }
 
@@ -238,6 +287,29 @@ mod tests {
         assert!(g.frames().is_empty());
         g.push(&f(4, false, 1));
         assert!(g.frames().is_empty(), "stays empty until the next keyframe");
+    }
+
+    #[test]
+    fn gop_longer_than_the_frame_bound_is_dropped_whole() {
+        let mut g = GopCache::new(10_000).with_max_frames(2);
+        g.push(&f(1, true, 10));
+        g.push(&f(2, false, 10));
+        assert_eq!(g.frames().len(), 2);
+        g.push(&f(3, false, 10));
+        assert!(g.frames().is_empty());
+        assert_eq!(g.bytes(), 0);
+        g.push(&f(4, true, 10));
+        assert_eq!(g.frames().len(), 1, "the next keyframe starts a new GOP");
+    }
+
+    #[test]
+    fn gop_cache_holds_shared_frames() {
+        let mut g: GopCache<Arc<MediaFrame>> = GopCache::new(25);
+        g.push(&Arc::new(f(1, true, 10)));
+        g.push(&Arc::new(f(2, false, 10)));
+        assert_eq!(g.bytes(), 20);
+        g.push(&Arc::new(f(3, false, 10)));
+        assert!(g.frames().is_empty(), "over the byte bound: dropped whole");
     }
 
     #[test]

@@ -192,6 +192,14 @@ fn live_request(opts: &WatchOptions) -> pb::StreamRequest {
     request_for(&opts.camera, opts.profile, &opts.user_agent)
 }
 
+/// Starts watching a camera until `cancel`; events arrive on the returned bounded
+/// channel.
+pub fn spawn(reach: Reach, opts: WatchOptions, cancel: CancellationToken) -> mpsc::Receiver<WatchEvent> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(run(reach, opts, tx, cancel));
+    rx
+}
+
 pub async fn run(node: Reach, opts: WatchOptions, tx: mpsc::Sender<WatchEvent>, cancel: CancellationToken) {
     let mut backoff = Duration::ZERO;
     let mut attempts = 0u32;

@@ -1,0 +1,164 @@
+//! The middleware in front of every route: the `Host` check and the request counters.
+//!
+//! The router puts [`guard`] on each route with the route's [`Route`] label, beside its
+//! path. The layer sits on the route's GET handler only (a wrong method still gets
+//! axum's 405, neither checked nor counted). A request whose `Host` is not a loopback
+//! name (unless remote serving was allowed) gets a 403 and is not counted; every other
+//! one is counted by route for `/metrics`. The fallback (404) answers any `Host`: it
+//! reveals nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::{text, Shared};
+
+/// What a request asked for, as `camesh_http_requests_total{route=...}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    Page,
+    Api,
+    Live,
+    Snapshot,
+    Metrics,
+    NotFound,
+}
+
+impl Route {
+    /// Every route, in the order `/metrics` lists them.
+    pub(super) const ALL: [Route; 6] = [
+        Route::Page,
+        Route::Api,
+        Route::Live,
+        Route::Snapshot,
+        Route::Metrics,
+        Route::NotFound,
+    ];
+
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Route::Page => "page",
+            Route::Api => "api",
+            Route::Live => "live",
+            Route::Snapshot => "snapshot",
+            Route::Metrics => "metrics",
+            Route::NotFound => "not_found",
+        }
+    }
+
+    /// Whether the route serves anything worth protecting from a foreign `Host`.
+    fn checks_host(self) -> bool {
+        self != Route::NotFound
+    }
+}
+
+/// Requests by route, for `/metrics` (counters: they only go up).
+#[derive(Debug, Default)]
+pub(super) struct RouteCounters([AtomicU64; Route::ALL.len()]);
+
+impl RouteCounters {
+    fn count(&self, route: Route) {
+        self.0[route as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn get(&self, route: Route) -> u64 {
+        self.0[route as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// What the middleware of one route holds.
+#[derive(Debug, Clone)]
+pub(super) struct Guard {
+    shared: Arc<Shared>,
+    route: Route,
+}
+
+impl Guard {
+    pub(super) fn new(shared: &Arc<Shared>, route: Route) -> Self {
+        Guard {
+            shared: shared.clone(),
+            route,
+        }
+    }
+}
+
+/// The middleware (`axum::middleware::from_fn_with_state` with a [`Guard`]).
+pub(super) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    if g.route.checks_host() && !host_allowed(g.shared.opts.allow_remote, req.headers()) {
+        return forbidden_host();
+    }
+    g.shared.requests.count(g.route);
+    next.run(req).await
+}
+
+/// Loopback `Host` headers only (unless remote serving was allowed): a web page on
+/// another origin cannot reach the gateway through DNS rebinding.
+fn host_allowed(allow_remote: bool, headers: &HeaderMap) -> bool {
+    if allow_remote {
+        return true;
+    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(host_is_loopback)
+}
+
+/// Whether a `Host` header value names this machine.
+fn host_is_loopback(host: &str) -> bool {
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1") || name.ends_with(".localhost")
+}
+
+fn forbidden_host() -> Response {
+    text(
+        StatusCode::FORBIDDEN,
+        "this gateway answers only to localhost addresses",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_are_answered() {
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:1",
+            "[::1]:9",
+            "localhost",
+            "cams.localhost:80",
+        ] {
+            assert!(host_is_loopback(host), "{host}");
+        }
+        for host in [
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "192.168.1.2:80",
+            "",
+            "[::2]:80",
+        ] {
+            assert!(!host_is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn every_route_has_its_own_counter() {
+        let c = RouteCounters::default();
+        for (i, r) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "ALL is in declaration order");
+            c.count(r);
+            c.count(Route::Live);
+        }
+        let counts: Vec<u64> = Route::ALL.into_iter().map(|r| c.get(r)).collect();
+        assert_eq!(counts, vec![1, 1, 7, 1, 1, 1]);
+    }
+}
