@@ -38,6 +38,7 @@ pub mod nvr;
 pub mod record;
 pub mod relay;
 pub mod stream;
+pub mod watch;
 
 pub use config::{Config, Role};
 pub use libp2p::{Multiaddr, PeerId};

@@ -25,7 +25,7 @@ use crate::net::{self, NetError, NetHandle, PeerSummary};
 use crate::stream::client::{self, ClientError, Subscription};
 use crate::stream::hub::{Hub, Hubs};
 use crate::stream::server::{MediaServer, StreamSlots};
-use crate::stream::watch::{self, WatchEvent, WatchOptions};
+use crate::watch::{self, WatchEvent, WatchOptions};
 
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
@@ -673,7 +673,7 @@ impl NodeHandle {
     /// Watches a camera until `cancel`; events arrive on the returned bounded channel.
     pub fn watch(&self, opts: WatchOptions, cancel: CancellationToken) -> mpsc::Receiver<WatchEvent> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(watch::run(self.clone(), opts, tx, cancel));
+        tokio::spawn(watch::run::run(self.clone(), opts, None, tx, cancel));
         rx
     }
 
@@ -703,11 +703,11 @@ impl NodeHandle {
     pub fn watch_routes(
         &self,
         opts: WatchOptions,
-        routes: crate::relay::multipath::RouteOptions,
+        routes: crate::watch::RouteOptions,
         cancel: CancellationToken,
     ) -> mpsc::Receiver<WatchEvent> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(crate::relay::multipath::run(self.clone(), opts, routes, tx, cancel));
+        tokio::spawn(watch::run::run(self.clone(), opts, Some(routes), tx, cancel));
         rx
     }
 

@@ -11,7 +11,7 @@ use camesh_node::config::{CameraConfig, RtspTransport};
 use camesh_node::media::h264::{self, nal_type, NalType};
 use camesh_node::media::source::{RtspOptions, RtspSource, SourceEvent};
 use camesh_node::stream::client::Subscription;
-use camesh_node::stream::watch::{WatchEvent, WatchOptions};
+use camesh_node::watch::{WatchEvent, WatchOptions};
 use camesh_node::NodeHandle;
 use camesh_proto::{pb, MediaFrame};
 use camesh_tests::http;

@@ -25,7 +25,7 @@ use crate::stream::fanout::QueueLimits;
 use crate::stream::hub::now_unix_us;
 use crate::stream::server::codec_params;
 use crate::stream::stats::{LiveStats, Snapshot};
-use crate::stream::watch::{WatchEvent, WatchOptions};
+use crate::watch::{WatchEvent, WatchOptions};
 
 /// Frames a slow consumer may fall behind before it skips to the next keyframe (3 s at
 /// 30 fps).

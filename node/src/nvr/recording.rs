@@ -23,7 +23,7 @@ use crate::node::NodeHandle;
 use crate::record::playback::DEFAULT_JOIN_US;
 use crate::record::Recorder;
 use crate::stream::server::codec_params;
-use crate::stream::watch::next_backoff;
+use crate::watch::next_backoff;
 
 /// Counters of one recorded camera.
 #[derive(Debug, Default)]

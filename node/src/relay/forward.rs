@@ -23,7 +23,7 @@ use crate::node::NodeHandle;
 use crate::stream::client::{self, ClientError, Subscription};
 use crate::stream::hub::Hub;
 use crate::stream::server::codec_params;
-use crate::stream::watch::next_backoff;
+use crate::watch::next_backoff;
 
 /// A running forwarding of one camera stream; stops with [`ForwardHandle::stop`] or when
 /// the node shuts down.

@@ -1,5 +1,5 @@
 //! Routes in practice (IO): opening a camera's stream on a [`Route`], and describing
-//! every candidate route (link, RTT) for the pure chooser in [`super::path`].
+//! every candidate route (link, RTT) for the pure chooser in [`crate::watch::path`].
 //!
 //! Through a forwarder, the viewer checks on its own what the forwarder cannot fake: the
 //! camera's node named in the accept must hold a certificate binding the camera (the
@@ -14,11 +14,11 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::forward::origin_of;
 use super::keys::KeySource;
-use super::path::{Candidate, Link, Route};
 use crate::auth::{self, Rights};
 use crate::net::PeerSummary;
 use crate::node::NodeHandle;
 use crate::stream::client::{self, ClientError, Subscription};
+use crate::watch::path::{Candidate, Link, Route};
 
 /// Opens `camera`'s stream on `route`.
 pub async fn subscribe(

@@ -3,7 +3,7 @@
 //! - [`fanout`] (pure): GOP cache and bounded per-subscriber queues that skip to the next
 //!   keyframe on overflow.
 //! - [`hub`]: one camera's fan-out point; [`server`]: serving streams to viewers;
-//!   [`client`]: opening them; [`watch`]: staying on a camera across failures.
+//!   [`client`]: opening them (staying on a camera is [`crate::watch`]).
 //! - [`io`]: the framing codec over async streams.
 
 pub mod client;
@@ -12,4 +12,3 @@ pub mod hub;
 pub mod io;
 pub mod server;
 pub mod stats;
-pub mod watch;
