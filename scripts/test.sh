@@ -8,6 +8,7 @@ scripts/setup.sh
 # CI builds once from a clean clone: the incremental cache would only cost disk and time.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 cargo fmt --all -- --check
+scripts/vendor.sh --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The CLI tests run the real binaries: build them first.
 cargo build --workspace --bins

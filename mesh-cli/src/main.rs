@@ -325,11 +325,11 @@ async fn cameras(node: &NodeHandle, timeout: Duration, json: bool) -> Result<()>
 }
 
 async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
-    use camesh_node::relay::route;
+    use camesh_node::reach::routes as route;
     tokio::time::sleep(timeout).await;
     let peers = node.peers().await?;
     // Each member's own view (NAT status) and what it re-serves (FORWARDS).
-    let survey = route::survey(node).await;
+    let survey = route::survey(node.reach()).await;
     let forwarding = route::forwarded_in(&survey);
     println!(
         "this peer: {} (NAT {}{})",

@@ -133,7 +133,7 @@ async fn pick_nvr(node: &NodeHandle, nvr: Option<PeerId>) -> Result<PeerId> {
     if let Some(p) = nvr {
         return Ok(p);
     }
-    client::find_nvrs(node, Duration::from_secs(5))
+    client::find_nvrs(node.reach(), Duration::from_secs(5))
         .await
         .into_iter()
         .next()
@@ -143,7 +143,7 @@ async fn pick_nvr(node: &NodeHandle, nvr: Option<PeerId>) -> Result<PeerId> {
 pub async fn play(node: &NodeHandle, args: &PlayArgs) -> Result<()> {
     let r = &args.range;
     let peer = pick_nvr(node, r.nvr).await?;
-    let mut pb = client::play(node, peer, &r.camera, r.from, r.to.unwrap_or(0)).await?;
+    let mut pb = client::play(node.reach(), peer, &r.camera, r.from, r.to.unwrap_or(0)).await?;
     let mut out: Box<dyn Write + Send> = if args.output.as_os_str() == "-" {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
@@ -207,7 +207,7 @@ pub async fn recordings(node: &NodeHandle, args: &RecordingsArgs) -> Result<()> 
     let peer = pick_nvr(node, args.nvr).await?;
     let now = now_unix_us();
     let from = args.from.unwrap_or(now - 86_400_000_000);
-    let cov = client::recordings(node, peer, &args.camera, from, args.to.unwrap_or(0)).await?;
+    let cov = client::recordings(node.reach(), peer, &args.camera, from, args.to.unwrap_or(0)).await?;
     if args.json {
         for s in &cov.spans {
             println!(
@@ -259,24 +259,32 @@ pub async fn export(node: &NodeHandle, args: &ExportArgs) -> Result<()> {
     let peer = pick_nvr(node, r.nvr).await?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last_permille = None;
-    let files = client::export(node, peer, &r.camera, r.from, r.to.unwrap_or(0), &args.output, |p| {
-        // Every 5%, on one line on a terminal.
-        let step = p.permille / 50;
-        if last_permille == Some(step) {
-            return;
-        }
-        last_permille = Some(step);
-        let line = format!(
-            "exporting: {:>5.1}% ({} frames)",
-            f64::from(p.permille) / 10.0,
-            p.frames
-        );
-        if tty {
-            eprint!("\r{line}\x1b[K");
-        } else {
-            eprintln!("{line}");
-        }
-    })
+    let files = client::export(
+        node.reach(),
+        peer,
+        &r.camera,
+        r.from,
+        r.to.unwrap_or(0),
+        &args.output,
+        |p| {
+            // Every 5%, on one line on a terminal.
+            let step = p.permille / 50;
+            if last_permille == Some(step) {
+                return;
+            }
+            last_permille = Some(step);
+            let line = format!(
+                "exporting: {:>5.1}% ({} frames)",
+                f64::from(p.permille) / 10.0,
+                p.frames
+            );
+            if tty {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                eprintln!("{line}");
+            }
+        },
+    )
     .await?;
     if tty {
         eprintln!();
@@ -307,7 +315,7 @@ pub async fn lock(node: &NodeHandle, args: &LockArgs) -> Result<()> {
     let r = &args.range;
     let peer = pick_nvr(node, r.nvr).await?;
     let to = r.to.unwrap_or_else(now_unix_us);
-    let l = client::lock(node, peer, &r.camera, r.from, to, &args.reason).await?;
+    let l = client::lock(node.reach(), peer, &r.camera, r.from, to, &args.reason).await?;
     println!(
         "locked #{} {} {} .. {} on NVR {peer}: retention will not delete it",
         l.id,

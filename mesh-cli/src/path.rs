@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use camesh_node::relay::route;
+use camesh_node::reach::routes as route;
 use camesh_node::watch::path::{Decision, Link, PathChooser, Route};
 use camesh_node::watch::RouteOptions;
 use camesh_node::watch::{WatchEvent, WatchOptions};
@@ -77,7 +77,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     for p in &owners {
         let _ = node.net().connect(Some(*p), Vec::new()).await;
     }
-    let survey = route::survey(node).await;
+    let survey = route::survey(node.reach()).await;
     let found = route::forwarders_in(&survey, &args.camera, pb::Profile::Main);
     let mut via: Vec<PeerId> = found.iter().map(|(p, _)| *p).collect();
     for v in &args.via {
@@ -87,7 +87,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     }
     // Give ping a moment to measure new connections.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let cands = route::candidates(node, &owners, &via, args.prefer_via).await;
+    let cands = route::candidates(node.reach(), &owners, &via, args.prefer_via).await;
     let chooser = PathChooser::new(Default::default());
     let now = std::time::Instant::now();
     let chosen = match chooser.decide(&cands, now) {

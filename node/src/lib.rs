@@ -27,14 +27,17 @@
 
 pub mod attest;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod discovery;
 pub mod gateway;
 pub mod identity;
 pub mod media;
+pub mod member;
 pub mod net;
 pub mod node;
 pub mod nvr;
+pub mod reach;
 pub mod record;
 pub mod relay;
 pub mod stream;

@@ -164,7 +164,9 @@ async fn viewer(dir: &Path, fleet_name: &str, addrs: &[Multiaddr]) -> NodeHandle
 
 /// Every frame of `[from, to]` as the NVR plays it.
 async fn play_all(v: &NodeHandle, nvr: PeerId, from: i64, to: i64) -> Vec<Played> {
-    let mut p = client::play(v, nvr, CAM, from, to).await.expect("playback starts");
+    let mut p = client::play(v.reach(), nvr, CAM, from, to)
+        .await
+        .expect("playback starts");
     let mut out = Vec::new();
     while let Some(f) = tokio::time::timeout(T, p.next_frame())
         .await
@@ -187,7 +189,7 @@ async fn wait_recording(v: &NodeHandle, nvr: PeerId, after: i64) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     let mut last = None;
     while tokio::time::Instant::now() < deadline {
-        match client::recordings(v, nvr, CAM, after, 0).await {
+        match client::recordings(v.reach(), nvr, CAM, after, 0).await {
             Ok(c) if c.spans.iter().any(|s| s.recorded && s.to_unix_us > after) => return true,
             other => last = Some(format!("{other:?}")),
         }
@@ -546,7 +548,7 @@ async fn a_small_quota_deletes_the_oldest_unlocked_video_and_keeps_locks_and_the
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let mut spans = Vec::new();
     while tokio::time::Instant::now() < deadline {
-        spans = client::recordings(&v, nvr.peer, CAM, first, 0)
+        spans = client::recordings(v.reach(), nvr.peer, CAM, first, 0)
             .await
             .expect("coverage")
             .spans;

@@ -4,63 +4,64 @@
 //! camera's hub (a bounded queue like any viewer's), so it sees exactly the sealed
 //! frames everyone receives and never slows the camera.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use camesh_proto::{framing::decode_message, pb, LengthCodec};
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
-use libp2p_stream::IncomingStreams;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::{sign, FrameFields, GopHasher, ATTEST_PROTOCOL, MAX_ITEM_BYTES};
-use crate::auth::{self, Rights};
-use crate::node::NodeHandle;
+use crate::auth::{self, Rights, Trust};
+use crate::config::Limits;
+use crate::stream::accept;
 use crate::stream::fanout::QueueLimits;
+use crate::stream::hub::Hubs;
 use crate::stream::io::{write_message, FramedRead, IoError};
 
-/// Starts serving attestations for the node's cameras (the daemon does this on every
-/// node; a library user that publishes camera hubs calls it once).
-pub fn start(node: &NodeHandle, key: libp2p::identity::Keypair) -> Result<(), String> {
-    let incoming = node
-        .stream_control()
-        .accept(StreamProtocol::new(ATTEST_PROTOCOL))
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(run(node.clone(), key, incoming));
-    Ok(())
+/// What serving attestations needs of its node: the camera hubs, the trust store (the
+/// recorder's membership and `record` grant), the limits, and the camera's signing key.
+#[derive(Clone)]
+pub struct Attester {
+    pub hubs: Arc<Hubs>,
+    pub trust: Arc<Trust>,
+    pub limits: Limits,
+    pub key: libp2p::identity::Keypair,
 }
 
-async fn run(node: NodeHandle, key: libp2p::identity::Keypair, mut incoming: IncomingStreams) {
-    let shutdown = node.shutdown_token();
-    loop {
-        let (peer, stream) = tokio::select! {
-            next = incoming.next() => match next { Some(s) => s, None => return },
-            _ = shutdown.cancelled() => return,
-        };
-        let (node, key, token) = (node.clone(), key.clone(), shutdown.child_token());
-        tokio::spawn(async move {
-            tokio::select! {
-                r = session(&node, &key, peer, stream) => if let Err(e) = r {
-                    debug!(%peer, error = %e, "attestation session ended with an error");
-                },
-                _ = token.cancelled() => {}
-            }
-        });
+impl std::fmt::Debug for Attester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attester").finish_non_exhaustive()
     }
+}
+
+/// Starts serving attestations for the node's cameras on the bounded accept loop (every
+/// node does this from `Node::spawn`).
+pub fn start(
+    control: &mut libp2p_stream::Control,
+    attester: Attester,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let incoming = control
+        .accept(StreamProtocol::new(ATTEST_PROTOCOL))
+        .map_err(|e| e.to_string())?;
+    let bounds = accept::Bounds::streams(&attester.limits);
+    accept::serve(ATTEST_PROTOCOL, incoming, bounds, shutdown, move |peer, stream, _| {
+        let a = attester.clone();
+        async move { session(&a, peer, stream).await }
+    });
+    Ok(())
 }
 
 fn item(i: pb::attest_item::Item) -> pb::AttestItem {
     pb::AttestItem { item: Some(i) }
 }
 
-async fn session(
-    node: &NodeHandle,
-    key: &libp2p::identity::Keypair,
-    peer: PeerId,
-    mut stream: Stream,
-) -> Result<(), IoError> {
-    let limits = &node.config().limits;
+async fn session(a: &Attester, peer: PeerId, mut stream: Stream) -> Result<(), IoError> {
+    let (limits, key, trust) = (&a.limits, &a.key, &a.trust);
     let codec = LengthCodec::new(limits.max_control_bytes);
-    let trust = node.trust();
     if trust.wait_member(&peer, trust.grace()).await.is_none() {
         let _ = stream.close().await;
         return Ok(());
@@ -75,7 +76,7 @@ async fn session(
     drop(reader);
     let req: pb::AttestRequest = decode_message("attest request", body)?;
     let camera = req.camera_id;
-    let Some(hub) = node.hubs().get(&camera) else {
+    let Some(hub) = a.hubs.get(&camera) else {
         let _ = stream.close().await;
         return Ok(());
     };

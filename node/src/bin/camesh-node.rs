@@ -270,7 +270,7 @@ async fn real_main() -> Result<()> {
                 None => None,
             };
             let nvr = if role == Role::Nvr {
-                let nvr = camesh_node::nvr::Nvr::start(&node, nvr_section, &data_dir)
+                let nvr = camesh_node::nvr::Nvr::start(node.reach(), nvr_section, &data_dir)
                     .await
                     .context("starting the NVR")?;
                 println!("recordings: {}", nvr.state.folder.display());

@@ -11,7 +11,6 @@
 //! announcements in the [`Directory`].
 
 pub mod behaviour;
-pub mod membership;
 pub mod prefer_direct;
 
 use std::collections::HashMap;

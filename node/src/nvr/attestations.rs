@@ -17,7 +17,7 @@ use tracing::{debug, info};
 
 use crate::attest::verify::write_item;
 use crate::attest::{open, ATTEST_PROTOCOL, MAX_ITEM_BYTES};
-use crate::node::NodeHandle;
+use crate::reach::Reach;
 use crate::stream::io::{write_message, FramedRead};
 
 /// Largest attestation file read for an export.
@@ -29,7 +29,7 @@ pub fn attest_file(folder: &Path, camera: &str) -> PathBuf {
 
 /// Fetches `camera`'s digests from `peer` until `cancel` or the stream ends.
 pub(crate) async fn fetch(
-    node: NodeHandle,
+    node: Reach,
     peer: PeerId,
     camera: String,
     grant: bytes::Bytes,
@@ -46,14 +46,14 @@ pub(crate) async fn fetch(
 }
 
 async fn fetch_inner(
-    node: &NodeHandle,
+    node: &Reach,
     peer: PeerId,
     camera: &str,
     grant: bytes::Bytes,
     folder: &Path,
 ) -> Result<u64, String> {
-    let limits = &node.config().limits;
-    let mut control = node.stream_control();
+    let limits = &node.limits();
+    let mut control = node.control();
     let timeout = Duration::from_secs(limits.request_timeout_s);
     let mut stream = tokio::time::timeout(timeout, control.open_stream(peer, StreamProtocol::new(ATTEST_PROTOCOL)))
         .await

@@ -17,7 +17,7 @@ use super::export::EXPORT_MESSAGE_MAX;
 use super::NVR_PROTOCOL;
 use crate::auth::media_key::MediaKey;
 use crate::auth::{signed, Rights};
-use crate::node::NodeHandle;
+use crate::reach::Reach;
 use crate::record::segment::valid_camera_id;
 use crate::stream::io::{write_message, FramedRead, IoError};
 
@@ -51,7 +51,7 @@ pub enum NvrClientError {
 }
 
 /// NVR members among the connected peers (waiting up to `wait` for one).
-pub async fn find_nvrs(node: &NodeHandle, wait: Duration) -> Vec<PeerId> {
+pub async fn find_nvrs(node: &Reach, wait: Duration) -> Vec<PeerId> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let peers = node.peers().await.unwrap_or_default();
@@ -74,7 +74,7 @@ pub async fn find_nvrs(node: &NodeHandle, wait: Duration) -> Vec<PeerId> {
 
 /// Opens a request stream and reads the first answer.
 async fn request(
-    node: &NodeHandle,
+    node: &Reach,
     peer: PeerId,
     right: Rights,
     mut req: pb::NvrRequest,
@@ -89,7 +89,7 @@ async fn request(
             })?;
         req.grant = signed::encode(&g);
     }
-    let limits = &node.config().limits;
+    let limits = &node.limits();
     let timeout = Duration::from_secs(limits.request_timeout_s);
     let open_err = |reason: String| NvrClientError::Open { peer, reason };
     let connected = node
@@ -103,7 +103,7 @@ async fn request(
             .await
             .map_err(|e| open_err(e.to_string()))?;
     }
-    let mut control = node.stream_control();
+    let mut control = node.control();
     let mut stream = tokio::time::timeout(timeout, control.open_stream(peer, StreamProtocol::new(NVR_PROTOCOL)))
         .await
         .map_err(|_| open_err(format!("no answer within {timeout:?}")))?
@@ -153,7 +153,7 @@ fn unexpected(peer: PeerId) -> NvrClientError {
 
 /// Coverage of a camera over a range (`to_us` 0: up to now).
 pub async fn recordings(
-    node: &NodeHandle,
+    node: &Reach,
     peer: PeerId,
     camera: &str,
     from_us: i64,
@@ -173,7 +173,7 @@ pub async fn recordings(
 
 /// Locks a range as evidence.
 pub async fn lock(
-    node: &NodeHandle,
+    node: &Reach,
     peer: PeerId,
     camera: &str,
     from_us: i64,
@@ -203,13 +203,13 @@ pub struct Playback {
 
 /// Plays a camera from the keyframe at or before `from_us` through `to_us` (0: now).
 pub async fn play(
-    node: &NodeHandle,
+    node: &Reach,
     peer: PeerId,
     camera: &str,
     from_us: i64,
     to_us: i64,
 ) -> Result<Playback, NvrClientError> {
-    let max = node.config().limits.max_frame_bytes;
+    let max = node.limits().max_frame_bytes;
     let req = base(
         camera,
         from_us,
@@ -314,7 +314,7 @@ struct Sink {
 /// Exports a range: progress goes to `progress`; the MP4 to `out` (written as
 /// `<out>.part`, renamed when complete), the manifest and the segments next to it.
 pub async fn export(
-    node: &NodeHandle,
+    node: &Reach,
     peer: PeerId,
     camera: &str,
     from_us: i64,

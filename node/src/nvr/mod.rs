@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::NvrSection;
-use crate::node::NodeHandle;
+use crate::reach::Reach;
 use crate::record::recorder::CameraPolicy;
 use crate::record::{RecordError, Recorder};
 use keystore::{KeyStore, KeyStoreError};
@@ -93,7 +93,7 @@ pub struct Nvr {
 impl Nvr {
     /// Opens the recordings (recovering from an unclean shutdown), starts recording the
     /// configured cameras and serves `/camesh/nvr/1`.
-    pub async fn start(node: &NodeHandle, section: NvrSection, data_dir: &Path) -> Result<Nvr, NvrError> {
+    pub async fn start(node: &Reach, section: NvrSection, data_dir: &Path) -> Result<Nvr, NvrError> {
         let folder = if section.recordings_dir.as_os_str().is_empty() {
             data_dir.join("recordings")
         } else {
@@ -122,10 +122,10 @@ impl Nvr {
         });
         let cancel = CancellationToken::new();
         let incoming = node
-            .stream_control()
+            .control()
             .accept(libp2p::StreamProtocol::new(NVR_PROTOCOL))
             .map_err(|e| NvrError::Protocol(e.to_string()))?;
-        tokio::spawn(serve::run(node.clone(), state.clone(), incoming, cancel.child_token()));
+        serve::run(node.clone(), state.clone(), incoming, cancel.child_token());
         tokio::spawn(supervise(node.clone(), state.clone(), cancel.child_token()));
         info!(folder = %state.folder.display(), rules = state.section.records.len(), "NVR started");
         Ok(Nvr { state, cancel })
@@ -159,7 +159,7 @@ impl Nvr {
 }
 
 /// Starts a recording task for each camera the rules name, now and as cameras appear.
-async fn supervise(node: NodeHandle, state: Arc<NvrState>, cancel: CancellationToken) {
+async fn supervise(node: Reach, state: Arc<NvrState>, cancel: CancellationToken) {
     let rules = state.section.records.clone();
     let mut policies: HashMap<String, CameraPolicy> = HashMap::new();
     let start = |camera: &str, tags: &[String], policies: &mut HashMap<String, CameraPolicy>| {

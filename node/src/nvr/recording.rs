@@ -19,11 +19,11 @@ use tracing::{debug, info, warn};
 
 use super::keystore::KeyStore;
 use crate::auth::{signed, Rights};
-use crate::node::NodeHandle;
+use crate::backoff::next_backoff;
+use crate::reach::Reach;
 use crate::record::playback::DEFAULT_JOIN_US;
 use crate::record::Recorder;
 use crate::stream::server::codec_params;
-use crate::watch::next_backoff;
 
 /// Counters of one recorded camera.
 #[derive(Debug, Default)]
@@ -38,7 +38,7 @@ pub struct CameraCounters {
 
 /// Records `camera` until `cancel`.
 pub(crate) async fn run(
-    node: NodeHandle,
+    node: Reach,
     rec: Arc<Recorder>,
     keys: KeyStore,
     camera: String,
@@ -79,7 +79,7 @@ pub(crate) async fn run(
             user_agent: format!("camesh-nvr/{}", env!("CARGO_PKG_VERSION")),
         };
         let sub = tokio::select! {
-            r = node.subscribe_camera(&camera, None, req) => r,
+            r = node.subscribe(&camera, None, req) => r,
             _ = cancel.cancelled() => return,
         };
         match sub {

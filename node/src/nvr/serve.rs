@@ -18,19 +18,20 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use camesh_proto::{framing::decode_message, pb, LengthCodec, MediaFrame};
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream};
 use libp2p_stream::IncomingStreams;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::NvrState;
 use crate::auth::{self, Rights};
 use crate::media::CodecParams;
-use crate::node::NodeHandle;
+use crate::reach::Reach;
 use crate::record::segment::valid_camera_id;
 use crate::record::{coverage, frames, now_unix_us, Coverage, FrameRecord, PlaybackItem};
+use crate::stream::accept;
 use crate::stream::io::{write_frame, write_message, FramedRead, IoError};
 
 /// Playback items read ahead of the stream.
@@ -66,31 +67,17 @@ pub(crate) fn header_of(f: &FrameRecord) -> pb::FrameHeader {
     }
 }
 
-pub(crate) async fn run(
-    node: NodeHandle,
-    state: Arc<NvrState>,
-    mut incoming: IncomingStreams,
-    cancel: CancellationToken,
-) {
-    loop {
-        let (peer, stream) = tokio::select! {
-            next = incoming.next() => match next { Some(s) => s, None => return },
-            _ = cancel.cancelled() => return,
-        };
-        let (node, state, token) = (node.clone(), state.clone(), cancel.child_token());
-        tokio::spawn(async move {
-            tokio::select! {
-                r = session(&node, &state, peer, stream) => if let Err(e) = r {
-                    debug!(%peer, error = %e, "nvr session ended with an error");
-                },
-                _ = token.cancelled() => {}
-            }
-        });
-    }
+/// Serves `/camesh/nvr/1` on the node's bounded accept loop.
+pub(crate) fn run(node: Reach, state: Arc<NvrState>, incoming: IncomingStreams, cancel: CancellationToken) {
+    let bounds = accept::Bounds::streams(node.limits());
+    accept::serve(super::NVR_PROTOCOL, incoming, bounds, cancel, move |peer, stream, _| {
+        let (node, state) = (node.clone(), state.clone());
+        async move { session(&node, &state, peer, stream).await }
+    });
 }
 
-async fn session(node: &NodeHandle, state: &NvrState, peer: PeerId, mut stream: Stream) -> Result<(), IoError> {
-    let limits = &node.config().limits;
+async fn session(node: &Reach, state: &NvrState, peer: PeerId, mut stream: Stream) -> Result<(), IoError> {
+    let limits = &node.limits();
     let control = LengthCodec::new(limits.max_control_bytes);
     let trust = node.trust();
     if trust.wait_member(&peer, trust.grace()).await.is_none() {

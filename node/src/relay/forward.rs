@@ -18,12 +18,12 @@ use libp2p::PeerId;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::auth::{self, Rights};
-use crate::node::NodeHandle;
-use crate::stream::client::{self, ClientError, Subscription};
-use crate::stream::hub::Hub;
+use crate::auth::Rights;
+use crate::backoff::next_backoff;
+use crate::reach::{self, origin_of, Reach};
+use crate::stream::client::{ClientError, Subscription};
+use crate::stream::hub::{Hub, Hubs};
 use crate::stream::server::codec_params;
-use crate::watch::next_backoff;
 
 /// A running forwarding of one camera stream; stops with [`ForwardHandle::stop`] or when
 /// the node shuts down.
@@ -51,7 +51,7 @@ impl ForwardHandle {
 }
 
 /// The grant this node presents upstream: `forward` if it holds one, else `live`.
-fn upstream_grant(node: &NodeHandle, camera: &str) -> Result<pb::Signed, ClientError> {
+fn upstream_grant(node: &Reach, camera: &str) -> Result<pb::Signed, ClientError> {
     let trust = node.trust();
     trust
         .grant_for(camera, Rights::FORWARD)
@@ -67,68 +67,41 @@ fn upstream_grant(node: &NodeHandle, camera: &str) -> Result<pb::Signed, ClientE
 }
 
 async fn open_upstream(
-    node: &NodeHandle,
+    reach: &Reach,
     camera: &str,
     upstream: PeerId,
     profile: pb::Profile,
     grant: &pb::Signed,
 ) -> Result<Subscription, ClientError> {
-    let addrs = node
-        .directory()
-        .lookup(camera)
-        .into_iter()
-        .filter(|e| e.peer == upstream)
-        .flat_map(|e| e.addrs())
-        .collect();
-    node.net()
-        .connect(Some(upstream), addrs)
-        .await
-        .map_err(|e| ClientError::Open {
-            peer: upstream,
-            reason: e.to_string(),
-        })?;
-    if node
-        .trust()
-        .wait_member(&upstream, node.trust().grace().max(Duration::from_secs(2)))
-        .await
-        .is_none()
-    {
-        return Err(ClientError::Open {
-            peer: upstream,
-            reason: "did not prove fleet membership".into(),
-        });
-    }
-    let req = pb::StreamRequest {
-        camera_id: camera.to_owned(),
-        profile: profile as i32,
-        mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
-        grant: auth::signed::encode(grant),
-        max_frame_bytes: 0,
-        user_agent: format!("camesh/{} forwarder", env!("CARGO_PKG_VERSION")),
-    };
-    let mut control = node.stream_control();
-    client::subscribe(&mut control, upstream, req, &node.config().limits).await
+    let mut req = reach::live_request(
+        camera,
+        profile,
+        &format!("camesh/{} forwarder", env!("CARGO_PKG_VERSION")),
+    );
+    req.grant = crate::auth::signed::encode(grant);
+    reach.open(camera, upstream, req).await
 }
 
-/// The camera's node named by an accept: `origin_peer`, or the answering peer itself.
-pub fn origin_of(accept: &pb::StreamAccept, answering: PeerId) -> Result<PeerId, ClientError> {
-    if accept.origin_peer.is_empty() {
-        return Ok(answering);
-    }
-    PeerId::from_bytes(&accept.origin_peer).map_err(|e| ClientError::Tampered {
-        peer: answering,
-        reason: format!("bad origin peer in accept: {e}"),
-    })
+/// What a forwarding needs of its node: the way to the upstream, the hubs it serves
+/// from, and the node's life.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    pub reach: Reach,
+    pub hubs: Arc<Hubs>,
+    /// The GOP cache size of forwarded hubs.
+    pub gop_cache_bytes: usize,
+    pub shutdown: CancellationToken,
 }
 
 /// Starts forwarding `camera` (`profile`) from `upstream`; returns once the first
 /// upstream subscription is accepted, so the stream can be served right away.
 pub async fn start(
-    node: &NodeHandle,
+    fwd: &Forwarding,
     camera: &str,
     upstream: PeerId,
     profile: pb::Profile,
 ) -> Result<ForwardHandle, ClientError> {
+    let node = &fwd.reach;
     let grant = upstream_grant(node, camera)?;
     let sub = open_upstream(node, camera, upstream, profile, &grant).await?;
     let origin = origin_of(&sub.accept, upstream)?;
@@ -144,17 +117,11 @@ pub async fn start(
         .find(|e| e.peer == origin)
         .map(|e| e.announcement.tags.clone())
         .unwrap_or_default();
-    let hub = Arc::new(Hub::forwarded(
-        camera,
-        name,
-        tags,
-        origin,
-        node.config().limits.gop_cache_bytes,
-    ));
+    let hub = Arc::new(Hub::forwarded(camera, name, tags, origin, fwd.gop_cache_bytes));
     if let Some(c) = &sub.accept.codec {
         hub.set_params(codec_params(c));
     }
-    node.hubs().insert_forwarded(profile, hub.clone());
+    fwd.hubs.insert_forwarded(profile, hub.clone());
     info!(camera, %upstream, %origin, ?profile, "forwarding");
     let handle = ForwardHandle {
         camera: camera.to_owned(),
@@ -162,14 +129,15 @@ pub async fn start(
         upstream,
         origin,
         hub: hub.clone(),
-        cancel: node.shutdown_token().child_token(),
+        cancel: fwd.shutdown.child_token(),
     };
-    tokio::spawn(run(node.clone(), handle.clone(), sub));
+    tokio::spawn(run(fwd.clone(), handle.clone(), sub));
     Ok(handle)
 }
 
 /// Carries one upstream subscription's frames into the hub; resubscribes on failure.
-async fn run(node: NodeHandle, h: ForwardHandle, first: Subscription) {
+async fn run(fwd: Forwarding, h: ForwardHandle, first: Subscription) {
+    let node = &fwd.reach;
     let mut sub = Some(first);
     let mut backoff = Duration::ZERO;
     loop {
@@ -204,8 +172,8 @@ async fn run(node: NodeHandle, h: ForwardHandle, first: Subscription) {
             _ = h.cancel.cancelled() => break,
         }
         // The grant held now (a renewed one replaces an expired one).
-        let reopened = match upstream_grant(&node, &h.camera) {
-            Ok(grant) => open_upstream(&node, &h.camera, h.upstream, h.profile, &grant).await,
+        let reopened = match upstream_grant(node, &h.camera) {
+            Ok(grant) => open_upstream(node, &h.camera, h.upstream, h.profile, &grant).await,
             Err(e) => Err(e),
         };
         match reopened {
@@ -214,14 +182,15 @@ async fn run(node: NodeHandle, h: ForwardHandle, first: Subscription) {
         }
     }
     h.hub.close_subscribers();
-    node.hubs().remove_forwarded(h.profile, &h.hub);
+    fwd.hubs.remove_forwarded(h.profile, &h.hub);
     info!(camera = %h.camera, upstream = %h.upstream, "forwarding stopped");
 }
 
 /// Keeps a configured forwarding (`[[forward]]` in the config) running: starts it once
 /// its upstream answers (retrying with backoff: the upstream may start later), after
 /// which [`run`] keeps it going.
-pub async fn keep(node: NodeHandle, cfg: crate::config::ForwardConfig) {
+pub async fn keep(fwd: Forwarding, cfg: crate::config::ForwardConfig) {
+    let node = &fwd.reach;
     let (peer, addr) = crate::net::split_p2p(cfg.from.clone());
     let Some(peer) = peer else { return };
     let profile = match cfg.profile {
@@ -229,13 +198,13 @@ pub async fn keep(node: NodeHandle, cfg: crate::config::ForwardConfig) {
         crate::config::ForwardProfile::Sub => pb::Profile::Sub,
     };
     let addrs: Vec<_> = (!addr.is_empty()).then_some(addr).into_iter().collect();
-    let shutdown = node.shutdown_token();
+    let shutdown = fwd.shutdown.clone();
     let mut backoff = Duration::ZERO;
     loop {
         if let Err(e) = node.net().connect(Some(peer), addrs.clone()).await {
             warn!(camera = %cfg.camera, upstream = %peer, error = %e, "cannot reach the upstream to forward from");
         } else {
-            match start(&node, &cfg.camera, peer, profile).await {
+            match start(&fwd, &cfg.camera, peer, profile).await {
                 Ok(_) => return,
                 Err(e) => warn!(camera = %cfg.camera, upstream = %peer, error = %e, "forwarding not started"),
             }

@@ -1,13 +1,11 @@
-//! Relaying at the application level: forwarding, and reaching a camera through a
-//! forwarder. (Choosing among routes and splicing them is the viewer's: [`crate::watch`].)
+//! Relaying at the application level: forwarding.
 //!
 //! - [`forward`] (IO): re-serving another node's camera, ciphertext only.
-//! - [`keys`] (IO): `/camesh/key/1`, media keys from the camera for viewers behind a
-//!   forwarder.
-//! - [`route`] (IO): opening a stream on a route, and measuring the candidates.
+//!
+//! Choosing among routes (direct, relayed, through a forwarder) and splicing them is the
+//! viewer's, in [`crate::watch`]; reaching a camera through a forwarder is
+//! [`crate::reach`]'s.
 //!
 //! Circuit relay v2 (libp2p) is the other kind of relaying; it lives in [`crate::net`].
 
 pub mod forward;
-pub mod keys;
-pub mod route;

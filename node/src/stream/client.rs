@@ -15,9 +15,9 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::Control;
 
 use super::io::{write_message, FramedRead, IoError};
+use super::keys::{key_protocol, KeySource};
 use crate::auth::media_key::MediaKey;
 use crate::config::Limits;
-use crate::relay::keys::KeySource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -274,5 +274,38 @@ pub async fn list(control: &mut Control, peer: PeerId, limits: &Limits) -> Resul
             reason: e.reason,
         }),
         _ => Ok(pb::CameraList::default()),
+    }
+}
+
+impl KeySource {
+    /// Asks the camera for the key of `epoch` (0: the current one).
+    pub async fn fetch(&self, epoch: u64) -> Result<MediaKey, ClientError> {
+        let peer = self.camera_peer;
+        let req = pb::KeyRequest {
+            camera_id: self.camera.clone(),
+            grant: Some(self.grant.clone()),
+            epoch,
+            profile: self.profile as i32,
+        };
+        let mut control = self.control.clone();
+        let (resp, _): (pb::KeyResponse, _) =
+            request(&mut control, peer, key_protocol(), "key response", &req, &self.limits).await?;
+        if !resp.error.is_empty() {
+            return Err(ClientError::Rejected {
+                peer,
+                code: pb::RejectCode::RejectNotAuthorized,
+                reason: format!("no media key: {}", resp.error),
+            });
+        }
+        if epoch != 0 && resp.epoch != epoch {
+            return Err(ClientError::Tampered {
+                peer,
+                reason: format!("asked for key epoch {epoch}, got {}", resp.epoch),
+            });
+        }
+        MediaKey::from_bytes(resp.epoch, &resp.key).map_err(|e| ClientError::Tampered {
+            peer,
+            reason: e.to_string(),
+        })
     }
 }

@@ -4,11 +4,18 @@
 //!   keyframe on overflow.
 //! - [`hub`]: one camera's fan-out point; [`server`]: serving streams to viewers;
 //!   [`client`]: opening them (staying on a camera is [`crate::watch`]).
-//! - [`io`]: the framing codec over async streams.
+//! - [`keys`]: `/camesh/key/1`, media keys from the camera for viewers behind a
+//!   forwarder.
+//! - [`io`]: the framing codec over async streams; [`accept`]: the one bounded accept
+//!   loop every protocol a node serves runs on.
+//! - [`ingest`]: camera tasks, a source feeding its hub.
 
+pub mod accept;
 pub mod client;
 pub mod fanout;
 pub mod hub;
+pub mod ingest;
 pub mod io;
+pub mod keys;
 pub mod server;
 pub mod stats;

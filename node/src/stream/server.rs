@@ -1,6 +1,7 @@
 //! Serving `/camesh/media/1` and `/camesh/info/1` (IO).
 //!
-//! One task accepts streams; each stream gets its own session task. A media session:
+//! The node's bounded accept loop ([`super::accept`]) gives each stream its own session
+//! task. A media session:
 //! read the `StreamRequest` (bounded size, bounded time), check the per-peer and total
 //! stream limits, answer `StreamAccept` with the codec config or `StreamReject` with a
 //! reason, then drain the subscriber's queue into the stream. The session ends when the
@@ -14,14 +15,13 @@
 //! the viewer is still authorized. A grant with only `forward` gets the sealed frames
 //! and no keys; a forwarded hub (another node's camera) never sends keys either.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use camesh_proto::{framing::decode_message, pb, LengthCodec};
+use camesh_proto::{framing::decode_message, pb, LengthCodec, INFO_PROTOCOL, MEDIA_PROTOCOL};
 use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
@@ -29,6 +29,7 @@ use libp2p_stream::IncomingStreams;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::accept;
 use super::fanout::QueueLimits;
 use super::hub::{Hubs, Subscriber};
 use super::io::{write_frame, write_message, FramedRead, IoError};
@@ -37,50 +38,7 @@ use crate::auth::{self, AuthError, Rights, Trust};
 use crate::config::Limits;
 use crate::media::CodecParams;
 
-/// Counts open media streams per peer and in total; a slot is released on drop.
-#[derive(Debug, Default)]
-pub struct StreamSlots {
-    per_peer: Mutex<HashMap<PeerId, usize>>,
-}
-
-#[derive(Debug)]
-pub struct Slot {
-    slots: Arc<StreamSlots>,
-    peer: PeerId,
-}
-
-impl StreamSlots {
-    /// Takes a slot for `peer` if both bounds allow it.
-    pub fn try_take(self: &Arc<Self>, peer: PeerId, per_peer: usize, total: usize) -> Option<Slot> {
-        let mut map = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        let sum: usize = map.values().sum();
-        let mine = map.entry(peer).or_default();
-        if *mine >= per_peer || sum >= total {
-            return None;
-        }
-        *mine += 1;
-        Some(Slot {
-            slots: self.clone(),
-            peer,
-        })
-    }
-
-    pub fn total(&self) -> usize {
-        self.per_peer.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self.slots.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.peer);
-            }
-        }
-    }
-}
+pub use super::accept::{Slot, Slots as StreamSlots};
 
 /// Everything a session needs, shared by all sessions of a node.
 #[derive(Debug)]
@@ -122,20 +80,19 @@ async fn until_unauthorized(trust: &Trust, peer: &PeerId, grant: &GrantInfo) -> 
 }
 
 impl MediaServer {
-    pub async fn run(self: Arc<Self>, mut incoming: IncomingStreams, shutdown: CancellationToken) {
-        loop {
-            let (peer, stream) = tokio::select! {
-                next = incoming.next() => match next { Some(s) => s, None => break },
-                _ = shutdown.cancelled() => break,
-            };
-            let this = self.clone();
-            let token = shutdown.child_token();
-            tokio::spawn(async move {
-                if let Err(e) = this.session(peer, stream, token).await {
-                    debug!(%peer, error = %e, "media session ended with an error");
-                }
-            });
-        }
+    /// Serves `/camesh/media/1` on the node's one bounded accept loop.
+    pub fn run(self: Arc<Self>, incoming: IncomingStreams, shutdown: CancellationToken) {
+        let bounds = accept::Bounds::streams(&self.limits);
+        accept::serve(
+            MEDIA_PROTOCOL,
+            incoming,
+            bounds,
+            shutdown,
+            move |peer, stream, token| {
+                let this = self.clone();
+                async move { this.session(peer, stream, token).await }
+            },
+        );
     }
 
     async fn session(&self, peer: PeerId, mut stream: Stream, shutdown: CancellationToken) -> Result<(), IoError> {
@@ -508,64 +465,70 @@ impl Info {
     }
 }
 
-/// Serves `/camesh/info/1`: one `ControlRequest`, one `ControlResponse`, per stream.
-pub async fn run_info(mut incoming: IncomingStreams, info: Info, limits: Limits, shutdown: CancellationToken) {
+/// Serves `/camesh/info/1` on the bounded accept loop: one `ControlRequest`, one
+/// `ControlResponse`, per stream.
+pub fn run_info(incoming: IncomingStreams, info: Info, limits: Limits, shutdown: CancellationToken) {
+    let bounds = accept::Bounds::control(&limits);
     let codec = LengthCodec::new(limits.max_control_bytes);
     let timeout = Duration::from_secs(limits.request_timeout_s);
-    loop {
-        let (peer, mut stream) = tokio::select! {
-            next = incoming.next() => match next { Some(s) => s, None => break },
-            _ = shutdown.cancelled() => break,
+    accept::serve(INFO_PROTOCOL, incoming, bounds, shutdown, move |peer, stream, _| {
+        answer_info(info.clone(), codec, timeout, peer, stream)
+    });
+}
+
+async fn answer_info(
+    info: Info,
+    codec: LengthCodec,
+    timeout: Duration,
+    peer: PeerId,
+    mut stream: Stream,
+) -> Result<(), IoError> {
+    let (hubs, trust) = (&info.hubs, &info.trust);
+    if trust.wait_member(&peer, trust.grace()).await.is_none() {
+        trust
+            .audit
+            .record("refused-stream", &peer.to_string(), "", "info: not a fleet member");
+        let msg = pb::ControlResponse {
+            response: Some(pb::control_response::Response::Error(pb::ControlError {
+                reason: "not a fleet member".into(),
+            })),
         };
-        let info = info.clone();
-        tokio::spawn(async move {
-            let (hubs, trust) = (&info.hubs, &info.trust);
-            if trust.wait_member(&peer, trust.grace()).await.is_none() {
-                trust
-                    .audit
-                    .record("refused-stream", &peer.to_string(), "", "info: not a fleet member");
-                let msg = pb::ControlResponse {
-                    response: Some(pb::control_response::Response::Error(pb::ControlError {
-                        reason: "not a fleet member".into(),
-                    })),
-                };
-                let _ = write_message(&mut stream, &codec, &msg).await;
-                let _ = stream.close().await;
-                return;
-            }
-            let mut reader = FramedRead::new(&mut stream, codec);
-            let req = match tokio::time::timeout(timeout, reader.next()).await {
-                Ok(Ok(Some(body))) => decode_message::<pb::ControlRequest>("control request", body),
-                Ok(Ok(None)) | Err(_) => return,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "bad info request");
-                    return;
-                }
-            };
-            drop(reader);
-            let response = match req {
-                Ok(pb::ControlRequest {
-                    request: Some(pb::control_request::Request::ListCameras(_)),
-                }) => pb::control_response::Response::Cameras(pb::CameraList {
-                    cameras: hubs.announcements(info.me, &[]),
-                    forwarding: forwarding(hubs),
-                    node: Some(info.status()),
-                }),
-                Ok(pb::ControlRequest {
-                    request: Some(pb::control_request::Request::Status(_)),
-                }) => pb::control_response::Response::Status(info.status()),
-                Ok(_) => pb::control_response::Response::Error(pb::ControlError {
-                    reason: "unknown request".into(),
-                }),
-                Err(e) => pb::control_response::Response::Error(pb::ControlError { reason: e.to_string() }),
-            };
-            let msg = pb::ControlResponse {
-                response: Some(response),
-            };
-            if let Err(e) = write_message(&mut stream, &codec, &msg).await {
-                debug!(%peer, error = %e, "info answer not sent");
-            }
-            let _ = stream.close().await;
-        });
+        let _ = write_message(&mut stream, &codec, &msg).await;
+        let _ = stream.close().await;
+        return Ok(());
     }
+    let mut reader = FramedRead::new(&mut stream, codec);
+    let req = match tokio::time::timeout(timeout, reader.next()).await {
+        Ok(Ok(Some(body))) => decode_message::<pb::ControlRequest>("control request", body),
+        Ok(Ok(None)) | Err(_) => return Ok(()),
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "bad info request");
+            return Ok(());
+        }
+    };
+    drop(reader);
+    let response = match req {
+        Ok(pb::ControlRequest {
+            request: Some(pb::control_request::Request::ListCameras(_)),
+        }) => pb::control_response::Response::Cameras(pb::CameraList {
+            cameras: hubs.announcements(info.me, &[]),
+            forwarding: forwarding(hubs),
+            node: Some(info.status()),
+        }),
+        Ok(pb::ControlRequest {
+            request: Some(pb::control_request::Request::Status(_)),
+        }) => pb::control_response::Response::Status(info.status()),
+        Ok(_) => pb::control_response::Response::Error(pb::ControlError {
+            reason: "unknown request".into(),
+        }),
+        Err(e) => pb::control_response::Response::Error(pb::ControlError { reason: e.to_string() }),
+    };
+    let msg = pb::ControlResponse {
+        response: Some(response),
+    };
+    if let Err(e) = write_message(&mut stream, &codec, &msg).await {
+        debug!(%peer, error = %e, "info answer not sent");
+    }
+    let _ = stream.close().await;
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! The small rules of watching live, pure: how long silence may last ([`stall_timeout`]),
 //! how far behind live a stream has fallen ([`LagMeter`], [`MAX_LAG`]), which frames the
-//! viewer already has ([`is_replay`]), which refusals no retry can fix ([`Fault`],
-//! [`is_final`]), and how the wait between attempts grows ([`next_backoff`]).
+//! viewer already has ([`is_replay`]), and which refusals no retry can fix ([`Fault`],
+//! [`is_final`]). (The wait between attempts is [`crate::backoff::next_backoff`].)
 //!
 //! The state machine ([`super::machine`]) applies them; nothing here keeps state beyond
 //! the lag meter's base, reads a clock or touches a socket.
@@ -15,15 +15,6 @@ use crate::stream::client::ClientError;
 
 /// How far behind live a stream may fall before it is reopened at the newest keyframe.
 pub const MAX_LAG: Duration = Duration::from_millis(1500);
-
-/// The next backoff: doubles from `min` up to `max`.
-pub fn next_backoff(current: Duration, min: Duration, max: Duration) -> Duration {
-    if current.is_zero() {
-        min
-    } else {
-        (current * 2).min(max)
-    }
-}
 
 /// How long a stream may go without a frame: `min`, or three frame intervals of a slow
 /// camera (`fps_num/fps_den`, 0/0 when unknown).
@@ -158,6 +149,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
+        use crate::backoff::next_backoff;
         let (min, max) = (Duration::from_millis(100), Duration::from_secs(1));
         let mut b = Duration::ZERO;
         let seq: Vec<_> = (0..6)

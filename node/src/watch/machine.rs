@@ -30,9 +30,10 @@ use tracing::{debug, info, warn};
 
 use super::event::MAX_VIA;
 pub use super::event::{Config, FeedId, Input, Output, Routes, Target};
-use super::live::{next_backoff, stall_timeout, Fault, LagMeter};
+use super::live::{stall_timeout, Fault, LagMeter};
 use super::path::{Candidate, Decision, PathChooser, Route};
 use super::splice::{Mark, Side, Splice};
+use crate::backoff::next_backoff;
 
 /// How long a make-before-break switch to the direct path may take (one route) before
 /// the old path is kept: the subscription, plus one stall timeout for its first frame.

@@ -7,7 +7,7 @@
 //!   hysteresis.
 //! - [`splice`] (pure): make-before-break between two paths of one stream, no gap and
 //!   no duplicate.
-//! - [`live`] (pure): stall timeout, lag meter, replay rule, refusals, backoff.
+//! - [`live`] (pure): stall timeout, lag meter, replay rule, refusals.
 //! - [`run`] (IO): the one loop that drives the machine: feeds are tasks that open a
 //!   subscription and push frames into a small bounded channel; outputs become
 //!   subscriptions, closed connections, events and timers.
@@ -27,5 +27,5 @@ pub mod path;
 pub mod run;
 pub mod splice;
 
-pub use live::{is_final, next_backoff, stall_timeout, LagMeter, MAX_LAG};
+pub use live::{is_final, stall_timeout, LagMeter, MAX_LAG};
 pub use options::{RouteOptions, WatchEvent, WatchOptions};

@@ -1,6 +1,6 @@
 //! What a caller asks of a watch ([`WatchOptions`], [`RouteOptions`]) and what it hears
-//! back ([`WatchEvent`]), on the bounded channel [`crate::NodeHandle::watch`] and
-//! [`crate::NodeHandle::watch_routes`] return.
+//! back ([`WatchEvent`]), on the bounded channel `NodeHandle::watch` and
+//! `NodeHandle::watch_routes` return.
 
 use std::time::Duration;
 

@@ -14,49 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
-
-/// One way to get a camera's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Route {
-    /// From the camera's own node.
-    Direct(PeerId),
-    /// Through a forwarder that re-serves it.
-    Forwarded(PeerId),
-}
-
-impl Route {
-    /// The peer a stream on this route is opened to.
-    pub fn peer(&self) -> PeerId {
-        match self {
-            Route::Direct(p) | Route::Forwarded(p) => *p,
-        }
-    }
-}
-
-/// How the connection to a route's peer is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Link {
-    /// Not connected (yet), or not known.
-    #[default]
-    Unknown,
-    /// A direct QUIC/TCP connection (possibly after a hole punch).
-    Direct,
-    /// Through a circuit relay.
-    Relayed(PeerId),
-}
-
-/// What the IO layer knows about one candidate now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub route: Route,
-    pub link: Link,
-    pub rtt: Option<Duration>,
-    /// False when the peer cannot be dialed now (no address, dial failed).
-    pub reachable: bool,
-    /// Operator's preference (e.g. "via the bus NVR, spare the camera's uplink").
-    pub preferred: bool,
-}
+pub use crate::reach::{Candidate, Link, Route};
 
 /// The knobs of the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +184,7 @@ impl PathChooser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::PeerId;
     use proptest::prelude::*;
 
     fn peers() -> (PeerId, PeerId, PeerId) {

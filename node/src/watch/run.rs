@@ -1,5 +1,6 @@
 //! The viewer's IO loop: drives the pure [`Watch`] machine for one camera, over one route
-//! ([`crate::NodeHandle::watch`]) or several ([`crate::NodeHandle::watch_routes`]).
+//! (`NodeHandle::watch`) or several (`NodeHandle::watch_routes`). It
+//! takes a [`Reach`] (the one seam for reaching a camera), never the node handle.
 //!
 //! Each feed the machine opens is a task: it subscribes on its target and pushes the
 //! accept, the opened frames and its end into a small bounded channel (reads are not
@@ -22,71 +23,38 @@ use tokio_util::sync::CancellationToken;
 use super::live::Fault;
 use super::machine::{Config, FeedId, Input, Output, Target, Watch};
 use super::options::{RouteOptions, WatchEvent, WatchOptions};
-use super::path::Candidate;
 use super::splice::Mark;
 use crate::net::NetEvent;
-use crate::node::NodeHandle;
-use crate::relay::route;
+use crate::reach::{live_request, routes, Reach};
 use crate::stream::client::{ClientError, Subscription};
 
 /// Frames a feed may read ahead of the loop: one route, several routes.
 const READ_AHEAD: usize = 4;
 const FEED_QUEUE: usize = 16;
 
-/// What the loop needs of the node: reaching the camera on a target, and describing
-/// routes.
-#[derive(Clone)]
-struct Seam(NodeHandle);
-
-impl Seam {
-    async fn subscribe(
-        &self,
-        camera: &str,
-        target: Target,
-        req: pb::StreamRequest,
-    ) -> Result<Subscription, ClientError> {
-        match target {
-            Target::Camera(peer) => self.0.subscribe_camera(camera, peer, req).await,
-            Target::Route(r) => route::subscribe(&self.0, camera, r, req).await,
-        }
-    }
-
-    async fn owners(&self, camera: &str) -> Vec<PeerId> {
-        self.0
-            .resolve_camera(camera)
-            .await
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect()
-    }
-
-    async fn candidates(&self, owners: &[PeerId], via: &[PeerId], prefer_via: bool) -> Vec<Candidate> {
-        route::candidates(&self.0, owners, via, prefer_via).await
-    }
-
-    async fn live_forwarders(&self, camera: &str, profile: pb::Profile) -> Vec<PeerId> {
-        route::forwarders(&self.0, camera, profile)
-            .await
-            .into_iter()
-            .filter(|(_, f)| f.live)
-            .map(|(p, _)| p)
-            .collect()
-    }
-
-    fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.0.config().limits.request_timeout_s.max(1))
+async fn subscribe(
+    reach: &Reach,
+    camera: &str,
+    target: Target,
+    req: pb::StreamRequest,
+) -> Result<Subscription, ClientError> {
+    match target {
+        Target::Camera(peer) => reach.subscribe(camera, peer, req).await,
+        Target::Route(r) => reach.subscribe_route(camera, r, req).await,
     }
 }
 
-fn live_request(opts: &WatchOptions) -> pb::StreamRequest {
-    pb::StreamRequest {
-        camera_id: opts.camera.clone(),
-        profile: opts.profile as i32,
-        mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
-        grant: Default::default(),
-        max_frame_bytes: 0,
-        user_agent: opts.user_agent.clone(),
-    }
+async fn owners(reach: &Reach, camera: &str) -> Vec<PeerId> {
+    reach.resolve(camera).await.into_iter().map(|(p, _)| p).collect()
+}
+
+async fn live_forwarders(reach: &Reach, camera: &str, profile: pb::Profile) -> Vec<PeerId> {
+    routes::forwarders(reach, camera, profile)
+        .await
+        .into_iter()
+        .filter(|(_, f)| f.live)
+        .map(|(p, _)| p)
+        .collect()
 }
 
 enum FeedMsg {
@@ -108,15 +76,16 @@ impl Drop for Feed {
     }
 }
 
-fn open_feed(seam: &Seam, opts: &WatchOptions, id: FeedId, target: Target, queue: usize) -> Feed {
+fn open_feed(reach: &Reach, opts: &WatchOptions, id: FeedId, target: Target, queue: usize) -> Feed {
     let (tx, rx) = mpsc::channel(queue);
-    let (seam, camera, req) = (seam.clone(), opts.camera.clone(), live_request(opts));
+    let (reach, camera) = (reach.clone(), opts.camera.clone());
+    let req = live_request(&opts.camera, opts.profile, &opts.user_agent);
     let fail = |e: ClientError| FeedMsg::Failed {
         fault: Fault::of(&e),
         error: e.to_string(),
     };
     let task = tokio::spawn(async move {
-        let mut sub = match seam.subscribe(&camera, target, req).await {
+        let mut sub = match subscribe(&reach, &camera, target, req).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(fail(e)).await;
@@ -175,17 +144,17 @@ struct Stop;
 /// Watches `opts.camera` until `cancel`, the consumer hangs up, or the machine gives up:
 /// over one route when `routes` is `None`, else over the direct route and forwarders.
 pub async fn run(
-    node: NodeHandle,
+    reach: Reach,
     opts: WatchOptions,
     routes: Option<RouteOptions>,
     tx: mpsc::Sender<WatchEvent>,
     cancel: CancellationToken,
 ) {
-    let _ = drive(Seam(node), opts, routes, tx, cancel).await;
+    let _ = drive(reach, opts, routes, tx, cancel).await;
 }
 
 async fn drive(
-    seam: Seam,
+    reach: Reach,
     opts: WatchOptions,
     routes: Option<RouteOptions>,
     tx: mpsc::Sender<WatchEvent>,
@@ -193,10 +162,13 @@ async fn drive(
 ) -> Result<(), Stop> {
     let (cfg, queue) = match &routes {
         None => (Config::one(&opts), READ_AHEAD),
-        Some(r) => (Config::routes(&opts, r, seam.request_timeout() * 2), FEED_QUEUE),
+        Some(r) => {
+            let opening = Duration::from_secs(reach.limits().request_timeout_s.max(1)) * 2;
+            (Config::routes(&opts, r, opening), FEED_QUEUE)
+        }
     };
     let prefer_via = routes.as_ref().is_some_and(|r| r.prefer_via);
-    let mut net_events = seam.0.net().subscribe();
+    let mut net_events = reach.net().subscribe();
     let mut net_open = true;
     let mut watch = Watch::new(cfg, Instant::now());
     let mut todo: VecDeque<Output<MediaFrame>> = watch.start(Instant::now()).into();
@@ -206,7 +178,7 @@ async fn drive(
         while let Some(out) = todo.pop_front() {
             let answer = match out {
                 Output::Open { feed, target } => {
-                    feeds.push(open_feed(&seam, &opts, feed, target, queue));
+                    feeds.push(open_feed(&reach, &opts, feed, target, queue));
                     None
                 }
                 Output::Close { feed } => {
@@ -214,17 +186,17 @@ async fn drive(
                     None
                 }
                 Output::CloseConnections(peer) => {
-                    seam.0.net().close_connections(peer).await;
+                    reach.net().close_connections(peer).await;
                     None
                 }
-                Output::Resolve => Some(Input::Owners(until(&cancel, seam.owners(&opts.camera)).await?)),
+                Output::Resolve => Some(Input::Owners(until(&cancel, owners(&reach, &opts.camera)).await?)),
                 Output::Measure { owners, via } => Some(Input::Candidates(
-                    until(&cancel, seam.candidates(&owners, &via, prefer_via)).await?,
+                    until(&cancel, routes::candidates(&reach, &owners, &via, prefer_via)).await?,
                 )),
                 Output::Discover => {
-                    let (seam, camera, profile) = (seam.clone(), opts.camera.clone(), opts.profile);
+                    let (reach, camera, profile) = (reach.clone(), opts.camera.clone(), opts.profile);
                     discovery = Some(tokio::spawn(
-                        async move { seam.live_forwarders(&camera, profile).await },
+                        async move { live_forwarders(&reach, &camera, profile).await },
                     ));
                     None
                 }

@@ -1,4 +1,5 @@
-//! `/camesh/key/1`: media keys straight from the camera (IO).
+//! `/camesh/key/1`: media keys straight from the camera (IO): the camera's answer and
+//! server here, the viewer's request in [`super::client`] ([`KeySource::fetch`]).
 //!
 //! A viewer that watches through a forwarder gets ciphertext from the forwarder and the
 //! key from the camera's own node, over the authenticated connection to that node: one
@@ -11,18 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use camesh_proto::{framing::decode_message, pb, LengthCodec, KEY_PROTOCOL};
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
-use crate::auth::media_key::MediaKey;
+use super::accept;
+use super::hub::Hubs;
+use super::io::{write_message, FramedRead, IoError};
 use crate::auth::{Rights, Trust};
 use crate::config::Limits;
-use crate::stream::client::{request, ClientError};
-use crate::stream::hub::Hubs;
-use crate::stream::io::{write_message, FramedRead, IoError};
 
 pub fn key_protocol() -> StreamProtocol {
     StreamProtocol::new(KEY_PROTOCOL)
@@ -56,26 +56,19 @@ pub fn answer(hubs: &Hubs, trust: &Trust, peer: &PeerId, req: &pb::KeyRequest) -
     })
 }
 
-/// Serves key requests until `shutdown`: one task per stream.
-pub async fn serve(
-    mut incoming: IncomingStreams,
+/// Serves key requests until `shutdown` on the bounded accept loop.
+pub fn serve(
+    incoming: IncomingStreams,
     hubs: Arc<Hubs>,
     trust: Arc<Trust>,
     limits: Limits,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (peer, stream) = tokio::select! {
-            next = incoming.next() => match next { Some(s) => s, None => break },
-            _ = shutdown.cancelled() => break,
-        };
+    let bounds = accept::Bounds::control(&limits);
+    accept::serve(KEY_PROTOCOL, incoming, bounds, shutdown, move |peer, stream, _| {
         let (hubs, trust, limits) = (hubs.clone(), trust.clone(), limits.clone());
-        tokio::spawn(async move {
-            if let Err(e) = session(peer, stream, &hubs, &trust, &limits).await {
-                debug!(%peer, error = %e, "key request ended with an error");
-            }
-        });
-    }
+        async move { session(peer, stream, &hubs, &trust, &limits).await }
+    });
 }
 
 async fn session(peer: PeerId, mut stream: Stream, hubs: &Hubs, trust: &Trust, limits: &Limits) -> Result<(), IoError> {
@@ -139,38 +132,5 @@ impl std::fmt::Debug for KeySource {
             .field("camera_peer", &self.camera_peer)
             .field("camera", &self.camera)
             .finish_non_exhaustive()
-    }
-}
-
-impl KeySource {
-    /// Asks the camera for the key of `epoch` (0: the current one).
-    pub async fn fetch(&self, epoch: u64) -> Result<MediaKey, ClientError> {
-        let peer = self.camera_peer;
-        let req = pb::KeyRequest {
-            camera_id: self.camera.clone(),
-            grant: Some(self.grant.clone()),
-            epoch,
-            profile: self.profile as i32,
-        };
-        let mut control = self.control.clone();
-        let (resp, _): (pb::KeyResponse, _) =
-            request(&mut control, peer, key_protocol(), "key response", &req, &self.limits).await?;
-        if !resp.error.is_empty() {
-            return Err(ClientError::Rejected {
-                peer,
-                code: pb::RejectCode::RejectNotAuthorized,
-                reason: format!("no media key: {}", resp.error),
-            });
-        }
-        if epoch != 0 && resp.epoch != epoch {
-            return Err(ClientError::Tampered {
-                peer,
-                reason: format!("asked for key epoch {epoch}, got {}", resp.epoch),
-            });
-        }
-        MediaKey::from_bytes(resp.epoch, &resp.key).map_err(|e| ClientError::Tampered {
-            peer,
-            reason: e.to_string(),
-        })
     }
 }

@@ -1,10 +1,8 @@
-//! Routes in practice (IO): opening a camera's stream on a [`Route`], and describing
-//! every candidate route (link, RTT) for the pure chooser in [`crate::watch::path`].
-//!
-//! Through a forwarder, the viewer checks on its own what the forwarder cannot fake: the
-//! camera's node named in the accept must hold a certificate binding the camera (the
-//! impostor check), and the keys come from that node over its own authenticated
-//! connection, so a forwarder can drop frames but never forge or read them.
+//! The ways to a camera, as this node sees them now: a [`Route`] (from the camera's node
+//! or through a forwarder), the [`Link`] its connection uses (direct, or a circuit through
+//! a relay), and a [`Candidate`] per route with its measured RTT, for the viewer's pure
+//! path choice. Also the survey of connected members (what each serves and forwards, its
+//! NAT status) that `mesh peers`, `mesh path` and forwarder discovery read.
 
 use std::time::Duration;
 
@@ -12,99 +10,50 @@ use camesh_proto::pb;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-use super::forward::origin_of;
-use super::keys::KeySource;
-use crate::auth::{self, Rights};
+use super::Reach;
 use crate::net::PeerSummary;
-use crate::node::NodeHandle;
-use crate::stream::client::{self, ClientError, Subscription};
-use crate::watch::path::{Candidate, Link, Route};
+use crate::stream::client;
 
-/// Opens `camera`'s stream on `route`.
-pub async fn subscribe(
-    node: &NodeHandle,
-    camera: &str,
-    route: Route,
-    req: pb::StreamRequest,
-) -> Result<Subscription, ClientError> {
-    match route {
-        Route::Direct(p) => node.subscribe_camera(camera, Some(p), req).await,
-        Route::Forwarded(f) => subscribe_via(node, camera, f, req).await,
-    }
+/// One way to get a camera's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Route {
+    /// From the camera's own node.
+    Direct(PeerId),
+    /// Through a forwarder that re-serves it.
+    Forwarded(PeerId),
 }
 
-async fn connect_member(node: &NodeHandle, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<auth::CertInfo, ClientError> {
-    node.net()
-        .connect(Some(peer), addrs)
-        .await
-        .map_err(|e| ClientError::Open {
-            peer,
-            reason: e.to_string(),
-        })?;
-    node.trust()
-        .wait_member(&peer, node.trust().grace().max(Duration::from_secs(2)))
-        .await
-        .ok_or(ClientError::Open {
-            peer,
-            reason: "did not prove fleet membership".into(),
-        })
-}
-
-/// Watches `camera` through forwarder `via`: frames from the forwarder, keys from the
-/// camera's node.
-pub async fn subscribe_via(
-    node: &NodeHandle,
-    camera: &str,
-    via: PeerId,
-    mut req: pb::StreamRequest,
-) -> Result<Subscription, ClientError> {
-    if req.grant.is_empty() {
-        if let Some(g) = node.trust().grant_for(camera, Rights::LIVE) {
-            req.grant = auth::signed::encode(&g);
+impl Route {
+    /// The peer a stream on this route is opened to.
+    pub fn peer(&self) -> PeerId {
+        match self {
+            Route::Direct(p) | Route::Forwarded(p) => *p,
         }
     }
-    let profile = req.profile();
-    // Without a grant the forwarder refuses with its reason; ask anyway so the viewer
-    // hears it from the forwarder.
-    let grant = auth::signed::decode("grant", &req.grant).ok();
-    connect_member(node, via, Vec::new()).await?;
-    let mut control = node.stream_control();
-    let mut sub = client::subscribe(&mut control, via, req, &node.config().limits).await?;
-    let origin = origin_of(&sub.accept, via)?;
-    let addrs = node
-        .directory()
-        .lookup(camera)
-        .into_iter()
-        .filter(|e| e.peer == origin)
-        .flat_map(|e| e.addrs())
-        .collect();
-    let cert = connect_member(node, origin, addrs).await?;
-    if !cert.may_serve(camera) {
-        return Err(ClientError::Impostor {
-            peer: origin,
-            camera: camera.to_owned(),
-        });
-    }
-    if origin == via {
-        // Not forwarded after all: the camera's own node, keys in-band.
-        return Ok(sub);
-    }
-    let grant = grant.ok_or_else(|| ClientError::Rejected {
-        peer: node.peer_id(),
-        code: pb::RejectCode::RejectNotAuthorized,
-        reason: format!("this node holds no live grant for camera {camera}"),
-    })?;
-    let source = KeySource {
-        control: node.stream_control(),
-        camera_peer: origin,
-        camera: camera.to_owned(),
-        profile,
-        grant,
-        limits: node.config().limits.clone(),
-    };
-    let epoch = sub.accept.key_epoch;
-    sub.use_key_source(source, epoch).await?;
-    Ok(sub)
+}
+
+/// How the connection to a route's peer is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Link {
+    /// Not connected (yet), or not known.
+    #[default]
+    Unknown,
+    /// A direct QUIC/TCP connection (possibly after a hole punch).
+    Direct,
+    /// Through a circuit relay.
+    Relayed(PeerId),
+}
+
+/// What the IO layer knows about one candidate now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub route: Route,
+    pub link: Link,
+    pub rtt: Option<Duration>,
+    /// False when the peer cannot be dialed now (no address, dial failed).
+    pub reachable: bool,
+    /// Operator's preference (e.g. "via the bus NVR, spare the camera's uplink").
+    pub preferred: bool,
 }
 
 /// The relay named in a circuit address: the peer just before `/p2p-circuit`.
@@ -139,9 +88,10 @@ pub fn link_of(summary: Option<&PeerSummary>) -> Link {
     Link::Direct
 }
 
-/// The candidates for `camera`: its node(s) and forwarders `via`, as the swarm sees them.
-pub async fn candidates(node: &NodeHandle, owners: &[PeerId], via: &[PeerId], prefer_via: bool) -> Vec<Candidate> {
-    let peers = node.peers().await.unwrap_or_default();
+/// The candidates for a camera: its node(s) `owners` and forwarders `via`, as the swarm
+/// sees them now.
+pub async fn candidates(reach: &Reach, owners: &[PeerId], via: &[PeerId], prefer_via: bool) -> Vec<Candidate> {
+    let peers = reach.peers().await.unwrap_or_default();
     let describe = |route: Route, preferred: bool| {
         let s = peers.iter().find(|s| s.peer == route.peer());
         Candidate {
@@ -163,14 +113,14 @@ pub async fn candidates(node: &NodeHandle, owners: &[PeerId], via: &[PeerId], pr
 /// Asks every connected fleet member what it serves and forwards, and how it sees
 /// itself (NAT status, relaying): one `/camesh/info/1` request each, concurrently, each
 /// bounded by the request timeout. Peers that do not answer are left out.
-pub async fn survey(node: &NodeHandle) -> Vec<(PeerId, pb::CameraList)> {
-    let peers = node.peers().await.unwrap_or_default();
+pub async fn survey(reach: &Reach) -> Vec<(PeerId, pb::CameraList)> {
+    let peers = reach.peers().await.unwrap_or_default();
     let mut asks = tokio::task::JoinSet::new();
     for p in peers.into_iter().filter(|p| p.connected) {
-        if node.trust().member(&p.peer).is_none() {
+        if reach.trust().member(&p.peer).is_none() {
             continue;
         }
-        let (mut control, limits) = (node.stream_control(), node.config().limits.clone());
+        let (mut control, limits) = (reach.control(), reach.limits().clone());
         asks.spawn(async move { (p.peer, client::list(&mut control, p.peer, &limits).await) });
     }
     let mut found = Vec::new();
@@ -224,8 +174,8 @@ pub fn forwarders_in(
 }
 
 /// Connected fleet members that forward `camera` (`profile`) now.
-pub async fn forwarders(node: &NodeHandle, camera: &str, profile: pb::Profile) -> Vec<(PeerId, pb::ForwardedStream)> {
-    forwarders_in(&survey(node).await, camera, profile)
+pub async fn forwarders(reach: &Reach, camera: &str, profile: pb::Profile) -> Vec<(PeerId, pb::ForwardedStream)> {
+    forwarders_in(&survey(reach).await, camera, profile)
 }
 
 #[cfg(test)]

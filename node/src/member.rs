@@ -1,0 +1,337 @@
+//! Enforcing fleet membership on live connections (IO), and the admin protocol.
+//!
+//! `/camesh/member/1`: right after a connection is up, the dialing side sends its
+//! certificate and the listening side answers with its own; each verifies the other's
+//! against the fleet root and the authenticated peer id ([`Trust::admit`]). A peer that
+//! has not proven membership within the grace period (`limits.membership_grace_ms`,
+//! 1 s by default; [`Trust::grace`]) is disconnected (and audited); until then no
+//! camesh protocol serves it (servers wait for [`Trust::wait_member`]), Kademlia does not
+//! route to it and gossipsub drops its messages.
+//!
+//! `/camesh/admin/1`: invite redemption and certificate renewal (answered by nodes that
+//! hold the fleet root key) and revocation pushes (applied by every node).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use camesh_proto::{framing::decode_message, pb, LengthCodec};
+use futures::AsyncWriteExt;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::auth::{self, AuthError, Trust, MAX_SIGNED_BYTES};
+use crate::net::{NetEvent, NetHandle};
+use crate::stream::accept;
+use crate::stream::io::{write_message, FramedRead};
+
+const MAX_MSG: usize = 2 * MAX_SIGNED_BYTES;
+/// How long the dialing side waits for the other's answer (the other side enforces
+/// its grace period on us; this only bounds our own wait).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Certificate exchanges one peer may have open at once: one per connection it dialed.
+const MEMBER_STREAMS_PER_PEER: usize = 4;
+/// Exchanges (and admin requests) open at once from all peers together.
+const MEMBER_STREAMS_TOTAL: usize = 1024;
+
+const MEMBER_PROTOCOL: &str = "/camesh/member/1";
+const ADMIN_PROTOCOL: &str = "/camesh/admin/1";
+
+pub fn member_protocol() -> StreamProtocol {
+    StreamProtocol::new(MEMBER_PROTOCOL)
+}
+
+pub fn admin_protocol() -> StreamProtocol {
+    StreamProtocol::new(ADMIN_PROTOCOL)
+}
+
+async fn read_one<M: prost::Message + Default>(
+    what: &'static str,
+    stream: &mut Stream,
+    limit: Duration,
+) -> Result<M, String> {
+    let mut r = FramedRead::new(stream, LengthCodec::new(MAX_MSG));
+    match tokio::time::timeout(limit, r.next()).await {
+        Ok(Ok(Some(body))) => decode_message(what, body).map_err(|e| e.to_string()),
+        Ok(Ok(None)) => Err(format!("no {what}: stream closed")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no {what} within {limit:?}")),
+    }
+}
+
+fn hello(trust: &Trust) -> pb::MemberHello {
+    pb::MemberHello { cert: trust.own_cert() }
+}
+
+fn check_hello(trust: &Trust, peer: PeerId, h: pb::MemberHello) -> Result<(), AuthError> {
+    let cert = h
+        .cert
+        .ok_or_else(|| AuthError::Refused("presented no membership certificate".into()))?;
+    trust.admit(peer, &cert).map(|_| ())
+}
+
+/// Answers certificate exchanges opened by peers that dialed us (on the bounded accept
+/// loop: a peer that has proven nothing yet gets a few streams, not a task per stream).
+pub fn serve_member(incoming: IncomingStreams, trust: Arc<Trust>, net: NetHandle, shutdown: CancellationToken) {
+    let bounds = accept::Bounds {
+        per_peer: MEMBER_STREAMS_PER_PEER,
+        total: MEMBER_STREAMS_TOTAL,
+    };
+    accept::serve(MEMBER_PROTOCOL, incoming, bounds, shutdown, move |peer, stream, _| {
+        answer_member(trust.clone(), net.clone(), peer, stream)
+    });
+}
+
+async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stream: Stream) -> Result<(), String> {
+    let result = match read_one::<pb::MemberHello>("member hello", &mut stream, trust.grace()).await {
+        Ok(h) => check_hello(&trust, peer, h).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    // Answer either way: a refused peer learns why before it is dropped.
+    let _ = write_message(&mut stream, &LengthCodec::new(MAX_MSG), &hello(&trust)).await;
+    let _ = stream.close().await;
+    match result {
+        Ok(()) => net.verified(peer).await,
+        Err(e) => {
+            warn!(%peer, error = %e, "not a fleet member; disconnecting");
+            net.disconnect(peer).await;
+        }
+    }
+    Ok(())
+}
+
+/// Starts exchanges on connections we dialed, and drops peers that never prove
+/// membership on connections they dialed.
+pub async fn run_initiator(
+    trust: Arc<Trust>,
+    net: NetHandle,
+    mut events: tokio::sync::broadcast::Receiver<NetEvent>,
+    control: Control,
+    shutdown: CancellationToken,
+) {
+    if trust.own_cert().is_none() {
+        warn!("this node has no membership certificate: peers will refuse it (see `camesh-node join`)");
+    }
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = shutdown.cancelled() => return,
+        };
+        match ev {
+            Ok(NetEvent::Connected { peer, dialer: true }) => {
+                let (trust, net, mut control) = (trust.clone(), net.clone(), control.clone());
+                tokio::spawn(async move {
+                    let result = async {
+                        let mut s =
+                            tokio::time::timeout(EXCHANGE_TIMEOUT, control.open_stream(peer, member_protocol()))
+                                .await
+                                .map_err(|_| "no member stream within the grace period".to_string())?
+                                .map_err(|e| e.to_string())?;
+                        write_message(&mut s, &LengthCodec::new(MAX_MSG), &hello(&trust))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let h = read_one::<pb::MemberHello>("member hello", &mut s, EXCHANGE_TIMEOUT).await?;
+                        check_hello(&trust, peer, h).map_err(|e| e.to_string())
+                    }
+                    .await;
+                    match result {
+                        Ok(()) => net.verified(peer).await,
+                        Err(e) => {
+                            warn!(%peer, error = %e, "peer did not prove fleet membership; disconnecting");
+                            net.disconnect(peer).await;
+                        }
+                    }
+                });
+            }
+            Ok(NetEvent::Connected { peer, dialer: false }) => {
+                let (trust, net) = (trust.clone(), net.clone());
+                tokio::spawn(async move {
+                    if trust.wait_member(&peer, trust.grace()).await.is_none() {
+                        trust.audit.record(
+                            "refused-connection",
+                            &peer.to_string(),
+                            "",
+                            "no valid certificate within 1 s",
+                        );
+                        info!(%peer, "no membership proof within the grace period; disconnecting");
+                        net.disconnect(peer).await;
+                    }
+                });
+            }
+            Ok(NetEvent::Disconnected(peer)) => trust.forget(&peer),
+            Ok(NetEvent::DirectPath { .. }) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => debug!(n, "membership task lagged"),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Serves `/camesh/admin/1` on the bounded accept loop.
+pub fn serve_admin(incoming: IncomingStreams, trust: Arc<Trust>, net: NetHandle, shutdown: CancellationToken) {
+    let bounds = accept::Bounds {
+        per_peer: accept::CONTROL_STREAMS_PER_PEER,
+        total: MEMBER_STREAMS_TOTAL,
+    };
+    accept::serve(ADMIN_PROTOCOL, incoming, bounds, shutdown, move |peer, stream, _| {
+        answer_admin(trust.clone(), net.clone(), peer, stream)
+    });
+}
+
+async fn answer_admin(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stream: Stream) -> Result<(), String> {
+    let req = read_one::<pb::AdminRequest>("admin request", &mut stream, Duration::from_secs(5)).await?;
+    let answer = match req.request {
+        Some(pb::admin_request::Request::RedeemToken(_)) => match req.invite {
+            Some(inv) => trust.redeem_invite(&inv, peer).and_then(|c| {
+                // The new member is admitted at once, so the grace timer keeps it.
+                trust.admit(peer, &c)?;
+                Ok(c)
+            }),
+            None => Err(AuthError::Refused("no invite".into())),
+        },
+        Some(pb::admin_request::Request::Renew(_)) => trust.renew(peer),
+        Some(pb::admin_request::Request::Revocation(r)) => match trust.member(&peer) {
+            Some(_) => trust.apply_revocation(&r).map(|new| {
+                if new {
+                    net.publish_revocation(r.clone());
+                }
+                pb::Signed::default()
+            }),
+            None => Err(AuthError::Refused("only fleet members may push revocations".into())),
+        },
+        None => Err(AuthError::Refused("empty admin request".into())),
+    };
+    let resp = match answer {
+        Ok(c) if !c.body.is_empty() => pb::AdminResponse {
+            cert: Some(c),
+            error: String::new(),
+        },
+        Ok(_) => pb::AdminResponse::default(),
+        Err(e) => pb::AdminResponse {
+            cert: None,
+            error: e.to_string(),
+        },
+    };
+    let _ = write_message(&mut stream, &LengthCodec::new(MAX_MSG), &resp).await;
+    let _ = stream.close().await;
+    Ok(())
+}
+
+/// Sends one admin request and returns the answer.
+pub async fn admin_request(
+    control: &mut Control,
+    peer: PeerId,
+    req: pb::AdminRequest,
+) -> Result<pb::AdminResponse, String> {
+    let mut s = tokio::time::timeout(Duration::from_secs(5), control.open_stream(peer, admin_protocol()))
+        .await
+        .map_err(|_| format!("{peer} did not accept an admin stream"))?
+        .map_err(|e| format!("{peer}: {e}"))?;
+    write_message(&mut s, &LengthCodec::new(MAX_MSG), &req)
+        .await
+        .map_err(|e| e.to_string())?;
+    let resp: pb::AdminResponse = read_one("admin response", &mut s, Duration::from_secs(5)).await?;
+    if !resp.error.is_empty() {
+        return Err(resp.error);
+    }
+    Ok(resp)
+}
+
+/// Keeps this node's certificate current: in the second half of its validity, asks a
+/// connected admin member for a fresh one. Checks on a period scaled to the lifetime.
+pub async fn renew_certificate(trust: Arc<Trust>, mut control: libp2p_stream::Control, shutdown: CancellationToken) {
+    loop {
+        let wait = match trust.own_cert_info() {
+            Some(c) => {
+                let lifetime = (c.not_after_unix_s - c.not_before_unix_s).max(1);
+                let left = c.not_after_unix_s - auth::now_s();
+                if left < lifetime / 2 {
+                    for admin in trust.admins() {
+                        match renew_from(&trust, &mut control, admin).await {
+                            Ok(until) => {
+                                info!(admin = %admin, until, "membership certificate renewed");
+                                trust.audit.record("certificate-renewed", &admin.to_string(), "", "");
+                                break;
+                            }
+                            Err(e) => warn!(admin = %admin, error = %e, "certificate renewal failed"),
+                        }
+                    }
+                }
+                Duration::from_secs(u64::try_from(lifetime / 20).unwrap_or(60).clamp(1, 600))
+            }
+            None => Duration::from_secs(60),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn renew_from(trust: &Trust, control: &mut libp2p_stream::Control, admin: PeerId) -> Result<i64, String> {
+    let req = pb::AdminRequest {
+        request: Some(pb::admin_request::Request::Renew(pb::Renew {})),
+        invite: None,
+    };
+    let resp = admin_request(control, admin, req).await?;
+    let cert = resp.cert.ok_or("no certificate in the answer")?;
+    let info = trust
+        .install_cert_bytes(&auth::signed::encode(&cert))
+        .map_err(|e| e.to_string())?;
+    Ok(info.not_after_unix_s)
+}
+
+/// Applies a revocation here, gossips it, and sends it to every connected peer; returns
+/// how many took it.
+pub async fn push_revocation(
+    trust: &Trust,
+    net: &NetHandle,
+    control: &Control,
+    r: pb::Signed,
+) -> Result<usize, String> {
+    trust.apply_revocation(&r).map_err(|e| e.to_string())?;
+    net.publish_revocation(r.clone());
+    let mut sent = 0;
+    for p in net
+        .peers()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|p| p.connected)
+    {
+        let mut control = control.clone();
+        let req = pb::AdminRequest {
+            request: Some(pb::admin_request::Request::Revocation(r.clone())),
+            invite: None,
+        };
+        match admin_request(&mut control, p.peer, req).await {
+            Ok(_) => sent += 1,
+            Err(e) => debug!(peer = %p.peer, error = %e, "revocation not pushed"),
+        }
+    }
+    Ok(sent)
+}
+
+/// Redeems an invite with its admin node and installs the certificate it issues.
+pub async fn redeem_invite(
+    trust: &Trust,
+    net: &NetHandle,
+    control: &Control,
+    text: &str,
+) -> Result<auth::CertInfo, String> {
+    let (info, signed) = auth::invite::parse(text, auth::now_s()).map_err(|e| e.to_string())?;
+    let peer = net
+        .connect(Some(info.admin_peer), info.admin_addrs.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut control = control.clone();
+    let req = pb::AdminRequest {
+        request: Some(pb::admin_request::Request::RedeemToken(info.token.clone().into())),
+        invite: Some(signed),
+    };
+    let resp = admin_request(&mut control, peer, req).await?;
+    let cert = resp.cert.ok_or("the admin node sent no certificate")?;
+    trust
+        .install_cert_bytes(&auth::signed::encode(&cert))
+        .map_err(|e| e.to_string())
+}
