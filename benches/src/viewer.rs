@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use camesh_node::auth::Rights;
+use camesh_node::clock::now_unix_us;
 use camesh_node::stream::client::Subscription;
-use camesh_node::stream::hub::now_unix_us;
 use camesh_node::{Multiaddr, Node, NodeHandle, PeerId, Role};
 use camesh_proto::{pb, MediaFrame};
 use tokio::task::JoinHandle;

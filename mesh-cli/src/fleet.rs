@@ -91,7 +91,7 @@ fn secs(d: Duration) -> i64 {
 }
 
 pub fn init(dir: &Path, id: &str) -> Result<()> {
-    if !camesh_node::config::valid_id(id) {
+    if !camesh_node::ids::valid_id(id) {
         bail!("--id {id:?}: use 1-64 characters of a-z, 0-9, '-' or '_'");
     }
     let f = FleetRoot::create(dir, id).map_err(|e| anyhow!("{e}"))?;
@@ -157,7 +157,7 @@ pub async fn invite(
 ) -> Result<()> {
     let f = root(dir)?;
     let addrs = node.dial_addrs().await?;
-    let plain: Vec<_> = addrs.into_iter().map(|a| camesh_node::net::split_p2p(a).1).collect();
+    let plain: Vec<_> = addrs.into_iter().map(|a| camesh_node::addr::split_p2p(a).1).collect();
     let text = auth::invite::issue(
         &f.key,
         &f.fleet_id,

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use camesh_node::clock::now_unix_us;
 use camesh_node::nvr::client::{self, NvrClientError};
 use camesh_node::record::manifest::{self, Manifest};
-use camesh_node::record::now_unix_us;
 use camesh_node::{NodeHandle, PeerId};
 
 /// Parses a time (see the module docs) to microseconds since the Unix epoch.

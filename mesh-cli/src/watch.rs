@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use camesh_node::clock::now_unix_us;
 use camesh_node::media::h264;
-use camesh_node::stream::hub::now_unix_us;
 use camesh_node::stream::stats::LiveStats;
 use camesh_node::watch::{WatchEvent, WatchOptions};
 use camesh_node::{NodeHandle, PeerId};

@@ -3,11 +3,17 @@
 //!
 //! Every limit that protects the node from a peer lives in [`Limits`] with a default
 //! that says why it has its value.
+//!
+//! A leaf of the node: it checks ids, keys, addresses and URLs with [`crate::ids`] and
+//! [`crate::addr`], which import nothing of ours, and nothing it uses imports it back.
 
 use std::path::{Path, PathBuf};
 
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
+
+use crate::addr;
+use crate::ids::{root_key_from_text, valid_id};
 
 /// What a node is for. Decides defaults (DHT server mode, which services run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -355,7 +361,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         for cam in &mut config.cameras {
             for source in std::iter::once(&mut cam.source).chain(cam.sub_source.as_mut()) {
-                if source.is_relative() && crate::media::source::rtsp::source_url(source).is_none() {
+                if source.is_relative() && addr::source_url(source).is_none() {
                     *source = base.join(&*source);
                 }
             }
@@ -434,8 +440,12 @@ impl Config {
             }
         }
         if !self.node.fleet_root.is_empty() {
-            if let Err(e) = crate::auth::fleet::root_from_text(&self.node.fleet_root) {
-                return Err(invalid("node.fleet_root", e.to_string()));
+            if let Err(reason) = root_key_from_text(&self.node.fleet_root) {
+                // Worded as auth::fleet::root_from_text words it.
+                return Err(invalid(
+                    "node.fleet_root",
+                    format!("malformed fleet root key: {reason}"),
+                ));
             }
         }
         if self.node.listen.is_empty() {
@@ -458,8 +468,8 @@ impl Config {
             let sources = [("source", Some(&cam.source)), ("sub_source", cam.sub_source.as_ref())];
             for (field, source) in sources {
                 let Some(source) = source else { continue };
-                if let Some(url) = crate::media::source::rtsp::source_url(source) {
-                    if let Err(e) = crate::media::source::rtsp::check_url(url) {
+                if let Some(url) = addr::source_url(source) {
+                    if let Err(e) = addr::check_url(url) {
                         return Err(invalid(format!("camera[{i}].{field}"), e));
                     }
                 } else if !source.is_file() {
@@ -477,7 +487,7 @@ impl Config {
                     format!("{:?} is not a camera id", f.camera),
                 ));
             }
-            if crate::net::split_p2p(f.from.clone()).0.is_none() {
+            if addr::split_p2p(f.from.clone()).0.is_none() {
                 return Err(invalid(
                     format!("forward[{i}].from"),
                     format!("{} does not end in /p2p/<peer id>", f.from),
@@ -553,14 +563,6 @@ impl Config {
     pub fn dht_server(&self) -> bool {
         self.node.dht_server.unwrap_or(self.node.role != Role::Viewer)
     }
-}
-
-/// Camera ids and fleet ids: short, lowercase, safe in file names, topics and keys.
-pub fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn one_line(s: &str) -> String {

@@ -25,13 +25,16 @@
 //! and path choice), [`gateway`] (local HTTP: live fMP4, snapshots, the browser page,
 //! Prometheus metrics).
 
+pub mod addr;
 pub mod attest;
 pub mod auth;
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod gateway;
 pub mod identity;
+pub mod ids;
 pub mod media;
 pub mod member;
 pub mod net;

@@ -3,11 +3,18 @@
 //!
 //! Every network address used here is 127.0.0.1 or inside a network namespace the test
 //! itself creates (see [`netns`]); mDNS is off outside namespaces.
+//!
+//! Layout: this file starts nodes in test fleets and waits; [`watch`] reads a watch's
+//! events, [`cli`] runs `mesh`, [`ffmpeg`] judges video files, [`http`] and [`prom`]
+//! read the gateway, [`rtsp_server`] serves RTSP cameras, [`netns`] builds LANs and NATs.
 
+pub mod cli;
+pub mod ffmpeg;
 pub mod http;
 pub mod netns;
 pub mod prom;
 pub mod rtsp_server;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -19,8 +26,10 @@ use std::sync::Mutex;
 use camesh_node::auth::fleet::FleetRoot;
 use camesh_node::auth::Rights;
 use camesh_node::config::{CameraConfig, Config, Role};
+use camesh_node::stream::client::Subscription;
 use camesh_node::{Multiaddr, Node, NodeHandle};
-use camesh_proto::pb::MemberRole;
+use camesh_proto::pb::{self, MemberRole};
+use camesh_proto::MediaFrame;
 
 pub fn init_tracing() {
     static ONCE: Once = Once::new();
@@ -110,6 +119,33 @@ pub async fn viewer_node(dir: &Path, fleet: &str, bootstrap: Vec<Multiaddr>) -> 
     let mut c = loopback_config(Role::Viewer, fleet);
     c.node.bootstrap = bootstrap;
     spawn_node(c, dir).await
+}
+
+/// A camera node serving `cams` (data in `dir/cam`) and a viewer bootstrapped from it
+/// (`dir/viewer`), both in test fleet `fleet`.
+pub async fn camera_and_viewer(dir: &Path, fleet: &str, cams: Vec<CameraConfig>) -> (NodeHandle, NodeHandle) {
+    let cam = camera_node(&dir.join("cam"), fleet, cams, vec![]).await;
+    let viewer = viewer_node(&dir.join("viewer"), fleet, cam.dial_addrs().await.expect("addrs")).await;
+    (cam, viewer)
+}
+
+/// A request for live video of `camera`: main profile, no grant attached.
+pub fn live(camera: &str) -> pb::StreamRequest {
+    pb::StreamRequest {
+        camera_id: camera.into(),
+        mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
+        ..Default::default()
+    }
+}
+
+/// The next frame of `sub` within `limit`; panics if none comes in time, on a protocol
+/// error and if the stream ended.
+pub async fn next_frame(sub: &mut Subscription, limit: Duration) -> MediaFrame {
+    tokio::time::timeout(limit, sub.next_frame())
+        .await
+        .expect("a frame within the time limit")
+        .expect("no protocol error")
+        .expect("stream still open")
 }
 
 /// Waits until `f` is true, checking every 20 ms, for at most `limit`.

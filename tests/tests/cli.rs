@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use camesh_tests::cli::{mesh_folder, run_mesh};
+use camesh_tests::ffmpeg::ffprobe_json;
 use camesh_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,69 +24,26 @@ async fn mesh_watch_output_is_h264_that_ffprobe_counts() {
     .await;
     let addr = cam.dial_addrs().await.expect("addrs").remove(0);
     let out_file = dir.path().join("out.h264");
-    let f = fleet("t-cli");
-    f.enroll_dir(
-        &dir.path().join("mesh"),
-        camesh_proto::pb::MemberRole::Viewer,
-        "mesh",
-        &[],
-        3600,
-    )
-    .expect("enroll");
-    f.grant_dir(
-        &dir.path().join("mesh"),
-        &["cam1".into()],
-        camesh_node::auth::Rights::LIVE,
-        3600,
-    )
-    .expect("grant");
-    let root = f.root_text();
-    let mesh = bin("mesh");
-    let out_arg = out_file.clone();
     let data = dir.path().join("mesh");
-    let status = tokio::task::spawn_blocking(move || {
-        Command::new(mesh)
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--fleet-root", &root])
-            .args([
-                "--no-mdns",
-                "--fleet",
-                "t-cli",
-                "--listen",
-                "/ip4/127.0.0.1/udp/0/quic-v1",
-                "-b",
-            ])
-            .arg(addr.to_string())
-            .args(["watch", "cam1", "--frames", "90", "--quiet", "-o"])
-            .arg(out_arg)
-            .output()
-            .expect("mesh runs")
-    })
-    .await
-    .expect("join");
+    mesh_folder(&data, "t-cli", "mesh", &["cam1"], camesh_node::auth::Rights::LIVE);
+    let out = out_file.to_str().expect("utf-8 path");
+    let watch = ["watch", "cam1", "--frames", "90", "--quiet", "-o", out];
+    let status = run_mesh(&data, "t-cli", &[addr], &watch).await;
     assert!(
         status.status.success(),
         "mesh watch failed: {}",
         String::from_utf8_lossy(&status.stderr)
     );
-    let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args([
+    let json = ffprobe_json(
+        &out_file,
+        &[
+            "-count_frames",
+            "-select_streams",
+            "v:0",
             "-show_entries",
             "stream=codec_name,width,height,nb_read_frames",
-            "-of",
-            "json",
-        ])
-        .arg(&out_file)
-        .output()
-        .expect("ffprobe runs");
-    assert!(
-        probe.status.success(),
-        "ffprobe: {}",
-        String::from_utf8_lossy(&probe.stderr)
+        ],
     );
-    let json: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("ffprobe json");
     let s = &json["streams"][0];
     assert_eq!(s["codec_name"], "h264");
     assert_eq!((s["width"].as_u64(), s["height"].as_u64()), (Some(640), Some(360)));

@@ -6,19 +6,10 @@ use std::time::Duration;
 
 use camesh_node::config::Role;
 use camesh_node::{Multiaddr, Node};
-use camesh_proto::pb;
 use camesh_tests::*;
 use libp2p::multiaddr::Protocol;
 
 const T: Duration = Duration::from_secs(20);
-
-fn live(camera: &str) -> pb::StreamRequest {
-    pb::StreamRequest {
-        camera_id: camera.into(),
-        mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_use_the_relay_and_strangers_cannot() {
@@ -64,11 +55,7 @@ async fn members_use_the_relay_and_strangers_cannot() {
         .await
         .expect("subscribed through the relay");
     for _ in 0..30 {
-        tokio::time::timeout(T, sub.next_frame())
-            .await
-            .expect("frame")
-            .expect("ok")
-            .expect("open");
+        next_frame(&mut sub, T).await;
     }
 
     // A stranger (valid key, no certificate) is refused a reservation and a circuit.

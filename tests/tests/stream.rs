@@ -6,10 +6,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use camesh_node::config::Role;
 use camesh_node::media::h264;
-use camesh_node::stream::client::{media_protocol, ClientError, Subscription};
+use camesh_node::stream::client::{media_protocol, ClientError};
 use camesh_node::watch::{WatchEvent, WatchOptions};
 use camesh_node::{Node, NodeHandle};
 use camesh_proto::{pb, LengthCodec};
+use camesh_tests::watch::{next_event, skip_frames, until_interrupted};
 use camesh_tests::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -21,19 +22,9 @@ const T: Duration = Duration::from_secs(20);
 
 fn live(camera: &str) -> pb::StreamRequest {
     pb::StreamRequest {
-        camera_id: camera.into(),
-        mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
         user_agent: "camesh-tests".into(),
-        ..Default::default()
+        ..camesh_tests::live(camera)
     }
-}
-
-async fn next(sub: &mut Subscription) -> camesh_proto::MediaFrame {
-    tokio::time::timeout(T, sub.next_frame())
-        .await
-        .expect("a frame within the time limit")
-        .expect("no protocol error")
-        .expect("stream still open")
 }
 
 fn nal_types(payload: &[u8]) -> Vec<u8> {
@@ -43,9 +34,7 @@ fn nal_types(payload: &[u8]) -> Vec<u8> {
 }
 
 async fn pair(dir: &std::path::Path, fleet: &str, clip: &str) -> (NodeHandle, NodeHandle) {
-    let cam = camera_node(&dir.join("cam"), fleet, vec![camera("cam1", clip)], vec![]).await;
-    let viewer = viewer_node(&dir.join("viewer"), fleet, cam.dial_addrs().await.expect("addrs")).await;
-    (cam, viewer)
+    camera_and_viewer(dir, fleet, vec![camera("cam1", clip)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +55,7 @@ async fn viewer_receives_the_fixtures_nal_units_byte_identical_and_in_order() {
     let mut last_seq = None;
     // 200 frames: more than the clip's 180, so the loop point is crossed too.
     for _ in 0..200 {
-        let f = next(&mut sub).await;
+        let f = next_frame(&mut sub, T).await;
         if let Some(prev) = last_seq {
             assert_eq!(f.header.sequence, prev + 1, "frames arrive in order without gaps");
         }
@@ -105,7 +94,7 @@ async fn streams_opened_at_the_same_moment_are_all_served() {
         .subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
         .await
         .expect("subscribed");
-    next(&mut first).await;
+    next_frame(&mut first, T).await;
     // The per-peer limit is 8 streams: the first and seven more, all opened at once.
     let burst =
         futures::future::join_all((0..7).map(|_| viewer.subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))))
@@ -118,7 +107,7 @@ async fn streams_opened_at_the_same_moment_are_all_served() {
         }
     }
     for sub in &mut subs {
-        let f = next(sub).await;
+        let f = next_frame(sub, T).await;
         assert!(f.header.keyframe, "each starts on the cached keyframe");
     }
 }
@@ -230,7 +219,7 @@ async fn viewer_joining_mid_gop_starts_at_once_on_the_cached_keyframe() {
         .await
         .expect("subscribed");
     let published_at_join = hub.counters.frames_in.load(std::sync::atomic::Ordering::Relaxed);
-    let first = next(&mut sub).await;
+    let first = next_frame(&mut sub, T).await;
     assert!(first.header.keyframe, "first frame is a keyframe");
     let types = nal_types(&first.payload);
     assert_eq!(&types[..2], &[7, 8], "keyframe carries SPS and PPS first: {types:?}");
@@ -244,7 +233,7 @@ async fn viewer_joining_mid_gop_starts_at_once_on_the_cached_keyframe() {
     // The rest of the cached GOP follows without gaps, then live frames.
     let mut seq = first.header.sequence;
     for _ in 0..(published_at_join - first.header.sequence + 10) {
-        let f = next(&mut sub).await;
+        let f = next_frame(&mut sub, T).await;
         assert_eq!(f.header.sequence, seq + 1);
         assert!(!f.header.keyframe || f.header.sequence % 300 == 0);
         seq = f.header.sequence;
@@ -294,7 +283,7 @@ async fn a_stalled_viewer_slows_nobody_and_resumes_on_a_keyframe_with_the_skip_c
         }
     });
     for _ in 0..5 {
-        next(&mut slow).await;
+        next_frame(&mut slow, T).await;
     }
     // Stop reading the slow stream until the camera has skipped it at least once.
     let slow_peer = slow_node.peer_id();
@@ -323,7 +312,7 @@ async fn a_stalled_viewer_slows_nobody_and_resumes_on_a_keyframe_with_the_skip_c
     // Resume: stale frames that were in flight drain, then a keyframe that says what was skipped.
     let mut resumed_on = None;
     for _ in 0..2000 {
-        let f = next(&mut slow).await;
+        let f = next_frame(&mut slow, T).await;
         if f.header.skipped_before > 0 {
             resumed_on = Some(f);
             break;
@@ -370,7 +359,7 @@ async fn bad_peers_get_their_stream_reset_and_the_node_keeps_serving() {
         .subscribe_camera("cam1", Some(peer), live("cam1"))
         .await
         .expect("subscribed");
-    let first = next(&mut good).await.header.sequence;
+    let first = next_frame(&mut good, T).await.header.sequence;
 
     let mut control = viewer.stream_control();
     // 1. An oversize length prefix: reset without an answer.
@@ -448,13 +437,13 @@ async fn bad_peers_get_their_stream_reset_and_the_node_keeps_serving() {
 
     // The good stream kept flowing, and new viewers are still served.
     for seq in first + 1..first + 31 {
-        assert_eq!(next(&mut good).await.header.sequence, seq);
+        assert_eq!(next_frame(&mut good, T).await.header.sequence, seq);
     }
     let mut again = viewer
         .subscribe_camera("cam1", Some(peer), live("cam1"))
         .await
         .expect("still serving");
-    assert!(next(&mut again).await.header.keyframe);
+    assert!(next_frame(&mut again, T).await.header.keyframe);
     viewer.shutdown();
     cam.shutdown();
 }
@@ -466,37 +455,16 @@ async fn viewer_resumes_by_itself_after_the_camera_node_restarts_and_reports_the
     let cam_dir = dir.path().join("cam");
     let cam = camera_node(&cam_dir, "t-restart", vec![camera("cam1", GOP2)], vec![]).await;
     let addr = cam.dial_addrs().await.expect("addrs").remove(0);
-    let (_, plain) = camesh_node::net::split_p2p(addr.clone());
+    let (_, plain) = camesh_node::addr::split_p2p(addr.clone());
     let viewer = viewer_node(&dir.path().join("viewer"), "t-restart", vec![addr]).await;
     let mut opts = WatchOptions::new("cam1");
     opts.peer = Some(cam.peer_id());
     opts.backoff_max = Duration::from_millis(500);
     let cancel = CancellationToken::new();
     let mut events = viewer.watch(opts, cancel.clone());
-    let mut frames = 0;
-    while frames < 30 {
-        match tokio::time::timeout(T, events.recv())
-            .await
-            .expect("event")
-            .expect("open")
-        {
-            WatchEvent::Frame(_) => frames += 1,
-            WatchEvent::Failed { error } => panic!("{error}"),
-            _ => {}
-        }
-    }
+    skip_frames(&mut events, T, 30).await;
     cam.shutdown();
-    loop {
-        match tokio::time::timeout(T, events.recv())
-            .await
-            .expect("interruption noticed")
-            .expect("open")
-        {
-            WatchEvent::Interrupted { .. } => break,
-            WatchEvent::Failed { error } => panic!("{error}"),
-            _ => {}
-        }
-    }
+    until_interrupted(&mut events, T, "interruption noticed").await;
     // Same identity, same address.
     let mut c = loopback_config(Role::Camera, "t-restart");
     c.cameras = vec![camera("cam1", GOP2)];
@@ -516,11 +484,7 @@ async fn viewer_resumes_by_itself_after_the_camera_node_restarts_and_reports_the
     let mut gap = None;
     let mut after = 0;
     while after < 10 {
-        match tokio::time::timeout(T, events.recv())
-            .await
-            .expect("video resumes")
-            .expect("open")
-        {
+        match next_event(&mut events, T, "video resumes").await {
             WatchEvent::Started { gap: g, .. } => gap = g,
             WatchEvent::Frame(_) if gap.is_some() => after += 1,
             WatchEvent::Failed { error } => panic!("{error}"),
@@ -548,10 +512,10 @@ async fn video_flows_over_the_tcp_fallback_when_quic_is_not_available() {
         .subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
         .await
         .expect("subscribed over TCP + Noise + Yamux");
-    let first = next(&mut sub).await;
+    let first = next_frame(&mut sub, T).await;
     assert!(first.header.keyframe);
     for _ in 0..30 {
-        next(&mut sub).await;
+        next_frame(&mut sub, T).await;
     }
     viewer.shutdown();
     cam.shutdown();

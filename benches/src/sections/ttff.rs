@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use camesh_node::stream::hub::now_unix_us;
+use camesh_node::clock::now_unix_us;
 use camesh_node::{Multiaddr, PeerId};
 use rand::Rng;
 use serde::Serialize;

@@ -20,14 +20,10 @@ pub fn root_to_text(key: &PublicKey) -> String {
 }
 
 pub fn root_from_text(s: &str) -> Result<PublicKey, AuthError> {
-    let malformed = |reason: String| AuthError::Malformed {
+    crate::ids::root_key_from_text(s).map_err(|reason| AuthError::Malformed {
         what: "fleet root key",
         reason,
-    };
-    let bytes = bs58::decode(s.trim())
-        .into_vec()
-        .map_err(|e| malformed(e.to_string()))?;
-    PublicKey::try_decode_protobuf(&bytes).map_err(|e| malformed(e.to_string()))
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,7 +175,7 @@ impl FleetRoot {
             valid_s,
             cameras: cameras.to_vec(),
         });
-        let path = dir.join(super::trust::CERT_FILE);
+        let path = dir.join(super::CERT_FILE);
         std::fs::write(&path, super::signed::encode(&cert)).map_err(|e| FleetError::File {
             path,
             reason: e.to_string(),
@@ -208,7 +204,7 @@ impl FleetRoot {
             not_before_unix_s: now - 60,
             not_after_unix_s: now + valid_s,
         });
-        let grants = dir.join(super::trust::GRANTS_DIR);
+        let grants = dir.join(super::GRANTS_DIR);
         let file_err = |e: std::io::Error| FleetError::File {
             path: grants.clone(),
             reason: e.to_string(),

@@ -32,6 +32,12 @@ pub use cert::CertInfo;
 pub use grant::Rights;
 pub use trust::Trust;
 
+/// A node's membership certificate, in its data folder: written when an admin enrols the
+/// node ([`fleet::FleetRoot::enroll_dir`]), read and renewed by [`Trust`].
+pub const CERT_FILE: &str = "membership.cert";
+/// A node's folder of grants (one signed grant per file), beside [`CERT_FILE`].
+pub const GRANTS_DIR: &str = "grants";
+
 /// Largest signed object we decode (a grant with a delegation chain of depth 4 is ~2 KiB).
 pub const MAX_SIGNED_BYTES: usize = 16 << 10;
 

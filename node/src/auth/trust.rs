@@ -24,10 +24,8 @@ use super::fleet::FleetRoot;
 use super::grant::{self, GrantInfo, Rights};
 use super::revocation::RevocationSet;
 use super::signed;
-use super::{now_s, AuthError};
+use super::{now_s, AuthError, CERT_FILE, GRANTS_DIR};
 
-pub const CERT_FILE: &str = "membership.cert";
-pub const GRANTS_DIR: &str = "grants";
 pub const REVOCATIONS_FILE: &str = "revocations.bin";
 const TOKENS_FILE: &str = "redeemed-invites.txt";
 /// Grants this node keeps for itself.

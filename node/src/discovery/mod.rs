@@ -88,7 +88,7 @@ impl Directory {
     /// Stores what `from` says it serves. A peer can only announce cameras it serves
     /// itself: the announced peer id must be the (authenticated) sender.
     pub fn insert(&self, from: PeerId, ann: CameraAnnouncement, via: Via) -> Result<(), AnnouncementError> {
-        if !crate::config::valid_id(&ann.camera_id) {
+        if !crate::ids::valid_id(&ann.camera_id) {
             return Err(AnnouncementError::BadId(ann.camera_id.chars().take(80).collect()));
         }
         if PeerId::from_bytes(&ann.peer_id).ok() != Some(from) {

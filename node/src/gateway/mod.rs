@@ -45,7 +45,7 @@ use camesh_proto::pb;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::valid_id;
+use crate::ids::valid_id;
 use crate::node::NodeHandle;
 use fmp4::{Muxer, Push, Sample};
 use metrics::{Exposition, Kind};

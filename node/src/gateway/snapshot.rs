@@ -31,7 +31,7 @@ pub fn keyframe_to_jpeg(params: &CodecParams, keyframe: &[u8]) -> Result<Bytes, 
 
     static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     INIT.get_or_init(|| {
-        ffmpeg_next::init().map_err(|e| e.to_string())?;
+        crate::media::init_ffmpeg()?;
         // swscale's notes on JPEG's full-range formats are not worth a daemon's stderr.
         ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
         Ok(())

@@ -19,10 +19,10 @@ use libp2p::PeerId;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_unix_us;
 use crate::media::CodecParams;
 use crate::node::NodeHandle;
 use crate::stream::fanout::QueueLimits;
-use crate::stream::hub::now_unix_us;
 use crate::stream::server::codec_params;
 use crate::stream::stats::{LiveStats, Snapshot};
 use crate::watch::{WatchEvent, WatchOptions};

@@ -4,12 +4,24 @@
 //! ffmpeg opens) and yields [`AccessUnit`]s paced in real time; [`h264`] holds the pure
 //! parsing it relies on (Annex B and AVCC framing, NAL types, SPS fields, access-unit
 //! boundaries). Access units are carried as AVCC (4-byte big-endian length + NAL) in one
-//! `Bytes`, which is what goes on the wire unchanged.
+//! `Bytes`, which is what goes on the wire unchanged. [`init_ffmpeg`] is the one place
+//! ffmpeg is initialised.
 
 pub mod h264;
 pub mod source;
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
+
+/// Initialises ffmpeg (`ffmpeg-next`) once per process, for every part that demuxes,
+/// decodes or muxes (file and RTSP sources, snapshots, export). The error is ffmpeg's
+/// message, the same on every later call.
+pub fn init_ffmpeg() -> Result<(), String> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| ffmpeg_next::init().map_err(|e| e.to_string()))
+        .clone()
+}
 
 /// 90 kHz: the RTP/MPEG clock every timestamp in camesh uses.
 pub const CLOCK_HZ: u64 = 90_000;

@@ -31,6 +31,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::addr::split_p2p;
 use crate::auth::Trust;
 use crate::config::Config;
 use crate::discovery::{self, Directory, Via};
@@ -406,17 +407,6 @@ pub(crate) async fn spawn(
         relay_enabled: handle_relay_enabled,
         reachability,
     })
-}
-
-/// Splits `/.../p2p/<id>` into the peer id and the address before it.
-pub fn split_p2p(mut addr: Multiaddr) -> (Option<PeerId>, Multiaddr) {
-    match addr.iter().last() {
-        Some(Protocol::P2p(peer)) => {
-            addr.pop();
-            (Some(peer), addr)
-        }
-        _ => (None, addr),
-    }
 }
 
 impl NetTask {

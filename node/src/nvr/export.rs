@@ -15,7 +15,6 @@ use libp2p::Stream;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::serve::header_of;
 use super::NvrState;
 use crate::record::export::{export_mp4, ExportProgress};
 use crate::record::manifest::Manifest;
@@ -119,7 +118,7 @@ async fn export_and_send(
                 cache.insert(f.key_epoch, k);
             }
             let k = cache.get(&f.key_epoch).ok_or("key cache")?;
-            k.open(&header_of(f), &f.payload).map_err(|e| e.to_string())
+            k.open(&f.header(), &f.payload).map_err(|e| e.to_string())
         };
         export_mp4(&index, &cam, from, to, &path, decrypt, |p| {
             let _ = ptx.try_send(*p);

@@ -27,10 +27,11 @@ use tracing::{info, warn};
 
 use super::NvrState;
 use crate::auth::{self, Rights};
+use crate::clock::now_unix_us;
 use crate::media::CodecParams;
 use crate::reach::Reach;
 use crate::record::segment::valid_camera_id;
-use crate::record::{coverage, frames, now_unix_us, Coverage, FrameRecord, PlaybackItem};
+use crate::record::{coverage, frames, Coverage, PlaybackItem};
 use crate::stream::accept;
 use crate::stream::io::{write_frame, write_message, FramedRead, IoError};
 
@@ -51,20 +52,6 @@ fn reject_msg(code: pb::RejectCode, reason: &str) -> pb::NvrResponse {
 fn fmt_us(us: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// The frame header a recorded frame was sealed with (the AEAD's associated data).
-pub(crate) fn header_of(f: &FrameRecord) -> pb::FrameHeader {
-    pb::FrameHeader {
-        sequence: f.sequence,
-        pts_90k: f.pts_90k,
-        dts_90k: f.dts_90k,
-        capture_unix_us: f.capture_unix_us,
-        keyframe: f.keyframe,
-        key_epoch: f.key_epoch,
-        skipped_before: f.skipped_before,
-        new_key: Bytes::new(),
-    }
 }
 
 /// Serves `/camesh/nvr/1` on the node's bounded accept loop.
@@ -408,7 +395,7 @@ async fn play(
                     warn!(%camera, size = f.payload.len(), "recorded frame larger than the viewer's maximum; skipped");
                     continue;
                 }
-                let frame = MediaFrame::new(header_of(&f), f.payload);
+                let frame = MediaFrame::new(f.header(), f.payload);
                 write_frame(stream, &codec, &frame, &mut scratch).await?;
                 frames_sent += 1;
                 if rx.is_empty() {

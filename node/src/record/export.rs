@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use bytes::Bytes;
 
@@ -24,7 +23,7 @@ use super::index::Index;
 use super::playback::{frames, PlaybackError, PlaybackItem};
 use super::segment::{FrameRecord, SegmentSummary};
 use crate::media::h264::{avcc_nals, nal_type, parse_sps, NalType};
-use crate::media::{CodecParams, CLOCK_HZ};
+use crate::media::{init_ffmpeg, CodecParams, CLOCK_HZ};
 
 /// Media keys kept while exporting (one per epoch seen).
 const MAX_KEYS: usize = 1024;
@@ -112,23 +111,16 @@ pub struct ExportSummary {
     pub gaps: u64,
 }
 
-fn init_ffmpeg() -> Result<(), ExportError> {
-    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| ffmpeg_next::init().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(ExportError::FfmpegInit)
-}
-
 /// Rebases 90 kHz timestamps to 0 and keeps dts strictly increasing (pure).
 #[derive(Debug, Default)]
-pub(crate) struct Timeline {
+pub(crate) struct TimestampRebaser {
     base: Option<i128>,
     shift: i128,
     last_dts: Option<i64>,
     last_delta: Option<i64>,
 }
 
-impl Timeline {
+impl TimestampRebaser {
     /// `(pts, dts)` in the output's 90 kHz time.
     pub(crate) fn map(&mut self, pts_90k: u64, dts_90k: u64) -> (i64, i64) {
         let (pts, dts) = (i128::from(pts_90k), i128::from(dts_90k));
@@ -329,7 +321,7 @@ where
     P: FnMut(&ExportProgress),
 {
     let part = part_path(out)?;
-    init_ffmpeg()?;
+    init_ffmpeg().map_err(ExportError::FfmpegInit)?;
     let result = export_into(index, camera, from_us, to_us, &part, &mut decrypt, &mut progress);
     match result {
         Ok(mut summary) => {
@@ -385,7 +377,7 @@ where
     let mut keys: HashMap<u64, Bytes> = HashMap::new();
     let mut codec: Option<CodecParams> = None;
     let mut muxer: Option<Muxer> = None;
-    let mut timeline = Timeline::default();
+    let mut rebaser = TimestampRebaser::default();
     let mut summary = ExportSummary {
         path: part.to_owned(),
         frames: 0,
@@ -452,7 +444,7 @@ where
         let Some(m) = muxer.as_mut() else {
             continue;
         };
-        let (pts, dts) = timeline.map(frame.pts_90k, frame.dts_90k);
+        let (pts, dts) = rebaser.map(frame.pts_90k, frame.dts_90k);
         if summary.frames == 0 {
             first_dts = dts;
         }
@@ -477,7 +469,7 @@ where
             to_us,
         });
     };
-    let last = timeline.last_delta();
+    let last = rebaser.last_delta();
     m.finish(last)?;
     summary.duration_90k = last_dts - first_dts + last;
     summary.segments = items.segments_used().to_vec();

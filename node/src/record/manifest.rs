@@ -22,8 +22,8 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::now_unix_us;
 use super::segment::SegmentSummary;
+use crate::clock::now_unix_us;
 
 /// The manifest format this code writes and verifies.
 pub const FORMAT: &str = "camesh-export-manifest/1";

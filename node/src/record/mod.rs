@@ -52,12 +52,3 @@ pub const SEGMENTS_DIR: &str = "segments";
 pub const INDEX_DIR: &str = "index";
 /// The evidence locks file.
 pub const LOCKS_FILE: &str = "locks.json";
-
-/// Microseconds since the Unix epoch, now.
-pub fn now_unix_us() -> i64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}

@@ -191,7 +191,7 @@ async fn run(fwd: Forwarding, h: ForwardHandle, first: Subscription) {
 /// which [`run`] keeps it going.
 pub async fn keep(fwd: Forwarding, cfg: crate::config::ForwardConfig) {
     let node = &fwd.reach;
-    let (peer, addr) = crate::net::split_p2p(cfg.from.clone());
+    let (peer, addr) = crate::addr::split_p2p(cfg.from.clone());
     let Some(peer) = peer else { return };
     let profile = match cfg.profile {
         crate::config::ForwardProfile::Main => pb::Profile::Main,

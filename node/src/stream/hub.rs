@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use camesh_proto::{pb, MediaFrame};
 use libp2p::{Multiaddr, PeerId};
@@ -21,15 +20,8 @@ use tokio::sync::Notify;
 
 use super::fanout::{GopCache, Push, QueueLimits, QueueStats, SubscriberQueue};
 use crate::auth::media_key::MediaKey;
+use crate::clock::now_unix_us;
 use crate::media::{AccessUnit, CodecParams};
-
-/// Microseconds since the Unix epoch, now.
-pub fn now_unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// Counters of a hub (read by `mesh demo`, metrics, benches).
 #[derive(Debug, Default)]

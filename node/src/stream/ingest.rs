@@ -14,7 +14,7 @@ use super::hub::{Hub, Hubs};
 use crate::auth::Trust;
 use crate::backoff::next_backoff;
 use crate::config::{CameraConfig, Config};
-use crate::media::source::{rtsp, FileSource, RtspOptions, RtspSource, SourceEvent, SourceOptions};
+use crate::media::source::{FileSource, RtspOptions, RtspSource, SourceEvent, SourceOptions};
 
 /// Creates the hubs of every configured camera (and its sub stream) in `hubs` and starts
 /// their sources; they run until `shutdown`.
@@ -78,7 +78,7 @@ pub async fn rotate_keys_on_revocation(trust: Arc<Trust>, hubs: Arc<Hubs>, shutd
 /// with backoff when it ends or fails, and reports the gap when video is back.
 async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, source: std::path::PathBuf, shutdown: CancellationToken) {
     let mut backoff = Duration::ZERO;
-    let rtsp_url = rtsp::source_url(&source).map(str::to_owned);
+    let rtsp_url = crate::addr::source_url(&source).map(str::to_owned);
     // A camera that drops is retried often (a refused connection costs nothing); a file
     // that cannot be played is not going to change soon.
     let max_backoff = if rtsp_url.is_some() {

@@ -2,7 +2,6 @@
 //! its packets into access units with 90 kHz timestamps.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use bytes::Bytes;
 
@@ -10,14 +9,7 @@ use super::clip::{fps_plausible, ClipBuilder, Timing};
 use super::parts::describe_streams;
 use super::{Clip, SourceError, SourceOptions, MAX_FILE_BYTES};
 use crate::media::h264::{avcc_nals_with_length_size, nal_type, parse_avc_config, split_annexb, NalType};
-use crate::media::CLOCK_HZ;
-
-pub(super) fn init_ffmpeg() -> Result<(), SourceError> {
-    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| ffmpeg_next::init().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(SourceError::FfmpegInit)
-}
+use crate::media::{init_ffmpeg, CLOCK_HZ};
 
 /// How the container frames H.264 inside its packets.
 enum Framing {
@@ -31,7 +23,7 @@ pub(super) fn load_container(path: &Path, opts: &SourceOptions) -> Result<Clip, 
     use ffmpeg_next::codec::Id;
     use ffmpeg_next::media::Type;
 
-    init_ffmpeg()?;
+    init_ffmpeg().map_err(SourceError::FfmpegInit)?;
     let mut input = ffmpeg_next::format::input(path).map_err(|source| SourceError::Open {
         path: path.into(),
         source,

@@ -16,10 +16,12 @@
 //!
 //! IP cameras come in through [`rtsp`]: [`RtspSource::run`] pulls an `rtsp://` URL with
 //! ffmpeg (TCP or UDP, credentials in the URL), passes the H.264 through without
-//! decoding and emits the same events, live as they arrive.
+//! decoding and emits the same events, live as they arrive; [`normalize`] is its pure
+//! half (parameter sets, the start at an IDR, decode times).
 
 mod clip;
 mod container;
+pub mod normalize;
 mod parts;
 mod play;
 pub mod rtsp;

@@ -82,7 +82,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn timeline_rebases_and_survives_a_source_restart() {
-    let mut t = Timeline::default();
+    let mut t = TimestampRebaser::default();
     assert_eq!(t.map(90_000, 90_000), (0, 0));
     assert_eq!(t.map(93_000, 93_000), (3000, 3000));
     // The source restarted at 0: continue one frame later.
@@ -90,7 +90,7 @@ fn timeline_rebases_and_survives_a_source_restart() {
     assert_eq!(t.map(3000, 3000), (9000, 9000));
     assert_eq!(t.last_delta(), 3000);
     // B-frames: pts ahead of dts is kept.
-    let mut t = Timeline::default();
+    let mut t = TimestampRebaser::default();
     assert_eq!(t.map(6000, 0), (6000, 0));
     assert_eq!(t.map(3000, 3000), (3000, 3000));
 }

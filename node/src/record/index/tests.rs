@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::record::segment::{FrameRecord, Record, SegmentHeader, SegmentWriter, VERSION};
+use crate::record::LOCKS_FILE;
 use bytes::Bytes;
 
 fn write_segment(index: &Index, camera: &str, start_us: i64, frames: u64, seal: bool) -> SegmentSummary {

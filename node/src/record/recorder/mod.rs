@@ -22,11 +22,13 @@
 //! (or is new), [`Index::check`] cuts torn tails off unsealed segments, seals them and
 //! brings the index in line with the files.
 
+mod config;
+mod stats;
 mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -41,6 +43,9 @@ pub use super::retention::CameraPolicy;
 use super::segment::{valid_camera_id, SegmentError, MAX_KEY_LEN, MAX_RECORD_LEN};
 use super::EvidenceLock;
 use crate::media::CodecParams;
+pub use config::RecorderConfig;
+pub use stats::RecorderStats;
+use stats::Shared;
 use writer::Writer;
 
 /// Media keys remembered per camera (to write into new segments).
@@ -49,84 +54,6 @@ const MAX_KEYS_PER_CAMERA: usize = 16;
 const CONTROL_SLOTS: usize = 64;
 /// How long a caller of a blocking control call (flush, close) waits for the writer.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How the recorder records.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecorderConfig {
-    /// Roll to a new segment at the first keyframe after this much video.
-    pub segment_duration: Duration,
-    /// Every frame is durable (fsynced) at most this long after it was written.
-    pub fsync_interval: Duration,
-    /// Frames waiting for the writer thread, all cameras together.
-    pub queue_frames: usize,
-    /// Payload bytes waiting for the writer thread.
-    pub queue_bytes: usize,
-    /// Roll a segment that grows past this many bytes even without a keyframe.
-    pub max_segment_bytes: u64,
-    /// Retention by age (`None`: keep forever, or until the quota needs the space).
-    pub max_age: Option<Duration>,
-    /// Retention by size of all recordings (`None`: no quota; a full disk still frees
-    /// the oldest).
-    pub quota_bytes: Option<u64>,
-    /// Per-camera retention (own maximum age, own share of the disk).
-    pub cameras: Vec<CameraPolicy>,
-    /// How often retention runs (it also runs at once when the disk is full).
-    pub retention_interval: Duration,
-    /// On a full disk, free this much beyond the write that failed, so the next writes
-    /// do not each trigger a deletion.
-    pub disk_full_headroom: u64,
-    /// Test aid: behave as if the disk held only this many bytes of recordings (writes
-    /// past it fail with "no space left on device"). `None` in production.
-    pub simulated_capacity: Option<u64>,
-}
-
-impl Default for RecorderConfig {
-    fn default() -> Self {
-        RecorderConfig {
-            segment_duration: Duration::from_secs(300),
-            fsync_interval: Duration::from_secs(1),
-            // 1024 frames is ~2 s of 16 cameras at 30 fps: a writer stalled longer than
-            // that is losing frames anyway.
-            queue_frames: 1024,
-            // 64 MiB: 2 s of 16 cameras at 16 Mbit/s.
-            queue_bytes: 64 << 20,
-            max_segment_bytes: 1 << 30,
-            max_age: None,
-            quota_bytes: None,
-            cameras: Vec::new(),
-            retention_interval: Duration::from_secs(30),
-            // 256 MiB: a minute of 16 cameras at 2 Mbit/s per deletion round.
-            disk_full_headroom: 256 << 20,
-            simulated_capacity: None,
-        }
-    }
-}
-
-impl RecorderConfig {
-    /// Checks the values for sense.
-    pub fn validate(&self) -> Result<(), RecordError> {
-        let bad = |what: &str| Err(RecordError::InvalidConfig(what.to_owned()));
-        if self.segment_duration < Duration::from_secs(1) || self.segment_duration > Duration::from_secs(3600) {
-            return bad("segment_duration must be between 1 s and 1 h");
-        }
-        if self.fsync_interval < Duration::from_millis(10) || self.fsync_interval > Duration::from_secs(60) {
-            return bad("fsync_interval must be between 10 ms and 60 s");
-        }
-        if self.queue_frames < 2 || self.queue_frames > 1 << 20 {
-            return bad("queue_frames must be between 2 and 1048576");
-        }
-        if self.queue_bytes < MAX_RECORD_LEN as usize / 4 || self.queue_bytes > 4 << 30 {
-            return bad("queue_bytes must be between 4 MiB and 4 GiB");
-        }
-        if self.max_segment_bytes < 1 << 20 {
-            return bad("max_segment_bytes must be at least 1 MiB");
-        }
-        if self.retention_interval < Duration::from_millis(10) {
-            return bad("retention_interval must be at least 10 ms");
-        }
-        Ok(())
-    }
-}
 
 /// Why the recorder cannot start or answer.
 #[derive(Debug, thiserror::Error)]
@@ -184,82 +111,6 @@ pub struct RetentionReport {
     pub over_quota_by: u64,
     /// ... because of locked evidence.
     pub exceeded_by_locked: bool,
-}
-
-/// Counters, for metrics and `mesh nvr status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecorderStats {
-    pub frames_written: u64,
-    pub bytes_written: u64,
-    /// Dropped because the queue was full, or waiting for a keyframe after such a drop.
-    pub frames_dropped: u64,
-    /// Could not be written even after retention freed what it could (disk full of
-    /// locked evidence) or because of an IO error.
-    pub frames_lost: u64,
-    pub segments_created: u64,
-    pub segments_deleted: u64,
-    pub bytes_deleted: u64,
-    pub syncs: u64,
-    pub disk_full_events: u64,
-    pub errors: u64,
-    /// Bytes of all recordings, as the writer counts them.
-    pub recorded_bytes: u64,
-    /// Non-zero: the quota is exceeded by this many bytes of locked evidence.
-    pub quota_exceeded_by_locked: u64,
-    pub last_error: Option<String>,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    queued_frames: AtomicUsize,
-    queued_bytes: AtomicUsize,
-    frames_written: AtomicU64,
-    bytes_written: AtomicU64,
-    frames_dropped: AtomicU64,
-    frames_lost: AtomicU64,
-    segments_created: AtomicU64,
-    segments_deleted: AtomicU64,
-    bytes_deleted: AtomicU64,
-    syncs: AtomicU64,
-    disk_full_events: AtomicU64,
-    errors: AtomicU64,
-    recorded_bytes: AtomicU64,
-    quota_exceeded_by_locked: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl Shared {
-    fn reserve(&self, bytes: usize, max_frames: usize, max_bytes: usize) -> bool {
-        let frames_ok = self
-            .queued_frames
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max_frames).then_some(n + 1)
-            })
-            .is_ok();
-        if !frames_ok {
-            return false;
-        }
-        let bytes_ok = self
-            .queued_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n.saturating_add(bytes) <= max_bytes).then_some(n + bytes)
-            })
-            .is_ok();
-        if !bytes_ok {
-            self.queued_frames.fetch_sub(1, Ordering::AcqRel);
-        }
-        bytes_ok
-    }
-
-    fn release(&self, bytes: usize) {
-        self.queued_frames.fetch_sub(1, Ordering::AcqRel);
-        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-    }
-
-    fn error(&self, e: &dyn std::fmt::Display) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-    }
 }
 
 /// Frames dropped before a frame (the writer turns this into a gap marker).
@@ -572,23 +423,7 @@ impl Recorder {
     }
 
     pub fn stats(&self) -> RecorderStats {
-        let s = &self.shared;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        RecorderStats {
-            frames_written: get(&s.frames_written),
-            bytes_written: get(&s.bytes_written),
-            frames_dropped: get(&s.frames_dropped),
-            frames_lost: get(&s.frames_lost),
-            segments_created: get(&s.segments_created),
-            segments_deleted: get(&s.segments_deleted),
-            bytes_deleted: get(&s.bytes_deleted),
-            syncs: get(&s.syncs),
-            disk_full_events: get(&s.disk_full_events),
-            errors: get(&s.errors),
-            recorded_bytes: get(&s.recorded_bytes),
-            quota_exceeded_by_locked: get(&s.quota_exceeded_by_locked),
-            last_error: s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        }
+        self.shared.snapshot()
     }
 
     /// Seals every open segment, marks the index clean and stops the writer.

@@ -418,7 +418,7 @@ fn crash_child() {
     std::fs::write(Path::new(&dir).join(format!("ready-{run}")), b"").expect("ready");
     for i in 0.. {
         let mut f = feed.frame(i);
-        f.header.capture_unix_us = crate::record::now_unix_us();
+        f.header.capture_unix_us = crate::clock::now_unix_us();
         // At this rate the queue does not fill; if it did, the parent sees the hole.
         let _ = rec.write(CAM, &f);
         // ~300 frames per second: ten cameras' worth.
@@ -465,7 +465,7 @@ fn sigkill_at_random_moments_loses_nothing_older_than_the_fsync_interval() {
             }
             std::thread::sleep(Duration::from_millis(rng.gen_range(50..900)));
         }
-        killed_at.push(crate::record::now_unix_us());
+        killed_at.push(crate::clock::now_unix_us());
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
     }

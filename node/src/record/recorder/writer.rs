@@ -13,9 +13,9 @@ use camesh_proto::MediaFrame;
 use tracing::{debug, info, warn};
 
 use super::{Cmd, Dropped, RecorderConfig, RetentionReport, Shared, MAX_KEYS_PER_CAMERA};
+use crate::clock::now_unix_us;
 use crate::media::CodecParams;
 use crate::record::index::{Index, IndexError};
-use crate::record::now_unix_us;
 use crate::record::retention::{self, LockedRange, Policy, SegmentInfo};
 use crate::record::segment::{
     FrameRecord, Record, SegmentError, SegmentHeader, SegmentWriter, RECORD_OVERHEAD, VERSION,

@@ -1,0 +1,136 @@
+//! Addresses and URLs as a config or a command line writes them: a peer address that
+//! ends in `/p2p/<peer id>`, and a camera's `rtsp://` URL (recognised, checked, and shown
+//! without its password).
+//!
+//! Pure text and multiaddr helpers that import nothing of this crate, so that `config`
+//! validates with them and the parts that dial or pull (net, media) parse with the same
+//! code.
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+
+/// Splits `/.../p2p/<id>` into the peer id and the address before it.
+pub fn split_p2p(mut addr: Multiaddr) -> (Option<PeerId>, Multiaddr) {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => {
+            addr.pop();
+            (Some(peer), addr)
+        }
+        _ => (None, addr),
+    }
+}
+
+/// The URL in a camera's `source`, if it is an `rtsp://` or `rtsps://` URL rather than a
+/// file path.
+pub fn source_url(source: &std::path::Path) -> Option<&str> {
+    let s = source.to_str()?;
+    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    (lower.starts_with("rtsp://") || lower.starts_with("rtsps://")).then_some(s)
+}
+
+/// Checks that `url` is a usable `rtsp://[user[:password]@]host[:port][/path]` URL.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{}: {why}", redact(url)));
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return bad("not a URL");
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "rtsp" | "rtsps") {
+        return bad("the scheme must be rtsp:// or rtsps://");
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("URLs cannot contain spaces or control characters");
+    }
+    if url.len() > 2048 {
+        return bad("longer than 2048 characters");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => return bad("an IPv6 address needs its closing ']'"),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return bad("no host");
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return bad("the port must be a number from 1 to 65535");
+        }
+    }
+    Ok(())
+}
+
+/// The URL with its password (if any) replaced by `***`, for logs and messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p2p_suffix_is_split_off() {
+        let peer = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{peer}")
+            .parse()
+            .expect("addr");
+        let (got, rest) = split_p2p(addr);
+        assert_eq!(got, Some(peer));
+        assert_eq!(rest.to_string(), "/ip4/127.0.0.1/udp/4001/quic-v1");
+        let plain: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().expect("addr");
+        assert_eq!(split_p2p(plain.clone()), (None, plain));
+    }
+
+    #[test]
+    fn urls_are_recognised_checked_and_redacted() {
+        use std::path::Path;
+        assert_eq!(source_url(Path::new("rtsp://cam/x")), Some("rtsp://cam/x"));
+        assert_eq!(source_url(Path::new("RTSP://cam/x")), Some("RTSP://cam/x"));
+        assert_eq!(source_url(Path::new("/var/clip.mp4")), None);
+        assert_eq!(source_url(Path::new("rtsp")), None);
+        assert!(check_url("rtsp://user:pw@192.168.1.20:554/stream1").is_ok());
+        assert!(check_url("rtsp://[::1]:8554/x").is_ok());
+        assert!(check_url("rtsp://cam").is_ok());
+        for bad in [
+            "rtsp://",
+            "rtsp://:554/x",
+            "rtsp://cam:99999/x",
+            "http://cam/x",
+            "rtsp://c am/x",
+            "rtsp://[::1/x",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            redact("rtsp://admin:s3cret@cam:554/a?b"),
+            "rtsp://admin:***@cam:554/a?b"
+        );
+        assert_eq!(redact("rtsp://admin@cam/a"), "rtsp://admin@cam/a");
+        assert_eq!(redact("rtsp://cam/a@b"), "rtsp://cam/a@b");
+        let e = check_url("rtsp://u:pw@cam:0/").unwrap_err();
+        assert!(!e.contains("pw"), "{e}");
+    }
+}

@@ -1,0 +1,43 @@
+//! The `mesh` command as a test runs it on 127.0.0.1: a data folder enrolled in a test
+//! fleet, and the command line every run shares (fleet, root, no mDNS, a loopback QUIC
+//! listener, bootstrap peers). Runs in network namespaces build their own (`netns`).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use camesh_node::auth::Rights;
+use camesh_node::Multiaddr;
+use camesh_proto::pb::MemberRole;
+
+use crate::{bin, fleet};
+
+/// Enrolls `dir` as viewer `name` of `fleet_name` with `rights` on `cameras` (`"*"`: all).
+pub fn mesh_folder(dir: &Path, fleet_name: &str, name: &str, cameras: &[&str], rights: Rights) {
+    let f = fleet(fleet_name);
+    f.enroll_dir(dir, MemberRole::Viewer, name, &[], 3600).expect("enroll");
+    let cameras: Vec<String> = cameras.iter().map(|c| (*c).to_owned()).collect();
+    f.grant_dir(dir, &cameras, rights, 3600).expect("grant");
+}
+
+/// `mesh --data-dir <data>` in `fleet_name`, without mDNS, listening on a random
+/// 127.0.0.1 QUIC port, dialing `bootstrap`; the caller adds the subcommand.
+pub fn mesh_command(data: &Path, fleet_name: &str, bootstrap: &[Multiaddr]) -> Command {
+    let mut cmd = Command::new(bin("mesh"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["--fleet", fleet_name, "--fleet-root", &fleet(fleet_name).root_text()])
+        .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]);
+    for b in bootstrap {
+        cmd.arg("-b").arg(b.to_string());
+    }
+    cmd
+}
+
+/// Runs `mesh <args>` as [`mesh_command`] builds it, to its end, on a blocking thread.
+pub async fn run_mesh(data: &Path, fleet_name: &str, bootstrap: &[Multiaddr], args: &[&str]) -> Output {
+    let mut cmd = mesh_command(data, fleet_name, bootstrap);
+    cmd.args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("mesh runs"))
+        .await
+        .expect("join")
+}
