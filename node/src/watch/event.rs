@@ -157,5 +157,6 @@ pub enum Output<T> {
     /// Stopped without a word (the node is going away); nothing follows.
     Stop,
     /// Send [`Input::Timer`] at this time. At most one per call, last; none: no timer.
+    /// (The same as [`super::machine::Watch::next_wake`] after the call.)
     WakeAt(Instant),
 }

@@ -1,6 +1,6 @@
 //! The viewer's IO loop: drives the pure [`Watch`] machine for one camera, over one route
-//! (`NodeHandle::watch`) or several (`NodeHandle::watch_routes`). It
-//! takes a [`Reach`] (the one seam for reaching a camera), never the node handle.
+//! (`NodeHandle::watch`) or several (`NodeHandle::watch_routes`). It takes a [`Reach`]
+//! (the one seam for reaching a camera), never the node handle.
 //!
 //! Each feed the machine opens is a task: it subscribes on its target and pushes the
 //! accept, the opened frames and its end into a small bounded channel (reads are not
@@ -32,6 +32,7 @@ use crate::stream::client::{ClientError, Subscription};
 const READ_AHEAD: usize = 4;
 const FEED_QUEUE: usize = 16;
 
+/// Opens a subscription on a feed's target.
 async fn subscribe(
     reach: &Reach,
     camera: &str,
@@ -44,10 +45,12 @@ async fn subscribe(
     }
 }
 
+/// The camera's own node(s), as the directory or DHT name them.
 async fn owners(reach: &Reach, camera: &str) -> Vec<PeerId> {
     reach.resolve(camera).await.into_iter().map(|(p, _)| p).collect()
 }
 
+/// Connected members that forward the camera live now.
 async fn live_forwarders(reach: &Reach, camera: &str, profile: pb::Profile) -> Vec<PeerId> {
     routes::forwarders(reach, camera, profile)
         .await
