@@ -16,7 +16,7 @@ use camesh_node::auth::Rights;
 use camesh_node::clock::now_unix_us;
 use camesh_node::config::{CameraConfig, Config, Role};
 use camesh_node::stream::stats::LiveStats;
-use camesh_node::stream::watch::{WatchEvent, WatchOptions};
+use camesh_node::watch::{WatchEvent, WatchOptions};
 use camesh_node::{Node, NodeHandle};
 use camesh_proto::pb::MemberRole;
 use tokio_util::sync::CancellationToken;

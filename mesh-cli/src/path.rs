@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use camesh_node::reach::routes as route;
-use camesh_node::relay::multipath::RouteOptions;
-use camesh_node::relay::path::{Decision, Link, PathChooser, Route};
-use camesh_node::stream::watch::{WatchEvent, WatchOptions};
+use camesh_node::watch::path::{Decision, Link, PathChooser, Route};
+use camesh_node::watch::RouteOptions;
+use camesh_node::watch::{WatchEvent, WatchOptions};
 use camesh_node::{NodeHandle, PeerId};
 use camesh_proto::pb;
 use clap::Parser;

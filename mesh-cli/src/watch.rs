@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use camesh_node::clock::now_unix_us;
 use camesh_node::media::h264;
 use camesh_node::stream::stats::LiveStats;
-use camesh_node::stream::watch::{WatchEvent, WatchOptions};
+use camesh_node::watch::{WatchEvent, WatchOptions};
 use camesh_node::{NodeHandle, PeerId};
 use tokio_util::sync::CancellationToken;
 
@@ -65,7 +65,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     let mut events = if args.via.is_empty() && !args.find_forwarders {
         node.watch(opts, cancel.clone())
     } else {
-        let mut routes = camesh_node::relay::multipath::RouteOptions::via(args.via.clone());
+        let mut routes = camesh_node::watch::RouteOptions::via(args.via.clone());
         routes.prefer_via = args.prefer_via;
         routes.discover_every = args.find_forwarders.then_some(Duration::from_secs(10));
         node.watch_routes(opts, routes, cancel.clone())

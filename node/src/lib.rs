@@ -44,6 +44,7 @@ pub mod reach;
 pub mod record;
 pub mod relay;
 pub mod stream;
+pub mod watch;
 
 pub use config::{Config, Role};
 pub use libp2p::{Multiaddr, PeerId};

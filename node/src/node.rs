@@ -33,8 +33,8 @@ use crate::relay::forward::{self, Forwarding};
 use crate::stream::client::{self, ClientError, Subscription};
 use crate::stream::hub::{Hub, Hubs};
 use crate::stream::server::{MediaServer, StreamSlots};
-use crate::stream::watch::{self, WatchEvent, WatchOptions};
 use crate::stream::{ingest, keys};
+use crate::watch::{self, WatchEvent, WatchOptions};
 
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
@@ -319,7 +319,7 @@ impl NodeHandle {
 
     /// Watches a camera until `cancel`; events arrive on the returned bounded channel.
     pub fn watch(&self, opts: WatchOptions, cancel: CancellationToken) -> mpsc::Receiver<WatchEvent> {
-        watch::spawn(self.reach.clone(), opts, cancel)
+        watch::spawn(self.reach.clone(), opts, None, cancel)
     }
 
     /// Re-serves `camera` (`profile`) from `upstream` (its node or another forwarder) to
@@ -348,18 +348,10 @@ impl NodeHandle {
     pub fn watch_routes(
         &self,
         opts: WatchOptions,
-        routes: crate::relay::multipath::RouteOptions,
+        routes: crate::watch::RouteOptions,
         cancel: CancellationToken,
     ) -> mpsc::Receiver<WatchEvent> {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(crate::relay::multipath::run(
-            self.reach.clone(),
-            opts,
-            routes,
-            tx,
-            cancel,
-        ));
-        rx
+        watch::spawn(self.reach.clone(), opts, Some(routes), cancel)
     }
 
     /// Cancelled when the node shuts down (for tasks tied to the node's life).

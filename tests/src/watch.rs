@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use camesh_node::stream::watch::WatchEvent;
+use camesh_node::watch::WatchEvent;
 use camesh_node::PeerId;
 use camesh_proto::MediaFrame;
 use tokio::sync::mpsc::Receiver;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use camesh_node::config::Role;
 use camesh_node::media::h264;
 use camesh_node::stream::client::{media_protocol, ClientError};
-use camesh_node::stream::watch::{WatchEvent, WatchOptions};
+use camesh_node::watch::{WatchEvent, WatchOptions};
 use camesh_node::{Node, NodeHandle};
 use camesh_proto::{pb, LengthCodec};
 use camesh_tests::watch::{next_event, skip_frames, until_interrupted};

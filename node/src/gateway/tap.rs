@@ -2,7 +2,7 @@
 //! `mesh top`), so ten browser tabs cost the camera one stream.
 //!
 //! A [`Tap`] subscribes once — to the node's own hub when the node serves the camera,
-//! otherwise through the mesh with the node's watcher ([`crate::stream::watch`]) (which retries and reports gaps)
+//! otherwise through the mesh with the node's watcher ([`crate::watch`]) (which retries and reports gaps)
 //! — and keeps what late joiners need: the codec parameters, the current GOP (bounded),
 //! the last keyframe (for snapshots) and live statistics. Frames fan out on a bounded
 //! broadcast channel: a consumer that falls behind loses frames and resumes at the next

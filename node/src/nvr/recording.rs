@@ -19,11 +19,11 @@ use tracing::{debug, info, warn};
 
 use super::keystore::KeyStore;
 use crate::auth::{signed, Rights};
+use crate::backoff::next_backoff;
 use crate::reach::Reach;
 use crate::record::playback::DEFAULT_JOIN_US;
 use crate::record::Recorder;
 use crate::stream::server::codec_params;
-use crate::stream::watch::next_backoff;
 
 /// Counters of one recorded camera.
 #[derive(Debug, Default)]

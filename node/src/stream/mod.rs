@@ -3,7 +3,7 @@
 //! - [`fanout`] (pure): GOP cache and bounded per-subscriber queues that skip to the next
 //!   keyframe on overflow.
 //! - [`hub`]: one camera's fan-out point; [`server`]: serving streams to viewers;
-//!   [`client`]: opening them; [`watch`]: staying on a camera across failures.
+//!   [`client`]: opening them (staying on a camera is [`crate::watch`]).
 //! - [`keys`]: `/camesh/key/1`, media keys from the camera for viewers behind a
 //!   forwarder.
 //! - [`io`]: the framing codec over async streams; [`accept`]: the one bounded accept
@@ -19,4 +19,3 @@ pub mod io;
 pub mod keys;
 pub mod server;
 pub mod stats;
-pub mod watch;

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use camesh_node::auth::{signed, Rights};
 use camesh_node::config::Role;
-use camesh_node::relay::multipath::RouteOptions;
 use camesh_node::stream::client;
-use camesh_node::stream::watch::WatchOptions;
+use camesh_node::watch::RouteOptions;
+use camesh_node::watch::WatchOptions;
 use camesh_node::Multiaddr;
 use camesh_proto::pb::{self, MemberRole};
 use camesh_tests::watch::{Step, Watching};

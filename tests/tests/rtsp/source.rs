@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use camesh_node::config::RtspTransport;
 use camesh_node::media::source::{RtspOptions, RtspSource, SourceEvent};
-use camesh_node::stream::watch::{WatchEvent, WatchOptions};
+use camesh_node::watch::{WatchEvent, WatchOptions};
 use camesh_proto::pb;
 use camesh_tests::rtsp_server::{rtsp_server_or_skip, Mount, RtspServer};
 use camesh_tests::watch::{next_event, skip_frames};

@@ -14,7 +14,7 @@ use crate::reach::routes::link_of;
 use crate::reach::{Link, Reach};
 use crate::stream::fanout::QueueLimits;
 use crate::stream::server::codec_params;
-use crate::stream::watch::{WatchEvent, WatchOptions};
+use crate::watch::{self, WatchEvent, WatchOptions};
 
 /// How a stream from `peer` reaches this node.
 pub async fn path_to(node: &Reach, camera: &str, peer: PeerId) -> PathKind {
@@ -44,7 +44,7 @@ pub(super) async fn run_remote(node: &GatewayNode, tap: &Tap) {
     opts.profile = tap.profile;
     opts.backoff_max = Duration::from_secs(2);
     opts.user_agent = format!("camesh/{} gateway", env!("CARGO_PKG_VERSION"));
-    let mut events = crate::stream::watch::spawn(node.reach.clone(), opts, tap.cancel.child_token());
+    let mut events = watch::spawn(node.reach.clone(), opts, None, tap.cancel.child_token());
     while let Some(ev) = events.recv().await {
         match ev {
             WatchEvent::Started { peer, accept, gap } => {

@@ -9,7 +9,7 @@
 //! - the new path is ignored until its first keyframe;
 //! - once the new path has caught up with what was delivered, the switch is complete,
 //!   the old path may be closed, and the new path is the current one (its frames are
-//!   then pushed as [`From::Old`]);
+//!   then pushed as [`Side::Old`]);
 //! - a new path ahead of the old one is held in a bounded buffer until the old path
 //!   reaches it; if the buffer fills or the old path ends, the buffer is delivered
 //!   (starting at a keyframe) and the gap is counted.
@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 /// Which path a frame came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum Side {
     Old,
     New,
 }
@@ -29,6 +29,14 @@ pub struct Mark {
     pub sequence: u64,
     pub capture_us: i64,
     pub keyframe: bool,
+}
+
+impl Mark {
+    /// Whether this frame is `last` or older: both its sequence and its capture time are
+    /// at or before `last`'s (a restarted camera numbers from 0 again, but later).
+    pub fn is_at_or_before(&self, last: &Mark) -> bool {
+        self.sequence <= last.sequence && self.capture_us <= last.capture_us
+    }
 }
 
 /// The result of one frame.
@@ -100,8 +108,7 @@ impl<T> Splice<T> {
 
     /// Whether `m` was already delivered (or is older than what was).
     pub fn is_duplicate(&self, m: &Mark) -> bool {
-        self.last
-            .is_some_and(|l| m.sequence <= l.sequence && m.capture_us <= l.capture_us)
+        self.last.is_some_and(|l| m.is_at_or_before(&l))
     }
 
     fn deliver(&mut self, m: Mark, item: T, out: &mut Vec<T>) {
@@ -126,17 +133,17 @@ impl<T> Splice<T> {
     }
 
     /// One frame from one path.
-    pub fn push(&mut self, from: From, m: Mark, item: T) -> Step<T> {
+    pub fn push(&mut self, side: Side, m: Mark, item: T) -> Step<T> {
         let mut step = Step::none();
         if !self.switching {
             // One path only; frames from anything else are stale.
-            if from == From::Old {
+            if side == Side::Old {
                 self.deliver(m, item, &mut step.deliver);
             }
             return step;
         }
-        match from {
-            From::Old => {
+        match side {
+            Side::Old => {
                 self.deliver(m, item, &mut step.deliver);
                 // The old path reached the new path's buffered frames.
                 if self.buffer.front().is_some_and(|(f, _)| self.next_in_line(f)) {
@@ -144,7 +151,7 @@ impl<T> Splice<T> {
                     step.switched = true;
                 }
             }
-            From::New => {
+            Side::New => {
                 if !self.new_started && !m.keyframe {
                     return step;
                 }
@@ -202,7 +209,7 @@ mod tests {
         }
     }
 
-    fn feed(s: &mut Splice<u64>, from: From, seq: u64, key: bool) -> Step<u64> {
+    fn feed(s: &mut Splice<u64>, from: Side, seq: u64, key: bool) -> Step<u64> {
         s.push(from, m(seq, key), seq)
     }
 
@@ -211,25 +218,25 @@ mod tests {
         let mut s = Splice::new(64);
         let mut out = Vec::new();
         for q in 0..10 {
-            out.extend(feed(&mut s, From::Old, q, q == 0).deliver);
+            out.extend(feed(&mut s, Side::Old, q, q == 0).deliver);
         }
         s.begin_switch();
         // The new path starts at the cached keyframe 0; old keeps going meanwhile.
         for q in 0..5 {
-            assert!(feed(&mut s, From::New, q, q == 0).deliver.is_empty());
+            assert!(feed(&mut s, Side::New, q, q == 0).deliver.is_empty());
         }
-        out.extend(feed(&mut s, From::Old, 10, false).deliver);
+        out.extend(feed(&mut s, Side::Old, 10, false).deliver);
         for q in 5..10 {
-            assert!(!feed(&mut s, From::New, q, false).switched);
+            assert!(!feed(&mut s, Side::New, q, false).switched);
         }
-        let st = feed(&mut s, From::New, 10, false);
+        let st = feed(&mut s, Side::New, 10, false);
         assert!(st.switched, "caught up exactly at the last delivered frame");
         // The new path is the current one now.
         for q in 11..15 {
-            out.extend(feed(&mut s, From::Old, q, false).deliver);
+            out.extend(feed(&mut s, Side::Old, q, false).deliver);
         }
         // A frame delivered already never goes out twice.
-        assert!(feed(&mut s, From::Old, 12, false).deliver.is_empty());
+        assert!(feed(&mut s, Side::Old, 12, false).deliver.is_empty());
         assert_eq!(out, (0..15).collect::<Vec<_>>());
     }
 
@@ -238,18 +245,18 @@ mod tests {
         let mut s = Splice::new(64);
         let mut out = Vec::new();
         for q in 0..5 {
-            out.extend(feed(&mut s, From::Old, q, q == 0).deliver);
+            out.extend(feed(&mut s, Side::Old, q, q == 0).deliver);
         }
         s.begin_switch();
-        assert!(feed(&mut s, From::New, 8, true).deliver.is_empty());
-        assert!(feed(&mut s, From::New, 9, false).deliver.is_empty());
+        assert!(feed(&mut s, Side::New, 8, true).deliver.is_empty());
+        assert!(feed(&mut s, Side::New, 9, false).deliver.is_empty());
         for q in 5..7 {
-            out.extend(feed(&mut s, From::Old, q, false).deliver);
+            out.extend(feed(&mut s, Side::Old, q, false).deliver);
         }
-        let st = feed(&mut s, From::Old, 7, false);
+        let st = feed(&mut s, Side::Old, 7, false);
         assert!(st.switched);
         out.extend(st.deliver);
-        out.extend(feed(&mut s, From::Old, 10, false).deliver);
+        out.extend(feed(&mut s, Side::Old, 10, false).deliver);
         assert_eq!(out, (0..11).collect::<Vec<_>>());
         assert_eq!(s.gaps, 0);
     }
@@ -258,11 +265,11 @@ mod tests {
     fn old_path_dying_mid_switch_delivers_the_buffer_with_a_gap() {
         let mut s = Splice::new(64);
         for q in 0..5 {
-            feed(&mut s, From::Old, q, q == 0);
+            feed(&mut s, Side::Old, q, q == 0);
         }
         s.begin_switch();
-        feed(&mut s, From::New, 30, true);
-        feed(&mut s, From::New, 31, false);
+        feed(&mut s, Side::New, 30, true);
+        feed(&mut s, Side::New, 31, false);
         assert_eq!(s.old_ended(), vec![30, 31]);
         assert_eq!(s.gaps, 1);
         assert!(!s.is_switching());
@@ -271,13 +278,13 @@ mod tests {
     #[test]
     fn a_restarted_camera_is_not_taken_for_duplicates() {
         let mut s: Splice<u64> = Splice::new(8);
-        s.push(From::Old, m(500, true), 500);
+        s.push(Side::Old, m(500, true), 500);
         let restarted = Mark {
             sequence: 0,
             capture_us: m(500, false).capture_us + 5_000_000,
             keyframe: true,
         };
-        assert_eq!(s.push(From::Old, restarted, 0).deliver, vec![0]);
+        assert_eq!(s.push(Side::Old, restarted, 0).deliver, vec![0]);
     }
 
     proptest! {
@@ -294,7 +301,7 @@ mod tests {
             let mut out: Vec<u64> = Vec::new();
             let mut old = start;
             while old < start + switch_at {
-                out.extend(feed(&mut s, From::Old, old, old % gop == 0 || old == start).deliver);
+                out.extend(feed(&mut s, Side::Old, old, old % gop == 0 || old == start).deliver);
                 old += 1;
             }
             s.begin_switch();
@@ -305,10 +312,10 @@ mod tests {
                 let pick_old = !switched && old < end && order.next().unwrap_or(false);
                 let st = if pick_old {
                     old += 1;
-                    feed(&mut s, From::Old, old - 1, (old - 1) % gop == 0)
+                    feed(&mut s, Side::Old, old - 1, (old - 1) % gop == 0)
                 } else {
                     new += 1;
-                    let from = if switched { From::Old } else { From::New };
+                    let from = if switched { Side::Old } else { Side::New };
                     feed(&mut s, from, new - 1, (new - 1) % gop == 0)
                 };
                 switched |= st.switched;
