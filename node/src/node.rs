@@ -148,11 +148,16 @@ impl Node {
         let key_in = control
             .accept(crate::relay::keys::key_protocol())
             .map_err(|e| NetError::Other(e.to_string()))?;
+        let local = {
+            let hubs = hubs.clone();
+            discovery::LocalCameras::new(move |me, addrs| hubs.announcements(me, addrs))
+        };
+        let discovery =
+            discovery::Discovery::new(peer_id, &config.node.fleet_id, trust.clone(), directory.clone(), local);
         let net = net::spawn(
             swarm,
             config.clone(),
-            directory.clone(),
-            hubs.clone(),
+            discovery,
             trust.clone(),
             relay_enabled.clone(),
             shutdown.clone(),
