@@ -186,7 +186,7 @@ async fn render(node: &NodeHandle, taps: &Arc<Taps>, profile: pb::Profile, args:
             .filter(|(_, e)| e.peer == p.peer)
             .map(|(id, _)| id.as_str())
             .collect();
-        let path = if !p.addrs.is_empty() && p.addrs.iter().all(|a| a.to_string().contains("/p2p-circuit")) {
+        let path = if p.peer_path().is_relayed() {
             "relay"
         } else {
             "direct"
