@@ -5,12 +5,15 @@
 //! author are verified fleet members; an announcement only for a camera the author's
 //! certificate binds to it; a revocation only if it verifies (and it is applied then).
 
+use std::sync::Arc;
+
 use camesh_proto::pb::{self, CameraAnnouncement};
 use libp2p::{gossipsub, PeerId};
 use prost::Message;
 use tracing::debug;
 
-use super::{Discovery, Via};
+use super::directory::{Directory, Via};
+use crate::auth::Trust;
 
 /// Gossipsub topic of camera announcements in a fleet.
 pub fn announce_topic(fleet_id: &str) -> gossipsub::IdentTopic {
@@ -31,7 +34,38 @@ pub struct Publish {
     pub camera: Option<String>,
 }
 
-impl Discovery {
+/// The fleet's gossip as one node sees it: its topics, and the members-only judge of
+/// what arrives (gossip messages, and provider records in the DHT).
+#[derive(Debug)]
+pub struct Gossip {
+    trust: Arc<Trust>,
+    directory: Arc<Directory>,
+    announce_topic: gossipsub::IdentTopic,
+    revocation_topic: gossipsub::IdentTopic,
+}
+
+impl Gossip {
+    /// The gossip of fleet `fleet_id`, storing accepted announcements in `directory`.
+    pub fn new(fleet_id: &str, trust: Arc<Trust>, directory: Arc<Directory>) -> Self {
+        Self {
+            trust,
+            directory,
+            announce_topic: announce_topic(fleet_id),
+            revocation_topic: revocation_topic(fleet_id),
+        }
+    }
+
+    /// The gossipsub topics the swarm subscribes to.
+    pub fn topics(&self) -> [&gossipsub::IdentTopic; 2] {
+        [&self.announce_topic, &self.revocation_topic]
+    }
+
+    /// Whether an inbound provider record is stored: members only (the provider is the
+    /// sender).
+    pub fn accepts_provider(&self, provider: &PeerId) -> bool {
+        self.trust.member(provider).is_some()
+    }
+
     /// Judges a gossip message on `topic` passed on by `via`, written by `source`:
     /// `true` to accept (and forward) it, `false` to reject it.
     pub fn judge(&self, via: PeerId, source: Option<PeerId>, topic: &gossipsub::TopicHash, data: &[u8]) -> bool {
@@ -77,7 +111,7 @@ impl Discovery {
     }
 
     /// An announcement to spread on gossipsub.
-    pub(super) fn announcement(&self, ann: &CameraAnnouncement) -> Publish {
+    pub fn announcement(&self, ann: &CameraAnnouncement) -> Publish {
         Publish {
             topic: self.announce_topic.clone(),
             data: ann.encode_to_vec(),
@@ -88,14 +122,10 @@ impl Discovery {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use libp2p::identity::Keypair;
 
     use super::*;
     use crate::auth::cert::{self, CertRequest};
-    use crate::auth::Trust;
-    use crate::discovery::{Directory, LocalCameras};
 
     const FLEET: &str = "f";
 
@@ -105,13 +135,13 @@ mod tests {
             .map_or(0, |d| d.as_secs() as i64)
     }
 
-    /// Discovery of a fresh node, and a way to make `peer` a member serving `cameras`.
-    fn setup() -> (Discovery, Arc<Directory>, impl Fn(PeerId, &[&str])) {
+    /// The gossip of a fresh node, and a way to make `peer` a member serving `cameras`.
+    fn setup() -> (Gossip, Arc<Directory>, impl Fn(PeerId, &[&str])) {
         let root = Keypair::generate_ed25519();
         let me = PeerId::random();
         let trust = Arc::new(Trust::ephemeral(FLEET, root.public(), me));
         let directory = Arc::new(Directory::default());
-        let d = Discovery::new(me, FLEET, trust.clone(), directory.clone(), LocalCameras::none());
+        let d = Gossip::new(FLEET, trust.clone(), directory.clone());
         let admit = move |peer: PeerId, cameras: &[&str]| {
             let req = CertRequest {
                 peer,

@@ -23,38 +23,31 @@ pub mod provide;
 use std::sync::Arc;
 use std::time::Instant;
 
-use libp2p::{gossipsub, kad::RecordKey, PeerId};
+use libp2p::{gossipsub, kad::RecordKey, Multiaddr, PeerId};
 
 use crate::auth::Trust;
 pub use directory::{AnnouncementError, CameraEntry, Directory, Via};
+use gossip::Gossip;
 pub use gossip::Publish;
-pub use provide::{Announce, LocalCameras};
-
-/// Kademlia provider key every camera node provides: "who serves cameras in this fleet".
-pub const CAMERAS_KEY: &str = "camesh/cameras";
-
-/// Kademlia provider key for one camera id.
-pub fn camera_key(camera_id: &str) -> RecordKey {
-    RecordKey::new(&format!("camesh/camera/{camera_id}"))
-}
-
-pub fn cameras_key() -> RecordKey {
-    RecordKey::new(&CAMERAS_KEY)
-}
+use provide::Provider;
+pub use provide::{camera_key, cameras_key, LocalCameras, CAMERAS_KEY};
 
 /// Discovery's side of the swarm task: judges what arrives, says what to send. Owned
 /// by the swarm task; every method returns at once (no IO but the directory's lock and
 /// the revocation store).
 #[derive(Debug)]
 pub struct Discovery {
-    me: PeerId,
-    trust: Arc<Trust>,
-    directory: Arc<Directory>,
-    local: LocalCameras,
-    announce_topic: gossipsub::IdentTopic,
-    revocation_topic: gossipsub::IdentTopic,
-    /// When provider records were last put in the DHT.
-    last_provide: Option<Instant>,
+    gossip: Gossip,
+    provider: Provider,
+}
+
+/// What an announce tick sends.
+#[derive(Debug, Default)]
+pub struct Announce {
+    /// Provider records to (re)put in the DHT.
+    pub provide: Vec<RecordKey>,
+    /// Announcements to publish.
+    pub publish: Vec<Publish>,
 }
 
 impl Discovery {
@@ -62,24 +55,44 @@ impl Discovery {
     /// `directory` and announcing `local`.
     pub fn new(me: PeerId, fleet_id: &str, trust: Arc<Trust>, directory: Arc<Directory>, local: LocalCameras) -> Self {
         Self {
-            me,
-            trust,
-            directory,
-            local,
-            announce_topic: gossip::announce_topic(fleet_id),
-            revocation_topic: gossip::revocation_topic(fleet_id),
-            last_provide: None,
+            gossip: Gossip::new(fleet_id, trust, directory),
+            provider: Provider::new(me, local),
         }
     }
 
     /// The gossipsub topics the swarm subscribes to.
     pub fn topics(&self) -> [&gossipsub::IdentTopic; 2] {
-        [&self.announce_topic, &self.revocation_topic]
+        self.gossip.topics()
     }
 
-    /// Whether an inbound provider record is stored: members only (the provider is the
-    /// sender).
+    /// Judges a gossip message on `topic` passed on by `via`, written by `source`:
+    /// `true` to accept (and forward) it, `false` to reject it.
+    pub fn judge(&self, via: PeerId, source: Option<PeerId>, topic: &gossipsub::TopicHash, data: &[u8]) -> bool {
+        self.gossip.judge(via, source, topic, data)
+    }
+
+    /// Whether an inbound provider record is stored: members only.
     pub fn accepts_provider(&self, provider: &PeerId) -> bool {
-        self.trust.member(provider).is_some()
+        self.gossip.accepts_provider(provider)
+    }
+
+    /// A revocation to spread on gossipsub.
+    pub fn revocation(&self, r: &camesh_proto::pb::Signed) -> Publish {
+        self.gossip.revocation(r)
+    }
+
+    /// The provider records to put in the DHT now (none when it is too soon).
+    pub fn provide(&mut self, now: Instant) -> Vec<RecordKey> {
+        self.provider.provide(now)
+    }
+
+    /// The announce tick: announcements of this node's cameras at `addrs`, and provider
+    /// records to refresh (only while peers are `connected`).
+    pub fn announce(&mut self, now: Instant, connected: bool, addrs: &[Multiaddr]) -> Announce {
+        let (provide, cameras) = self.provider.announce(now, connected, addrs);
+        Announce {
+            provide,
+            publish: cameras.iter().map(|a| self.gossip.announcement(a)).collect(),
+        }
     }
 }

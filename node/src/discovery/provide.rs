@@ -11,7 +11,17 @@ use std::time::{Duration, Instant};
 use camesh_proto::pb::CameraAnnouncement;
 use libp2p::{kad::RecordKey, Multiaddr, PeerId};
 
-use super::{camera_key, cameras_key, Discovery, Publish};
+/// Kademlia provider key every camera node provides: "who serves cameras in this fleet".
+pub const CAMERAS_KEY: &str = "camesh/cameras";
+
+/// Kademlia provider key for one camera id.
+pub fn camera_key(camera_id: &str) -> RecordKey {
+    RecordKey::new(&format!("camesh/camera/{camera_id}"))
+}
+
+pub fn cameras_key() -> RecordKey {
+    RecordKey::new(&CAMERAS_KEY)
+}
 
 /// How often provider records are refreshed while peers are connected.
 const REPROVIDE_EVERY: Duration = Duration::from_secs(30);
@@ -48,16 +58,24 @@ impl std::fmt::Debug for LocalCameras {
     }
 }
 
-/// What an announce tick sends.
-#[derive(Debug, Default)]
-pub struct Announce {
-    /// Provider records to (re)put in the DHT.
-    pub provide: Vec<RecordKey>,
-    /// Announcements to publish.
-    pub publish: Vec<Publish>,
+/// When this node's provider records and announcements go out.
+#[derive(Debug)]
+pub struct Provider {
+    me: PeerId,
+    local: LocalCameras,
+    /// When provider records were last put in the DHT.
+    last_provide: Option<Instant>,
 }
 
-impl Discovery {
+impl Provider {
+    pub fn new(me: PeerId, local: LocalCameras) -> Self {
+        Self {
+            me,
+            local,
+            last_provide: None,
+        }
+    }
+
     /// The provider records to put in the DHT now: the fleet's cameras key and each local
     /// camera's key; none without cameras or within [`PROVIDE_GAP`] of the last time.
     pub fn provide(&mut self, now: Instant) -> Vec<RecordKey> {
@@ -78,12 +96,17 @@ impl Discovery {
         keys
     }
 
-    /// The announce tick: this node's cameras at `addrs` to publish, and the provider
+    /// The announce tick: this node's cameras at `addrs` to announce, and the provider
     /// records to refresh when [`REPROVIDE_EVERY`] has passed and peers are `connected`.
-    pub fn announce(&mut self, now: Instant, connected: bool, addrs: &[Multiaddr]) -> Announce {
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        connected: bool,
+        addrs: &[Multiaddr],
+    ) -> (Vec<RecordKey>, Vec<CameraAnnouncement>) {
         let cameras = self.local.announcements(self.me, addrs);
         if cameras.is_empty() {
-            return Announce::default();
+            return (Vec::new(), Vec::new());
         }
         let mut provide = Vec::new();
         if self
@@ -94,10 +117,7 @@ impl Discovery {
             self.last_provide = None;
             provide = self.provide_keys(now, &cameras);
         }
-        Announce {
-            provide,
-            publish: cameras.iter().map(|a| self.announcement(a)).collect(),
-        }
+        (provide, cameras)
     }
 }
 
@@ -105,15 +125,10 @@ impl Discovery {
 mod tests {
     use std::sync::Mutex;
 
-    use libp2p::identity::Keypair;
-    use prost::Message;
-
     use super::*;
-    use crate::auth::Trust;
-    use crate::discovery::Directory;
 
-    /// Discovery of a node whose cameras are the ids in the returned list.
-    fn node() -> (Discovery, Arc<Mutex<Vec<String>>>) {
+    /// The provider of a node whose cameras are the ids in the returned list.
+    fn node() -> (Provider, Arc<Mutex<Vec<String>>>) {
         let ids = Arc::new(Mutex::new(Vec::<String>::new()));
         let local = {
             let ids = ids.clone();
@@ -129,10 +144,7 @@ mod tests {
                     .collect()
             })
         };
-        let me = PeerId::random();
-        let trust = Arc::new(Trust::ephemeral("f", Keypair::generate_ed25519().public(), me));
-        let d = Discovery::new(me, "f", trust, Arc::new(Directory::default()), local);
-        (d, ids)
+        (Provider::new(PeerId::random(), local), ids)
     }
 
     fn secs(t0: Instant, s: u64) -> Instant {
@@ -144,8 +156,8 @@ mod tests {
         let (mut d, _) = node();
         let t0 = Instant::now();
         assert!(d.provide(t0).is_empty());
-        let a = d.announce(secs(t0, 100), true, &[]);
-        assert!(a.provide.is_empty() && a.publish.is_empty());
+        let (provide, announce) = d.announce(secs(t0, 100), true, &[]);
+        assert!(provide.is_empty() && announce.is_empty());
     }
 
     #[test]
@@ -161,17 +173,13 @@ mod tests {
         // Announce ticks publish every camera; they re-provide once 30 s have passed
         // since the last provide, and only while peers are connected.
         let addr: Multiaddr = "/ip4/10.0.0.1/udp/4001/quic-v1".parse().expect("addr");
-        let a = d.announce(secs(t0, 10), true, std::slice::from_ref(&addr));
-        assert!(a.provide.is_empty());
-        assert_eq!(a.publish.len(), 2);
-        assert_eq!(a.publish[0].camera.as_deref(), Some("a"));
-        let sent = CameraAnnouncement::decode(a.publish[0].data.as_slice()).expect("announcement");
-        assert_eq!(sent.addrs, vec![bytes::Bytes::from(addr.to_vec())]);
-        assert!(
-            d.announce(secs(t0, 40), false, &[]).provide.is_empty(),
-            "nobody connected"
-        );
-        assert_eq!(d.announce(secs(t0, 40), true, &[]).provide.len(), 3);
-        assert!(d.announce(secs(t0, 41), true, &[]).provide.is_empty());
+        let (provide, announce) = d.announce(secs(t0, 10), true, std::slice::from_ref(&addr));
+        assert!(provide.is_empty());
+        assert_eq!(announce.len(), 2);
+        assert_eq!(announce[0].camera_id, "a");
+        assert_eq!(announce[0].addrs, vec![bytes::Bytes::from(addr.to_vec())]);
+        assert!(d.announce(secs(t0, 40), false, &[]).0.is_empty(), "nobody connected");
+        assert_eq!(d.announce(secs(t0, 40), true, &[]).0.len(), 3);
+        assert!(d.announce(secs(t0, 41), true, &[]).0.is_empty());
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use libp2p::{
     kad,
     multiaddr::Protocol,
@@ -89,7 +90,7 @@ impl NetTask {
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                ev = futures::StreamExt::select_next_some(&mut self.swarm) => self.on_event(ev),
+                ev = self.swarm.select_next_some() => self.on_event(ev),
                 cmd = cmds.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
