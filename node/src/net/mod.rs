@@ -1,11 +1,11 @@
 //! The one task that owns the libp2p Swarm, and the pure policy it follows.
 //!
-//! Others talk to it through [`NetHandle`] ([`handle`]): a bounded command channel with
+//! Others talk to it through [`NetHandle`] (`handle.rs`): a bounded command channel with
 //! oneshot replies, and a broadcast of [`NetEvent`]s (a slow listener lags and loses
 //! events; it never stalls the swarm). Media bytes never come here: media and info
 //! streams are handed out by libp2p-stream's `Control` and served by their own tasks.
 //!
-//! Data flow: swarm events and commands reach the event loop ([`task`]), which moves
+//! Data flow: swarm events and commands reach the event loop (`task/`), which moves
 //! bytes and decisions between the Swarm and the parts that decide:
 //! - [`crate::discovery::Discovery`] judges received gossip and provider records and
 //!   says what to announce, publish and provide;
@@ -17,7 +17,7 @@
 //!
 //! The loop also dials peers found by mDNS, feeds identified fleet members into
 //! Kademlia, and keeps the reservations on configured relays. Files: [`behaviour`] (the
-//! libp2p behaviour and how the Swarm is built), [`peers`] (what the task knows of each
+//! libp2p behaviour and how the Swarm is built), `peers.rs` (what the task knows of each
 //! peer), [`membership`] (proving fleet membership on each connection), [`addr`].
 
 pub mod addr;
