@@ -186,11 +186,7 @@ async fn render(node: &NodeHandle, taps: &Arc<Taps>, profile: pb::Profile, args:
             .filter(|(_, e)| e.peer == p.peer)
             .map(|(id, _)| id.as_str())
             .collect();
-        // One answer to "is this peer relayed", the route chooser's.
-        let path = match camesh_node::reach::routes::link_of(Some(p)) {
-            camesh_node::reach::Link::Relayed(_) => "relay",
-            _ => "direct",
-        };
+        let path = if p.peer_path().is_relayed() { "relay" } else { "direct" };
         let _ = writeln!(
             s,
             "{:<10} {:<7} {:<18} {:>8} {:<7} {}",

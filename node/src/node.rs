@@ -24,7 +24,7 @@ use tracing::info;
 
 use crate::auth::{self, Trust};
 use crate::config::{Config, Role};
-use crate::discovery::{CameraEntry, Directory};
+use crate::discovery::{self, CameraEntry, Directory};
 use crate::gateway::GatewayNode;
 use crate::member;
 use crate::net::{self, NetError, NetHandle, PeerSummary};
@@ -116,11 +116,16 @@ impl Node {
         let member_in = accept(member::member_protocol())?;
         let admin_in = accept(member::admin_protocol())?;
         let key_in = accept(keys::key_protocol())?;
+        let local = {
+            let hubs = hubs.clone();
+            discovery::LocalCameras::new(move |me, addrs| hubs.announcements(me, addrs))
+        };
+        let discovery =
+            discovery::Discovery::new(peer_id, &config.node.fleet_id, trust.clone(), directory.clone(), local);
         let net = net::spawn(
             swarm,
             config.clone(),
-            directory.clone(),
-            hubs.clone(),
+            discovery,
             trust.clone(),
             relay_enabled.clone(),
             shutdown.clone(),

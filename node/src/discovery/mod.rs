@@ -1,182 +1,98 @@
-//! Discovery: what this node knows about cameras in the fleet and how it learned it.
+//! Discovery: what this node knows about cameras in the fleet, how it learned it, and
+//! what it tells the fleet about its own.
 //!
 //! Sources, cheapest first: answers to `/camesh/info/1` from connected peers (found by
 //! mDNS on the LAN, bootstrap addresses, or Kademlia providers of [`CAMERAS_KEY`]), and
-//! gossipsub announcements. The [`Directory`] is a plain store (pure, lock-protected);
-//! the swarm task and the info client write into it, resolvers read it.
+//! gossipsub announcements.
+//!
+//! Data flow: the swarm task ([`crate::net`]) owns the Swarm and only moves bytes. It
+//! owns one [`Discovery`], hands it every gossip message received ([`Discovery::judge`]:
+//! accept or reject) and inbound provider record ([`Discovery::accepts_provider`]), and
+//! asks it what to publish ([`Discovery::announce`], [`Discovery::revocation`]) and which
+//! provider records to put in the DHT ([`Discovery::provide`]). Discovery decides; the
+//! [`Directory`] stores what was accepted, and resolvers read it. This node's own cameras
+//! reach discovery through [`LocalCameras`], a narrow view the node builds from its hubs.
+//!
+//! Files: [`directory`] (the store), [`gossip`] (topics and the judge), [`provide`]
+//! (announcements and provider records).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+pub mod directory;
+pub mod gossip;
+pub mod provide;
 
-use camesh_proto::pb::CameraAnnouncement;
-use libp2p::{kad::RecordKey, Multiaddr, PeerId};
+use std::sync::Arc;
+use std::time::Instant;
 
-/// Kademlia provider key every camera node provides: "who serves cameras in this fleet".
-pub const CAMERAS_KEY: &str = "camesh/cameras";
+use libp2p::{gossipsub, kad::RecordKey, Multiaddr, PeerId};
 
-/// Kademlia provider key for one camera id.
-pub fn camera_key(camera_id: &str) -> RecordKey {
-    RecordKey::new(&format!("camesh/camera/{camera_id}"))
+use crate::auth::Trust;
+pub use directory::{AnnouncementError, CameraEntry, Directory, Via};
+use gossip::Gossip;
+pub use gossip::Publish;
+use provide::Provider;
+pub use provide::{camera_key, cameras_key, LocalCameras, CAMERAS_KEY};
+
+/// Discovery's side of the swarm task: judges what arrives, says what to send. Owned
+/// by the swarm task; every method returns at once (no IO but the directory's lock and
+/// the revocation store).
+#[derive(Debug)]
+pub struct Discovery {
+    gossip: Gossip,
+    provider: Provider,
 }
 
-pub fn cameras_key() -> RecordKey {
-    RecordKey::new(&CAMERAS_KEY)
-}
-
-/// How an entry was learned (shown by `mesh cameras`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    Info,
-    Gossip,
-}
-
-impl std::fmt::Display for Via {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Via::Info => "direct",
-            Via::Gossip => "gossip",
-        })
-    }
-}
-
-/// A camera served by a peer.
-#[derive(Debug, Clone)]
-pub struct CameraEntry {
-    pub peer: PeerId,
-    pub announcement: CameraAnnouncement,
-    pub via: Via,
-    pub seen: Instant,
-}
-
-impl CameraEntry {
-    pub fn addrs(&self) -> Vec<Multiaddr> {
-        self.announcement
-            .addrs
-            .iter()
-            .filter_map(|a| Multiaddr::try_from(a.to_vec()).ok())
-            .collect()
-    }
-}
-
-/// Entries older than this are forgotten (announcements repeat every few seconds).
-const ENTRY_TTL: Duration = Duration::from_secs(120);
-/// Bound on remembered cameras, so a peer flooding announcements cannot grow memory.
-const MAX_ENTRIES: usize = 4096;
-
+/// What an announce tick sends.
 #[derive(Debug, Default)]
-pub struct Directory {
-    entries: Mutex<HashMap<(String, PeerId), CameraEntry>>,
+pub struct Announce {
+    /// Provider records to (re)put in the DHT.
+    pub provide: Vec<RecordKey>,
+    /// Announcements to publish.
+    pub publish: Vec<Publish>,
 }
 
-/// Why an announcement was not stored.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AnnouncementError {
-    #[error("announcement for camera {camera:?} names peer {claimed}, but came from {from}")]
-    WrongPeer {
-        camera: String,
-        claimed: String,
-        from: String,
-    },
-    #[error("announcement has an invalid camera id {0:?}")]
-    BadId(String),
-    #[error("directory is full")]
-    Full,
-}
-
-impl Directory {
-    /// Stores what `from` says it serves. A peer can only announce cameras it serves
-    /// itself: the announced peer id must be the (authenticated) sender.
-    pub fn insert(&self, from: PeerId, ann: CameraAnnouncement, via: Via) -> Result<(), AnnouncementError> {
-        if !crate::ids::valid_id(&ann.camera_id) {
-            return Err(AnnouncementError::BadId(ann.camera_id.chars().take(80).collect()));
-        }
-        if PeerId::from_bytes(&ann.peer_id).ok() != Some(from) {
-            let claimed = PeerId::from_bytes(&ann.peer_id)
-                .map(|p| p.to_string())
-                .unwrap_or_else(|_| "<invalid>".into());
-            return Err(AnnouncementError::WrongPeer {
-                camera: ann.camera_id,
-                claimed,
-                from: from.to_string(),
-            });
-        }
-        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        map.retain(|_, e| now.duration_since(e.seen) < ENTRY_TTL);
-        let key = (ann.camera_id.clone(), from);
-        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
-            return Err(AnnouncementError::Full);
-        }
-        map.insert(
-            key,
-            CameraEntry {
-                peer: from,
-                announcement: ann,
-                via,
-                seen: now,
-            },
-        );
-        Ok(())
-    }
-
-    /// All known cameras, sorted by id then peer.
-    pub fn cameras(&self) -> Vec<CameraEntry> {
-        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let mut v: Vec<_> = map
-            .values()
-            .filter(|e| now.duration_since(e.seen) < ENTRY_TTL)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| (&a.announcement.camera_id, a.peer).cmp(&(&b.announcement.camera_id, b.peer)));
-        v
-    }
-
-    /// Peers known to serve `camera_id`, most recently seen first.
-    pub fn lookup(&self, camera_id: &str) -> Vec<CameraEntry> {
-        let mut v: Vec<_> = self
-            .cameras()
-            .into_iter()
-            .filter(|e| e.announcement.camera_id == camera_id)
-            .collect();
-        v.sort_by_key(|e| std::cmp::Reverse(e.seen));
-        v
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ann(id: &str, peer: PeerId) -> CameraAnnouncement {
-        CameraAnnouncement {
-            camera_id: id.into(),
-            peer_id: peer.to_bytes().into(),
-            ..Default::default()
+impl Discovery {
+    /// Discovery for node `me` of fleet `fleet_id`, storing accepted announcements in
+    /// `directory` and announcing `local`.
+    pub fn new(me: PeerId, fleet_id: &str, trust: Arc<Trust>, directory: Arc<Directory>, local: LocalCameras) -> Self {
+        Self {
+            gossip: Gossip::new(fleet_id, trust, directory),
+            provider: Provider::new(me, local),
         }
     }
 
-    #[test]
-    fn a_peer_cannot_announce_someone_elses_camera() {
-        let d = Directory::default();
-        let (a, b) = (PeerId::random(), PeerId::random());
-        assert!(matches!(
-            d.insert(b, ann("cam1", a), Via::Gossip),
-            Err(AnnouncementError::WrongPeer { .. })
-        ));
-        d.insert(a, ann("cam1", a), Via::Gossip).expect("own camera");
-        assert_eq!(d.lookup("cam1").len(), 1);
-        assert!(d.lookup("cam2").is_empty());
+    /// The gossipsub topics the swarm subscribes to.
+    pub fn topics(&self) -> [&gossipsub::IdentTopic; 2] {
+        self.gossip.topics()
     }
 
-    #[test]
-    fn bad_ids_are_refused() {
-        let d = Directory::default();
-        let a = PeerId::random();
-        assert!(matches!(
-            d.insert(a, ann("../etc", a), Via::Info),
-            Err(AnnouncementError::BadId(_))
-        ));
+    /// Judges a gossip message on `topic` passed on by `via`, written by `source`:
+    /// `true` to accept (and forward) it, `false` to reject it.
+    pub fn judge(&self, via: PeerId, source: Option<PeerId>, topic: &gossipsub::TopicHash, data: &[u8]) -> bool {
+        self.gossip.judge(via, source, topic, data)
+    }
+
+    /// Whether an inbound provider record is stored: members only.
+    pub fn accepts_provider(&self, provider: &PeerId) -> bool {
+        self.gossip.accepts_provider(provider)
+    }
+
+    /// A revocation to spread on gossipsub.
+    pub fn revocation(&self, r: &camesh_proto::pb::Signed) -> Publish {
+        self.gossip.revocation(r)
+    }
+
+    /// The provider records to put in the DHT now (none when it is too soon).
+    pub fn provide(&mut self, now: Instant) -> Vec<RecordKey> {
+        self.provider.provide(now)
+    }
+
+    /// The announce tick: announcements of this node's cameras at `addrs`, and provider
+    /// records to refresh (only while peers are `connected`).
+    pub fn announce(&mut self, now: Instant, connected: bool, addrs: &[Multiaddr]) -> Announce {
+        let (provide, cameras) = self.provider.announce(now, connected, addrs);
+        Announce {
+            provide,
+            publish: cameras.iter().map(|a| self.gossip.announcement(a)).collect(),
+        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! QUIC first (one round trip to connect), TCP + Noise + Yamux as fallback, DNS.
 //! Kademlia runs under a fleet-scoped protocol name so a fleet never joins the public
-//! IPFS DHT or another fleet's; gossipsub carries camera announcements; libp2p-stream
+//! IPFS DHT or another fleet's; gossipsub carries camera announcements and revocations
+//! (their topics and judge are [`crate::discovery`]'s); libp2p-stream
 //! hands media and info streams to their own tasks (they never pass through here).
 
 use std::time::Duration;
@@ -24,16 +25,6 @@ use crate::config::Config;
 pub fn kad_protocol(fleet_id: &str) -> StreamProtocol {
     // fleet ids are validated to `[a-z0-9_-]`, so the name is always a valid protocol.
     StreamProtocol::try_from_owned(format!("/camesh/{fleet_id}/kad/1.0.0")).expect("protocol name starts with /")
-}
-
-/// Gossipsub topic of camera announcements in a fleet.
-pub fn announce_topic(fleet_id: &str) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("camesh/{fleet_id}/cameras/1"))
-}
-
-/// Gossipsub topic of revocations in a fleet.
-pub fn revocation_topic(fleet_id: &str) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("camesh/{fleet_id}/revocations/1"))
 }
 
 /// Identify protocol version: peers of another fleet are recognisable at once.

@@ -5,103 +5,27 @@
 //! direct one so a watcher can switch make-before-break: the stream already on the
 //! relayed connection carries on until the new, direct one has caught up.
 //!
-//! [`PathTable`] (pure) decides what the wrapped behaviour is told: a peer's relayed
-//! connections are visible to it only while the peer has no direct connection; they
-//! show up again when the last direct one closes. [`PreferDirect`] applies those
-//! notices. Probe connections (a second relayed connection opened only to run the hole
-//! punch again, see [`PreferDirect::hide`]) are never shown: no stream lands on a
-//! connection that is about to be closed. Inbound streams are unaffected: they arrive on whatever connection the remote
-//! picked, and every connection keeps its handler.
+//! [`PathTable`] (pure, [`super::path`]) decides what the wrapped behaviour is told: a
+//! peer's relayed connections are visible to it only while the peer has no direct
+//! connection; they show up again when the last direct one closes. [`PreferDirect`]
+//! keeps that table (the one record of every peer's path, read by the swarm task through
+//! [`PreferDirect::paths`]) and applies its notices. Probe connections (a second relayed
+//! connection opened only to run the hole punch again, see [`PreferDirect::hide`]) are
+//! listed but never shown: no stream lands on a connection that is about to be closed.
+//! Inbound streams are unaffected: they arrive on whatever connection the remote picked,
+//! and every connection keeps its handler.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::task::{Context, Poll};
 
-use libp2p::core::{transport::PortUse, ConnectedPoint, Endpoint};
+use libp2p::core::{transport::PortUse, Endpoint};
 use libp2p::swarm::{
     behaviour::{ConnectionClosed, ConnectionEstablished},
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 
-/// What the wrapped behaviour should be told about a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    Established(ConnectionId, ConnectedPoint),
-    Closed(ConnectionId, ConnectedPoint),
-}
-
-#[derive(Debug, Clone)]
-struct Conn {
-    id: ConnectionId,
-    endpoint: ConnectedPoint,
-}
-
-/// A peer's connections split into direct and relayed ones.
-#[derive(Debug, Default)]
-pub struct PathTable {
-    peers: HashMap<PeerId, (Vec<Conn>, Vec<Conn>)>,
-}
-
-impl PathTable {
-    /// A connection is up; returns the notices for the wrapped behaviour.
-    pub fn established(&mut self, peer: PeerId, id: ConnectionId, endpoint: ConnectedPoint) -> Vec<Notice> {
-        let (direct, relayed) = self.peers.entry(peer).or_default();
-        let conn = Conn {
-            id,
-            endpoint: endpoint.clone(),
-        };
-        if endpoint.is_relayed() {
-            relayed.push(conn);
-            if direct.is_empty() {
-                vec![Notice::Established(id, endpoint)]
-            } else {
-                Vec::new()
-            }
-        } else {
-            let mut out = Vec::new();
-            if direct.is_empty() {
-                // Relayed connections were visible until now: hide them.
-                out.extend(relayed.iter().map(|r| Notice::Closed(r.id, r.endpoint.clone())));
-            }
-            direct.push(conn);
-            out.push(Notice::Established(id, endpoint));
-            out
-        }
-    }
-
-    /// A connection closed; returns the notices for the wrapped behaviour.
-    pub fn closed(&mut self, peer: PeerId, id: ConnectionId) -> Vec<Notice> {
-        let Some((direct, relayed)) = self.peers.get_mut(&peer) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        if let Some(i) = direct.iter().position(|c| c.id == id) {
-            let c = direct.remove(i);
-            out.push(Notice::Closed(c.id, c.endpoint));
-            if direct.is_empty() {
-                out.extend(relayed.iter().map(|r| Notice::Established(r.id, r.endpoint.clone())));
-            }
-        } else if let Some(i) = relayed.iter().position(|c| c.id == id) {
-            let c = relayed.remove(i);
-            if direct.is_empty() {
-                out.push(Notice::Closed(c.id, c.endpoint));
-            }
-        }
-        if direct.is_empty() && relayed.is_empty() {
-            self.peers.remove(&peer);
-        }
-        out
-    }
-
-    /// Connections of `peer` the wrapped behaviour currently sees.
-    pub fn visible(&self, peer: &PeerId) -> usize {
-        match self.peers.get(peer) {
-            Some((d, _)) if !d.is_empty() => d.len(),
-            Some((_, r)) => r.len(),
-            None => 0,
-        }
-    }
-}
+use super::path::{Notice, PathTable};
 
 /// Wraps a behaviour (libp2p-stream's) so it sees relayed connections only while the
 /// peer has no direct one.
@@ -123,8 +47,14 @@ impl<B> PreferDirect<B> {
 
     /// Never shows connection `id` (a probe being dialed) to the wrapped behaviour.
     pub fn hide(&mut self, id: ConnectionId) {
-        // Bounded: an id is removed when its connection closes or its dial fails.
+        // Bounded: an id is removed when its connection is up (the table keeps it as
+        // hidden from then on) or its dial fails.
         self.hidden.insert(id);
+    }
+
+    /// Every peer's open connections and path.
+    pub fn paths(&self) -> &PathTable {
+        &self.table
     }
 
     pub fn inner(&self) -> &B {
@@ -217,8 +147,9 @@ impl<B: NetworkBehaviour> NetworkBehaviour for PreferDirect<B> {
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
-            FromSwarm::ConnectionEstablished(e) if self.hidden.contains(&e.connection_id) => {}
-            FromSwarm::ConnectionClosed(e) if self.hidden.remove(&e.connection_id) => {}
+            FromSwarm::ConnectionEstablished(e) if self.hidden.remove(&e.connection_id) => self
+                .table
+                .established_hidden(e.peer_id, e.connection_id, e.endpoint.clone()),
             FromSwarm::DialFailure(e) if self.hidden.remove(&e.connection_id) => {}
             FromSwarm::ConnectionEstablished(e) => {
                 let notices = self.table.established(e.peer_id, e.connection_id, e.endpoint.clone());
@@ -238,71 +169,5 @@ impl<B: NetworkBehaviour> NetworkBehaviour for PreferDirect<B> {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         self.inner.poll(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use libp2p::core::transport::PortUse;
-
-    fn dialer(addr: &str) -> ConnectedPoint {
-        ConnectedPoint::Dialer {
-            address: addr.parse().unwrap(),
-            role_override: Endpoint::Dialer,
-            port_use: PortUse::Reuse,
-        }
-    }
-
-    const RELAYED: &str =
-        "/ip4/100.64.0.10/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit";
-    const DIRECT: &str = "/ip4/100.64.0.1/udp/4001/quic-v1";
-
-    fn ids(n: &[Notice]) -> Vec<(bool, ConnectionId)> {
-        n.iter()
-            .map(|n| match n {
-                Notice::Established(id, _) => (true, *id),
-                Notice::Closed(id, _) => (false, *id),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn relayed_connections_hide_behind_a_direct_one_and_come_back() {
-        let peer = PeerId::random();
-        let mut t = PathTable::default();
-        let (r, d1, d2) = (
-            ConnectionId::new_unchecked(1),
-            ConnectionId::new_unchecked(2),
-            ConnectionId::new_unchecked(3),
-        );
-        assert_eq!(ids(&t.established(peer, r, dialer(RELAYED))), vec![(true, r)]);
-        assert_eq!(t.visible(&peer), 1);
-        // The hole punch succeeds: the relayed connection is hidden, the direct one shown.
-        assert_eq!(
-            ids(&t.established(peer, d1, dialer(DIRECT))),
-            vec![(false, r), (true, d1)]
-        );
-        assert_eq!(ids(&t.established(peer, d2, dialer(DIRECT))), vec![(true, d2)]);
-        assert_eq!(t.visible(&peer), 2);
-        assert_eq!(ids(&t.closed(peer, d1)), vec![(false, d1)]);
-        // The last direct connection goes: the relayed one is visible again.
-        assert_eq!(ids(&t.closed(peer, d2)), vec![(false, d2), (true, r)]);
-        assert_eq!(ids(&t.closed(peer, r)), vec![(false, r)]);
-        assert_eq!(t.visible(&peer), 0);
-        assert!(t.peers.is_empty());
-    }
-
-    #[test]
-    fn a_hidden_relayed_connection_closes_silently_and_unknown_ids_are_ignored() {
-        let peer = PeerId::random();
-        let mut t = PathTable::default();
-        let (r, d) = (ConnectionId::new_unchecked(1), ConnectionId::new_unchecked(2));
-        t.established(peer, d, dialer(DIRECT));
-        assert!(t.established(peer, r, dialer(RELAYED)).is_empty());
-        assert!(t.closed(peer, r).is_empty());
-        assert!(t.closed(peer, ConnectionId::new_unchecked(9)).is_empty());
-        assert!(t.closed(PeerId::random(), d).is_empty());
-        assert_eq!(ids(&t.closed(peer, d)), vec![(false, d)]);
     }
 }

@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use camesh_proto::pb;
-use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
 
 use super::Reach;
-use crate::net::PeerSummary;
+use crate::net::{PeerPath, PeerSummary};
 use crate::stream::client;
 
 /// One way to get a camera's stream.
@@ -56,36 +55,14 @@ pub struct Candidate {
     pub preferred: bool,
 }
 
-/// The relay named in a circuit address: the peer just before `/p2p-circuit`.
-fn relay_in(a: &Multiaddr) -> Option<PeerId> {
-    let parts: Vec<_> = a.iter().collect();
-    parts.windows(2).find_map(|w| match (&w[0], &w[1]) {
-        (Protocol::P2p(r), Protocol::P2pCircuit) => Some(*r),
-        _ => None,
-    })
-}
-
-/// How the connection to a peer is made, from what the swarm reports: the open
-/// connections (a direct one wins), else the addresses dialed.
+/// How the connection to a peer is made, as the swarm task's one record of every
+/// peer's connections says ([`PeerSummary::peer_path`]): a direct one wins.
 pub fn link_of(summary: Option<&PeerSummary>) -> Link {
-    let Some(s) = summary.filter(|s| s.connected) else {
-        return Link::Unknown;
-    };
-    let circuit = |a: &Multiaddr| a.iter().any(|p| p == Protocol::P2pCircuit);
-    if !s.connections.is_empty() {
-        if s.connections.iter().any(|c| !c.relayed) {
-            return Link::Direct;
-        }
-        return s
-            .connections
-            .iter()
-            .find_map(|c| relay_in(&c.addr))
-            .map_or(Link::Unknown, Link::Relayed);
+    match summary.filter(|s| s.connected).map(PeerSummary::peer_path) {
+        Some(PeerPath::Direct) => Link::Direct,
+        Some(PeerPath::Relayed(Some(relay))) => Link::Relayed(relay),
+        _ => Link::Unknown,
     }
-    if !s.addrs.is_empty() && s.addrs.iter().all(circuit) {
-        return s.addrs.iter().find_map(relay_in).map_or(Link::Unknown, Link::Relayed);
-    }
-    Link::Direct
 }
 
 /// The candidates for a camera: its node(s) `owners` and forwarders `via`, as the swarm

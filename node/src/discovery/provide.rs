@@ -1,0 +1,185 @@
+//! What this node tells the fleet about its own cameras: announcements on gossipsub and
+//! provider records in the DHT, and when (pure: driven with `now`).
+//!
+//! Provider records go out when the first member enters the routing table (at most every
+//! [`PROVIDE_GAP`]) and again every [`REPROVIDE_EVERY`] while peers are connected;
+//! announcements go out on every announce tick.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use camesh_proto::pb::CameraAnnouncement;
+use libp2p::{kad::RecordKey, Multiaddr, PeerId};
+
+/// Kademlia provider key every camera node provides: "who serves cameras in this fleet".
+pub const CAMERAS_KEY: &str = "camesh/cameras";
+
+/// Kademlia provider key for one camera id.
+pub fn camera_key(camera_id: &str) -> RecordKey {
+    RecordKey::new(&format!("camesh/camera/{camera_id}"))
+}
+
+pub fn cameras_key() -> RecordKey {
+    RecordKey::new(&CAMERAS_KEY)
+}
+
+/// How often provider records are refreshed while peers are connected.
+const REPROVIDE_EVERY: Duration = Duration::from_secs(30);
+/// Members entering the routing table one after the other trigger one provide, not one
+/// each.
+const PROVIDE_GAP: Duration = Duration::from_secs(2);
+
+/// This node's own cameras as announcements naming `me` at `addrs`: a narrow view the
+/// node builds from its media hubs, so discovery (and the swarm task) never hold them.
+#[derive(Clone)]
+pub struct LocalCameras(Arc<AnnounceFn>);
+
+type AnnounceFn = dyn Fn(PeerId, &[Multiaddr]) -> Vec<CameraAnnouncement> + Send + Sync;
+
+impl LocalCameras {
+    pub fn new(f: impl Fn(PeerId, &[Multiaddr]) -> Vec<CameraAnnouncement> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A node without cameras.
+    pub fn none() -> Self {
+        Self::new(|_, _| Vec::new())
+    }
+
+    /// One announcement per camera this node serves.
+    pub fn announcements(&self, me: PeerId, addrs: &[Multiaddr]) -> Vec<CameraAnnouncement> {
+        (self.0)(me, addrs)
+    }
+}
+
+impl std::fmt::Debug for LocalCameras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalCameras")
+    }
+}
+
+/// When this node's provider records and announcements go out.
+#[derive(Debug)]
+pub struct Provider {
+    me: PeerId,
+    local: LocalCameras,
+    /// When provider records were last put in the DHT.
+    last_provide: Option<Instant>,
+}
+
+impl Provider {
+    pub fn new(me: PeerId, local: LocalCameras) -> Self {
+        Self {
+            me,
+            local,
+            last_provide: None,
+        }
+    }
+
+    /// The provider records to put in the DHT now: the fleet's cameras key and each local
+    /// camera's key; none without cameras or within [`PROVIDE_GAP`] of the last time.
+    pub fn provide(&mut self, now: Instant) -> Vec<RecordKey> {
+        if self.last_provide.is_some_and(|t| now.duration_since(t) < PROVIDE_GAP) {
+            return Vec::new();
+        }
+        let cameras = self.local.announcements(self.me, &[]);
+        self.provide_keys(now, &cameras)
+    }
+
+    fn provide_keys(&mut self, now: Instant, cameras: &[CameraAnnouncement]) -> Vec<RecordKey> {
+        if cameras.is_empty() {
+            return Vec::new();
+        }
+        self.last_provide = Some(now);
+        let mut keys = vec![cameras_key()];
+        keys.extend(cameras.iter().map(|a| camera_key(&a.camera_id)));
+        keys
+    }
+
+    /// The announce tick: this node's cameras at `addrs` to announce, and the provider
+    /// records to refresh when [`REPROVIDE_EVERY`] has passed and peers are `connected`.
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        connected: bool,
+        addrs: &[Multiaddr],
+    ) -> (Vec<RecordKey>, Vec<CameraAnnouncement>) {
+        let cameras = self.local.announcements(self.me, addrs);
+        if cameras.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let mut provide = Vec::new();
+        if self
+            .last_provide
+            .is_some_and(|t| now.duration_since(t) >= REPROVIDE_EVERY)
+            && connected
+        {
+            self.last_provide = None;
+            provide = self.provide_keys(now, &cameras);
+        }
+        (provide, cameras)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// The provider of a node whose cameras are the ids in the returned list.
+    fn node() -> (Provider, Arc<Mutex<Vec<String>>>) {
+        let ids = Arc::new(Mutex::new(Vec::<String>::new()));
+        let local = {
+            let ids = ids.clone();
+            LocalCameras::new(move |me, addrs| {
+                let ids = ids.lock().expect("test lock");
+                ids.iter()
+                    .map(|id| CameraAnnouncement {
+                        camera_id: id.clone(),
+                        peer_id: me.to_bytes().into(),
+                        addrs: addrs.iter().map(|a| a.to_vec().into()).collect(),
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+        };
+        (Provider::new(PeerId::random(), local), ids)
+    }
+
+    fn secs(t0: Instant, s: u64) -> Instant {
+        t0 + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_node_without_cameras_provides_and_announces_nothing() {
+        let (mut d, _) = node();
+        let t0 = Instant::now();
+        assert!(d.provide(t0).is_empty());
+        let (provide, announce) = d.announce(secs(t0, 100), true, &[]);
+        assert!(provide.is_empty() && announce.is_empty());
+    }
+
+    #[test]
+    fn provider_records_go_out_at_most_every_two_seconds_and_again_after_thirty_while_connected() {
+        let (mut d, ids) = node();
+        ids.lock()
+            .expect("test lock")
+            .extend(["a".to_string(), "b".to_string()]);
+        let t0 = Instant::now();
+        assert_eq!(d.provide(t0), vec![cameras_key(), camera_key("a"), camera_key("b")]);
+        assert!(d.provide(secs(t0, 1)).is_empty(), "too soon");
+        assert_eq!(d.provide(secs(t0, 2)).len(), 3);
+        // Announce ticks publish every camera; they re-provide once 30 s have passed
+        // since the last provide, and only while peers are connected.
+        let addr: Multiaddr = "/ip4/10.0.0.1/udp/4001/quic-v1".parse().expect("addr");
+        let (provide, announce) = d.announce(secs(t0, 10), true, std::slice::from_ref(&addr));
+        assert!(provide.is_empty());
+        assert_eq!(announce.len(), 2);
+        assert_eq!(announce[0].camera_id, "a");
+        assert_eq!(announce[0].addrs, vec![bytes::Bytes::from(addr.to_vec())]);
+        assert!(d.announce(secs(t0, 40), false, &[]).0.is_empty(), "nobody connected");
+        assert_eq!(d.announce(secs(t0, 40), true, &[]).0.len(), 3);
+        assert!(d.announce(secs(t0, 41), true, &[]).0.is_empty());
+    }
+}

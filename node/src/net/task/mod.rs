@@ -1,0 +1,319 @@
+//! The swarm task's event loop: it holds the Swarm, the command channel's receiver and
+//! the pending replies, and carries out what discovery ([`Discovery`]) and the punch
+//! schedule ([`Punch`]) decide. Swarm and behaviour events are handled in [`events`].
+
+mod events;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::{
+    kad,
+    multiaddr::Protocol,
+    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId},
+    Multiaddr, PeerId, Swarm,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::behaviour::Behaviour;
+use super::handle::{Command, NetError, NetEvent};
+use super::peers::{self, PeerState};
+use super::punch::{Action, Punch};
+use crate::addr::split_p2p;
+use crate::auth::Trust;
+use crate::config::Config;
+use crate::discovery::{Discovery, Publish};
+
+/// How often configured relays we are not connected to are dialed again (a relay that
+/// restarted gets our reservation back once it is up).
+const RELAY_REDIAL: Duration = Duration::from_secs(5);
+/// How often the punch schedule and the relay redial run.
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+type DialReply = oneshot::Sender<Result<PeerId, NetError>>;
+
+pub(super) struct NetTask {
+    pub(super) swarm: Swarm<Behaviour>,
+    config: Arc<Config>,
+    events: broadcast::Sender<NetEvent>,
+    discovery: Discovery,
+    trust: Arc<Trust>,
+    /// Whether this node relays for members now (AutoNAT or config).
+    relay_enabled: Arc<AtomicBool>,
+    /// AutoNAT's verdict, a `pb::Reachability` (read by the handle).
+    reachability: Arc<AtomicI32>,
+    peers: HashMap<PeerId, PeerState>,
+    punch: Punch,
+    dial_by_peer: HashMap<PeerId, Vec<DialReply>>,
+    dial_by_conn: HashMap<ConnectionId, DialReply>,
+    provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    /// When configured relays we lost are dialed next.
+    relay_redial_at: Instant,
+}
+
+impl NetTask {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        config: Arc<Config>,
+        events: broadcast::Sender<NetEvent>,
+        discovery: Discovery,
+        trust: Arc<Trust>,
+        relay_enabled: Arc<AtomicBool>,
+        reachability: Arc<AtomicI32>,
+    ) -> Self {
+        Self {
+            swarm,
+            config,
+            events,
+            discovery,
+            trust,
+            relay_enabled,
+            reachability,
+            peers: HashMap::new(),
+            punch: Punch::default(),
+            dial_by_peer: HashMap::new(),
+            dial_by_conn: HashMap::new(),
+            provider_queries: HashMap::new(),
+            relay_redial_at: Instant::now() + RELAY_REDIAL,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut cmds: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut announce = tokio::time::interval(Duration::from_secs(self.config.node.announce_interval_s));
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+                cmd = cmds.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                _ = announce.tick() => self.announce(),
+                _ = housekeeping.tick() => {
+                    self.punch_tick();
+                    self.redial_relays();
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        debug!("swarm task ends");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Connect { peer, addrs, reply } => self.connect(peer, addrs, reply),
+            Command::Peers(reply) => {
+                let _ = reply.send(peers::summaries(&self.peers, self.swarm.behaviour().stream.paths()));
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::FindProviders { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.provider_queries.insert(id, (Vec::new(), reply));
+            }
+            Command::Bootstrap => {
+                for addr in self.config.node.bootstrap.clone() {
+                    let (tx, _rx) = oneshot::channel();
+                    let (peer, addr) = split_p2p(addr);
+                    self.connect(peer, vec![addr], tx);
+                }
+            }
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            }
+            Command::CloseConnections(peer) => {
+                info!(%peer, "closing every connection to a peer whose path stalled");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Verified(peer) => {
+                // A configured relay proved membership: reserve a slot on it.
+                for relay in self.config.node.relays.clone() {
+                    if split_p2p(relay.clone()).0 == Some(peer) {
+                        let circuit = relay.with(Protocol::P2pCircuit);
+                        match self.swarm.listen_on(circuit.clone()) {
+                            Ok(_) => info!(relay = %peer, "reserving a relay slot"),
+                            Err(e) => warn!(relay = %peer, error = %e, "cannot listen through relay"),
+                        }
+                    }
+                }
+                let addrs = self.peers.get(&peer).map(|s| s.kad_addrs.clone()).unwrap_or_default();
+                if !addrs.is_empty() {
+                    for a in addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer, a);
+                    }
+                    self.provide();
+                }
+            }
+            Command::PublishRevocation(r) => {
+                let p = self.discovery.revocation(&r);
+                self.publish(p);
+            }
+        }
+    }
+
+    fn connect(&mut self, peer: Option<PeerId>, addrs: Vec<Multiaddr>, reply: DialReply) {
+        let mut peer = peer;
+        let mut plain = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            let (p, a) = split_p2p(a);
+            peer = peer.or(p);
+            plain.push(a);
+        }
+        let Some(peer) = peer else {
+            // Address without a peer id: dial it and learn who answers.
+            let Some(addr) = plain.into_iter().next() else {
+                let _ = reply.send(Err(NetError::Other("connect needs a peer id or an address".into())));
+                return;
+            };
+            let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+            let cid = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.dial_by_conn.insert(cid, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(NetError::Dial {
+                        target: addr.to_string(),
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+            return;
+        };
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
+        let known = self.peers.entry(peer).or_default();
+        for a in plain {
+            known.remember(a);
+        }
+        let all = known.addrs.clone();
+        // Also the addresses identify and Kademlia learned (e.g. circuits through every
+        // relay the peer holds a reservation on).
+        let opts = DialOpts::peer_id(peer)
+            .addresses(all)
+            .extend_addresses_through_behaviour()
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.dial_by_peer.entry(peer).or_default().push(reply),
+            // Already dialing: wait for that attempt.
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                self.dial_by_peer.entry(peer).or_default().push(reply)
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NetError::Dial {
+                    target: peer.to_string(),
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    /// Carries out what the punch schedule says is due: closes relayed connections a
+    /// direct one took over and probes whose time is up, dials new probes.
+    fn punch_tick(&mut self) {
+        let peers = &self.peers;
+        let actions = self
+            .punch
+            .tick(Instant::now(), self.swarm.behaviour().stream.paths(), |p| {
+                peers.get(p).and_then(PeerState::circuit)
+            });
+        for action in actions {
+            match action {
+                Action::CloseRelayed { peer, conn } => {
+                    info!(%peer, "closing a relayed connection: a direct path has taken over");
+                    self.swarm.close_connection(conn);
+                }
+                Action::CloseProbe(conn) => {
+                    debug!("closing a hole punch probe");
+                    self.swarm.close_connection(conn);
+                }
+                Action::Probe { peer, circuit, attempt } => {
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(vec![circuit])
+                        .condition(PeerCondition::Always)
+                        .build();
+                    let id = opts.connection_id();
+                    self.swarm.behaviour_mut().stream.hide(id);
+                    match self.swarm.dial(opts) {
+                        Ok(()) => {
+                            info!(%peer, attempt, "only relayed: running the hole punch again");
+                            self.punch.probe_dialed(peer, id, Instant::now());
+                        }
+                        Err(e) => debug!(%peer, error = %e, "hole punch probe not dialed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dials configured relays we are not connected to (bootstrap dialed them once); the
+    /// membership check that follows a connection renews the reservation.
+    fn redial_relays(&mut self) {
+        let now = Instant::now();
+        if now < self.relay_redial_at {
+            return;
+        }
+        self.relay_redial_at = now + RELAY_REDIAL;
+        for relay in self.config.node.relays.clone() {
+            let (Some(peer), addr) = split_p2p(relay) else {
+                continue;
+            };
+            if !self.swarm.is_connected(&peer) {
+                debug!(relay = %peer, "dialing a configured relay again");
+                let (tx, _rx) = oneshot::channel();
+                self.connect(Some(peer), vec![addr], tx);
+            }
+        }
+    }
+
+    /// Puts the provider records discovery asks for in the DHT.
+    fn provide(&mut self) {
+        let keys = self.discovery.provide(Instant::now());
+        self.start_providing(keys);
+    }
+
+    fn start_providing(&mut self, keys: Vec<kad::RecordKey>) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for key in keys {
+            if let Err(e) = kad.start_providing(key) {
+                warn!(error = %e, "cannot store provider record");
+            }
+        }
+    }
+
+    /// Publishes this node's cameras on gossipsub and refreshes provider records.
+    fn announce(&mut self) {
+        let connected = self.swarm.connected_peers().next().is_some();
+        let addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        let out = self.discovery.announce(Instant::now(), connected, &addrs);
+        self.start_providing(out.provide);
+        for p in out.publish {
+            self.publish(p);
+        }
+    }
+
+    fn publish(&mut self, p: Publish) {
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(p.topic, p.data) {
+            match p.camera {
+                Some(camera) => debug!(error = %e, %camera, "announcement not published"),
+                None => debug!(error = %e, "revocation not gossiped"),
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
