@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 use camesh_node::auth::media_key::MediaKey;
 use camesh_node::auth::Trust;
 use camesh_node::media::CodecParams;
-use camesh_node::relay::{forward, keys};
+use camesh_node::reach;
+use camesh_node::stream::keys;
 use camesh_node::stream::hub::{Hub, Hubs};
 use camesh_proto::framing::decode_message;
 use camesh_proto::pb;
@@ -49,6 +50,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = MediaKey::from_bytes(resp.epoch, &resp.key);
     }
     if let Ok(accept) = decode_message::<pb::StreamAccept>("stream accept", body) {
-        let _ = forward::origin_of(&accept, w.peer);
+        let _ = reach::origin_of(&accept, w.peer);
     }
 });
