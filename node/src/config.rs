@@ -162,7 +162,7 @@ pub struct NodeSection {
     /// Serve circuit relay v2 to fleet members: `None` lets AutoNAT decide (on when this
     /// node is publicly reachable), `Some(true|false)` forces it.
     pub relay_server: Option<bool>,
-    /// Relays to keep a reservation on when this node is behind NAT (with /p2p/<id>).
+    /// Relays to keep a reservation on when this node is behind NAT (with `/p2p/<id>`).
     pub relays: Vec<Multiaddr>,
 }
 

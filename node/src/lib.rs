@@ -1,29 +1,45 @@
 //! camesh-node: everything a camesh node does.
 //!
-//! A node is a camera, an NVR or a viewer in a fleet. It runs one libp2p Swarm (QUIC
-//! first, TCP + Noise + Yamux fallback; identify, ping, mDNS, a fleet-private Kademlia,
-//! gossipsub) owned by one task ([`net`]); everything else talks to that task through a
-//! cloneable handle with bounded channels.
+//! A node is a camera, an NVR or a viewer in a fleet. One task owns the libp2p Swarm
+//! ([`net`]); every other part is a thin tokio task around pure code, and reaches what it
+//! needs through the narrowest handle that serves it, never through the whole node.
 //!
-//! The data flow of one live frame:
+//! The data flow of one live frame, from a camera to a viewer:
 //!
 //! ```text
-//! file / RTSP ──► media::source ──► AccessUnit ──► stream::hub::Hub ──► GOP cache
-//!                                                   │ (one Bytes, shared)
-//!                                                   ├─► subscriber queue ─► session task ─► QUIC stream ─► viewer
-//!                                                   └─► subscriber queue ─► session task ─► ...
+//! file / RTSP ─► media::source ─► AccessUnit ─► stream::hub ─► sealed once, GOP cache (stream::fanout)
+//!   ├─► subscriber queue ─► media session (stream::server) ─► QUIC stream ─► reach ─► watch ─► viewer
+//!   ├─► subscriber queue ─► ... ─► relay::forward (ciphertext only) ─► its own hub ─► more viewers
+//!   └─► subscriber queue ─► ... ─► nvr recording ─► record (segments, index)
 //! ```
 //!
-//! Media bytes never pass through the Swarm task: libp2p-stream hands each
-//! `/camesh/media/1` stream to its own task. Decisions live in pure code that tests
-//! drive without sockets: the framing codec (`camesh_proto::framing`), H.264 parsing
-//! ([`media::h264`]), the fan-out queues ([`stream::fanout`]) and the directory
-//! ([`discovery`]).
+//! Media bytes never pass through the Swarm task: libp2p-stream hands each stream of
+//! every protocol to one bounded accept loop ([`stream::accept`]) and a task of its own.
 //!
-//! Modules: [`config`] (TOML, validated), [`identity`] (the node key), [`node`] (start a
-//! node, the handle), [`net`], [`discovery`], [`media`], [`stream`], [`relay`] (forwarding
-//! and path choice), [`gateway`] (local HTTP: live fMP4, snapshots, the browser page,
-//! Prometheus metrics).
+//! The layers, lowest first (a module imports only from its own layer or below; the
+//! test `tests/tests/layout.rs` holds the code to this):
+//!
+//! | layer | modules | what they own |
+//! | --- | --- | --- |
+//! | leaves | [`addr`], [`ids`], [`clock`], [`backoff`] | address/URL and id checks, clocks, retry pacing |
+//! | settings | [`config`], [`identity`] | the TOML config, validated; the node's ed25519 key |
+//! | media | [`media`] | H.264 parsing (pure), sources: files and RTSP through ffmpeg |
+//! | security | [`auth`] | certificates, grants, revocations, media keys, audit |
+//! | storage | [`record`] | segment files, their index, retention, playback, export |
+//! | discovery | [`discovery`] | the directory of cameras; judging gossip; what to announce and provide |
+//! | swarm | [`net`] | the one task that owns the Swarm; the pure punch schedule; one record of each peer's path |
+//! | media protocol | [`stream`] | hubs and fan-out (pure), the media/info/key servers and client, camera tasks, the accept loop |
+//! | seams | [`reach`], [`member`], [`attest`] | reaching a camera (connect, prove membership, resolve, subscribe); membership and admin protocols; camera-signed GOP digests |
+//! | users of a camera | [`watch`], [`relay`] | one viewer (a pure state machine and its IO loop); forwarding for peers with a worse path |
+//! | roles | [`nvr`], [`gateway`] | recording and serving recordings; local HTTP for players and metrics |
+//! | facade | [`node`] | `Node::spawn` wires the parts; `NodeHandle` for binaries and tests |
+//!
+//! Decisions live in pure code that tests drive with events and time, without sockets:
+//! the framing codec (`camesh_proto::framing`), H.264 parsing ([`media::h264`]), the
+//! fan-out ([`stream::fanout`]), the directory and gossip judge ([`discovery`]), the punch
+//! schedule ([`net::punch`]), the watch state machine, path choice and splice
+//! ([`watch::machine`], [`watch::path`], [`watch::splice`]), grant checks ([`auth`]) and
+//! retention ([`record::retention`]).
 
 pub mod addr;
 pub mod attest;

@@ -2,7 +2,7 @@
 //! provider records in the DHT, and when (pure: driven with `now`).
 //!
 //! Provider records go out when the first member enters the routing table (at most every
-//! [`PROVIDE_GAP`]) and again every [`REPROVIDE_EVERY`] while peers are connected;
+//! `PROVIDE_GAP`) and again every `REPROVIDE_EVERY` while peers are connected;
 //! announcements go out on every announce tick.
 
 use std::sync::Arc;
@@ -77,7 +77,7 @@ impl Provider {
     }
 
     /// The provider records to put in the DHT now: the fleet's cameras key and each local
-    /// camera's key; none without cameras or within [`PROVIDE_GAP`] of the last time.
+    /// camera's key; none without cameras or within `PROVIDE_GAP` of the last time.
     pub fn provide(&mut self, now: Instant) -> Vec<RecordKey> {
         if self.last_provide.is_some_and(|t| now.duration_since(t) < PROVIDE_GAP) {
             return Vec::new();
@@ -97,7 +97,7 @@ impl Provider {
     }
 
     /// The announce tick: this node's cameras at `addrs` to announce, and the provider
-    /// records to refresh when [`REPROVIDE_EVERY`] has passed and peers are `connected`.
+    /// records to refresh when `REPROVIDE_EVERY` has passed and peers are `connected`.
     pub fn announce(
         &mut self,
         now: Instant,

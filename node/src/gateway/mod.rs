@@ -22,8 +22,8 @@
 //! ([`GatewayOptions::allow_remote`]), and it answers only requests whose `Host` is a
 //! loopback name (a web page cannot reach it through DNS rebinding).
 //!
-//! The router maps each route to its handler with [`guard`] in front (the `Host` check
-//! and the request counters). Files: [`page`], [`cameras`] (`/api/cameras`), [`live`]
+//! The router maps each route to its handler with `guard` in front (the `Host` check
+//! and the request counters). Files: `page`, `cameras` (`/api/cameras`), `live`
 //! over [`fmp4`], [`snapshot`], [`metrics`] over [`exposition`]; [`tap`] feeds them all.
 
 mod cameras;

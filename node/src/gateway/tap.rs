@@ -8,7 +8,7 @@
 //! broadcast channel: a consumer that falls behind loses frames and resumes at the next
 //! keyframe; it never holds up the others. A tap nobody used for a while stops itself.
 //! The GOP is the fan-out's own [`GopCache`], over shared opened frames; where the video
-//! comes from (the node's hub or the mesh) is [`source`].
+//! comes from (the node's hub or the mesh) is `source`.
 
 mod source;
 

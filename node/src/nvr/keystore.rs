@@ -3,7 +3,7 @@
 //! segments) hold ciphertext and wrapped keys only. Only the NVR can turn a recording
 //! back into video, and it does so only for a peer whose grant allows playback or export.
 //!
-//! Wrapped form (pure, [`wrap`] / [`unwrap`]):
+//! Wrapped form (pure, `wrap` / `unwrap`):
 //! `"CMK1" | nonce:u64 | AES-256-GCM(media key)` with the AEAD's associated data binding
 //! the camera (SHA-256 prefix of its id) and the media key epoch, so a wrapped key cannot
 //! be moved to another camera or epoch. The storage key is `<data-dir>/nvr-storage.key`

@@ -4,7 +4,7 @@
 //! `forward` grant and feeds what arrives, still sealed and with the camera's own
 //! sequence numbers, into a forwarded [`Hub`]. The media server then serves that hub like
 //! a camera of its own (GOP cache, bounded queues, each viewer's grant checked), except
-//! that it never sends keys: viewers get them from the camera ([`super::keys`]). So a
+//! that it never sends keys: viewers get them from the camera (`super::keys`). So a
 //! camera sends each stream once however many viewers sit behind the forwarder, and
 //! the forwarder only ever holds ciphertext. When the upstream breaks, the forwarder's
 //! viewers are cut off at once (so they move to another path) and the upstream is
@@ -188,7 +188,7 @@ async fn run(fwd: Forwarding, h: ForwardHandle, first: Subscription) {
 
 /// Keeps a configured forwarding (`[[forward]]` in the config) running: starts it once
 /// its upstream answers (retrying with backoff: the upstream may start later), after
-/// which [`run`] keeps it going.
+/// which `run` keeps it going.
 pub async fn keep(fwd: Forwarding, cfg: crate::config::ForwardConfig) {
     let node = &fwd.reach;
     let (peer, addr) = crate::addr::split_p2p(cfg.from.clone());

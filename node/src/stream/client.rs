@@ -194,7 +194,7 @@ impl Subscription {
         Ok(())
     }
 
-    /// Keeps a key (the newest [`KEYS_KEPT`] epochs are kept).
+    /// Keeps a key (the newest `KEYS_KEPT` epochs are kept).
     pub fn add_key(&mut self, key: MediaKey) {
         self.keys.retain(|k| k.epoch != key.epoch);
         if self.keys.len() == KEYS_KEPT {

@@ -1,4 +1,4 @@
-//! RTSP sources: an IP camera's `rtsp://` stream in, [`AccessUnit`]s out, without decoding.
+//! RTSP sources: an IP camera's `rtsp://` stream in, `AccessUnit`s out, without decoding.
 //!
 //! One connection is one [`RtspSource::run`]: ffmpeg (`ffmpeg-next`) opens the URL over
 //! TCP (interleaved) or UDP, with the credentials the URL carries, and its RTP

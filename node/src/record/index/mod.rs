@@ -15,10 +15,10 @@
 //! atomically: temp file, fsync, rename) and sled holds a mirror; a lost or rebuilt index
 //! never loses a lock.
 //!
-//! Keys sort by camera, then time (see [`keys`]).
+//! Keys sort by camera, then time (see `keys`).
 //!
 //! This file owns the database (open, recreate when damaged, the clean flag) and the
-//! segment and keyframe trees; [`check`] the repair against the files; [`locks`] the
+//! segment and keyframe trees; `check` the repair against the files; `locks` the
 //! evidence locks.
 
 mod check;
