@@ -30,8 +30,10 @@ const MAX_MSG: usize = 2 * MAX_SIGNED_BYTES;
 /// How long the dialing side waits for the other's answer (the other side enforces
 /// its grace period on us; this only bounds our own wait).
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Certificate exchanges one peer may have open at once: one per connection it dialed.
-const MEMBER_STREAMS_PER_PEER: usize = 4;
+/// Certificate exchanges one peer may have open at once: one per connection it dialed
+/// (a relayed one, a direct one, hole-punch probes), with room to spare: a dropped
+/// exchange would cost a member its connection.
+const MEMBER_STREAMS_PER_PEER: usize = accept::CONTROL_STREAMS_PER_PEER;
 /// Exchanges (and admin requests) open at once from all peers together.
 const MEMBER_STREAMS_TOTAL: usize = 1024;
 

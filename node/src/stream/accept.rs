@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use libp2p::{PeerId, Stream};
 use libp2p_stream::IncomingStreams;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -113,9 +114,13 @@ impl Drop for Slot {
 }
 
 /// Serves `protocol`'s inbound streams until `shutdown`: each stream within `bounds` runs
-/// `handler(peer, stream, token)` in its own task (`token` is cancelled at shutdown; the
-/// task is also dropped then), others are dropped. Returns the loop's slots, e.g. for
-/// counting; the loop itself is spawned.
+/// `handler(peer, stream, token)` in its own task, others are dropped. `token` is
+/// cancelled at shutdown, and every task still running then is aborted. Returns the
+/// loop's slots (for counting); the loop itself is spawned.
+///
+/// The handler's future is polled alone, never inside a `select!` with the shutdown
+/// token: a media session wakes once per frame, and a wrapper would poll the token (a
+/// lock) on every one of those wake-ups.
 pub fn serve<H, Fut, E>(
     protocol: &'static str,
     mut incoming: IncomingStreams,
@@ -130,11 +135,13 @@ where
 {
     let slots = Arc::new(Slots::default());
     let counted = slots.clone();
-    let handler = Arc::new(handler);
     tokio::spawn(async move {
+        // Dropped (aborting every session still running) when the loop ends.
+        let mut sessions = JoinSet::new();
         loop {
             let (peer, stream) = tokio::select! {
                 next = incoming.next() => match next { Some(s) => s, None => return },
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
                 _ = shutdown.cancelled() => return,
             };
             let Some(slot) = slots.try_take(peer, bounds.per_peer, bounds.total) else {
@@ -148,14 +155,11 @@ where
                 drop(stream);
                 continue;
             };
-            let (handler, token) = (handler.clone(), shutdown.child_token());
-            tokio::spawn(async move {
+            let session = handler(peer, stream, shutdown.child_token());
+            sessions.spawn(async move {
                 let _slot = slot;
-                tokio::select! {
-                    r = handler(peer, stream, token.clone()) => if let Err(e) = r {
-                        debug!(%peer, protocol, error = %e, "stream ended with an error");
-                    },
-                    _ = token.cancelled() => {}
+                if let Err(e) = session.await {
+                    debug!(%peer, protocol, error = %e, "stream ended with an error");
                 }
             });
         }
