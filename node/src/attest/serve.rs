@@ -19,7 +19,7 @@ use crate::config::Limits;
 use crate::stream::accept;
 use crate::stream::fanout::QueueLimits;
 use crate::stream::hub::Hubs;
-use crate::stream::io::{write_message, FramedRead, IoError};
+use crate::stream::io::{read_request, write_message, IoError};
 
 /// What serving attestations needs of its node: the camera hubs, the trust store (the
 /// recorder's membership and `record` grant), the limits, and the camera's signing key.
@@ -67,13 +67,9 @@ async fn session(a: &Attester, peer: PeerId, mut stream: Stream) -> Result<(), I
         return Ok(());
     }
     let timeout = Duration::from_secs(limits.request_timeout_s);
-    let mut reader = FramedRead::new(&mut stream, codec);
-    let body = match tokio::time::timeout(timeout, reader.next()).await {
-        Ok(Ok(Some(b))) => b,
-        Ok(Ok(None)) | Err(_) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
+    let Some(body) = read_request(&mut stream, codec, timeout).await? else {
+        return Ok(());
     };
-    drop(reader);
     let req: pb::AttestRequest = decode_message("attest request", body)?;
     let camera = req.camera_id;
     let Some(hub) = a.hubs.get(&camera) else {

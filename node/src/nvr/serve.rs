@@ -33,7 +33,7 @@ use crate::reach::Reach;
 use crate::record::segment::valid_camera_id;
 use crate::record::{coverage, frames, Coverage, PlaybackItem};
 use crate::stream::accept;
-use crate::stream::io::{write_frame, write_message, FramedRead, IoError};
+use crate::stream::io::{read_request, write_frame, write_message, IoError};
 
 /// Playback items read ahead of the stream.
 const READ_AHEAD: usize = 64;
@@ -75,13 +75,9 @@ async fn session(node: &Reach, state: &NvrState, peer: PeerId, mut stream: Strea
         return finish(&mut stream, &control, &msg).await;
     }
     let timeout = Duration::from_secs(limits.request_timeout_s);
-    let mut reader = FramedRead::new(&mut stream, control);
-    let body = match tokio::time::timeout(timeout, reader.next()).await {
-        Ok(Ok(Some(b))) => b,
-        Ok(Ok(None)) | Err(_) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
+    let Some(body) = read_request(&mut stream, control, timeout).await? else {
+        return Ok(());
     };
-    drop(reader);
     let req: pb::NvrRequest = match decode_message("nvr request", body) {
         Ok(r) => r,
         Err(e) => {

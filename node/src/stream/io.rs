@@ -75,6 +75,18 @@ impl<R: AsyncRead + Unpin> FramedRead<R> {
     }
 }
 
+/// Reads the one request a stream opens with, within `limit`. `Ok(None)`: the peer closed
+/// the stream or sent nothing in time (nothing to answer). What the peer sends after the
+/// request is not read (request/answer protocols send nothing more until the answer).
+pub async fn read_request<R: AsyncRead + Unpin>(
+    io: R,
+    codec: LengthCodec,
+    limit: std::time::Duration,
+) -> Result<Option<Bytes>, IoError> {
+    let mut reader = FramedRead::new(io, codec);
+    tokio::time::timeout(limit, reader.next()).await.unwrap_or(Ok(None))
+}
+
 pub async fn write_message<W: AsyncWrite + Unpin, M: Message>(
     io: &mut W,
     codec: &LengthCodec,

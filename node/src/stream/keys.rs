@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::accept;
 use super::hub::Hubs;
-use super::io::{write_message, FramedRead, IoError};
+use super::io::{read_request, write_message, IoError};
 use crate::auth::{Rights, Trust};
 use crate::config::Limits;
 
@@ -77,13 +77,9 @@ async fn session(peer: PeerId, mut stream: Stream, hubs: &Hubs, trust: &Trust, l
     let result = if trust.wait_member(&peer, trust.grace()).await.is_none() {
         Err("not a fleet member".to_owned())
     } else {
-        let mut reader = FramedRead::new(&mut stream, codec);
-        let body = match tokio::time::timeout(timeout, reader.next()).await {
-            Ok(Ok(Some(b))) => b,
-            Ok(Ok(None)) | Err(_) => return Ok(()),
-            Ok(Err(e)) => return Err(e),
+        let Some(body) = read_request(&mut stream, codec, timeout).await? else {
+            return Ok(());
         };
-        drop(reader);
         decode_message::<pb::KeyRequest>("key request", body)
             .map_err(|e| e.to_string())
             .and_then(|req| {

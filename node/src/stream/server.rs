@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use super::accept;
 use super::fanout::QueueLimits;
 use super::hub::{Hubs, Subscriber};
-use super::io::{write_frame, write_message, FramedRead, IoError};
+use super::io::{read_request, write_frame, write_message, FramedRead, IoError};
 use crate::auth::grant::GrantInfo;
 use crate::auth::{self, AuthError, Rights, Trust};
 use crate::config::Limits;
@@ -497,16 +497,14 @@ async fn answer_info(
         let _ = stream.close().await;
         return Ok(());
     }
-    let mut reader = FramedRead::new(&mut stream, codec);
-    let req = match tokio::time::timeout(timeout, reader.next()).await {
-        Ok(Ok(Some(body))) => decode_message::<pb::ControlRequest>("control request", body),
-        Ok(Ok(None)) | Err(_) => return Ok(()),
-        Ok(Err(e)) => {
+    let req = match read_request(&mut stream, codec, timeout).await {
+        Ok(Some(body)) => decode_message::<pb::ControlRequest>("control request", body),
+        Ok(None) => return Ok(()),
+        Err(e) => {
             debug!(%peer, error = %e, "bad info request");
             return Ok(());
         }
     };
-    drop(reader);
     let response = match req {
         Ok(pb::ControlRequest {
             request: Some(pb::control_request::Request::ListCameras(_)),
