@@ -1,9 +1,9 @@
-//! Certificates, grants, revocations and invites as a hostile peer would present them.
+//! Certificates, grants, admin certificates and invites as a hostile peer would present them.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use camesh_node::auth::{cert, grant, invite, revocation::RevocationSet, signed};
+use camesh_node::auth::{admin, cert, grant, invite, signed};
 use libfuzzer_sys::fuzz_target;
 use libp2p::identity::Keypair;
 use libp2p::PeerId;
@@ -20,10 +20,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = cert::verify(&s, &root, "f", &peer, 1_000_000);
         let _ = grant::verify(&s, &root, "f", &peer, 1_000_000);
         let _ = invite::open(&s, 1_000_000);
-        let mut set = RevocationSet::default();
-        let _ = set.apply(&s, &root, "f");
+        let _ = admin::open(&s, &root, "f");
+        let _ = admin::signer("fuzz", &root, Some(&s), &root, "f");
     }
-    let _ = RevocationSet::from_bytes(data, &root, "f");
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = invite::parse(text, 1_000_000);
     }

@@ -1,18 +1,23 @@
-//! Fleet administration from the admin's laptop: `mesh fleet init|admit|invite|join`,
-//! `mesh grant`, `mesh revoke`, `mesh audit`.
+//! Fleet administration: `mesh fleet init|admit|admin|invite|join|revoke|state` (root
+//! commands: they load the fleet root key), and `mesh grant`, `mesh revoke`, `mesh audit`
+//! (day-to-day: signed with this node's own key and its admin certificate, `admin.cert`;
+//! they never open the root key).
 //!
-//! The fleet root key (`fleet.key`) stays in the admin's data directory; these commands
-//! sign with it offline (certificates, grants, revocations) or run `mesh` as the online
-//! admin node that redeems an invite.
+//! The fleet root key (`fleet.key`) stays in the admin's data directory and is used only
+//! to create the fleet, its admins and members (`admit`, `invite`), and root revocations.
+//! Everything signed goes into the fleet-state log, which members reconcile when they
+//! meet, so it reaches nodes that were offline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use camesh_node::auth::admin::AdminRequest;
 use camesh_node::auth::cert::CertRequest;
 use camesh_node::auth::fleet::{FleetFile, FleetRoot, FLEET_FILE};
 use camesh_node::auth::grant::GrantRequest;
-use camesh_node::auth::{self, signed, Rights};
+use camesh_node::auth::trust::ADMIN_CERT_FILE;
+use camesh_node::auth::{self, signed, Rights, Trust};
 use camesh_node::{NodeHandle, PeerId};
 use camesh_proto::pb::MemberRole;
 
@@ -59,6 +64,45 @@ pub enum FleetCmd {
     },
     /// Join a fleet with an invite (this laptop becomes a member).
     Join { invite: String },
+    /// Certify a scoped admin (root key): it may grant within its cameras/tags and
+    /// rights, and revoke or admit if allowed, without the root key. Writes its admin
+    /// certificate (install it as <the admin's data dir>/admin.cert) and records it in the
+    /// fleet-state log.
+    Admin {
+        /// The admin's peer id.
+        peer: PeerId,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Cameras it administers ('*' for all).
+        #[arg(long, value_delimiter = ',')]
+        cameras: Vec<String>,
+        /// Camera tags it administers.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Rights it may grant (live, playback, export, ptz, talk, record, forward, delegate).
+        #[arg(long, value_parser = |s: &str| Rights::parse(s), default_value = "live,playback")]
+        rights: Rights,
+        /// It may revoke peers and grants (fleet-wide).
+        #[arg(long)]
+        may_revoke: bool,
+        /// It may admit members (redeem invites, renew certificates).
+        #[arg(long)]
+        may_admit: bool,
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        valid: Duration,
+        #[arg(long, short, default_value = "admin.cert")]
+        output: PathBuf,
+    },
+    /// Revoke with the root key (e.g. an admin whose laptop was lost); `mesh revoke` is
+    /// the day-to-day form, signed by an admin.
+    Revoke {
+        /// Peer id, or a grant/admin certificate serial (16 hex digits).
+        target: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Print the fleet-state log held in this data directory.
+    State,
 }
 
 pub fn parse_role(s: &str) -> Result<MemberRole, String> {
@@ -86,6 +130,93 @@ pub fn root(dir: &Path) -> Result<FleetRoot> {
     FleetRoot::load(dir).map_err(|e| anyhow!("{e}"))
 }
 
+/// This data directory's security state, without a running node (its identity, admin
+/// certificate and fleet-state log; never the root key).
+pub fn local_trust(dir: &Path, fleet_id: &str, root_text: &str) -> Result<Trust> {
+    let key = camesh_node::identity::load_or_create(dir)?;
+    let root = auth::fleet::root_from_text(root_text).map_err(|e| anyhow!("{e}"))?;
+    let trust = Trust::load(dir, fleet_id, root, key.public().to_peer_id());
+    if let Some(Err(e)) = trust.load_admin(&key) {
+        eprintln!("warning: {}: {e}", dir.join(ADMIN_CERT_FILE).display());
+    }
+    Ok(trust)
+}
+
+/// [`local_trust`] for the fleet named in `<dir>/fleet.toml`.
+pub fn dir_trust(dir: &Path) -> Result<Trust> {
+    let ff = fleet_file(dir).ok_or_else(|| {
+        anyhow!(
+            "no fleet in {}: run `mesh fleet init --id <fleet>` (admin) or `mesh fleet join <invite>`",
+            dir.display()
+        )
+    })?;
+    local_trust(dir, &ff.fleet_id, &ff.root)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn admin(
+    dir: &Path,
+    peer: PeerId,
+    name: &str,
+    cameras: Vec<String>,
+    tags: Vec<String>,
+    rights: Rights,
+    may_revoke: bool,
+    may_admit: bool,
+    valid: Duration,
+    out: &Path,
+) -> Result<()> {
+    if cameras.is_empty() && tags.is_empty() {
+        bail!("say which cameras the admin administers: --cameras c1,c2 (or '*') and/or --tag T");
+    }
+    let f = root(dir)?;
+    let trust = local_trust(dir, &f.fleet_id, &f.root_text())?;
+    trust.set_root_key(f.key.clone()).map_err(|e| anyhow!("{e}"))?;
+    let req = AdminRequest {
+        admin: peer,
+        name: name.to_owned(),
+        cameras: cameras.clone(),
+        tags,
+        rights,
+        may_revoke,
+        may_admit,
+        valid_s: secs(valid),
+    };
+    let cert = trust.certify_admin(&req).map_err(|e| anyhow!("{e}"))?;
+    std::fs::write(out, signed::encode(&cert)).with_context(|| format!("writing {}", out.display()))?;
+    trust.audit.record(
+        "admin-certified",
+        &peer.to_string(),
+        &cameras.join(","),
+        &format!("{name}: grants {rights}, revoke {may_revoke}, admit {may_admit}"),
+    );
+    println!(
+        "wrote {} for admin {peer} ({name}): grants {rights} on {}{}{}, valid {}",
+        out.display(),
+        cameras.join(","),
+        if may_revoke { ", may revoke" } else { "" },
+        if may_admit { ", may admit" } else { "" },
+        humantime::format_duration(valid)
+    );
+    println!("install it as <the admin's data dir>/admin.cert; the admin also needs a membership certificate (`mesh fleet admit {peer} --role admin`)");
+    println!("the fleet learns of it when this data dir next meets a member (any `mesh` command with --bootstrap)");
+    Ok(())
+}
+
+/// Prints the fleet-state log of this data directory.
+pub fn state(dir: &Path) -> Result<()> {
+    let trust = dir_trust(dir)?;
+    let entries = trust.fleet_entries();
+    if entries.is_empty() {
+        println!("(the fleet-state log in {} is empty)", dir.display());
+        return Ok(());
+    }
+    for line in auth::fleetlog::describe(&entries) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -98,12 +229,24 @@ pub fn init(dir: &Path, id: &str) -> Result<()> {
     let me = camesh_node::identity::load_or_create(dir)?.public().to_peer_id();
     f.enroll_dir(dir, MemberRole::Admin, "admin", &[], 365 * 86_400)
         .map_err(|e| anyhow!("{e}"))?;
+    // This laptop administers the fleet day to day with an admin certificate, so the
+    // root key is needed only for `mesh fleet` commands.
+    let trust = local_trust(dir, &f.fleet_id, &f.root_text())?;
+    trust.set_root_key(f.key.clone()).map_err(|e| anyhow!("{e}"))?;
+    let cert = trust
+        .certify_admin(&AdminRequest::full(me, "admin", 365 * 86_400))
+        .map_err(|e| anyhow!("{e}"))?;
+    std::fs::write(dir.join(ADMIN_CERT_FILE), signed::encode(&cert)).context("writing admin.cert")?;
     println!("fleet:      {id}");
     println!("fleet root: {}", f.root_text());
     println!("admin peer: {me}");
     println!(
-        "root key:   {} (keep it here; never copy it to cameras or NVRs)",
+        "root key:   {} (keep it here; never copy it to cameras or NVRs; only `mesh fleet` commands use it)",
         dir.join("fleet.key").display()
+    );
+    println!(
+        "admin:      {} (every right on every camera, may revoke and admit: `mesh grant` and `mesh revoke` sign with it)",
+        dir.join(ADMIN_CERT_FILE).display()
     );
     println!(
         "\nnext: camesh-node init --role camera --fleet {id} --fleet-root {}",
@@ -156,6 +299,7 @@ pub async fn invite(
     cameras: Vec<String>,
 ) -> Result<()> {
     let f = root(dir)?;
+    node.trust().set_root_key(f.key.clone()).map_err(|e| anyhow!("{e}"))?;
     let addrs = node.dial_addrs().await?;
     let plain: Vec<_> = addrs.into_iter().map(|a| camesh_node::addr::split_p2p(a).1).collect();
     let text = auth::invite::issue(
@@ -233,16 +377,18 @@ pub fn grant(
     if rights.0 == 0 {
         bail!("say which rights: --rights live,playback,...");
     }
-    let f = root(dir)?;
+    let trust = dir_trust(dir)?;
     let now = auth::now_s();
-    let g = f.grant(&GrantRequest {
-        holder,
-        cameras: cameras.clone(),
-        tags,
-        rights,
-        not_before_unix_s: now - 60,
-        not_after_unix_s: now + secs(until),
-    });
+    let g = trust
+        .issue_grant(&GrantRequest {
+            holder,
+            cameras: cameras.clone(),
+            tags,
+            rights,
+            not_before_unix_s: now - 60,
+            not_after_unix_s: now + secs(until),
+        })
+        .map_err(|e| anyhow!("{e}"))?;
     let text = format!(
         "{GRANT_PREFIX}{}",
         camesh_node::auth::invite::bs58_encode(&signed::encode(&g))
@@ -250,8 +396,8 @@ pub fn grant(
     if let Some(out) = out {
         std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
     }
-    let info = auth::grant::verify(&g, &f.key.public(), &f.fleet_id, &holder, now).map_err(|e| anyhow!("{e}"))?;
-    auth::audit::Audit::open(dir).record(
+    let info = auth::grant::verify(&g, &trust.root, &trust.fleet_id, &holder, now).map_err(|e| anyhow!("{e}"))?;
+    trust.audit.record(
         "grant-issued",
         &holder.to_string(),
         &cameras.join(","),
@@ -271,34 +417,33 @@ pub fn grant(
     Ok(())
 }
 
-/// The next revocation epoch for this fleet (kept beside the root key; only grows).
-pub fn next_epoch(dir: &Path) -> Result<u64> {
-    let path = dir.join("revocation-epoch");
-    let last: u64 = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let next = last.max(auth::now_s().try_into().unwrap_or(0)) + 1;
-    std::fs::write(&path, next.to_string()).context("writing revocation-epoch")?;
-    Ok(next)
-}
-
-pub async fn revoke(node: &NodeHandle, dir: &Path, target: &str, reason: &str) -> Result<()> {
-    let f = root(dir)?;
+/// Revokes a peer or a serial and spreads it: signed as this node's admin, or with the
+/// root key (`root`: `mesh fleet revoke`).
+pub async fn revoke(node: &NodeHandle, dir: &Path, target: &str, reason: &str, root_key: bool) -> Result<()> {
     let (peers, grants): (Vec<PeerId>, Vec<u64>) = match target.parse::<PeerId>() {
         Ok(p) => (vec![p], vec![]),
         Err(_) => match u64::from_str_radix(target.trim_start_matches("0x"), 16) {
             Ok(g) => (vec![], vec![g]),
-            Err(_) => bail!("{target:?} is neither a peer id nor a grant serial (16 hex digits)"),
+            Err(_) => bail!("{target:?} is neither a peer id nor a serial (16 hex digits)"),
         },
     };
-    let r = f.revoke(next_epoch(dir)?, &peers, &grants, reason);
+    if root_key {
+        node.trust().set_root_key(root(dir)?.key).map_err(|e| anyhow!("{e}"))?;
+    }
+    let r = node
+        .trust()
+        .revoke(&peers, &grants, reason)
+        .map_err(|e| anyhow!("{e}"))?;
     // Give bootstrap connections a moment to come up and verify.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let sent = node.push_revocation(r).await.map_err(|e| anyhow!(e))?;
     println!("revoked {target}; pushed to {sent} connected peer(s) and gossiped");
     if sent == 0 {
-        eprintln!("warning: no peer was reachable; run again with --bootstrap, or it spreads when peers meet");
+        eprintln!(
+            "note: no peer was reachable now; it is in this data dir's fleet-state log and reaches the fleet when this node next meets any member (or run again with --bootstrap)"
+        );
+    } else {
+        eprintln!("members that are offline get it from any member they meet");
     }
     Ok(())
 }

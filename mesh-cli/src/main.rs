@@ -80,10 +80,12 @@ enum Cmd {
     },
     /// Start a demo fleet on 127.0.0.1 from the built-in clips and show its streams.
     Demo(demo::Args),
-    /// Create and administer the fleet (admin laptop: holds the root key).
+    /// Create and administer the fleet with the root key: init, admit, admin, invite,
+    /// join, revoke (root), state.
     #[command(subcommand)]
     Fleet(fleet::FleetCmd),
-    /// Grant a peer rights on cameras (signed with the fleet root key).
+    /// Grant a peer rights on cameras (signed with this data dir's admin certificate,
+    /// within its scope; never with the root key).
     Grant {
         /// The holder's peer id.
         peer: PeerId,
@@ -105,7 +107,9 @@ enum Cmd {
     },
     /// Install a grant given to this laptop (text or file).
     GrantInstall { grant: String },
-    /// Revoke a peer or a grant (by its serial); open streams close and keys change.
+    /// Revoke a peer or a grant (by its serial), as an admin that may revoke: everything
+    /// the peer holds or issued stops, its streams and connections close, keys change;
+    /// members that are offline learn it from any member they meet.
     Revoke {
         /// Peer id, or a grant serial (16 hex digits).
         target: String,
@@ -185,6 +189,31 @@ async fn real_main() -> Result<()> {
             )
         }
         Cmd::Audit { lines } => return fleet::audit(&dir, *lines),
+        Cmd::Fleet(fleet::FleetCmd::State) => return fleet::state(&dir),
+        Cmd::Fleet(fleet::FleetCmd::Admin {
+            peer,
+            name,
+            cameras,
+            tags,
+            rights,
+            may_revoke,
+            may_admit,
+            valid,
+            output,
+        }) => {
+            return fleet::admin(
+                &dir,
+                *peer,
+                name,
+                cameras.clone(),
+                tags.clone(),
+                *rights,
+                *may_revoke,
+                *may_admit,
+                *valid,
+                output,
+            )
+        }
         Cmd::Verify(args) => {
             let ff = fleet::fleet_file(&dir);
             let id = cli.fleet.clone().or(ff.as_ref().map(|f| f.fleet_id.clone()));
@@ -240,7 +269,10 @@ async fn real_main() -> Result<()> {
             valid,
             cameras,
         }) => fleet::invite(&node, &dir, *role, name, *expires, *valid, cameras.clone()).await,
-        Cmd::Revoke { target, reason } => fleet::revoke(&node, &dir, target, reason).await,
+        Cmd::Revoke { target, reason } => fleet::revoke(&node, &dir, target, reason, false).await,
+        Cmd::Fleet(fleet::FleetCmd::Revoke { target, reason }) => {
+            fleet::revoke(&node, &dir, target, reason, true).await
+        }
         Cmd::Play(args) => nvr::play(&node, args).await,
         Cmd::Recordings(args) => nvr::recordings(&node, args).await,
         Cmd::Export(args) => nvr::export(&node, args).await,

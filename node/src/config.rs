@@ -199,6 +199,10 @@ pub struct Limits {
     pub connection_window_bytes: usize,
     /// How long a new peer has to prove fleet membership before it is disconnected.
     pub membership_grace_ms: u64,
+    /// Clock difference allowed when judging certificates and grants (both ends of
+    /// their validity). A peer whose clock is further off shows it in `mesh peers`
+    /// and the audit log.
+    pub clock_skew_s: u64,
     /// AutoNAT (which decides whether a node with `relay_server` unset relays) only
     /// trusts peers at global addresses, as a client picking servers and as a server
     /// answering probes: a peer on the same private LAN or CGNAT would vouch for an
@@ -227,6 +231,7 @@ impl Default for Limits {
             stream_window_bytes: 1 << 20,
             connection_window_bytes: 16 << 20,
             membership_grace_ms: 1000,
+            clock_skew_s: 60,
             autonat_only_global_ips: true,
             autonat_boot_delay_ms: 15_000,
             autonat_retry_interval_ms: 90_000,
@@ -404,6 +409,7 @@ impl Config {
             ("limits.gop_cache_bytes", l.gop_cache_bytes, 0, 1 << 30),
             ("limits.request_timeout_s", l.request_timeout_s as usize, 1, 600),
             ("limits.stream_window_bytes", l.stream_window_bytes, 16 << 10, 256 << 20),
+            ("limits.clock_skew_s", l.clock_skew_s as usize, 0, 86_400),
             (
                 "limits.membership_grace_ms",
                 l.membership_grace_ms as usize,

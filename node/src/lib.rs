@@ -48,6 +48,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod fleetsync;
 pub mod gateway;
 pub mod identity;
 pub mod ids;

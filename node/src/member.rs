@@ -8,8 +8,9 @@
 //! camesh protocol serves it (servers wait for [`Trust::wait_member`]), Kademlia does not
 //! route to it and gossipsub drops its messages.
 //!
-//! `/camesh/admin/1`: invite redemption and certificate renewal (answered by nodes that
-//! hold the fleet root key) and revocation pushes (applied by every node).
+//! `/camesh/admin/1`: invite redemption and certificate renewal (answered by admin nodes:
+//! an admin certificate that may admit, or the root key in `mesh fleet invite`) and
+//! fleet-state entry pushes (applied by every node).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,12 +194,14 @@ async fn answer_admin(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut strea
         },
         Some(pb::admin_request::Request::Renew(_)) => trust.renew(peer),
         Some(pb::admin_request::Request::Revocation(r)) => match trust.member(&peer) {
-            Some(_) => trust.apply_revocation(&r).map(|new| {
-                if new {
+            Some(_) => match trust.apply_entry(&r) {
+                Ok(_) => {
                     net.publish_revocation(r.clone());
+                    Ok(pb::Signed::default())
                 }
-                pb::Signed::default()
-            }),
+                Err(e) if e.is_benign() => Ok(pb::Signed::default()),
+                Err(e) => Err(AuthError::Refused(e.to_string())),
+            },
             None => Err(AuthError::Refused("only fleet members may push revocations".into())),
         },
         None => Err(AuthError::Refused("empty admin request".into())),
@@ -283,15 +286,20 @@ async fn renew_from(trust: &Trust, control: &mut libp2p_stream::Control, admin: 
     Ok(info.not_after_unix_s)
 }
 
-/// Applies a revocation here, gossips it, and sends it to every connected peer; returns
-/// how many took it.
+/// Applies a fleet-state entry here (unless it already is), gossips it, and sends it to
+/// every connected peer; returns how many took it. Peers that miss it get it when they
+/// next reconcile with any member that has it (`crate::fleetsync`).
 pub async fn push_revocation(
     trust: &Trust,
     net: &NetHandle,
     control: &Control,
     r: pb::Signed,
 ) -> Result<usize, String> {
-    trust.apply_revocation(&r).map_err(|e| e.to_string())?;
+    match trust.apply_entry(&r) {
+        Ok(_) => {}
+        Err(auth::fleetlog::LogError::Duplicate { .. }) => {}
+        Err(e) => return Err(e.to_string()),
+    }
     net.publish_revocation(r.clone());
     let mut sent = 0;
     for p in net

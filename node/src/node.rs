@@ -26,7 +26,6 @@ use crate::auth::{self, Trust};
 use crate::config::{Config, Role};
 use crate::discovery::{self, CameraEntry, Directory};
 use crate::gateway::GatewayNode;
-use crate::member;
 use crate::net::{self, NetError, NetHandle, PeerSummary};
 use crate::reach::Reach;
 use crate::relay::forward::{self, Forwarding};
@@ -35,6 +34,7 @@ use crate::stream::hub::{Hub, Hubs};
 use crate::stream::server::{MediaServer, StreamSlots};
 use crate::stream::{ingest, keys};
 use crate::watch::{self, WatchEvent, WatchOptions};
+use crate::{fleetsync, member};
 
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,7 @@ pub struct NodeHandle {
     reach: Reach,
     hubs: Arc<Hubs>,
     slots: Arc<StreamSlots>,
+    sync_table: fleetsync::SyncTable,
     shutdown: CancellationToken,
 }
 
@@ -88,15 +89,26 @@ impl Node {
             auth::fleet::root_from_text(&config.node.fleet_root).map_err(|e| StartError::NoFleet(e.to_string()))?;
         let trust = Arc::new(Trust::load(data_dir, &config.node.fleet_id, root, peer_id));
         trust.set_grace(Duration::from_millis(config.limits.membership_grace_ms));
-        if trust.root_key().is_some() {
-            // An admin's own node certifies itself.
-            let role = match config.node.role {
-                Role::Camera => pb::MemberRole::Camera,
-                Role::Nvr => pb::MemberRole::Nvr,
-                Role::Viewer => pb::MemberRole::Admin,
-            };
-            let cams = config.cameras.iter().map(|c| c.id.clone()).collect();
-            trust.self_admit(role, &config.node.name, cams);
+        trust.set_skew(i64::try_from(config.limits.clock_skew_s).unwrap_or(i64::MAX));
+        match trust.load_admin(&key) {
+            Some(Ok(a)) => {
+                info!(admin = %a.name, "admin certificate loaded");
+                // An admin's own node keeps its own membership certificate current.
+                if trust
+                    .own_cert_info()
+                    .is_none_or(|c| c.not_after_unix_s - auth::now_s() < 7 * 86_400)
+                {
+                    let role = match config.node.role {
+                        Role::Camera => pb::MemberRole::Camera,
+                        Role::Nvr => pb::MemberRole::Nvr,
+                        Role::Viewer => pb::MemberRole::Admin,
+                    };
+                    let cams = config.cameras.iter().map(|c| c.id.clone()).collect();
+                    trust.self_admit(role, &config.node.name, cams);
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "admin certificate not usable"),
+            None => {}
         }
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
@@ -116,6 +128,7 @@ impl Node {
         let member_in = accept(member::member_protocol())?;
         let admin_in = accept(member::admin_protocol())?;
         let key_in = accept(keys::key_protocol())?;
+        let fleet_in = accept(fleetsync::protocol())?;
         let local = {
             let hubs = hubs.clone();
             discovery::LocalCameras::new(move |me, addrs| hubs.announcements(me, addrs))
@@ -138,6 +151,16 @@ impl Node {
             net.clone(),
             net.subscribe(),
             control.clone(),
+            shutdown.child_token(),
+        ));
+        let sync_table = fleetsync::SyncTable::default();
+        fleetsync::serve(fleet_in, trust.clone(), sync_table.clone(), shutdown.child_token());
+        tokio::spawn(fleetsync::run(
+            trust.clone(),
+            net.clone(),
+            net.subscribe(),
+            control.clone(),
+            sync_table.clone(),
             shutdown.child_token(),
         ));
         net.bootstrap().await;
@@ -191,6 +214,7 @@ impl Node {
             reach,
             hubs,
             slots,
+            sync_table,
             shutdown,
         };
         for f in &handle.config.forwards {
@@ -221,6 +245,11 @@ impl NodeHandle {
 
     pub fn trust(&self) -> &Arc<Trust> {
         self.reach.trust()
+    }
+
+    /// What the last fleet-state exchange with `peer` showed (lag, clock offset).
+    pub fn fleet_state_of(&self, peer: &PeerId) -> Option<fleetsync::PeerState> {
+        self.sync_table.get(peer)
     }
 
     /// What a gateway on this node needs.

@@ -247,7 +247,7 @@ async fn a_revoked_viewer_is_cut_off_cannot_return_and_the_key_changes() {
     }
     let epoch_before = cam.hubs().get("cam1").expect("hub").key_epoch();
     // The admin revokes the bad viewer (pushed from the good viewer's node, as `mesh revoke` would).
-    let r = fleet("t-sec3").revoke(1, &[bad.peer_id()], &[], "lost laptop");
+    let r = fleet("t-sec3").revoke(&[bad.peer_id()], &[], "lost laptop");
     let sent = good.push_revocation(r).await.expect("pushed");
     assert!(sent >= 1);
     let revoked_at = std::time::Instant::now();
@@ -448,9 +448,9 @@ async fn certificates_are_renewed_while_an_admin_node_is_reachable() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
     let f = fleet("t-sec6");
-    // An admin node: its data directory holds the fleet root key.
+    // An admin node: its data directory holds an admin certificate (not the root key).
     let admin_dir = dir.path().join("admin");
-    f.save(&admin_dir).expect("save root");
+    f.admin_dir(&admin_dir, "admin", 3600).expect("admin certificate");
     let admin = Node::spawn(loopback_config(Role::Viewer, "t-sec6"), &admin_dir)
         .await
         .expect("admin");

@@ -1,6 +1,7 @@
 //! Membership certificates (layer 1), pure.
 //!
-//! The fleet root key signs `(fleet, peer id, role, name, validity, cameras)`. A node
+//! The fleet root key, or an admin allowed to admit ([`super::admin`], embedding its
+//! admin certificate), signs `(fleet, peer id, role, name, validity, cameras)`. A node
 //! presents its certificate on every connection; the other side checks it against the
 //! fleet root it was configured with and against the peer id that the QUIC/Noise
 //! handshake proved. Certificates are short-lived, so access ends even if a revocation
@@ -10,8 +11,9 @@ use camesh_proto::pb;
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 
+use super::admin;
 use super::signed::{self, Kind};
-use super::{check_validity, AuthError};
+use super::{check_validity, At, AuthError};
 
 /// A verified certificate, as the rest of the node uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,8 @@ pub struct CertInfo {
     pub not_after_unix_s: i64,
     pub serial: u64,
     pub cameras: Vec<String>,
+    /// The admin that signed it (peer id, admin certificate serial); `None` for the root.
+    pub admin: Option<(PeerId, u64)>,
 }
 
 impl CertInfo {
@@ -41,7 +45,20 @@ pub struct CertRequest {
     pub cameras: Vec<String>,
 }
 
+/// Signs a certificate with the fleet root.
 pub fn issue(root: &Keypair, fleet_id: &str, req: &CertRequest, now: i64) -> pb::Signed {
+    issue_by(root, None, fleet_id, req, now)
+}
+
+/// Signs a certificate with `signer`: the root (`admin` None) or an admin, whose admin
+/// certificate is embedded.
+pub fn issue_by(
+    signer: &Keypair,
+    admin: Option<&pb::Signed>,
+    fleet_id: &str,
+    req: &CertRequest,
+    now: i64,
+) -> pb::Signed {
     let body = pb::MembershipCert {
         fleet_id: fleet_id.to_owned(),
         peer_id: req.peer.to_bytes().into(),
@@ -51,8 +68,9 @@ pub fn issue(root: &Keypair, fleet_id: &str, req: &CertRequest, now: i64) -> pb:
         not_after_unix_s: now.saturating_add(req.valid_s),
         serial: rand::random(),
         cameras: req.cameras.clone(),
+        admin: admin.cloned(),
     };
-    signed::sign(Kind::Cert, &body, root)
+    signed::sign(Kind::Cert, &body, signer)
 }
 
 /// Verifies a certificate presented by `presenter` (the authenticated peer id).
@@ -61,16 +79,11 @@ pub fn verify(
     root: &PublicKey,
     fleet_id: &str,
     presenter: &PeerId,
-    now: i64,
+    at: impl Into<At>,
 ) -> Result<CertInfo, AuthError> {
+    let at = at.into();
     let (signer, body): (_, pb::MembershipCert) = signed::open("certificate", Kind::Cert, s)?;
-    if &signer != root {
-        return Err(AuthError::WrongSigner {
-            what: "certificate",
-            signer: signer.to_peer_id().to_string(),
-            expected: root.to_peer_id().to_string(),
-        });
-    }
+    let admin = admin::signer("certificate", &signer, body.admin.as_ref(), root, fleet_id)?;
     if body.fleet_id != fleet_id {
         return Err(AuthError::WrongFleet {
             what: "certificate",
@@ -86,13 +99,17 @@ pub fn verify(
             presenter: presenter.to_string(),
         });
     }
-    check_validity("certificate", body.not_before_unix_s, body.not_after_unix_s, now)?;
+    check_validity("certificate", body.not_before_unix_s, body.not_after_unix_s, at)?;
     let role = pb::MemberRole::try_from(body.role).unwrap_or(pb::MemberRole::Unspecified);
     if role == pb::MemberRole::Unspecified {
         return Err(AuthError::Malformed {
             what: "certificate",
             reason: "no role".into(),
         });
+    }
+    if let Some(a) = &admin {
+        a.check_time(at)?;
+        a.allows_member(&peer, role, &body.cameras, body.not_after_unix_s)?;
     }
     Ok(CertInfo {
         peer,
@@ -102,6 +119,7 @@ pub fn verify(
         not_after_unix_s: body.not_after_unix_s,
         serial: body.serial,
         cameras: body.cameras,
+        admin: admin.map(|a| (a.admin, a.serial)),
     })
 }
 
@@ -153,5 +171,34 @@ mod tests {
         ));
         let foreign = issue(&other_root, "f", &req(peer, 3600), 1000);
         assert!(verify(&foreign, &root.public(), "f", &peer, 1000).is_err());
+    }
+
+    #[test]
+    fn an_admin_admits_within_its_scope() {
+        let root = Keypair::generate_ed25519();
+        let a = Keypair::generate_ed25519();
+        let mut scope = admin::AdminRequest::full(a.public().to_peer_id(), "depot", 3600);
+        scope.cameras = vec!["cam1".into()];
+        let ac = admin::issue(&root, "f", &scope, 1000);
+        let peer = PeerId::random();
+        let c = issue_by(&a, Some(&ac), "f", &req(peer, 600), 1000);
+        let info = verify(&c, &root.public(), "f", &peer, 1000).expect("admin-signed");
+        assert_eq!(info.admin.map(|(p, _)| p), Some(a.public().to_peer_id()));
+        let mut wide = req(peer, 600);
+        wide.cameras = vec!["cam2".into()];
+        let c = issue_by(&a, Some(&ac), "f", &wide, 1000);
+        assert!(matches!(
+            verify(&c, &root.public(), "f", &peer, 1000),
+            Err(AuthError::Wider(_))
+        ));
+        scope.may_admit = false;
+        let ac = admin::issue(&root, "f", &scope, 1000);
+        let c = issue_by(&a, Some(&ac), "f", &req(peer, 600), 1000);
+        assert!(verify(&c, &root.public(), "f", &peer, 1000).is_err());
+        let c = issue_by(&a, None, "f", &req(peer, 600), 1000);
+        assert!(matches!(
+            verify(&c, &root.public(), "f", &peer, 1000),
+            Err(AuthError::WrongSigner { .. })
+        ));
     }
 }

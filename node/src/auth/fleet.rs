@@ -37,6 +37,9 @@ pub struct FleetFile {
 pub struct FleetRoot {
     pub fleet_id: String,
     pub key: Keypair,
+    /// The root's chain in the fleet-state log as this value issued it (see
+    /// [`FleetRoot::entry`]); shared by clones.
+    chain: std::sync::Arc<std::sync::Mutex<(u64, Option<super::fleetlog::Hash>)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +74,15 @@ impl FleetRoot {
         let path = dir.join(FLEET_FILE);
         // Serializing two strings cannot fail.
         std::fs::write(&path, toml::to_string(&ff).expect("toml")).map_err(|e| file_err(&path, e))?;
-        Ok(Self {
+        Ok(Self::with_key(fleet_id, key))
+    }
+
+    fn with_key(fleet_id: &str, key: Keypair) -> Self {
+        Self {
             fleet_id: fleet_id.to_owned(),
             key,
-        })
+            chain: Default::default(),
+        }
     }
 
     /// Writes this root key and fleet file into `dir` (making it an admin's directory).
@@ -112,10 +120,7 @@ impl FleetRoot {
         let path = dir.join(FLEET_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| bad(&path, e.to_string()))?;
         let ff: FleetFile = toml::from_str(&text).map_err(|e| bad(&path, e.to_string()))?;
-        Ok(Self {
-            fleet_id: ff.fleet_id,
-            key,
-        })
+        Ok(Self::with_key(&ff.fleet_id, key))
     }
 
     pub fn root_text(&self) -> String {
@@ -129,10 +134,7 @@ impl FleetRoot {
 impl FleetRoot {
     /// A root key that lives only in memory (demo fleets, tests).
     pub fn ephemeral(fleet_id: &str) -> Self {
-        Self {
-            fleet_id: fleet_id.to_owned(),
-            key: Keypair::generate_ed25519(),
-        }
+        Self::with_key(fleet_id, Keypair::generate_ed25519())
     }
 
     pub fn admit(&self, req: &super::cert::CertRequest) -> camesh_proto::pb::Signed {
@@ -143,14 +145,32 @@ impl FleetRoot {
         super::grant::issue(&self.key, &self.fleet_id, req, None)
     }
 
-    pub fn revoke(
+    /// The next entry of the root's chain in the fleet-state log, numbered by this value
+    /// (and its clones) alone: for roots whose log is not kept elsewhere (demo fleets,
+    /// tests). An admin's data directory issues through [`super::Trust`] instead, which
+    /// continues the chain its log holds.
+    pub fn entry(&self, entry: camesh_proto::pb::fleet_entry_body::Entry) -> camesh_proto::pb::Signed {
+        let mut chain = self.chain.lock().unwrap_or_else(|e| e.into_inner());
+        let (seq, prev) = (chain.0 + 1, chain.1);
+        let s = super::fleetlog::issue(&self.key, None, &self.fleet_id, seq, prev, entry, super::now_s());
+        *chain = (seq, Some(super::fleetlog::entry_hash(&s)));
+        s
+    }
+
+    /// A revocation entry (see [`FleetRoot::entry`]).
+    pub fn revoke(&self, peers: &[libp2p::PeerId], grants: &[u64], reason: &str) -> camesh_proto::pb::Signed {
+        let body = super::revocation::body(&self.fleet_id, peers, grants, reason, super::now_s());
+        self.entry(camesh_proto::pb::fleet_entry_body::Entry::Revocation(body))
+    }
+
+    /// An admin certificate, and the entry that records it (see [`FleetRoot::entry`]).
+    pub fn certify_admin(
         &self,
-        epoch: u64,
-        peers: &[libp2p::PeerId],
-        grants: &[u64],
-        reason: &str,
-    ) -> camesh_proto::pb::Signed {
-        super::revocation::issue(&self.key, &self.fleet_id, epoch, peers, grants, reason, super::now_s())
+        req: &super::admin::AdminRequest,
+    ) -> (camesh_proto::pb::Signed, camesh_proto::pb::Signed) {
+        let c = super::admin::issue(&self.key, &self.fleet_id, req, super::now_s());
+        let e = self.entry(camesh_proto::pb::fleet_entry_body::Entry::AdminCert(c.clone()));
+        (c, e)
     }
 
     /// Certifies the node whose identity key is in `dir` (created if missing) and stores
@@ -181,6 +201,24 @@ impl FleetRoot {
             reason: e.to_string(),
         })?;
         Ok(peer)
+    }
+
+    /// Certifies the node whose identity key is in `dir` (created if missing) as a
+    /// full-scope admin and stores `admin.cert` there: what `mesh fleet init` gives the
+    /// admin's own data directory. Returns the log entry that records it.
+    pub fn admin_dir(&self, dir: &Path, name: &str, valid_s: i64) -> Result<camesh_proto::pb::Signed, FleetError> {
+        let key = crate::identity::load_or_create(dir).map_err(|e| FleetError::File {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let req = super::admin::AdminRequest::full(key.public().to_peer_id(), name, valid_s);
+        let (cert, entry) = self.certify_admin(&req);
+        let path = dir.join(super::trust::ADMIN_CERT_FILE);
+        std::fs::write(&path, super::signed::encode(&cert)).map_err(|e| FleetError::File {
+            path,
+            reason: e.to_string(),
+        })?;
+        Ok(entry)
     }
 
     /// Issues a grant to the node in `dir` and stores it in its grants folder.

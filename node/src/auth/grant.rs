@@ -1,6 +1,7 @@
 //! Grants (layer 2), pure: signed, expiring capabilities bound to a holder.
 //!
-//! A root grant is signed by the fleet root. A holder whose grant has the `delegate`
+//! A root grant is signed by the fleet root, or by an admin within its scope (the grant
+//! embeds the admin's certificate, [`super::admin`]). A holder whose grant has the `delegate`
 //! right may sign a child grant for someone else; the child carries its parent, and is
 //! refused unless it is no wider than the parent in cameras, tags, rights and time. The
 //! chain is at most [`MAX_DEPTH`] long. The camera (live) and the NVR (playback) verify
@@ -12,8 +13,9 @@ use camesh_proto::pb;
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 
+use super::admin;
 use super::signed::{self, Kind};
-use super::{check_validity, AuthError};
+use super::{check_validity, At, AuthError};
 
 /// Longest delegation chain (root grant + 3 delegations).
 pub const MAX_DEPTH: usize = 4;
@@ -83,8 +85,12 @@ pub struct GrantInfo {
     pub rights: Rights,
     pub not_before_unix_s: i64,
     pub not_after_unix_s: i64,
-    /// Serials of this grant and every ancestor (revoking any one revokes it).
+    /// Serials of this grant, every ancestor, and the admin certificate that signed the
+    /// root link (revoking any one revokes it).
     pub chain: Vec<u64>,
+    /// Every peer the grant depends on: its holder, each delegator (the holders of its
+    /// ancestors) and the admin that signed the root link. Revoking any one revokes it.
+    pub parties: Vec<PeerId>,
 }
 
 impl GrantInfo {
@@ -107,6 +113,21 @@ pub struct GrantRequest {
 
 /// Signs a grant with `signer` (the fleet root, or for delegation the parent's holder).
 pub fn issue(signer: &Keypair, fleet_id: &str, req: &GrantRequest, parent: Option<pb::Signed>) -> pb::Signed {
+    issue_with(signer, fleet_id, req, parent, None)
+}
+
+/// Signs a root-level grant as an admin (`admin`: its admin certificate).
+pub fn issue_as_admin(signer: &Keypair, admin: &pb::Signed, fleet_id: &str, req: &GrantRequest) -> pb::Signed {
+    issue_with(signer, fleet_id, req, None, Some(admin.clone()))
+}
+
+fn issue_with(
+    signer: &Keypair,
+    fleet_id: &str,
+    req: &GrantRequest,
+    parent: Option<pb::Signed>,
+    admin: Option<pb::Signed>,
+) -> pb::Signed {
     let body = pb::GrantBody {
         fleet_id: fleet_id.to_owned(),
         holder: req.holder.to_bytes().into(),
@@ -117,6 +138,7 @@ pub fn issue(signer: &Keypair, fleet_id: &str, req: &GrantRequest, parent: Optio
         not_after_unix_s: req.not_after_unix_s,
         serial: rand::random(),
         parent,
+        admin,
     };
     signed::sign(Kind::Grant, &body, signer)
 }
@@ -127,9 +149,9 @@ pub fn verify(
     root: &PublicKey,
     fleet_id: &str,
     presenter: &PeerId,
-    now: i64,
+    at: impl Into<At>,
 ) -> Result<GrantInfo, AuthError> {
-    let info = verify_chain(s, root, fleet_id, now, 1)?;
+    let info = verify_chain(s, root, fleet_id, at.into(), 1)?;
     if &info.holder != presenter {
         return Err(AuthError::WrongHolder {
             what: "grant",
@@ -144,7 +166,7 @@ fn verify_chain(
     s: &pb::Signed,
     root: &PublicKey,
     fleet_id: &str,
-    now: i64,
+    now: At,
     depth: usize,
 ) -> Result<GrantInfo, AuthError> {
     if depth > MAX_DEPTH {
@@ -159,23 +181,25 @@ fn verify_chain(
         });
     }
     check_validity("grant", body.not_before_unix_s, body.not_after_unix_s, now)?;
+    let holder = signed::peer_from("grant", &body.holder)?;
     let info = GrantInfo {
-        holder: signed::peer_from("grant", &body.holder)?,
+        holder,
         cameras: body.cameras,
         tags: body.tags,
         rights: Rights(body.rights),
         not_before_unix_s: body.not_before_unix_s,
         not_after_unix_s: body.not_after_unix_s,
         chain: vec![body.serial],
+        parties: vec![holder],
     };
     match body.parent {
         None => {
-            if &signer != root {
-                return Err(AuthError::WrongSigner {
-                    what: "grant",
-                    signer: signer.to_peer_id().to_string(),
-                    expected: root.to_peer_id().to_string(),
-                });
+            let mut info = info;
+            if let Some(a) = admin::signer("grant", &signer, body.admin.as_ref(), root, fleet_id)? {
+                a.check_time(now)?;
+                a.allows_grant(&info.cameras, &info.tags, info.rights, info.not_after_unix_s)?;
+                info.chain.push(a.serial);
+                info.parties.push(a.admin);
             }
             Ok(info)
         }
@@ -194,6 +218,7 @@ fn verify_chain(
             narrower(&info, &p)?;
             let mut info = info;
             info.chain.extend(p.chain);
+            info.parties.extend(p.parties);
             Ok(info)
         }
     }

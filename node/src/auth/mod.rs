@@ -6,7 +6,10 @@
 //!   without a valid one is disconnected and served nothing.
 //! - [`grant`]: expiring capabilities bound to a holder's peer id, with delegation that
 //!   can only narrow.
-//! - [`revocation`]: signed, epoch-numbered revocations of peers and grants.
+//! - [`admin`]: scoped admin certificates, so the root key can stay offline.
+//! - [`revocation`]: what is revoked (peers, grant and admin serials), with the cascade.
+//! - [`fleetlog`]: the fleet-state log (revocations, admins, invite redemptions): signed,
+//!   ordered per issuer, reconciled between members; [`statefile`] keeps it on disk.
 //! - [`invite`]: one-time enrolment invites.
 //! - [`media_key`]: per-epoch AES-256-GCM keys; every frame is sealed once at the source.
 //! - [`trust`]: a node's view of all of the above (members it verified, revocations it
@@ -16,14 +19,17 @@
 //! Everything here except `audit`, `fleet` and the stored state in `trust` is pure:
 //! bytes in, decisions out, bounded and never panicking on input.
 
+pub mod admin;
 pub mod audit;
 pub mod cert;
 pub mod fleet;
+pub mod fleetlog;
 pub mod grant;
 pub mod invite;
 pub mod media_key;
 pub mod revocation;
 pub mod signed;
+pub mod statefile;
 pub mod trust;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -88,16 +94,35 @@ pub fn now_s() -> i64 {
         .unwrap_or(0)
 }
 
-/// Checks `[not_before, not_after]` against `now` (with 30 s of clock skew allowed).
-pub fn check_validity(what: &'static str, not_before: i64, not_after: i64, now: i64) -> Result<(), AuthError> {
-    const SKEW_S: i64 = 30;
-    if now > not_after.saturating_add(SKEW_S) {
+/// Clock skew allowed when none is configured (config `limits.clock_skew_s`).
+pub const DEFAULT_SKEW_S: i64 = 60;
+
+/// A moment to judge validity at: a time and the clock skew allowed around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub now: i64,
+    pub skew_s: i64,
+}
+
+impl From<i64> for At {
+    fn from(now: i64) -> Self {
+        At {
+            now,
+            skew_s: DEFAULT_SKEW_S,
+        }
+    }
+}
+
+/// Checks `[not_before, not_after]` against `at` (with its clock skew allowed).
+pub fn check_validity(what: &'static str, not_before: i64, not_after: i64, at: impl Into<At>) -> Result<(), AuthError> {
+    let At { now, skew_s } = at.into();
+    if now > not_after.saturating_add(skew_s) {
         return Err(AuthError::Expired {
             what,
             ago_s: now - not_after,
         });
     }
-    if now.saturating_add(SKEW_S) < not_before {
+    if now.saturating_add(skew_s) < not_before {
         return Err(AuthError::NotYetValid {
             what,
             in_s: not_before - now,

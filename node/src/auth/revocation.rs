@@ -1,153 +1,169 @@
-//! Revocations, pure: signed by the fleet root, numbered by a growing epoch.
+//! What is revoked, pure: peers and serials, and the cascade through grant chains.
 //!
-//! A node keeps the union of every valid revocation it has seen ([`RevocationSet`]) and
-//! its highest epoch; the set only grows. It arrives over gossipsub, direct pushes, and is
-//! stored so that a restart forgets nothing.
+//! Revocations arrive as entries of the fleet-state log ([`super::fleetlog`], signed by
+//! the root or an admin that may revoke); this set is what they add up to, and it only
+//! grows. A serial names a grant (any link of a delegation chain) or an admin
+//! certificate. Revoking a peer revokes it as a member, as a grant holder, as a delegator
+//! (every grant below one it held) and as an admin (everything it signed).
 
 use std::collections::HashSet;
 
 use camesh_proto::pb;
-use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
-use prost::Message;
 
-use super::signed::{self, Kind};
+use super::cert::CertInfo;
+use super::grant::GrantInfo;
+use super::signed;
 use super::AuthError;
 
-/// Bound on revoked entries a node keeps (a fleet revokes far fewer).
-const MAX_ENTRIES: usize = 100_000;
+/// Bound on revoked peers and serials a node keeps (a fleet revokes far fewer).
+pub const MAX_ENTRIES: usize = 100_000;
 
-pub fn issue(
-    root: &Keypair,
-    fleet_id: &str,
-    epoch: u64,
-    peers: &[PeerId],
-    grants: &[u64],
-    reason: &str,
-    now: i64,
-) -> pb::Signed {
-    let body = pb::RevocationBody {
+/// The body of a revocation (signed inside a fleet-state entry).
+pub fn body(fleet_id: &str, peers: &[PeerId], grants: &[u64], reason: &str, now: i64) -> pb::RevocationBody {
+    pb::RevocationBody {
         fleet_id: fleet_id.to_owned(),
-        epoch,
+        epoch: 0,
         peers: peers.iter().map(|p| p.to_bytes().into()).collect(),
         grant_serials: grants.to_vec(),
         issued_unix_s: now,
         reason: reason.to_owned(),
-    };
-    signed::sign(Kind::Revocation, &body, root)
+    }
+}
+
+/// Checks a revocation body alone (fleet, peer ids, size); returns its peers.
+pub fn check(b: &pb::RevocationBody, fleet_id: &str) -> Result<Vec<PeerId>, AuthError> {
+    if b.fleet_id != fleet_id {
+        return Err(AuthError::WrongFleet {
+            what: "revocation",
+            got: b.fleet_id.chars().take(64).collect(),
+            expected: fleet_id.to_owned(),
+        });
+    }
+    if b.peers.is_empty() && b.grant_serials.is_empty() {
+        return Err(AuthError::Malformed {
+            what: "revocation",
+            reason: "revokes nothing".into(),
+        });
+    }
+    b.peers.iter().map(|p| signed::peer_from("revocation", p)).collect()
 }
 
 /// Everything revoked so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationSet {
-    pub epoch: u64,
     pub peers: HashSet<PeerId>,
     pub grants: HashSet<u64>,
-    /// The signed revocations, to store and to pass on.
-    pub records: Vec<pb::Signed>,
 }
 
 impl RevocationSet {
-    /// Verifies and adds a revocation. Returns `Ok(true)` if it revoked something new.
-    pub fn apply(&mut self, s: &pb::Signed, root: &PublicKey, fleet_id: &str) -> Result<bool, AuthError> {
-        let (signer, body): (_, pb::RevocationBody) = signed::open("revocation", Kind::Revocation, s)?;
-        if &signer != root {
-            return Err(AuthError::WrongSigner {
-                what: "revocation",
-                signer: signer.to_peer_id().to_string(),
-                expected: root.to_peer_id().to_string(),
-            });
-        }
-        if body.fleet_id != fleet_id {
-            return Err(AuthError::WrongFleet {
-                what: "revocation",
-                got: body.fleet_id.chars().take(64).collect(),
-                expected: fleet_id.to_owned(),
-            });
-        }
-        if self.peers.len() + self.grants.len() + body.peers.len() + body.grant_serials.len() > MAX_ENTRIES {
-            return Err(AuthError::Refused("revocation list is full".into()));
-        }
+    /// Whether `extra` more entries still fit.
+    pub fn has_room(&self, extra: usize) -> bool {
+        self.peers.len() + self.grants.len() + extra <= MAX_ENTRIES
+    }
+
+    /// Adds a checked revocation. Returns whether it revoked something new.
+    pub fn add(&mut self, peers: &[PeerId], grants: &[u64]) -> bool {
         let mut new = false;
-        for p in &body.peers {
-            new |= self.peers.insert(signed::peer_from("revocation", p)?);
+        for p in peers {
+            new |= self.peers.insert(*p);
         }
-        for g in &body.grant_serials {
+        for g in grants {
             new |= self.grants.insert(*g);
         }
-        self.epoch = self.epoch.max(body.epoch);
-        if new {
-            self.records.push(s.clone());
-        }
-        Ok(new)
+        new
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len() + self.grants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn peer_revoked(&self, p: &PeerId) -> bool {
         self.peers.contains(p)
     }
 
-    pub fn any_grant_revoked(&self, chain: &[u64]) -> bool {
-        chain.iter().any(|g| self.grants.contains(g))
-    }
-
-    /// The stored form: the signed records, length-delimited.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for r in &self.records {
-            // Encoding into a Vec cannot fail.
-            r.encode_length_delimited(&mut out).expect("encode into Vec");
+    /// Whether a grant is revoked: any serial in its chain, or any party to it (holder,
+    /// delegators, the admin that signed it).
+    pub fn grant_revoked(&self, g: &GrantInfo) -> Option<String> {
+        if let Some(s) = g.chain.iter().find(|s| self.grants.contains(s)) {
+            return Some(format!("grant {s:016x}"));
         }
-        out
-    }
-
-    /// Rebuilds from the stored form, skipping (and counting) records that fail.
-    pub fn from_bytes(mut data: &[u8], root: &PublicKey, fleet_id: &str) -> (Self, usize) {
-        let mut set = Self::default();
-        let mut bad = 0;
-        while !data.is_empty() {
-            match pb::Signed::decode_length_delimited(&mut data) {
-                Ok(s) => {
-                    if set.apply(&s, root, fleet_id).is_err() {
-                        bad += 1;
-                    }
-                }
-                Err(_) => {
-                    bad += 1;
-                    break;
-                }
+        g.parties.iter().find(|p| self.peers.contains(p)).map(|p| {
+            if p == &g.holder {
+                format!("peer {p}")
+            } else {
+                format!("peer {p}, which issued a grant in the chain")
             }
+        })
+    }
+
+    /// Whether a membership certificate is revoked: its peer, its serial, or the admin
+    /// that signed it.
+    pub fn cert_revoked(&self, c: &CertInfo) -> Option<String> {
+        if self.peers.contains(&c.peer) {
+            return Some(format!("peer {}", c.peer));
         }
-        (set, bad)
+        if self.grants.contains(&c.serial) {
+            return Some(format!("certificate {:016x}", c.serial));
+        }
+        match c.admin {
+            Some((a, _)) if self.peers.contains(&a) => Some(format!("admin {a}, which signed the certificate")),
+            Some((_, s)) if self.grants.contains(&s) => {
+                Some(format!("admin certificate {s:016x}, which signed the certificate"))
+            }
+            _ => None,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::grant::Rights;
 
-    #[test]
-    fn set_grows_and_roundtrips() {
-        let root = Keypair::generate_ed25519();
-        let p = PeerId::random();
-        let mut set = RevocationSet::default();
-        let r1 = issue(&root, "f", 1, &[p], &[], "lost laptop", 10);
-        assert_eq!(set.apply(&r1, &root.public(), "f"), Ok(true));
-        assert_eq!(set.apply(&r1, &root.public(), "f"), Ok(false), "idempotent");
-        let r2 = issue(&root, "f", 2, &[], &[42], "", 11);
-        assert_eq!(set.apply(&r2, &root.public(), "f"), Ok(true));
-        assert!(set.peer_revoked(&p) && set.any_grant_revoked(&[1, 42]));
-        assert_eq!(set.epoch, 2);
-        let (back, bad) = RevocationSet::from_bytes(&set.to_bytes(), &root.public(), "f");
-        assert_eq!((back, bad), (set, 0));
+    fn grant(holder: PeerId, chain: &[u64], parties: &[PeerId]) -> GrantInfo {
+        GrantInfo {
+            holder,
+            cameras: vec!["*".into()],
+            tags: vec![],
+            rights: Rights::LIVE,
+            not_before_unix_s: 0,
+            not_after_unix_s: 1,
+            chain: chain.to_vec(),
+            parties: parties.to_vec(),
+        }
     }
 
     #[test]
-    fn only_the_root_revokes() {
-        let root = Keypair::generate_ed25519();
-        let other = Keypair::generate_ed25519();
+    fn revoking_a_delegator_or_admin_revokes_the_chain() {
+        let (viewer, delegator, admin) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let g = grant(viewer, &[3, 2, 1], &[viewer, delegator, admin]);
         let mut set = RevocationSet::default();
-        let r = issue(&other, "f", 1, &[PeerId::random()], &[], "", 10);
-        assert!(set.apply(&r, &root.public(), "f").is_err());
-        assert!(set.peers.is_empty());
+        assert_eq!(set.grant_revoked(&g), None);
+        assert!(set.add(&[delegator], &[]));
+        assert!(!set.add(&[delegator], &[]), "idempotent");
+        assert!(set.grant_revoked(&g).expect("revoked").contains("issued a grant"));
+        let mut set = RevocationSet::default();
+        set.add(&[], &[1]);
+        assert_eq!(set.grant_revoked(&g).as_deref(), Some("grant 0000000000000001"));
+        let mut set = RevocationSet::default();
+        set.add(&[admin], &[]);
+        assert!(set.grant_revoked(&g).is_some());
+    }
+
+    #[test]
+    fn a_revocation_must_name_something_in_this_fleet() {
+        let b = body("f", &[], &[], "", 1);
+        assert!(check(&b, "f").is_err());
+        let b = body("f", &[PeerId::random()], &[], "", 1);
+        assert_eq!(check(&b, "f").expect("valid").len(), 1);
+        assert!(matches!(check(&b, "g"), Err(AuthError::WrongFleet { .. })));
+        let mut b = b;
+        b.peers.push(vec![1, 2, 3].into());
+        assert!(check(&b, "f").is_err());
     }
 }

@@ -16,7 +16,8 @@ use super::{AuthError, MAX_SIGNED_BYTES};
 pub enum Kind {
     Cert,
     Grant,
-    Revocation,
+    Admin,
+    FleetEntry,
     Invite,
     Manifest,
 }
@@ -26,7 +27,8 @@ impl Kind {
         match self {
             Kind::Cert => "cert",
             Kind::Grant => "grant",
-            Kind::Revocation => "revocation",
+            Kind::Admin => "admin-cert",
+            Kind::FleetEntry => "fleet-entry",
             Kind::Invite => "invite",
             Kind::Manifest => "manifest",
         }

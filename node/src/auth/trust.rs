@@ -2,15 +2,18 @@
 //!
 //! What it holds: the fleet's root public key (the trust anchor), this node's own
 //! certificate and grants, the members it has verified on live connections, the
-//! revocations it knows (persisted in `<data-dir>/revocations.bin`), and, on admin nodes,
-//! the root key and the invite tokens already redeemed. Decisions are delegated to the
-//! pure modules ([`super::cert`], [`super::grant`], [`super::revocation`]); this module
-//! adds the state, persistence, the audit trail and notifications (a `watch` channel that
-//! ticks on every new revocation, so open streams re-check at once).
+//! fleet-state log (revocations, admins, invite redemptions: [`super::fleetlog`], kept in
+//! `<data-dir>/fleet-state.log`, fsynced before use), and, on an admin's node, its admin
+//! certificate and key. The fleet root key is never loaded here: only `mesh fleet`
+//! commands hand it over ([`Trust::set_root_key`]). Decisions are delegated to the pure
+//! modules ([`super::cert`], [`super::grant`], [`super::fleetlog`]); this module adds the
+//! state, persistence, the audit trail and notifications (a `watch` channel that ticks
+//! on every change, so open streams re-check at once).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use camesh_proto::pb;
@@ -18,20 +21,33 @@ use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 use tokio::sync::watch;
 
-use super::audit::Audit;
-use super::cert::{self, CertInfo, CertRequest};
-use super::fleet::FleetRoot;
-use super::grant::{self, GrantInfo, Rights};
-use super::revocation::RevocationSet;
-use super::signed;
-use super::{now_s, AuthError, CERT_FILE, GRANTS_DIR};
+mod sign;
 
-pub const REVOCATIONS_FILE: &str = "revocations.bin";
-const TOKENS_FILE: &str = "redeemed-invites.txt";
+use super::admin::AdminInfo;
+use super::audit::Audit;
+use super::cert::{self, CertInfo};
+use super::fleetlog::{Effect, FleetLog, Lag, LogError};
+use super::grant::{self, GrantInfo, Rights};
+use super::signed;
+use super::statefile::StateFile;
+use super::{now_s, At, AuthError, CERT_FILE, DEFAULT_SKEW_S, GRANTS_DIR};
+
+/// An admin's certificate, in the admin's data folder beside [`CERT_FILE`].
+pub const ADMIN_CERT_FILE: &str = "admin.cert";
 /// Grants this node keeps for itself.
 const MAX_OWN_GRANTS: usize = 1024;
 /// Members remembered at once (one per connected peer; bounded against churn).
 const MAX_MEMBERS: usize = 65_536;
+/// Peers remembered as having entries we lack, until the sync task asks them.
+const MAX_BEHIND: usize = 256;
+
+/// This node as an admin: its key and root-signed admin certificate.
+#[derive(Debug, Clone)]
+struct AdminSelf {
+    key: Keypair,
+    cert: pb::Signed,
+    info: AdminInfo,
+}
 
 #[derive(Debug)]
 pub struct Trust {
@@ -41,22 +57,21 @@ pub struct Trust {
     dir: Option<PathBuf>,
     own_cert: RwLock<Option<pb::Signed>>,
     members: RwLock<HashMap<PeerId, CertInfo>>,
-    revocations: RwLock<RevocationSet>,
+    log: RwLock<FleetLog>,
+    /// Serializes appends (file, then memory) and holds the open file.
+    store: Mutex<Option<StateFile>>,
     grants: RwLock<Vec<(pb::Signed, GrantInfo)>>,
-    root_key: Option<Keypair>,
-    redeemed: RwLock<HashSet<String>>,
+    root_key: RwLock<Option<Keypair>>,
+    admin: RwLock<Option<AdminSelf>>,
+    behind: Mutex<HashSet<PeerId>>,
     changed: watch::Sender<u64>,
-    grace: std::sync::atomic::AtomicU64,
+    grace: AtomicU64,
+    skew_s: AtomicI64,
     pub audit: Audit,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl Trust {
-    /// Loads the state kept in `dir` (certificate, grants, revocations; the root key if
-    /// this is an admin's directory for the same fleet).
+    /// Loads the state kept in `dir` (certificate, grants, the fleet-state log).
     pub fn load(dir: &Path, fleet_id: &str, root: PublicKey, me: PeerId) -> Self {
         let audit = Audit::open(dir);
         let t = Self::new(fleet_id, root, me, Some(dir.to_owned()), audit);
@@ -77,39 +92,48 @@ impl Trust {
                 }
             }
         }
-        if let Ok(bytes) = std::fs::read(dir.join(REVOCATIONS_FILE)) {
-            let (set, bad) = RevocationSet::from_bytes(&bytes, &t.root, fleet_id);
-            if bad > 0 {
-                tracing::warn!(bad, "stored revocations that do not verify were skipped");
+        match StateFile::open(dir) {
+            Ok((file, loaded)) => {
+                if loaded.cut_bytes > 0 {
+                    tracing::warn!(bytes = loaded.cut_bytes, file = %file.path().display(), "torn tail of the fleet-state log cut");
+                }
+                let mut log = t.log.write().unwrap_or_else(|e| e.into_inner());
+                let mut bad = 0;
+                for e in &loaded.entries {
+                    if log.apply(e).is_err() {
+                        bad += 1;
+                    }
+                }
+                if bad > 0 {
+                    tracing::warn!(bad, "stored fleet-state entries that do not verify were skipped");
+                }
+                drop(log);
+                *t.store.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
             }
-            *t.revocations.write().unwrap_or_else(|e| e.into_inner()) = set;
-        }
-        if let Ok(text) = std::fs::read_to_string(dir.join(TOKENS_FILE)) {
-            let mut r = t.redeemed.write().unwrap_or_else(|e| e.into_inner());
-            r.extend(text.lines().map(str::to_owned));
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet-state log cannot be opened; changes will not survive a restart")
+            }
         }
         t
     }
 
     fn new(fleet_id: &str, root: PublicKey, me: PeerId, dir: Option<PathBuf>, audit: Audit) -> Self {
-        let root_key = dir
-            .as_deref()
-            .and_then(|d| FleetRoot::load(d).ok())
-            .filter(|f| f.key.public() == root && f.fleet_id == fleet_id)
-            .map(|f| f.key);
         Self {
             fleet_id: fleet_id.to_owned(),
+            log: RwLock::new(FleetLog::new(fleet_id, root.clone())),
             root,
             me,
             dir,
             own_cert: RwLock::new(None),
             members: RwLock::new(HashMap::new()),
-            revocations: RwLock::new(RevocationSet::default()),
+            store: Mutex::new(None),
             grants: RwLock::new(Vec::new()),
-            root_key,
-            redeemed: RwLock::new(HashSet::new()),
+            root_key: RwLock::new(None),
+            admin: RwLock::new(None),
+            behind: Mutex::new(HashSet::new()),
             changed: watch::channel(0).0,
-            grace: std::sync::atomic::AtomicU64::new(1000),
+            grace: AtomicU64::new(1000),
+            skew_s: AtomicI64::new(DEFAULT_SKEW_S),
             audit,
         }
     }
@@ -121,21 +145,37 @@ impl Trust {
 
     /// How long a new peer has to prove membership (config `limits.membership_grace_ms`).
     pub fn grace(&self) -> Duration {
-        Duration::from_millis(self.grace.load(std::sync::atomic::Ordering::Relaxed))
+        Duration::from_millis(self.grace.load(Ordering::Relaxed))
     }
 
     pub fn set_grace(&self, grace: Duration) {
         let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-        self.grace.store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.grace.store(ms, Ordering::Relaxed);
+    }
+
+    /// Clock skew allowed when judging certificates and grants (`limits.clock_skew_s`).
+    pub fn skew_s(&self) -> i64 {
+        self.skew_s.load(Ordering::Relaxed)
+    }
+
+    pub fn set_skew(&self, skew_s: i64) {
+        self.skew_s.store(skew_s.max(0), Ordering::Relaxed);
+    }
+
+    /// Now, with the configured skew.
+    pub fn at(&self) -> At {
+        At {
+            now: now_s(),
+            skew_s: self.skew_s(),
+        }
     }
 
     pub fn me(&self) -> PeerId {
         self.me
     }
 
-    /// The fleet root key, on an admin node.
-    pub fn root_key(&self) -> Option<&Keypair> {
-        self.root_key.as_ref()
+    fn tick(&self) {
+        self.changed.send_modify(|n| *n += 1);
     }
 
     // ---- own certificate ----
@@ -143,7 +183,7 @@ impl Trust {
     /// This node's certificate, verified now (None if missing or expired).
     pub fn own_cert_info(&self) -> Option<CertInfo> {
         let c = self.own_cert()?;
-        cert::verify(&c, &self.root, &self.fleet_id, &self.me, now_s()).ok()
+        cert::verify(&c, &self.root, &self.fleet_id, &self.me, self.at()).ok()
     }
 
     /// Connected members that can renew certificates (admin role).
@@ -162,7 +202,7 @@ impl Trust {
     /// Verifies and installs this node's certificate (and stores it).
     pub fn install_cert_bytes(&self, bytes: &[u8]) -> Result<CertInfo, AuthError> {
         let s = signed::decode("certificate", bytes)?;
-        let info = cert::verify(&s, &self.root, &self.fleet_id, &self.me, now_s())?;
+        let info = cert::verify(&s, &self.root, &self.fleet_id, &self.me, self.at())?;
         *self.own_cert.write().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
         if let Some(dir) = &self.dir {
             let _ = std::fs::write(dir.join(CERT_FILE), signed::encode(&s));
@@ -170,33 +210,14 @@ impl Trust {
         Ok(info)
     }
 
-    /// On an admin node: make sure this node has a current certificate of its own.
-    pub fn self_admit(&self, role: pb::MemberRole, name: &str, cameras: Vec<String>) -> Option<CertInfo> {
-        let root = self.root_key.as_ref()?;
-        let c = cert::issue(
-            root,
-            &self.fleet_id,
-            &CertRequest {
-                peer: self.me,
-                role,
-                name: name.to_owned(),
-                valid_s: 30 * 86_400,
-                cameras,
-            },
-            now_s(),
-        );
-        self.install_cert_bytes(&signed::encode(&c)).ok()
-    }
-
     // ---- members (layer 1) ----
 
     /// Verifies a certificate presented on a connection with `peer`; remembers the member.
     pub fn admit(&self, peer: PeerId, c: &pb::Signed) -> Result<CertInfo, AuthError> {
-        let result = cert::verify(c, &self.root, &self.fleet_id, &peer, now_s()).and_then(|info| {
-            if self.peer_revoked(&peer) {
-                Err(AuthError::Revoked(format!("peer {peer}")))
-            } else {
-                Ok(info)
+        let result = cert::verify(c, &self.root, &self.fleet_id, &peer, self.at()).and_then(|info| {
+            match self.log_read().revoked().cert_revoked(&info) {
+                Some(what) => Err(AuthError::Revoked(what)),
+                None => Ok(info),
             }
         });
         match &result {
@@ -215,7 +236,7 @@ impl Trust {
                         &format!("{:?} {}", info.role, info.name),
                     );
                 }
-                self.changed.send_modify(|n| *n += 1);
+                self.tick();
             }
             Err(e) => self
                 .audit
@@ -226,7 +247,9 @@ impl Trust {
 
     pub fn member(&self, peer: &PeerId) -> Option<CertInfo> {
         let m = self.members.read().unwrap_or_else(|e| e.into_inner());
-        m.get(peer).filter(|c| c.not_after_unix_s + 30 >= now_s()).cloned()
+        m.get(peer)
+            .filter(|c| c.not_after_unix_s + self.skew_s() >= now_s())
+            .cloned()
     }
 
     pub fn forget(&self, peer: &PeerId) {
@@ -251,7 +274,7 @@ impl Trust {
         }
     }
 
-    /// Ticks on every admission and revocation.
+    /// Ticks on every admission, fleet-state entry and grant change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -270,14 +293,9 @@ impl Trust {
         if self.peer_revoked(peer) {
             return Err(AuthError::Revoked(format!("peer {peer}")));
         }
-        let info = grant::verify(grant_bytes, &self.root, &self.fleet_id, peer, now_s())?;
-        if self
-            .revocations
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .any_grant_revoked(&info.chain)
-        {
-            return Err(AuthError::Revoked("grant".into()));
+        let info = grant::verify(grant_bytes, &self.root, &self.fleet_id, peer, self.at())?;
+        if let Some(what) = self.grant_revoked(&info) {
+            return Err(AuthError::Revoked(what));
         }
         if !info.covers(camera, tags) {
             return Err(AuthError::NotCovered(format!("camera {camera}")));
@@ -290,7 +308,7 @@ impl Trust {
 
     /// Adds a grant held by this node (verified against our own peer id).
     pub fn add_grant(&self, g: pb::Signed, store: bool) -> Result<GrantInfo, AuthError> {
-        let info = grant::verify(&g, &self.root, &self.fleet_id, &self.me, now_s())?;
+        let info = grant::verify(&g, &self.root, &self.fleet_id, &self.me, self.at())?;
         let mut gs = self.grants.write().unwrap_or_else(|e| e.into_inner());
         if gs.len() >= MAX_OWN_GRANTS {
             return Err(AuthError::Refused("too many grants held".into()));
@@ -303,176 +321,129 @@ impl Trust {
             }
         }
         gs.push((g, info.clone()));
+        drop(gs);
+        self.tick();
         Ok(info)
     }
 
-    /// A grant this node holds that gives `right` on `camera`, longest-lived first.
+    /// A grant this node holds that gives `right` on `camera`, longest-lived first; on an
+    /// admin's node, one it signs for itself within its scope.
     pub fn grant_for(&self, camera: &str, right: Rights) -> Option<pb::Signed> {
         let now = now_s();
-        let rev = self.revocations.read().unwrap_or_else(|e| e.into_inner());
+        let log = self.log_read();
         let gs = self.grants.read().unwrap_or_else(|e| e.into_inner());
-        gs.iter()
-            .filter(|(_, i)| i.not_after_unix_s > now && i.rights.contains(right) && !rev.any_grant_revoked(&i.chain))
+        let held = gs
+            .iter()
+            .filter(|(_, i)| i.not_after_unix_s > now && i.rights.contains(right))
+            .filter(|(_, i)| log.revoked().grant_revoked(i).is_none())
             .filter(|(_, i)| i.cameras.iter().any(|c| c == "*" || c == camera) || !i.tags.is_empty())
             .max_by_key(|(_, i)| i.not_after_unix_s)
-            .map(|(g, _)| g.clone())
-            .or_else(|| self.self_grant(camera, right))
+            .map(|(g, _)| g.clone());
+        drop((gs, log));
+        held.or_else(|| self.self_grant(camera, right))
     }
 
-    /// On an admin node: a short grant for itself, minted on demand.
-    fn self_grant(&self, camera: &str, right: Rights) -> Option<pb::Signed> {
-        let root = self.root_key.as_ref()?;
-        let now = now_s();
-        Some(grant::issue(
-            root,
-            &self.fleet_id,
-            &grant::GrantRequest {
-                holder: self.me,
-                cameras: vec![camera.to_owned()],
-                tags: vec![],
-                rights: right,
-                not_before_unix_s: now - 60,
-                not_after_unix_s: now + 3600,
-            },
-            None,
-        ))
-    }
+    // ---- the fleet-state log: revocations, admins, redemptions ----
 
-    // ---- revocations ----
+    fn log_read(&self) -> std::sync::RwLockReadGuard<'_, FleetLog> {
+        self.log.read().unwrap_or_else(|e| e.into_inner())
+    }
 
     pub fn peer_revoked(&self, p: &PeerId) -> bool {
-        self.revocations
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .peer_revoked(p)
+        self.log_read().revoked().peer_revoked(p)
     }
 
-    /// Whether a grant (by its chain of serials) has been revoked since it was checked.
-    pub fn grant_revoked(&self, chain: &[u64]) -> bool {
-        self.revocations
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .any_grant_revoked(chain)
+    /// Whether a grant has been revoked since it was checked (any serial of its chain, its
+    /// holder, a delegator or its admin); says what.
+    pub fn grant_revoked(&self, g: &GrantInfo) -> Option<String> {
+        self.log_read().revoked().grant_revoked(g)
     }
 
-    pub fn revocation_epoch(&self) -> u64 {
-        self.revocations.read().unwrap_or_else(|e| e.into_inner()).epoch
+    /// How many peers and serials are revoked (grows with every revocation).
+    pub fn revocation_count(&self) -> usize {
+        self.log_read().revoked().len()
     }
 
-    pub fn revocation_records(&self) -> Vec<pb::Signed> {
-        self.revocations
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .records
-            .clone()
+    /// Entries in the fleet-state log.
+    pub fn log_len(&self) -> usize {
+        self.log_read().len()
     }
 
-    /// Verifies, applies and stores a revocation; `Ok(true)` if it revoked something new.
-    pub fn apply_revocation(&self, s: &pb::Signed) -> Result<bool, AuthError> {
-        let mut set = self.revocations.write().unwrap_or_else(|e| e.into_inner());
-        let new = set.apply(s, &self.root, &self.fleet_id)?;
-        if new {
-            if let Some(dir) = &self.dir {
-                let tmp = dir.join(format!("{REVOCATIONS_FILE}.tmp"));
-                if std::fs::write(&tmp, set.to_bytes()).is_ok() {
-                    let _ = std::fs::rename(&tmp, dir.join(REVOCATIONS_FILE));
-                }
-            }
-            let revoked: Vec<String> = set.peers.iter().map(|p| p.to_string()).collect();
-            drop(set);
-            self.members
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|p, _| !revoked.contains(&p.to_string()));
-            self.audit
-                .record("revocation", "", "", &format!("epoch {}", self.revocation_epoch()));
-            self.changed.send_modify(|n| *n += 1);
+    pub fn fleet_summary(&self) -> pb::FleetSummary {
+        self.log_read().summary()
+    }
+
+    /// What a member with summary `theirs` lacks (at most `budget` bytes), and whether
+    /// more remains.
+    pub fn fleet_missing_for(&self, theirs: &pb::FleetSummary, budget: usize) -> (Vec<pb::Signed>, bool) {
+        self.log_read().missing_for(theirs, budget)
+    }
+
+    pub fn fleet_lag(&self, theirs: &pb::FleetSummary) -> Lag {
+        self.log_read().lag(theirs)
+    }
+
+    /// Every entry of the log (what `mesh fleet state` prints).
+    pub fn fleet_entries(&self) -> Vec<pb::Signed> {
+        self.log_read().entries().cloned().collect()
+    }
+
+    /// Verifies an entry, stores it (fsynced) and applies it. `Ok` only for a new entry;
+    /// refusals say why and leave the log as it was.
+    pub fn apply_entry(&self, s: &pb::Signed) -> Result<Effect, LogError> {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let checked = self.log_read().check(s)?;
+        if let Some(file) = store.as_mut() {
+            file.append(s).map_err(|e| LogError::Store(e.to_string()))?;
         }
-        Ok(new)
-    }
-
-    // ---- invites (admin nodes) ----
-
-    /// Redeems an invite for `peer`: one use only, before expiry, signed by our root.
-    pub fn redeem_invite(&self, invite: &pb::Signed, peer: PeerId) -> Result<pb::Signed, AuthError> {
-        let root = self
-            .root_key
-            .as_ref()
-            .ok_or_else(|| AuthError::Refused("this node cannot admit members (no fleet root key)".into()))?;
-        let info = super::invite::open(invite, now_s())?;
-        if info.fleet_root != self.root || info.fleet_id != self.fleet_id {
-            return Err(AuthError::WrongSigner {
-                what: "invite",
-                signer: info.fleet_root.to_peer_id().to_string(),
-                expected: self.root.to_peer_id().to_string(),
-            });
+        let effect = checked.effect.clone();
+        let (issuer, seq) = (checked.issuer, checked.seq);
+        let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+        log.append(checked);
+        drop(log);
+        drop(store);
+        if let Effect::Revocation { peers, .. } = &effect {
+            let mut m = self.members.write().unwrap_or_else(|e| e.into_inner());
+            m.retain(|p, _| !peers.contains(p));
         }
-        let token = hex(&info.token);
-        {
-            let mut used = self.redeemed.write().unwrap_or_else(|e| e.into_inner());
-            if !used.insert(token.clone()) {
-                self.audit
-                    .record("refused-invite", &peer.to_string(), "", "invite already used");
-                return Err(AuthError::Refused("this invite has already been used".into()));
+        let detail = match &effect {
+            Effect::Revocation { peers, grants, reason } => {
+                format!("revoked {} peer(s), {} serial(s): {reason}", peers.len(), grants.len())
             }
-            if let Some(dir) = &self.dir {
-                use std::io::Write;
-                let _ = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join(TOKENS_FILE))
-                    .and_then(|mut f| writeln!(f, "{token}"));
-            }
-        }
-        let c = cert::issue(
-            root,
-            &self.fleet_id,
-            &CertRequest {
-                peer,
-                role: info.role,
-                name: info.name.clone(),
-                valid_s: info.cert_valid_s,
-                cameras: info.cameras,
-            },
-            now_s(),
-        );
+            Effect::Admin(a) => format!("admin {} ({}) certified", a.name, a.admin),
+            Effect::Redeemed { peer, .. } => format!("invite redeemed by {peer}"),
+        };
         self.audit.record(
-            "invite-redeemed",
-            &peer.to_string(),
+            "fleet-state",
+            &issuer.to_string(),
             "",
-            &format!("{:?} {}", info.role, info.name),
+            &format!("entry {seq}: {detail}"),
         );
-        Ok(c)
+        tracing::info!(%issuer, seq, "{detail}");
+        self.tick();
+        Ok(effect)
     }
 
-    /// Renews the certificate of a member whose current one is still valid.
-    pub fn renew(&self, peer: PeerId) -> Result<pb::Signed, AuthError> {
-        let root = self
-            .root_key
-            .as_ref()
-            .ok_or_else(|| AuthError::Refused("this node cannot renew certificates (no fleet root key)".into()))?;
-        let m = self
-            .member(&peer)
-            .ok_or_else(|| AuthError::Refused("only a current member can renew".into()))?;
-        // The same lifetime as the certificate it replaces, from now.
-        let valid_s = (m.not_after_unix_s - m.not_before_unix_s - 60).clamp(60, 90 * 86_400);
-        Ok(cert::issue(
-            root,
-            &self.fleet_id,
-            &CertRequest {
-                peer,
-                role: m.role,
-                name: m.name,
-                valid_s,
-                cameras: m.cameras,
-            },
-            now_s(),
-        ))
+    /// Remembers that `peer` has entries we lack (a gap seen in gossip), for the sync task.
+    pub fn note_behind(&self, peer: PeerId) {
+        let mut b = self.behind.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() < MAX_BEHIND && b.insert(peer) {
+            drop(b);
+            self.tick();
+        }
+    }
+
+    /// The peers noted by [`Trust::note_behind`], once.
+    pub fn take_behind(&self) -> Vec<PeerId> {
+        self.behind.lock().unwrap_or_else(|e| e.into_inner()).drain().collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::admin;
+    use super::super::cert::CertRequest;
+    use super::super::fleetlog;
     use super::*;
 
     #[tokio::test]
@@ -512,15 +483,134 @@ mod tests {
         let info = t.check_grant(&a, &g, "cam1", &[], Rights::LIVE).expect("granted");
         assert!(t.check_grant(&a, &g, "cam2", &[], Rights::LIVE).is_err());
         assert!(t.check_grant(&a, &g, "cam1", &[], Rights::PLAYBACK).is_err());
-        let r = super::super::revocation::issue(&root, "f", 1, &[], &[info.chain[0]], "", now_s());
-        assert_eq!(t.apply_revocation(&r), Ok(true));
+        // Entries issued on another node (the admin's) arrive here.
+        let admin_side = Trust::ephemeral("f", root.public(), PeerId::random());
+        admin_side.set_root_key(root.clone()).expect("our root");
+        let r = admin_side.revoke(&[], &[info.chain[0]], "").expect("issued");
+        assert!(matches!(t.apply_entry(&r), Ok(Effect::Revocation { .. })));
+        assert!(matches!(t.apply_entry(&r), Err(LogError::Duplicate { .. })));
         assert!(matches!(
             t.check_grant(&a, &g, "cam1", &[], Rights::LIVE),
             Err(AuthError::Revoked(_))
         ));
-        let r2 = super::super::revocation::issue(&root, "f", 2, &[a], &[], "", now_s());
-        t.apply_revocation(&r2).expect("applies");
+        let r2 = admin_side.revoke(&[a], &[], "").expect("issued");
+        t.apply_entry(&r2).expect("applies");
         assert!(t.member(&a).is_none());
         assert!(t.admit(a, &c).is_err(), "a revoked peer cannot come back");
+    }
+
+    fn grant_req(holder: PeerId, rights: Rights) -> grant::GrantRequest {
+        grant::GrantRequest {
+            holder,
+            cameras: vec!["cam1".into()],
+            tags: vec![],
+            rights,
+            not_before_unix_s: 0,
+            not_after_unix_s: now_s() + 600,
+        }
+    }
+
+    #[test]
+    fn a_scoped_admin_grants_within_scope_and_its_revocation_cascades() {
+        let root = Keypair::generate_ed25519();
+        let admin_key = Keypair::generate_ed25519();
+        let admin_peer = admin_key.public().to_peer_id();
+        let fleet = Trust::ephemeral("f", root.public(), PeerId::random());
+        fleet.set_root_key(root.clone()).expect("root");
+        let mut scope = admin::AdminRequest::full(admin_peer, "depot", 3600);
+        scope.cameras = vec!["cam1".into()];
+        scope.rights = Rights::LIVE.union(Rights::DELEGATE);
+        let cert = fleet.certify_admin(&scope).expect("certified");
+        let admin_node = Trust::ephemeral("f", root.public(), admin_peer);
+        admin_node.set_admin(admin_key, cert).expect("admin");
+        // Within scope, and outside it.
+        let (viewer_key, camera) = (
+            Keypair::generate_ed25519(),
+            Trust::ephemeral("f", root.public(), PeerId::random()),
+        );
+        for e in fleet.fleet_entries() {
+            camera.apply_entry(&e).expect("the camera learns the admin certificate");
+            admin_node.apply_entry(&e).expect("so does the admin");
+        }
+        let viewer = viewer_key.public().to_peer_id();
+        let g = admin_node
+            .issue_grant(&grant_req(viewer, Rights::LIVE.union(Rights::DELEGATE)))
+            .expect("in scope");
+        camera
+            .check_grant(&viewer, &g, "cam1", &[], Rights::LIVE)
+            .expect("valid");
+        let mut wide = grant_req(viewer, Rights::LIVE);
+        wide.cameras = vec!["cam2".into()];
+        assert!(matches!(admin_node.issue_grant(&wide), Err(AuthError::Wider(_))));
+        assert!(admin_node.issue_grant(&grant_req(viewer, Rights::EXPORT)).is_err());
+        // The viewer delegates; revoking the viewer (the delegator) kills the child too.
+        let friend = PeerId::random();
+        let child = grant::issue(&viewer_key, "f", &grant_req(friend, Rights::LIVE), Some(g.clone()));
+        camera
+            .check_grant(&friend, &child, "cam1", &[], Rights::LIVE)
+            .expect("delegated");
+        let r = fleet.revoke(&[viewer], &[], "lost phone").expect("revoked");
+        camera.apply_entry(&r).expect("applies");
+        admin_node.apply_entry(&r).expect("applies");
+        let e = camera
+            .check_grant(&friend, &child, "cam1", &[], Rights::LIVE)
+            .expect_err("cascade");
+        assert!(e.to_string().contains("issued a grant"), "{e}");
+        // Revoking the admin kills every grant it signed.
+        let other = PeerId::random();
+        let g2 = admin_node
+            .issue_grant(&grant_req(other, Rights::LIVE))
+            .expect("in scope");
+        camera
+            .check_grant(&other, &g2, "cam1", &[], Rights::LIVE)
+            .expect("valid");
+        let r = fleet
+            .revoke(&[admin_peer], &[], "admin laptop stolen")
+            .expect("revoked");
+        camera.apply_entry(&r).expect("applies");
+        assert!(matches!(
+            camera.check_grant(&other, &g2, "cam1", &[], Rights::LIVE),
+            Err(AuthError::Revoked(_))
+        ));
+        admin_node.apply_entry(&r).expect("the admin learns too");
+        assert!(
+            admin_node.issue_grant(&grant_req(other, Rights::LIVE)).is_err(),
+            "a revoked admin signs nothing"
+        );
+    }
+
+    #[test]
+    fn the_log_survives_a_restart_and_a_stored_forgery_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Keypair::generate_ed25519();
+        let me = PeerId::random();
+        let admin_side = Trust::ephemeral("f", root.public(), PeerId::random());
+        admin_side.set_root_key(root.clone()).expect("root");
+        let victim = PeerId::random();
+        let r = admin_side.revoke(&[victim], &[], "").expect("issued");
+        {
+            let t = Trust::load(dir.path(), "f", root.public(), me);
+            t.apply_entry(&r).expect("applies");
+        }
+        let t = Trust::load(dir.path(), "f", root.public(), me);
+        assert!(t.peer_revoked(&victim), "survives a restart");
+        assert_eq!(t.log_len(), 1);
+        // An entry appended to the file by hand, signed by someone else, is not believed.
+        let mallory = Keypair::generate_ed25519();
+        let forged = fleetlog::issue(
+            &mallory,
+            None,
+            "f",
+            2,
+            None,
+            pb::fleet_entry_body::Entry::Revocation(super::super::revocation::body("f", &[me], &[], "", 1)),
+            1,
+        );
+        let mut f = super::super::statefile::StateFile::open(dir.path()).expect("open").0;
+        f.append(&forged).expect("append");
+        drop((t, f));
+        let t = Trust::load(dir.path(), "f", root.public(), me);
+        assert!(!t.peer_revoked(&me));
+        assert_eq!(t.log_len(), 1);
     }
 }

@@ -20,9 +20,10 @@ pub fn announce_topic(fleet_id: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("camesh/{fleet_id}/cameras/1"))
 }
 
-/// Gossipsub topic of revocations in a fleet.
+/// Gossipsub topic of new fleet-state entries (revocations first of all) in a fleet: the
+/// fast path; `crate::fleetsync` reconciles whatever gossip missed.
 pub fn revocation_topic(fleet_id: &str) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("camesh/{fleet_id}/revocations/1"))
+    gossipsub::IdentTopic::new(format!("camesh/{fleet_id}/fleet-state/1"))
 }
 
 /// One message for the swarm task to publish.
@@ -74,8 +75,24 @@ impl Gossip {
             return false;
         }
         if *topic == self.revocation_topic.hash() {
+            if data.len() > crate::auth::fleetlog::MAX_ENTRY_BYTES {
+                return false;
+            }
             return match pb::Signed::decode(data) {
-                Ok(r) => self.trust.apply_revocation(&r).is_ok(),
+                Ok(r) => match self.trust.apply_entry(&r) {
+                    Ok(_) => true,
+                    Err(crate::auth::fleetlog::LogError::Gap { .. }) => {
+                        // The sender has entries we lack: the sync task asks it for them.
+                        self.trust.note_behind(via);
+                        false
+                    }
+                    Err(e) => {
+                        if !e.is_benign() {
+                            debug!(peer = %via, error = %e, "fleet-state entry refused");
+                        }
+                        false
+                    }
+                },
                 Err(_) => false,
             };
         }

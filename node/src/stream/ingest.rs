@@ -51,23 +51,22 @@ pub fn start_cameras(config: &Config, hubs: &Hubs, shutdown: &CancellationToken)
 /// the keys of frames it was allowed to see.
 pub async fn rotate_keys_on_revocation(trust: Arc<Trust>, hubs: Arc<Hubs>, shutdown: CancellationToken) {
     let mut rx = trust.subscribe();
-    let mut epoch = trust.revocation_epoch();
-    let mut known = trust.revocation_records().len();
+    let mut known = trust.revocation_count();
     loop {
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = shutdown.cancelled() => return,
         }
-        let (e, n) = (trust.revocation_epoch(), trust.revocation_records().len());
-        if (e, n) != (epoch, known) {
-            (epoch, known) = (e, n);
+        let n = trust.revocation_count();
+        if n != known {
+            known = n;
             for hub in hubs.all().into_iter().chain(hubs.subs()) {
                 let k = hub.rotate_key();
                 trust.audit.record(
                     "key-rotated",
                     "",
                     &hub.id,
-                    &format!("key epoch {k} after revocation epoch {e}"),
+                    &format!("key epoch {k} after a revocation ({n} revoked)"),
                 );
             }
         }

@@ -54,8 +54,8 @@ fn still_authorized(trust: &Trust, peer: &PeerId, grant: &GrantInfo) -> Result<(
     if trust.peer_revoked(peer) {
         return Err(AuthError::Revoked(format!("peer {peer}")));
     }
-    if trust.grant_revoked(&grant.chain) {
-        return Err(AuthError::Revoked("grant".into()));
+    if let Some(what) = trust.grant_revoked(grant) {
+        return Err(AuthError::Revoked(what));
     }
     auth::check_validity("grant", grant.not_before_unix_s, grant.not_after_unix_s, auth::now_s())
 }

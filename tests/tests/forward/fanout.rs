@@ -127,7 +127,7 @@ async fn two_hops_and_a_key_change_through_the_forwarder() {
     next_frame(&mut revoked_sub, T).await;
     // Revoking the second viewer changes the camera's key; the first viewer, behind two
     // forwarders, gets the new epoch's key from the camera and keeps watching.
-    let r = fleet("t-fwd6").revoke(1, &[revoked.peer_id()], &[], "test");
+    let r = fleet("t-fwd6").revoke(&[revoked.peer_id()], &[], "test");
     cam.push_revocation(r).await.expect("pushed");
     let mut saw_new_epoch = false;
     for _ in 0..300 {
