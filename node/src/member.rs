@@ -242,6 +242,37 @@ pub async fn admin_request(
     Ok(resp)
 }
 
+/// Cuts revoked peers: whenever this node learns a revocation (from an admin, gossip or
+/// a reconciliation), every connected peer it now revokes is audited and disconnected.
+/// Its media streams, NVR sessions, relay reservations and circuits end with the
+/// connection; a redial fails the membership exchange ([`Trust::admit`] checks
+/// revocations) and is disconnected after the grace period.
+pub async fn cut_revoked(trust: Arc<Trust>, net: NetHandle, shutdown: CancellationToken) {
+    let mut changes = trust.subscribe();
+    let mut known = trust.revocation_count();
+    loop {
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+        let n = trust.revocation_count();
+        if n == known {
+            continue;
+        }
+        known = n;
+        let Ok(peers) = net.peers().await else { return };
+        for p in peers.into_iter().filter(|p| p.connected) {
+            if trust.peer_revoked(&p.peer) {
+                warn!(peer = %p.peer, "revoked peer cut: disconnecting");
+                trust
+                    .audit
+                    .record("cut", &p.peer.to_string(), "", "revoked: connection closed");
+                net.disconnect(p.peer).await;
+            }
+        }
+    }
+}
+
 /// Keeps this node's certificate current: in the second half of its validity, asks a
 /// connected admin member for a fresh one. Checks on a period scaled to the lifetime.
 pub async fn renew_certificate(trust: Arc<Trust>, mut control: libp2p_stream::Control, shutdown: CancellationToken) {

@@ -164,11 +164,13 @@ impl Node {
             shutdown.child_token(),
         ));
         net.bootstrap().await;
-        tokio::spawn(ingest::rotate_keys_on_revocation(
+        tokio::spawn(ingest::rotate_keys(
             trust.clone(),
             hubs.clone(),
+            Duration::from_secs(config.limits.key_rotation_s),
             shutdown.child_token(),
         ));
+        tokio::spawn(member::cut_revoked(trust.clone(), net.clone(), shutdown.child_token()));
         tokio::spawn(member::renew_certificate(
             trust.clone(),
             control.clone(),

@@ -21,6 +21,7 @@ use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 use tokio::sync::watch;
 
+mod cut;
 mod sign;
 
 use super::admin::AdminInfo;

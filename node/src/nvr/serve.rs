@@ -111,14 +111,17 @@ async fn session(node: &Reach, state: &NvrState, peer: PeerId, mut stream: Strea
     } else {
         auth::signed::decode("grant", &req.grant).and_then(|g| trust.check_grant(&peer, &g, &camera, &tags, right))
     };
-    if let Err(e) = grant {
-        trust
-            .audit
-            .record("refused-nvr", &peer.to_string(), &camera, &format!("{what}: {e}"));
-        info!(%peer, %camera, what, error = %e, "nvr request refused");
-        let msg = reject_msg(pb::RejectCode::RejectNotAuthorized, &e.to_string());
-        return finish(&mut stream, &control, &msg).await;
-    }
+    let grant = match grant {
+        Ok(g) => g,
+        Err(e) => {
+            trust
+                .audit
+                .record("refused-nvr", &peer.to_string(), &camera, &format!("{what}: {e}"));
+            info!(%peer, %camera, what, error = %e, "nvr request refused");
+            let msg = reject_msg(pb::RejectCode::RejectNotAuthorized, &e.to_string());
+            return finish(&mut stream, &control, &msg).await;
+        }
+    };
     let from = req.from_unix_us;
     let to = if req.to_unix_us == 0 {
         now_unix_us()
@@ -198,12 +201,35 @@ async fn session(node: &Reach, state: &NvrState, peer: PeerId, mut stream: Strea
                 0 => limits.max_frame_bytes,
                 n => n.min(limits.max_frame_bytes),
             };
-            play(state, &camera, from, to, &mut stream, &control, max).await
+            let session = play(state, &camera, from, to, &mut stream, &control, max);
+            cut_when_unauthorized(trust, &peer, &grant, &camera, what, session).await
         }
         Some(pb::nvr_request::Request::Export(x)) => {
-            super::export::export(state, &camera, from, to, &x.file_name, &mut stream, &control).await
+            let session = super::export::export(state, &camera, from, to, &x.file_name, &mut stream, &control);
+            cut_when_unauthorized(trust, &peer, &grant, &camera, what, session).await
         }
         None => Ok(()),
+    }
+}
+
+/// Runs a playback or export session until it ends or the viewer's authorization does
+/// (a revocation learned from any member, or the grant's expiry): then the stream is
+/// dropped, which resets it, and the cut is audited.
+async fn cut_when_unauthorized(
+    trust: &auth::Trust,
+    peer: &PeerId,
+    grant: &auth::grant::GrantInfo,
+    camera: &str,
+    what: &str,
+    session: impl std::future::Future<Output = Result<(), IoError>>,
+) -> Result<(), IoError> {
+    tokio::select! {
+        r = session => r,
+        e = trust.until_unauthorized(peer, grant) => {
+            trust.audit.record("cut-nvr", &peer.to_string(), camera, &format!("{what}: {e}"));
+            info!(%peer, %camera, what, reason = %e, "nvr session cut: authorization ended");
+            Ok(())
+        }
     }
 }
 

@@ -47,28 +47,31 @@ pub fn start_cameras(config: &Config, hubs: &Hubs, shutdown: &CancellationToken)
     }
 }
 
-/// Every revocation changes every camera's media key: whoever was revoked keeps at most
-/// the keys of frames it was allowed to see.
-pub async fn rotate_keys_on_revocation(trust: Arc<Trust>, hubs: Arc<Hubs>, shutdown: CancellationToken) {
+/// Changes every camera's media key on every revocation and every `every`: whoever was
+/// revoked, or whose grant expired, keeps at most the keys of frames it was allowed to
+/// see (keys are only served against a valid grant).
+pub async fn rotate_keys(trust: Arc<Trust>, hubs: Arc<Hubs>, every: Duration, shutdown: CancellationToken) {
     let mut rx = trust.subscribe();
     let mut known = trust.revocation_count();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
-            _ = shutdown.cancelled() => return,
-        }
-        let n = trust.revocation_count();
-        if n != known {
-            known = n;
-            for hub in hubs.all().into_iter().chain(hubs.subs()) {
-                let k = hub.rotate_key();
-                trust.audit.record(
-                    "key-rotated",
-                    "",
-                    &hub.id,
-                    &format!("key epoch {k} after a revocation ({n} revoked)"),
-                );
+        let why = tokio::select! {
+            r = rx.changed() => {
+                if r.is_err() { return }
+                let n = trust.revocation_count();
+                if n == known { continue }
+                known = n;
+                format!("after a revocation ({n} revoked)")
             }
+            _ = tick.tick() => format!("every {} s", every.as_secs()),
+            _ = shutdown.cancelled() => return,
+        };
+        for hub in hubs.all().into_iter().chain(hubs.subs()) {
+            let k = hub.rotate_key();
+            trust
+                .audit
+                .record("key-rotated", "", &hub.id, &format!("key epoch {k} {why}"));
         }
     }
 }

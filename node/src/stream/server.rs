@@ -49,36 +49,6 @@ pub struct MediaServer {
     pub trust: Arc<Trust>,
 }
 
-/// Whether a viewer is still allowed to receive: not revoked, grant not revoked or expired.
-fn still_authorized(trust: &Trust, peer: &PeerId, grant: &GrantInfo) -> Result<(), AuthError> {
-    if trust.peer_revoked(peer) {
-        return Err(AuthError::Revoked(format!("peer {peer}")));
-    }
-    if let Some(what) = trust.grant_revoked(grant) {
-        return Err(AuthError::Revoked(what));
-    }
-    auth::check_validity("grant", grant.not_before_unix_s, grant.not_after_unix_s, auth::now_s())
-}
-
-/// Resolves when the viewer's authorization ends (checked on every trust change and
-/// when the grant expires).
-async fn until_unauthorized(trust: &Trust, peer: &PeerId, grant: &GrantInfo) -> AuthError {
-    let mut changes = trust.subscribe();
-    let expiry =
-        std::time::Duration::from_secs(u64::try_from(grant.not_after_unix_s - auth::now_s() + 31).unwrap_or(0));
-    let expired = tokio::time::sleep(expiry);
-    tokio::pin!(expired);
-    loop {
-        tokio::select! {
-            r = changes.changed() => if r.is_err() { std::future::pending::<()>().await },
-            _ = &mut expired => {}
-        }
-        if let Err(e) = still_authorized(trust, peer, grant) {
-            return e;
-        }
-    }
-}
-
 impl MediaServer {
     /// Serves `/camesh/media/1` on the node's one bounded accept loop.
     pub fn run(self: Arc<Self>, incoming: IncomingStreams, shutdown: CancellationToken) {
@@ -261,7 +231,7 @@ impl MediaServer {
             End::HungUp
         }));
         ends.push(Box::pin(async {
-            End::Unauthorized(until_unauthorized(&self.trust, &peer, &grant).await)
+            End::Unauthorized(self.trust.until_unauthorized(&peer, &grant).await)
         }));
         ends.push(Box::pin(async {
             shutdown.cancelled().await;
@@ -334,7 +304,7 @@ async fn pump<W: futures::AsyncWrite + Unpin>(
                 continue;
             }
             if epoch != Some(frame.header.key_epoch) {
-                if let Err(e) = still_authorized(keys.trust, &keys.peer, keys.grant) {
+                if let Err(e) = keys.trust.still_authorized(&keys.peer, keys.grant) {
                     debug!(peer = %keys.peer, error = %e, "no key for an unauthorized viewer");
                     return Ok(());
                 }
