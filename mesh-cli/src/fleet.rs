@@ -1,10 +1,13 @@
-//! Fleet administration: `mesh fleet init|admit|admin|invite|join|revoke|state` (root
-//! commands: they load the fleet root key), and `mesh grant`, `mesh revoke`, `mesh audit`
+//! Fleet administration: `mesh fleet init|admit|admin|invite|join|revoke|state|encrypt|
+//! decrypt` (root commands: they load the fleet root key), and `mesh grant`, `mesh revoke`, `mesh audit`
 //! (day-to-day: signed with this node's own key and its admin certificate, `admin.cert`;
 //! they never open the root key).
 //!
 //! The fleet root key (`fleet.key`) stays in the admin's data directory and is used only
 //! to create the fleet, its admins and members (`admit`, `invite`), and root revocations.
+//! It can be kept sealed with a passphrase (`init --encrypt`, `encrypt`, `decrypt`),
+//! taken from `CAMESH_FLEET_PASSPHRASE` or asked on the terminal, and is refused when its
+//! group or others may read it.
 //! Everything signed goes into the fleet-state log, which members reconcile when they
 //! meet, so it reaches nodes that were offline.
 
@@ -14,7 +17,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use camesh_node::auth::admin::AdminRequest;
 use camesh_node::auth::cert::CertRequest;
-use camesh_node::auth::fleet::{FleetFile, FleetRoot, FLEET_FILE};
+use camesh_node::auth::fleet::{FleetFile, FleetRoot, FLEET_FILE, ROOT_KEY_FILE};
 use camesh_node::auth::grant::GrantRequest;
 use camesh_node::auth::trust::ADMIN_CERT_FILE;
 use camesh_node::auth::{self, signed, Rights, Trust};
@@ -31,7 +34,14 @@ pub enum FleetCmd {
         /// Fleet id (a-z, 0-9, '-', '_').
         #[arg(long)]
         id: String,
+        /// Seal the root key with a passphrase (CAMESH_FLEET_PASSPHRASE, or asked).
+        #[arg(long)]
+        encrypt: bool,
     },
+    /// Seal fleet.key with a passphrase (CAMESH_FLEET_PASSPHRASE, or asked twice).
+    Encrypt,
+    /// Store fleet.key plain again (asks its passphrase).
+    Decrypt,
     /// Sign a membership certificate for a node (offline); copy the file to the node's
     /// data directory as membership.cert.
     Admit {
@@ -126,8 +136,68 @@ pub fn write_fleet_file(dir: &Path, ff: &FleetFile) -> Result<()> {
     std::fs::write(dir.join(FLEET_FILE), toml::to_string(ff)?).context("writing fleet.toml")
 }
 
+/// The environment variable a sealed fleet.key's passphrase may come from.
+pub const PASSPHRASE_ENV: &str = "CAMESH_FLEET_PASSPHRASE";
+
+/// The passphrase of a sealed fleet.key: the environment, else the terminal.
+fn passphrase() -> Result<String, String> {
+    if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(p);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(format!("set {PASSPHRASE_ENV}, or run in a terminal to be asked"));
+    }
+    rpassword::prompt_password("fleet.key passphrase: ").map_err(|e| format!("reading the passphrase: {e}"))
+}
+
+/// A new passphrase: the environment, else asked twice on the terminal.
+fn new_passphrase() -> Result<String> {
+    let p = match std::env::var(PASSPHRASE_ENV) {
+        Ok(p) => p,
+        Err(_) => {
+            let p = passphrase().map_err(|e| anyhow!("{e}"))?;
+            let again = rpassword::prompt_password("again: ").context("reading the passphrase")?;
+            if p != again {
+                bail!("the passphrases differ; nothing changed");
+            }
+            p
+        }
+    };
+    if p.chars().count() < 8 {
+        bail!("the passphrase is shorter than 8 characters; nothing changed");
+    }
+    Ok(p)
+}
+
+/// The fleet root key of this data directory (root commands only).
 pub fn root(dir: &Path) -> Result<FleetRoot> {
-    FleetRoot::load(dir).map_err(|e| anyhow!("{e}"))
+    FleetRoot::load(dir, &passphrase).map_err(|e| anyhow!("{e}"))
+}
+
+/// `mesh fleet encrypt`: seals fleet.key with a passphrase.
+pub fn encrypt(dir: &Path) -> Result<()> {
+    if FleetRoot::is_sealed(dir).map_err(|e| anyhow!("{e}"))? {
+        bail!("{} is sealed already", dir.join(ROOT_KEY_FILE).display());
+    }
+    let f = root(dir)?;
+    let p = new_passphrase()?;
+    f.write_key(dir, Some(&p)).map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "{}: sealed with a passphrase (root commands ask for it, or read {PASSPHRASE_ENV})",
+        dir.join(ROOT_KEY_FILE).display()
+    );
+    Ok(())
+}
+
+/// `mesh fleet decrypt`: stores fleet.key plain again.
+pub fn decrypt(dir: &Path) -> Result<()> {
+    if !FleetRoot::is_sealed(dir).map_err(|e| anyhow!("{e}"))? {
+        bail!("{} is not sealed", dir.join(ROOT_KEY_FILE).display());
+    }
+    let f = root(dir)?;
+    f.write_key(dir, None).map_err(|e| anyhow!("{e}"))?;
+    println!("{}: stored plain (mode 0600)", dir.join(ROOT_KEY_FILE).display());
+    Ok(())
 }
 
 /// This data directory's security state, without a running node (its identity, admin
@@ -221,11 +291,22 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-pub fn init(dir: &Path, id: &str) -> Result<()> {
+pub fn init(dir: &Path, id: &str, encrypt: bool) -> Result<()> {
     if !camesh_node::ids::valid_id(id) {
         bail!("--id {id:?}: use 1-64 characters of a-z, 0-9, '-' or '_'");
     }
+    if dir.join(ROOT_KEY_FILE).exists() {
+        bail!(
+            "a fleet already exists in {} (delete it first to start over)",
+            dir.display()
+        );
+    }
+    // Asked first: a refused passphrase leaves nothing behind.
+    let pass = if encrypt { Some(new_passphrase()?) } else { None };
     let f = FleetRoot::create(dir, id).map_err(|e| anyhow!("{e}"))?;
+    if let Some(p) = &pass {
+        f.write_key(dir, Some(p)).map_err(|e| anyhow!("{e}"))?;
+    }
     let me = camesh_node::identity::load_or_create(dir)?.public().to_peer_id();
     f.enroll_dir(dir, MemberRole::Admin, "admin", &[], 365 * 86_400)
         .map_err(|e| anyhow!("{e}"))?;
@@ -241,8 +322,13 @@ pub fn init(dir: &Path, id: &str) -> Result<()> {
     println!("fleet root: {}", f.root_text());
     println!("admin peer: {me}");
     println!(
-        "root key:   {} (keep it here; never copy it to cameras or NVRs; only `mesh fleet` commands use it)",
-        dir.join("fleet.key").display()
+        "root key:   {} ({}keep it here; never copy it to cameras or NVRs; only `mesh fleet` commands use it)",
+        dir.join(ROOT_KEY_FILE).display(),
+        if pass.is_some() {
+            "sealed with your passphrase; "
+        } else {
+            ""
+        }
     );
     println!(
         "admin:      {} (every right on every camera, may revoke and admit: `mesh grant` and `mesh revoke` sign with it)",
@@ -370,7 +456,7 @@ pub fn grant(
     rights: Rights,
     until: Duration,
     out: Option<&Path>,
-) -> Result<()> {
+) -> Result<camesh_proto::pb::Signed> {
     if cameras.is_empty() && tags.is_empty() {
         bail!("say which cameras: --cameras c1,c2 (or '*') and/or --tag T");
     }
@@ -409,11 +495,18 @@ pub fn grant(
     );
     println!("{text}");
     eprintln!(
-        "grant {:016x}: {rights} on {} for {holder}, valid {}; the holder installs it with `mesh grant-install <text>`",
+        "grant {:016x}: {rights} on {} for {holder}, valid {}; the holder installs it with `mesh grant-install <text>` (or send it: --send)",
         info.chain[0],
         cameras.join(","),
         humantime::format_duration(until)
     );
+    Ok(g)
+}
+
+/// `mesh grant ... --send`: hands the grant to its holder over the mesh.
+pub async fn send_grant(node: &NodeHandle, holder: PeerId, g: &camesh_proto::pb::Signed) -> Result<()> {
+    node.send_grant(holder, g).await.map_err(|e| anyhow!("{e}"))?;
+    println!("delivered to {holder}: verified and installed there");
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 
 mod demo;
 mod fleet;
+mod install;
 mod nvr;
 mod path;
 mod top;
@@ -104,8 +105,14 @@ enum Cmd {
         /// Also write the grant to this file.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Also hand it to the holder over the mesh (found by mDNS, --bootstrap or the
+        /// DHT); it installs it at once.
+        #[arg(long)]
+        send: bool,
     },
-    /// Install a grant given to this laptop (text or file).
+    /// Install a grant into this data directory (a laptop's, camera's or NVR's: the
+    /// fleet from fleet.toml, config.toml or --fleet/--fleet-root); a node running on
+    /// it picks it up within seconds.
     GrantInstall { grant: String },
     /// Revoke a peer or a grant (by its serial), as an admin that may revoke: everything
     /// the peer holds or issued stops, its streams and connections close, keys change;
@@ -161,7 +168,9 @@ async fn real_main() -> Result<()> {
     // Commands that need no running peer.
     match &cli.cmd {
         Cmd::Demo(args) => return demo::run(args).await,
-        Cmd::Fleet(fleet::FleetCmd::Init { id }) => return fleet::init(&dir, id),
+        Cmd::Fleet(fleet::FleetCmd::Init { id, encrypt }) => return fleet::init(&dir, id, *encrypt),
+        Cmd::Fleet(fleet::FleetCmd::Encrypt) => return fleet::encrypt(&dir),
+        Cmd::Fleet(fleet::FleetCmd::Decrypt) => return fleet::decrypt(&dir),
         Cmd::Fleet(fleet::FleetCmd::Admit {
             peer,
             role,
@@ -177,8 +186,9 @@ async fn real_main() -> Result<()> {
             rights,
             until,
             output,
+            send,
         } => {
-            return fleet::grant(
+            let g = fleet::grant(
                 &dir,
                 *peer,
                 cameras.clone(),
@@ -186,7 +196,14 @@ async fn real_main() -> Result<()> {
                 *rights,
                 *until,
                 output.as_deref(),
-            )
+            )?;
+            if !*send {
+                return Ok(());
+            }
+            let node = start_peer(&cli, &dir).await?;
+            let result = fleet::send_grant(&node, *peer, &g).await;
+            node.shutdown();
+            return result;
         }
         Cmd::Audit { lines } => return fleet::audit(&dir, *lines),
         Cmd::Fleet(fleet::FleetCmd::State) => return fleet::state(&dir),
@@ -221,17 +238,7 @@ async fn real_main() -> Result<()> {
             return nvr::verify(args, id.zip(root));
         }
         Cmd::GrantInstall { grant } => {
-            let node = start_peer(&cli, &dir).await?;
-            let g = fleet::read_grant(grant)?;
-            let info = node.trust().add_grant(g, true).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
-                "installed grant {:016x}: {} on {}",
-                info.chain[0],
-                info.rights,
-                info.cameras.join(",")
-            );
-            node.shutdown();
-            return Ok(());
+            return install::grant_install(&dir, grant, cli.fleet.as_deref(), cli.fleet_root.as_deref())
         }
         Cmd::Fleet(fleet::FleetCmd::Join { invite }) => {
             let (info, _) = camesh_node::auth::invite::parse(invite, camesh_node::auth::now_s())

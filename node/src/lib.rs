@@ -29,7 +29,7 @@
 //! | discovery | [`discovery`] | the directory of cameras; judging gossip; what to announce and provide |
 //! | swarm | [`net`] | the one task that owns the Swarm; the pure punch schedule; one record of each peer's path |
 //! | media protocol | [`stream`] | hubs and fan-out (pure), the media/info/key servers and client, camera tasks, the accept loop |
-//! | seams | [`reach`], [`member`], [`attest`] | reaching a camera (connect, prove membership, resolve, subscribe); membership and admin protocols; camera-signed GOP digests |
+//! | seams | [`reach`], [`member`], [`grants`], [`fleetsync`], [`attest`] | reaching a camera (connect, prove membership, resolve, subscribe); membership and admin protocols; grants handed to their holders; fleet-state reconciliation; camera-signed GOP digests |
 //! | users of a camera | [`watch`], [`relay`] | one viewer (a pure state machine and its IO loop); forwarding for peers with a worse path |
 //! | roles | [`nvr`], [`gateway`] | recording and serving recordings; local HTTP for players and metrics |
 //! | facade | [`node`] | `Node::spawn` wires the parts; `NodeHandle` for binaries and tests |
@@ -50,6 +50,7 @@ pub mod config;
 pub mod discovery;
 pub mod fleetsync;
 pub mod gateway;
+pub mod grants;
 pub mod identity;
 pub mod ids;
 pub mod media;

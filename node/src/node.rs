@@ -5,12 +5,15 @@
 //!
 //! Tasks and what they own:
 //! - the swarm task ([`crate::net`]): the libp2p Swarm, nothing else;
-//! - the protocol servers (media, info, keys, membership, admin, attestations): one
-//!   bounded accept loop each ([`crate::stream::accept`]), one task per stream;
+//! - the protocol servers (media, info, keys, membership, admin, grants, fleet state,
+//!   attestations): one bounded accept loop each ([`crate::stream::accept`]), one task
+//!   per stream;
 //! - one camera task per configured camera ([`crate::stream::ingest`]): its source,
 //!   feeding its [`Hub`];
 //! - configured forwardings ([`crate::relay::forward`]), certificate renewal and key
-//!   rotation ([`crate::member`], [`crate::stream::ingest`]).
+//!   rotation ([`crate::member`], [`crate::stream::ingest`]);
+//! - the pick-up of grants and certificates installed into the data folder while the
+//!   node runs ([`Trust::reload_from_disk`], every [`PICKUP_INTERVAL`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +37,12 @@ use crate::stream::hub::{Hub, Hubs};
 use crate::stream::server::{MediaServer, StreamSlots};
 use crate::stream::{ingest, keys};
 use crate::watch::{self, WatchEvent, WatchOptions};
-use crate::{fleetsync, member};
+use crate::{fleetsync, grants, member};
+
+/// How often the data folder is re-read for grants and certificates installed while the
+/// node runs (`mesh grant-install`, a copied certificate): a new grant takes effect
+/// within this, without a restart; an unchanged folder costs a directory listing.
+pub const PICKUP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +137,7 @@ impl Node {
         let admin_in = accept(member::admin_protocol())?;
         let key_in = accept(keys::key_protocol())?;
         let fleet_in = accept(fleetsync::protocol())?;
+        let grant_in = accept(grants::protocol())?;
         let local = {
             let hubs = hubs.clone();
             discovery::LocalCameras::new(move |me, addrs| hubs.announcements(me, addrs))
@@ -146,6 +155,7 @@ impl Node {
         .await?;
         member::serve_member(member_in, trust.clone(), net.clone(), shutdown.child_token());
         member::serve_admin(admin_in, trust.clone(), net.clone(), shutdown.child_token());
+        grants::serve(grant_in, trust.clone(), config.limits.clone(), shutdown.child_token());
         tokio::spawn(member::run_initiator(
             trust.clone(),
             net.clone(),
@@ -176,6 +186,7 @@ impl Node {
             control.clone(),
             shutdown.child_token(),
         ));
+        tokio::spawn(pick_up_installed(trust.clone(), shutdown.child_token()));
         let slots = Arc::new(StreamSlots::default());
         let server = Arc::new(MediaServer {
             hubs: hubs.clone(),
@@ -223,6 +234,29 @@ impl Node {
             tokio::spawn(forward::keep(handle.forwarding(), f.clone()));
         }
         Ok(handle)
+    }
+}
+
+/// Re-reads the data folder every [`PICKUP_INTERVAL`] until `shutdown` (file reads on the
+/// blocking pool).
+async fn pick_up_installed(trust: Arc<Trust>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(PICKUP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await; // The first tick is immediate; Trust::load has just read it all.
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let t = trust.clone();
+        match tokio::task::spawn_blocking(move || t.reload_from_disk()).await {
+            Ok(0) => {}
+            Ok(installed) => info!(
+                installed,
+                "picked up grants or a certificate installed in the data folder"
+            ),
+            Err(e) => tracing::warn!(error = %e, "data folder pick-up failed"),
+        }
     }
 }
 
@@ -278,6 +312,12 @@ impl NodeHandle {
     /// Sends a revocation to every connected peer and gossips it (after applying it here).
     pub async fn push_revocation(&self, r: pb::Signed) -> Result<usize, String> {
         member::push_revocation(self.trust(), self.net(), &self.reach.control(), r).await
+    }
+
+    /// Hands `grant` to its holder `peer` over `/camesh/grant/1` (connecting first);
+    /// Ok when the holder verified and installed it.
+    pub async fn send_grant(&self, peer: PeerId, grant: &pb::Signed) -> Result<(), grants::PushError> {
+        grants::send(&self.reach, peer, grant).await
     }
 
     /// Redeems an invite with its admin node and installs the certificate it issues.

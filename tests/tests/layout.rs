@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["discovery/"],
     &["net/"],
     &["stream/"],
-    &["member.rs", "fleetsync.rs", "reach/", "attest/"],
+    &["member.rs", "grants.rs", "fleetsync.rs", "reach/", "attest/"],
     &["watch/", "relay/"],
     &["nvr/", "gateway/"],
     &["node.rs", "lib.rs"],

@@ -1,8 +1,10 @@
 //! Fleet root keys and how they are written down.
 //!
 //! The root key lives only on the admin's laptop (`fleet.key`, mode 0600, beside
-//! `fleet.toml` with the fleet id). Nodes know only the root's public key, written as
-//! base58 text in their config (`node.fleet_root`).
+//! `fleet.toml` with the fleet id), plain or sealed with a passphrase
+//! ([`super::keyfile`]); a `fleet.key` that its group or others may access is refused
+//! before it is read. Only root commands load it ([`FleetRoot::load`]). Nodes know only
+//! the root's public key, written as base58 text in their config (`node.fleet_root`).
 
 use std::path::{Path, PathBuf};
 
@@ -42,8 +44,16 @@ pub struct FleetRoot {
     chain: std::sync::Arc<std::sync::Mutex<(u64, Option<super::fleetlog::Hash>)>>,
 }
 
+/// Where the passphrase of a sealed `fleet.key` comes from, asked only when the file is
+/// sealed (the environment, a prompt: the binary decides).
+pub type Passphrase<'a> = &'a dyn Fn() -> Result<String, String>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    #[error("fleet.key is readable by others (mode {mode:04o}): chmod 600 {}", path.display())]
+    Exposed { path: PathBuf, mode: u32 },
+    #[error("{}: {reason}", path.display())]
+    Sealed { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("a fleet already exists in {0} (delete it first to start over)")]
@@ -105,27 +115,100 @@ impl FleetRoot {
         std::fs::write(&path, toml::to_string(&ff).expect("toml")).map_err(|e| file_err(&path, e))
     }
 
-    /// Loads the root key from `dir`, if this is an admin's data directory.
-    pub fn load(dir: &Path) -> Result<Self, FleetError> {
-        let key_path = dir.join(ROOT_KEY_FILE);
-        if !key_path.exists() {
-            return Err(FleetError::Missing(dir.to_owned()));
-        }
+    /// Loads the root key from `dir`, if this is an admin's data directory: refused if
+    /// `fleet.key` is open to its group or others; a sealed one asks `passphrase`.
+    pub fn load(dir: &Path, passphrase: Passphrase) -> Result<Self, FleetError> {
+        let (key_path, bytes) = read_key_file(dir)?;
         let bad = |path: &Path, reason: String| FleetError::File {
             path: path.to_owned(),
             reason,
         };
-        let bytes = std::fs::read(&key_path).map_err(|e| bad(&key_path, e.to_string()))?;
-        let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| bad(&key_path, e.to_string()))?;
+        let plain = if super::keyfile::is_sealed(&bytes) {
+            let sealed = |reason: String| FleetError::Sealed {
+                path: key_path.clone(),
+                reason,
+            };
+            let pass = passphrase().map_err(|e| sealed(format!("sealed with a passphrase; {e}")))?;
+            super::keyfile::open(&bytes, &pass).map_err(|e| sealed(e.to_string()))?
+        } else {
+            bytes
+        };
+        let key = Keypair::from_protobuf_encoding(&plain).map_err(|e| bad(&key_path, e.to_string()))?;
         let path = dir.join(FLEET_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| bad(&path, e.to_string()))?;
         let ff: FleetFile = toml::from_str(&text).map_err(|e| bad(&path, e.to_string()))?;
+        if ff.root != root_to_text(&key.public()) {
+            return Err(bad(
+                &key_path,
+                format!("not the root key of fleet {:?} ({FLEET_FILE})", ff.fleet_id),
+            ));
+        }
         Ok(Self::with_key(&ff.fleet_id, key))
+    }
+
+    /// Whether `<dir>/fleet.key` is sealed with a passphrase (checks its mode first).
+    pub fn is_sealed(dir: &Path) -> Result<bool, FleetError> {
+        Ok(super::keyfile::is_sealed(&read_key_file(dir)?.1))
+    }
+
+    /// Rewrites `<dir>/fleet.key` with this root key: sealed with `passphrase`, or plain
+    /// with `None` (mode 0600, replaced whole: a temporary file renamed into place).
+    pub fn write_key(&self, dir: &Path, passphrase: Option<&str>) -> Result<(), FleetError> {
+        let key_path = dir.join(ROOT_KEY_FILE);
+        let file_err = |e: String| FleetError::File {
+            path: key_path.clone(),
+            reason: e,
+        };
+        // Encoding an ed25519 key cannot fail.
+        let plain = self.key.to_protobuf_encoding().expect("ed25519 key encodes");
+        let bytes = match passphrase {
+            Some(p) => super::keyfile::seal(&plain, p).map_err(|e| file_err(e.to_string()))?,
+            None => plain,
+        };
+        let tmp = dir.join(format!(".{ROOT_KEY_FILE}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        crate::identity::write_private(&tmp, &bytes).map_err(|e| file_err(e.to_string()))?;
+        std::fs::rename(&tmp, &key_path).map_err(|e| file_err(e.to_string()))
     }
 
     pub fn root_text(&self) -> String {
         root_to_text(&self.key.public())
     }
+}
+
+/// Reads `<dir>/fleet.key` after checking it is a regular file only its owner may
+/// access (a stat, before any open).
+fn read_key_file(dir: &Path) -> Result<(PathBuf, Vec<u8>), FleetError> {
+    let key_path = dir.join(ROOT_KEY_FILE);
+    let meta = match std::fs::metadata(&key_path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(FleetError::Missing(dir.to_owned())),
+        Err(e) => {
+            return Err(FleetError::File {
+                path: key_path,
+                reason: e.to_string(),
+            })
+        }
+    };
+    if !meta.is_file() {
+        return Err(FleetError::File {
+            path: key_path,
+            reason: "not a regular file".into(),
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(FleetError::Exposed { path: key_path, mode });
+        }
+    }
+    let bytes = std::fs::read(&key_path).map_err(|e| FleetError::File {
+        path: key_path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok((key_path, bytes))
 }
 
 /// Offline administration with the root key: certificates, grants and revocations, and
@@ -269,9 +352,58 @@ mod tests {
             FleetRoot::create(dir.path(), "acme"),
             Err(FleetError::Exists(_))
         ));
-        let g = FleetRoot::load(dir.path()).expect("load");
+        let no_prompt = || -> Result<String, String> { Err("no passphrase given".into()) };
+        let g = FleetRoot::load(dir.path(), &no_prompt).expect("load");
         assert_eq!(g.fleet_id, "acme");
         assert_eq!(root_from_text(&f.root_text()).expect("parse"), f.key.public());
         assert!(root_from_text("not-base58-0OIl").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_open_to_others_is_refused_before_it_is_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        FleetRoot::create(dir.path(), "acme").expect("create");
+        let path = dir.path().join(ROOT_KEY_FILE);
+        let no_prompt = || -> Result<String, String> { unreachable!("a plain key asks nothing") };
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let e = FleetRoot::load(dir.path(), &no_prompt).expect_err("refused");
+            let want = format!(
+                "fleet.key is readable by others (mode {mode:04o}): chmod 600 {}",
+                path.display()
+            );
+            assert_eq!(e.to_string(), want);
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        FleetRoot::load(dir.path(), &no_prompt).expect("0600 is fine");
+    }
+
+    #[test]
+    fn a_sealed_key_needs_its_passphrase() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = FleetRoot::create(dir.path(), "acme").expect("create");
+        assert!(!FleetRoot::is_sealed(dir.path()).expect("plain"));
+        f.write_key(dir.path(), Some("hunter2 hunter2")).expect("sealed");
+        assert!(FleetRoot::is_sealed(dir.path()).expect("sealed"));
+        let right = || -> Result<String, String> { Ok("hunter2 hunter2".into()) };
+        let wrong = || -> Result<String, String> { Ok("hunter3".into()) };
+        let none = || -> Result<String, String> { Err("set CAMESH_FLEET_PASSPHRASE".into()) };
+        assert_eq!(
+            FleetRoot::load(dir.path(), &right).expect("opens").key.public(),
+            f.key.public()
+        );
+        let e = FleetRoot::load(dir.path(), &wrong).expect_err("wrong passphrase");
+        assert!(e.to_string().contains("wrong passphrase"), "{e}");
+        let e = FleetRoot::load(dir.path(), &none).expect_err("no passphrase");
+        assert!(e.to_string().contains("CAMESH_FLEET_PASSPHRASE"), "{e}");
+        // And back to plain.
+        f.write_key(dir.path(), None).expect("plain");
+        assert!(!FleetRoot::is_sealed(dir.path()).expect("plain"));
+        assert_eq!(
+            FleetRoot::load(dir.path(), &none).expect("plain").key.public(),
+            f.key.public()
+        );
     }
 }

@@ -13,7 +13,9 @@
 //! - [`invite`]: one-time enrolment invites.
 //! - [`media_key`]: per-epoch AES-256-GCM keys; every frame is sealed once at the source.
 //! - [`trust`]: a node's view of all of the above (members it verified, revocations it
-//!   knows), shared by the tasks that enforce it; [`fleet`]: the root key files.
+//!   knows), shared by the tasks that enforce it, which picks up grants and certificates
+//!   installed while the node runs; [`fleet`]: the root key files, which
+//!   [`keyfile`] seals with a passphrase.
 //! - [`audit`]: every admission, grant, revocation and refusal, appended to a log.
 //!
 //! Everything here except `audit`, `fleet` and the stored state in `trust` is pure:
@@ -26,6 +28,7 @@ pub mod fleet;
 pub mod fleetlog;
 pub mod grant;
 pub mod invite;
+pub mod keyfile;
 pub mod media_key;
 pub mod revocation;
 pub mod signed;

@@ -22,7 +22,10 @@ use libp2p::PeerId;
 use tokio::sync::watch;
 
 mod cut;
+mod pickup;
 mod sign;
+
+pub use pickup::store_grant;
 
 use super::admin::AdminInfo;
 use super::audit::Audit;
@@ -31,7 +34,7 @@ use super::fleetlog::{Effect, FleetLog, Lag, LogError};
 use super::grant::{self, GrantInfo, Rights};
 use super::signed;
 use super::statefile::StateFile;
-use super::{now_s, At, AuthError, CERT_FILE, DEFAULT_SKEW_S, GRANTS_DIR};
+use super::{now_s, At, AuthError, CERT_FILE, DEFAULT_SKEW_S};
 
 /// An admin's certificate, in the admin's data folder beside [`CERT_FILE`].
 pub const ADMIN_CERT_FILE: &str = "admin.cert";
@@ -65,6 +68,9 @@ pub struct Trust {
     root_key: RwLock<Option<Keypair>>,
     admin: RwLock<Option<AdminSelf>>,
     behind: Mutex<HashSet<PeerId>>,
+    /// Files of the data folder already read, by name, with what they looked like then
+    /// (see [`Trust::reload_from_disk`]).
+    seen: Mutex<HashMap<String, pickup::Stamp>>,
     changed: watch::Sender<u64>,
     grace: AtomicU64,
     skew_s: AtomicI64,
@@ -76,22 +82,10 @@ impl Trust {
     pub fn load(dir: &Path, fleet_id: &str, root: PublicKey, me: PeerId) -> Self {
         let audit = Audit::open(dir);
         let t = Self::new(fleet_id, root, me, Some(dir.to_owned()), audit);
-        if let Ok(bytes) = std::fs::read(dir.join(CERT_FILE)) {
-            match t.install_cert_bytes(&bytes) {
-                Ok(info) => {
-                    tracing::info!(role = ?info.role, expires = info.not_after_unix_s, "membership certificate loaded")
-                }
-                Err(e) => tracing::warn!(error = %e, "stored membership certificate is not usable"),
-            }
-        }
-        if let Ok(rd) = std::fs::read_dir(dir.join(GRANTS_DIR)) {
-            for entry in rd.flatten().take(MAX_OWN_GRANTS) {
-                if let Ok(bytes) = std::fs::read(entry.path()) {
-                    if let Err(e) = signed::decode("grant", &bytes).and_then(|g| t.add_grant(g, false)) {
-                        tracing::warn!(file = %entry.path().display(), error = %e, "stored grant ignored");
-                    }
-                }
-            }
+        // The certificate and grants in the folder (what the running node re-reads later).
+        t.reload(false);
+        if let Some(info) = t.own_cert_info() {
+            tracing::info!(role = ?info.role, expires = info.not_after_unix_s, "membership certificate loaded");
         }
         match StateFile::open(dir) {
             Ok((file, loaded)) => {
@@ -132,6 +126,7 @@ impl Trust {
             root_key: RwLock::new(None),
             admin: RwLock::new(None),
             behind: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             grace: AtomicU64::new(1000),
             skew_s: AtomicI64::new(DEFAULT_SKEW_S),
@@ -307,18 +302,22 @@ impl Trust {
         Ok(info)
     }
 
-    /// Adds a grant held by this node (verified against our own peer id).
+    /// Adds a grant held by this node (verified against our own peer id); a grant held
+    /// already (same serial) is not added twice.
     pub fn add_grant(&self, g: pb::Signed, store: bool) -> Result<GrantInfo, AuthError> {
         let info = grant::verify(&g, &self.root, &self.fleet_id, &self.me, self.at())?;
         let mut gs = self.grants.write().unwrap_or_else(|e| e.into_inner());
+        if gs.iter().any(|(_, held)| held.chain[0] == info.chain[0]) {
+            return Ok(info);
+        }
         if gs.len() >= MAX_OWN_GRANTS {
             return Err(AuthError::Refused("too many grants held".into()));
         }
         if store {
             if let Some(dir) = &self.dir {
-                let d = dir.join(GRANTS_DIR);
-                let _ = std::fs::create_dir_all(&d);
-                let _ = std::fs::write(d.join(format!("{:016x}.grant", info.chain[0])), signed::encode(&g));
+                if let Err(e) = store_grant(dir, &g, info.chain[0]) {
+                    tracing::warn!(error = %e, serial = info.chain[0], "grant not stored: it is lost on restart");
+                }
             }
         }
         gs.push((g, info.clone()));

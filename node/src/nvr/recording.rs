@@ -1,5 +1,6 @@
 //! One camera's recording task (IO): subscribe like any viewer with a grant carrying the
-//! `record` right, store every frame as it arrives (sealed), wrap each media key for
+//! `record` right (without one, wait for the trust store to change: a grant installed
+//! while the NVR runs starts the recording at once), store every frame as it arrives (sealed), wrap each media key for
 //! storage, and when the camera drops, record the gap and subscribe again with backoff.
 //!
 //! A new subscription starts with the camera's cached GOP (instant start): frames captured
@@ -55,10 +56,13 @@ pub(crate) async fn run(
     let mut why = String::from("the NVR was not recording");
     let mut backoff = Duration::ZERO;
     let mut failures = 0u32;
+    // Ticks when a grant is installed (picked up from the data folder or pushed).
+    let mut trust_changed = node.trust().subscribe();
     loop {
         if cancel.is_cancelled() {
             return;
         }
+        trust_changed.borrow_and_update();
         let Some(grant) = node.trust().grant_for(&camera, Rights::RECORD) else {
             if failures == 0 {
                 warn!(%camera, "no grant with the record right for this camera: ask a fleet admin (mesh grant <nvr peer id> --cameras {camera} --rights live,record)");
@@ -67,6 +71,10 @@ pub(crate) async fn run(
             backoff = next_backoff(backoff, Duration::from_secs(1), Duration::from_secs(10));
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => continue,
+                Ok(()) = trust_changed.changed() => {
+                    debug!(%camera, "trust changed; looking for a record grant again");
+                    continue;
+                }
                 _ = cancel.cancelled() => return,
             }
         };

@@ -49,6 +49,13 @@ impl NvrProc {
     }
 }
 
+impl NvrProc {
+    /// Whether the process is still the one started (it has not exited).
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 impl Drop for NvrProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -58,10 +65,16 @@ impl Drop for NvrProc {
 
 /// Provisions an NVR data folder: certificate (role nvr), a live+record grant, config.
 pub(crate) fn nvr_folder(dir: &Path, fleet_name: &str, cam: &Multiaddr, edit: impl FnOnce(&mut Config)) {
+    nvr_folder_without_grant(dir, fleet_name, cam, edit);
+    fleet(fleet_name)
+        .grant_dir(dir, &[CAM.into()], Rights::LIVE.union(Rights::RECORD), 3600)
+        .expect("grant");
+}
+
+/// [`nvr_folder`] without the grant: the NVR waits for one.
+pub(crate) fn nvr_folder_without_grant(dir: &Path, fleet_name: &str, cam: &Multiaddr, edit: impl FnOnce(&mut Config)) {
     let f = fleet(fleet_name);
     f.enroll_dir(dir, MemberRole::Nvr, "nvr", &[], 3600).expect("enroll");
-    f.grant_dir(dir, &[CAM.into()], Rights::LIVE.union(Rights::RECORD), 3600)
-        .expect("grant");
     let mut c = loopback_config(Role::Nvr, fleet_name);
     // A fixed port, as an installed NVR has: after a restart, peers reach it where it was.
     let port = std::net::UdpSocket::bind("127.0.0.1:0")

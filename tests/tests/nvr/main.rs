@@ -4,7 +4,8 @@
 //!
 //! [`durability`]: SIGKILLs and a deleted index lose nothing they must keep;
 //! [`retention`]: a small quota deletes the oldest unlocked video first; [`export`]:
-//! exports ffprobe reads and `mesh verify` checks, playback from the middle of a GOP.
+//! exports ffprobe reads and `mesh verify` checks, playback from the middle of a GOP;
+//! [`pickup`]: a grant installed into a running NVR starts its recording, no restart.
 //! The daemon and its data folder are in [`daemon`].
 //!
 //! Assertions are about frames and files, never about wall time: waits are bounded
@@ -14,6 +15,7 @@
 mod daemon;
 mod durability;
 mod export;
+mod pickup;
 mod retention;
 
 use std::path::{Path, PathBuf};
