@@ -381,9 +381,10 @@ async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
         }
     );
     println!(
-        "{:<54} {:<10} {:<24} {:<8} {:>8} {:<22} {:<24} ADDRESS",
-        "PEER", "STATE", "PATH", "NAT", "RTT", "AGENT", "FORWARDS"
+        "{:<54} {:<10} {:<24} {:<8} {:>8} {:<14} {:<10} {:<22} {:<24} ADDRESS",
+        "PEER", "STATE", "PATH", "NAT", "RTT", "FLEET STATE", "CLOCK", "AGENT", "FORWARDS"
     );
+    let skew = u64::try_from(node.trust().skew_s()).unwrap_or(0);
     for p in peers {
         // The address of the connection in use (direct first), else the last one dialed.
         let addr = p.connections.first().map(|c| &c.addr).or(p.addrs.first());
@@ -392,8 +393,11 @@ async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
             .filter(|(peer, _)| *peer == p.peer)
             .map(|(_, f)| format!("{} ({} viewers)", f.camera_id, f.viewers))
             .collect();
+        // How far the peer's fleet-state log is from ours, and its clock (from the last
+        // reconciliation with it; "-" for a peer that is not a member or not yet synced).
+        let sync = node.fleet_state_of(&p.peer);
         println!(
-            "{:<54} {:<10} {:<24} {:<8} {:>8} {:<22} {:<24} {}",
+            "{:<54} {:<10} {:<24} {:<8} {:>8} {:<14} {:<10} {:<22} {:<24} {}",
             p.peer,
             if p.connected { "connected" } else { "known" },
             path::link_text(route::link_of(Some(&p))),
@@ -401,6 +405,8 @@ async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
             p.rtt
                 .map(|r| format!("{:.1}ms", r.as_secs_f64() * 1000.0))
                 .unwrap_or_else(|| "-".into()),
+            sync.map_or("-".into(), |s| s.lag_text()),
+            sync.map_or("-".into(), |s| s.clock_text(skew)),
             truncate(&p.agent, 22),
             if forwards.is_empty() {
                 "-".to_string()

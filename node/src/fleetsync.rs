@@ -72,6 +72,26 @@ pub struct PeerState {
     pub at: Instant,
 }
 
+impl PeerState {
+    /// The peer's fleet state against ours, for `mesh peers`: "in step", "behind N"
+    /// (entries we have that it lacks), "ahead N" (entries it has that we could not take).
+    pub fn lag_text(&self) -> String {
+        match (self.they_lack, self.we_lack) {
+            (0, 0) => "in step".into(),
+            (n, 0) => format!("behind {n}"),
+            (0, n) => format!("ahead {n}"),
+            (b, a) => format!("behind {b}, ahead {a}"),
+        }
+    }
+
+    /// The peer's clock against ours ("+1.2s"), flagged when beyond the allowed skew.
+    pub fn clock_text(&self, skew_s: u64) -> String {
+        let s = self.clock_offset_ms as f64 / 1000.0;
+        let far = self.clock_offset_ms.unsigned_abs() > skew_s.saturating_mul(1000);
+        format!("{s:+.1}s{}", if far { " (beyond skew!)" } else { "" })
+    }
+}
+
 /// Per-peer results of the last exchanges, for `mesh peers` (bounded).
 #[derive(Debug, Clone, Default)]
 pub struct SyncTable {
@@ -365,4 +385,25 @@ async fn connected_members(net: &NetHandle, trust: &Trust) -> Vec<PeerId> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_and_clock_read_as_words() {
+        let s = |they_lack, we_lack, clock_offset_ms| PeerState {
+            they_lack,
+            we_lack,
+            clock_offset_ms,
+            at: Instant::now(),
+        };
+        assert_eq!(s(0, 0, 0).lag_text(), "in step");
+        assert_eq!(s(3, 0, 0).lag_text(), "behind 3");
+        assert_eq!(s(0, 2, 0).lag_text(), "ahead 2");
+        assert_eq!(s(1, 2, 0).lag_text(), "behind 1, ahead 2");
+        assert_eq!(s(0, 0, 1250).clock_text(60), "+1.2s");
+        assert_eq!(s(0, 0, -120_000).clock_text(60), "-120.0s (beyond skew!)");
+    }
 }
