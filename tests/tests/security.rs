@@ -285,7 +285,14 @@ async fn a_revoked_viewer_is_cut_off_cannot_return_and_the_key_changes() {
         Ok(_) => panic!("a revoked viewer subscribed again"),
         Err(e) => eprintln!("revoked viewer refused: {e}"),
     }
-    assert!(cam.trust().audit.tail(1000).iter().any(|e| e.event == "key-rotated"));
+    let audit = cam.trust().audit.tail(1000);
+    assert!(audit.iter().any(|e| e.event == "key-rotated"));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.event == "cut" && e.peer == bad.peer_id().to_string()),
+        "the camera closed the revoked viewer's connection"
+    );
     for n in [&bad, &good, &cam] {
         n.shutdown();
     }

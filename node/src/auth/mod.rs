@@ -83,7 +83,7 @@ pub enum AuthError {
     Revoked(String),
     #[error("grant does not cover {0}")]
     NotCovered(String),
-    #[error("delegated grant is wider than its parent: {0}")]
+    #[error("grant is wider than its issuer may give: {0}")]
     Wider(String),
     #[error("{0}")]
     Refused(String),
