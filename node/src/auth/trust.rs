@@ -70,7 +70,7 @@ pub struct Trust {
     behind: Mutex<HashSet<PeerId>>,
     /// Files of the data folder already read, by name, with what they looked like then
     /// (see [`Trust::reload_from_disk`]).
-    seen: Mutex<HashMap<String, pickup::Stamp>>,
+    seen: Mutex<HashMap<String, pickup::Seen>>,
     changed: watch::Sender<u64>,
     grace: AtomicU64,
     skew_s: AtomicI64,

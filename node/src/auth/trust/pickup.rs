@@ -8,8 +8,9 @@
 //! it verifies for this node and is not held already (by serial); a certificate replaces
 //! the one held when it verifies and lasts longer. When anything was added the trust
 //! store ticks, so the tasks waiting on [`Trust::subscribe`] (the NVR's recording loop,
-//! open streams) look again at once. Files that vanish are forgotten; what was learnt
-//! from them is kept until it expires.
+//! open streams) look again at once. A grant whose file is deleted is dropped (unless
+//! another file holds it): deleting the file is how an operator takes a grant off a
+//! running node. A certificate whose file vanishes is kept until it expires.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -28,6 +29,13 @@ pub(super) struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
     ino: u64,
+}
+
+/// A file as last read, and the grant serial it gave this node (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seen {
+    stamp: Stamp,
+    serial: Option<u64>,
 }
 
 impl Stamp {
@@ -55,8 +63,9 @@ pub fn store_grant(dir: &Path, g: &pb::Signed, serial: u64) -> std::io::Result<P
 
 impl Trust {
     /// Re-reads the certificate and grants in the data folder; adds grants that are new
-    /// and valid, installs a certificate that lasts longer than the one held. Returns how
-    /// many things were installed (and ticks [`Trust::subscribe`] if any).
+    /// and valid, drops those whose files were deleted, installs a certificate that lasts
+    /// longer than the one held. Returns how many changes it made (and ticks
+    /// [`Trust::subscribe`] if any).
     pub fn reload_from_disk(&self) -> usize {
         self.reload(true)
     }
@@ -78,7 +87,21 @@ impl Trust {
     fn changed_since_seen(&self, key: &str, path: &Path) -> bool {
         let Some(stamp) = Stamp::of(path) else { return false };
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.insert(key.to_owned(), stamp) != Some(stamp)
+        let before = seen.insert(key.to_owned(), Seen { stamp, serial: None });
+        match before {
+            Some(b) if b.stamp == stamp => {
+                seen.insert(key.to_owned(), b);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn remember_serial(&self, key: &str, serial: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = seen.get_mut(key) {
+            s.serial = Some(serial);
+        }
     }
 
     fn reload_cert(&self, dir: &Path) -> bool {
@@ -132,11 +155,13 @@ impl Trust {
                 tracing::warn!(file = %path.display(), "not a grant; ignored");
                 continue;
             };
-            if self.holds(&g) {
+            if let Some(serial) = self.held_serial(&g) {
+                self.remember_serial(&key, serial);
                 continue;
             }
             match self.add_grant(g, false) {
                 Ok(info) => {
+                    self.remember_serial(&key, info.chain[0]);
                     added += 1;
                     tracing::info!(serial = %format!("{:016x}", info.chain[0]), rights = %info.rights, cameras = %info.cameras.join(","), file = %path.display(), "grant installed");
                     if audit {
@@ -151,16 +176,42 @@ impl Trust {
                 Err(e) => tracing::warn!(file = %path.display(), error = %e, "grant in the data folder ignored"),
             }
         }
-        // Forget files that are gone (bounds the memory; a file put back is read again).
+        // Forget files that are gone (bounds the memory; a file put back is read again),
+        // and drop the grants only they held.
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|k, _| !k.starts_with(GRANTS_DIR) || names.contains(k));
+        let gone: Vec<(String, Option<u64>)> = seen
+            .iter()
+            .filter(|(k, _)| k.starts_with(GRANTS_DIR) && !names.contains(*k))
+            .map(|(k, s)| (k.clone(), s.serial))
+            .collect();
+        for (k, _) in &gone {
+            seen.remove(k);
+        }
+        let still: HashSet<u64> = seen.values().filter_map(|s| s.serial).collect();
+        drop(seen);
+        let dropped: Vec<u64> = gone
+            .into_iter()
+            .filter_map(|(_, s)| s)
+            .filter(|s| !still.contains(s))
+            .collect();
+        if !dropped.is_empty() {
+            let mut gs = self.grants.write().unwrap_or_else(|e| e.into_inner());
+            gs.retain(|(_, i)| !dropped.contains(&i.chain[0]));
+            drop(gs);
+            for serial in dropped {
+                tracing::info!(serial = %format!("{serial:016x}"), "grant file deleted: grant dropped");
+                self.audit
+                    .record("grant-removed", &self.me.to_string(), "", &format!("serial {serial:016x}: file deleted"));
+            }
+            added += 1;
+        }
         added
     }
 
-    /// Whether this exact signed grant is held already.
-    fn holds(&self, g: &pb::Signed) -> bool {
+    /// The serial of this exact signed grant, if it is held already.
+    fn held_serial(&self, g: &pb::Signed) -> Option<u64> {
         let gs = self.grants.read().unwrap_or_else(|e| e.into_inner());
-        gs.iter().any(|(held, _)| held == g)
+        gs.iter().find(|(held, _)| held == g).map(|(_, i)| i.chain[0])
     }
 }
 
@@ -272,6 +323,31 @@ mod tests {
         t.add_grant(g.clone(), true).expect("valid");
         assert_eq!(t.reload_from_disk(), 0);
         assert_eq!(t.grants.read().expect("lock").len(), 1);
+    }
+
+    #[test]
+    fn a_deleted_grant_file_drops_the_grant_unless_another_file_holds_it() {
+        let f = fixture();
+        let t = f.trust();
+        let g = f.grant(f.me, "cam1");
+        f.write_grant("a.grant", &g);
+        f.write_grant("b.grant", &g);
+        assert_eq!(t.reload_from_disk(), 1);
+        let grants = f.dir.path().join(GRANTS_DIR);
+        std::fs::remove_file(grants.join("a.grant")).expect("rm");
+        assert_eq!(t.reload_from_disk(), 0, "b.grant still holds it");
+        assert!(t.grant_for("cam1", Rights::RECORD).is_some());
+        let mut changes = t.subscribe();
+        changes.borrow_and_update();
+        std::fs::remove_file(grants.join("b.grant")).expect("rm");
+        assert_eq!(t.reload_from_disk(), 1);
+        assert!(t.grant_for("cam1", Rights::RECORD).is_none(), "dropped");
+        assert!(changes.has_changed().expect("sender alive"), "subscribers are told");
+        assert!(t.audit.tail(10).iter().any(|e| e.event == "grant-removed"));
+        // Put back: held again.
+        f.write_grant("a.grant", &g);
+        assert_eq!(t.reload_from_disk(), 1);
+        assert!(t.grant_for("cam1", Rights::RECORD).is_some());
     }
 
     #[test]
