@@ -465,16 +465,22 @@ pub fn grant(
     }
     let trust = dir_trust(dir)?;
     let now = auth::now_s();
-    let g = trust
-        .issue_grant(&GrantRequest {
-            holder,
-            cameras: cameras.clone(),
-            tags,
-            rights,
-            not_before_unix_s: now - 60,
-            not_after_unix_s: now + secs(until),
-        })
-        .map_err(|e| anyhow!("{e}"))?;
+    let req = GrantRequest {
+        holder,
+        cameras: cameras.clone(),
+        tags,
+        rights,
+        not_before_unix_s: now - 60,
+        not_after_unix_s: now + secs(until),
+    };
+    // As an admin (admin.cert), else delegating a held grant with the delegate right.
+    let g = if trust.admin_info().is_some() {
+        trust.issue_grant(&req)
+    } else {
+        let key = camesh_node::identity::load_or_create(dir).map_err(|e| anyhow!("{e}"))?;
+        trust.delegate_grant(&key, &req)
+    }
+    .map_err(|e| anyhow!("{e}"))?;
     let text = format!(
         "{GRANT_PREFIX}{}",
         camesh_node::auth::invite::bs58_encode(&signed::encode(&g))

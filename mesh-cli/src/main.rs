@@ -85,8 +85,9 @@ enum Cmd {
     /// join, revoke (root), state.
     #[command(subcommand)]
     Fleet(fleet::FleetCmd),
-    /// Grant a peer rights on cameras (signed with this data dir's admin certificate,
-    /// within its scope; never with the root key).
+    /// Grant a peer rights on cameras: signed with this data dir's admin certificate,
+    /// within its scope, or delegated from a grant held here with the `delegate` right
+    /// (no wider than it); never with the root key.
     Grant {
         /// The holder's peer id.
         peer: PeerId,

@@ -499,3 +499,90 @@ fn a_scoped_admin_grants_within_its_scope_and_is_refused_outside_it() {
     assert!(!ok, "an admin without may-revoke revoked");
     eprintln!("revoke: {}", err.trim());
 }
+
+#[test]
+fn mesh_grant_delegates_a_held_grant_no_wider_and_not_once_revoked() {
+    const F: &str = "t-fs-cli-deleg";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lead = dir.path().join("lead");
+    // A shift lead's laptop: a member with live+playback+delegate on the front camera.
+    let f = fleet(F);
+    f.enroll_dir(&lead, MemberRole::Viewer, "lead", &[], 3600)
+        .expect("enroll");
+    f.grant_dir(
+        &lead,
+        &["front".into()],
+        Rights::LIVE.union(Rights::PLAYBACK).union(Rights::DELEGATE),
+        3600,
+    )
+    .expect("grant");
+    std::fs::write(
+        lead.join("fleet.toml"),
+        format!("fleet_id = {F:?}\nroot = {:?}\n", f.root_text()),
+    )
+    .expect("fleet.toml");
+    let mesh = |args: &[&str]| {
+        let out = std::process::Command::new(bin("mesh"))
+            .env_remove("CAMESH_FLEET")
+            .env_remove("CAMESH_FLEET_ROOT")
+            .arg("--data-dir")
+            .arg(&lead)
+            .args(args)
+            .output()
+            .expect("mesh runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let guard = PeerId::random();
+    let (ok, text, err) = mesh(&[
+        "grant",
+        &guard.to_string(),
+        "--cameras",
+        "front",
+        "--rights",
+        "live",
+        "--until",
+        "30m",
+    ]);
+    assert!(ok, "delegation within the held grant: {err}");
+    let g = camesh_node::auth::signed::decode(
+        "grant",
+        &camesh_node::auth::invite::bs58_decode(text.trim().trim_start_matches("camesh-grant:")).expect("base58"),
+    )
+    .expect("a signed grant");
+    let info = grant::verify(&g, &f.key.public(), F, &guard, now_s()).expect("verifies against the root");
+    assert_eq!(info.chain.len(), 2, "names its chain: the lead's grant, then this one");
+    for (args, why) in [
+        (vec!["--cameras", "back", "--rights", "live"], "another camera"),
+        (
+            vec!["--cameras", "front", "--rights", "export"],
+            "a right the lead lacks",
+        ),
+        (
+            vec!["--cameras", "front", "--rights", "live", "--until", "30d"],
+            "beyond the lead's grant",
+        ),
+    ] {
+        let mut a = vec!["grant".to_string(), guard.to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (ok, _, err) = mesh(&a);
+        assert!(!ok, "{why} was delegated");
+        eprintln!("{why}: {}", err.trim());
+    }
+    // Once the lead's log holds its own revocation, it delegates nothing more.
+    let lead_peer = camesh_node::identity::load_or_create(&lead)
+        .expect("key")
+        .public()
+        .to_peer_id();
+    let t = camesh_node::auth::Trust::load(&lead, F, f.key.public(), lead_peer);
+    t.apply_entry(&f.revoke(&[lead_peer], &[], "left the company"))
+        .expect("stored");
+    drop(t);
+    let (ok, _, err) = mesh(&["grant", &guard.to_string(), "--cameras", "front", "--rights", "live"]);
+    assert!(!ok && err.contains("revoked"), "a revoked delegator delegated: {err}");
+    eprintln!("revoked: {}", err.trim());
+}

@@ -200,8 +200,12 @@ impl Trust {
             drop(gs);
             for serial in dropped {
                 tracing::info!(serial = %format!("{serial:016x}"), "grant file deleted: grant dropped");
-                self.audit
-                    .record("grant-removed", &self.me.to_string(), "", &format!("serial {serial:016x}: file deleted"));
+                self.audit.record(
+                    "grant-removed",
+                    &self.me.to_string(),
+                    "",
+                    &format!("serial {serial:016x}: file deleted"),
+                );
             }
             added += 1;
         }

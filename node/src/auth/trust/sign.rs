@@ -131,6 +131,40 @@ impl Trust {
         Ok(grant::issue_as_admin(&a.key, &a.cert, &self.fleet_id, req))
     }
 
+    /// Delegates: signs a grant for someone else with this node's own key (`key`), under
+    /// a grant it holds with the `delegate` right that covers the request. Refused when
+    /// this node or any link of the parent's chain is revoked (as far as this node's log
+    /// knows), and when no held grant covers the request.
+    pub fn delegate_grant(&self, key: &Keypair, req: &grant::GrantRequest) -> Result<pb::Signed, AuthError> {
+        if key.public().to_peer_id() != self.me {
+            return Err(AuthError::Refused("that key is not this node's".into()));
+        }
+        if self.peer_revoked(&self.me) {
+            return Err(AuthError::Revoked(format!("this node ({})", self.me)));
+        }
+        let parents: Vec<pb::Signed> = {
+            let gs = self.grants.read().unwrap_or_else(|e| e.into_inner());
+            gs.iter()
+                .filter(|(_, i)| i.rights.contains(Rights::DELEGATE))
+                .map(|(g, _)| g.clone())
+                .collect()
+        };
+        let mut last = AuthError::Refused(
+            "this data directory holds no admin certificate (admin.cert) and no grant with the delegate right".into(),
+        );
+        for parent in parents {
+            let child = grant::issue(key, &self.fleet_id, req, Some(parent));
+            match grant::verify(&child, &self.root, &self.fleet_id, &req.holder, self.at()) {
+                Ok(info) => match self.grant_revoked(&info) {
+                    Some(what) => last = AuthError::Revoked(what),
+                    None => return Ok(child),
+                },
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Signs and applies the next entry of `key`'s chain (the root's or this admin's).
     pub(super) fn issue_entry(
         &self,
