@@ -382,7 +382,7 @@ async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
         }
     );
     println!(
-        "{:<54} {:<10} {:<24} {:<8} {:>8} {:<14} {:<10} {:<22} {:<24} ADDRESS",
+        "{:<54} {:<10} {:<24} {:<8} {:>8} {:<24} {:<10} {:<22} {:<24} ADDRESS",
         "PEER", "STATE", "PATH", "NAT", "RTT", "FLEET STATE", "CLOCK", "AGENT", "FORWARDS"
     );
     let skew = u64::try_from(node.trust().skew_s()).unwrap_or(0);
@@ -398,7 +398,7 @@ async fn peers(node: &NodeHandle, timeout: Duration) -> Result<()> {
         // reconciliation with it; "-" for a peer that is not a member or not yet synced).
         let sync = node.fleet_state_of(&p.peer);
         println!(
-            "{:<54} {:<10} {:<24} {:<8} {:>8} {:<14} {:<10} {:<22} {:<24} {}",
+            "{:<54} {:<10} {:<24} {:<8} {:>8} {:<24} {:<10} {:<22} {:<24} {}",
             p.peer,
             if p.connected { "connected" } else { "known" },
             path::link_text(route::link_of(Some(&p))),

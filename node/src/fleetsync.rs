@@ -67,6 +67,11 @@ pub struct PeerState {
     pub they_lack: u64,
     /// Entries the peer has that we could not take.
     pub we_lack: u64,
+    /// Most entries one exchange had to send the peer since this node met it (how far
+    /// behind it was).
+    pub sent: u64,
+    /// Most entries one exchange took from the peer (how far ahead it was).
+    pub took: u64,
     /// The peer's clock minus ours, in ms (half the round trip corrected).
     pub clock_offset_ms: i64,
     pub at: Instant,
@@ -75,18 +80,26 @@ pub struct PeerState {
 impl PeerState {
     /// The peer's fleet state against ours, for `mesh peers`: "in step", "behind N"
     /// (entries we have that it lacks), "ahead N" (entries it has that we could not take).
+    /// "(was behind 2)" when an exchange since we met had to send it entries.
     pub fn lag_text(&self) -> String {
-        match (self.they_lack, self.we_lack) {
+        let now = match (self.they_lack, self.we_lack) {
             (0, 0) => "in step".into(),
             (n, 0) => format!("behind {n}"),
             (0, n) => format!("ahead {n}"),
             (b, a) => format!("behind {b}, ahead {a}"),
+        };
+        match (self.sent, self.took) {
+            (0, 0) => now,
+            (s, 0) => format!("{now} (was behind {s})"),
+            (0, t) => format!("{now} (was ahead {t})"),
+            (s, t) => format!("{now} (was behind {s}, ahead {t})"),
         }
     }
 
     /// The peer's clock against ours ("+1.2s"), flagged when beyond the allowed skew.
     pub fn clock_text(&self, skew_s: u64) -> String {
-        let s = self.clock_offset_ms as f64 / 1000.0;
+        // Rounded to 0.1 s, without a "-0.0".
+        let s = (self.clock_offset_ms as f64 / 100.0).round() / 10.0 + 0.0;
         let far = self.clock_offset_ms.unsigned_abs() > skew_s.saturating_mul(1000);
         format!("{s:+.1}s{}", if far { " (beyond skew!)" } else { "" })
     }
@@ -105,8 +118,14 @@ impl SyncTable {
         self.peers.lock().unwrap_or_else(|e| e.into_inner()).get(peer).copied()
     }
 
-    fn put(&self, peer: PeerId, s: PeerState) {
+    /// Records an exchange's result, keeping the most it ever sent or took (exchanges
+    /// started by both sides at once carry the same entries).
+    fn put(&self, peer: PeerId, mut s: PeerState) {
         let mut m = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = m.get(&peer) {
+            s.sent = s.sent.max(old.sent);
+            s.took = s.took.max(old.took);
+        }
         if m.len() >= MAX_TABLE && !m.contains_key(&peer) {
             if let Some(oldest) = m.iter().min_by_key(|(_, s)| s.at).map(|(p, _)| *p) {
                 m.remove(&oldest);
@@ -174,7 +193,7 @@ fn note_clock(trust: &Trust, peer: &PeerId, offset_ms: i64) {
 
 /// Runs exchanges with `peer` until both logs are in step (or [`MAX_ROUNDS`]).
 pub async fn sync_with(control: &mut Control, trust: &Trust, table: &SyncTable, peer: PeerId) -> Result<usize, String> {
-    let mut learned = 0;
+    let (mut learned, mut sent) = (0, 0);
     for _ in 0..MAX_ROUNDS {
         let mut s = tokio::time::timeout(IO_TIMEOUT, control.open_stream(peer, protocol()))
             .await
@@ -197,6 +216,7 @@ pub async fn sync_with(control: &mut Control, trust: &Trust, table: &SyncTable, 
         let new = apply_all(trust, &peer, &answer.entries)?;
         learned += new;
         let (push, push_more) = trust.fleet_missing_for(&theirs, BUDGET);
+        sent += push.len() as u64;
         send(
             &mut s,
             &pb::FleetSync {
@@ -213,6 +233,8 @@ pub async fn sync_with(control: &mut Control, trust: &Trust, table: &SyncTable, 
             PeerState {
                 they_lack: lag.they_lack.saturating_sub(push.len() as u64),
                 we_lack: lag.we_lack,
+                sent,
+                took: learned as u64,
                 clock_offset_ms: offset,
                 at: Instant::now(),
             },
@@ -292,6 +314,8 @@ async fn answer(trust: &Trust, table: &SyncTable, peer: PeerId, mut s: Stream, a
         PeerState {
             they_lack: lag.they_lack.saturating_sub(sent),
             we_lack: lag.we_lack.saturating_sub(pushed.entries.len() as u64),
+            sent,
+            took: pushed.entries.len() as u64,
             clock_offset_ms: offset,
             at: Instant::now(),
         },
@@ -396,6 +420,8 @@ mod tests {
         let s = |they_lack, we_lack, clock_offset_ms| PeerState {
             they_lack,
             we_lack,
+            sent: 0,
+            took: 0,
             clock_offset_ms,
             at: Instant::now(),
         };
@@ -403,7 +429,10 @@ mod tests {
         assert_eq!(s(3, 0, 0).lag_text(), "behind 3");
         assert_eq!(s(0, 2, 0).lag_text(), "ahead 2");
         assert_eq!(s(1, 2, 0).lag_text(), "behind 1, ahead 2");
-        assert_eq!(s(0, 0, 1250).clock_text(60), "+1.2s");
+        let met = PeerState { sent: 3, ..s(0, 0, 0) };
+        assert_eq!(met.lag_text(), "in step (was behind 3)");
+        assert_eq!(s(0, 0, 1240).clock_text(60), "+1.2s");
+        assert_eq!(s(0, 0, -20).clock_text(60), "+0.0s");
         assert_eq!(s(0, 0, -120_000).clock_text(60), "-120.0s (beyond skew!)");
     }
 }

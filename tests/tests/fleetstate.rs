@@ -586,3 +586,38 @@ fn mesh_grant_delegates_a_held_grant_no_wider_and_not_once_revoked() {
     assert!(!ok && err.contains("revoked"), "a revoked delegator delegated: {err}");
     eprintln!("revoked: {}", err.trim());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_peers_shows_how_far_each_peers_fleet_state_was_behind_and_its_clock() {
+    init_tracing();
+    const F: &str = "t-fs-peers";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cam = camera_node(&dir.path().join("cam"), F, vec![camera("cam1", CLIP)], vec![]).await;
+    let addrs = cam.dial_addrs().await.expect("addrs");
+    // The laptop's log holds two revocations the camera has not heard of.
+    let laptop = dir.path().join("laptop");
+    camesh_tests::cli::mesh_folder(&laptop, F, "laptop", &["*"], Rights::LIVE);
+    let me = camesh_node::identity::load_or_create(&laptop)
+        .expect("key")
+        .public()
+        .to_peer_id();
+    let t = camesh_node::auth::Trust::load(&laptop, F, fleet(F).key.public(), me);
+    let (r1, r2) = (PeerId::random(), PeerId::random());
+    for r in [r1, r2] {
+        t.apply_entry(&fleet(F).revoke(&[r], &[], "lost")).expect("stored");
+    }
+    drop(t);
+    let out = camesh_tests::cli::run_mesh(&laptop, F, &addrs, &["peers", "--timeout", "3s"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stdout}");
+    assert!(stdout.contains("FLEET STATE") && stdout.contains("CLOCK"), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(&cam.peer_id().to_string()))
+        .unwrap_or_else(|| panic!("a row for the camera: {stdout}"));
+    assert!(row.contains("in step (was behind 2)"), "{row}");
+    assert!(row.contains("+0.0s"), "clock offset on one machine: {row}");
+    assert!(cam.trust().peer_revoked(&r1) && cam.trust().peer_revoked(&r2));
+    cam.shutdown();
+}
