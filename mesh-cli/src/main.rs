@@ -73,7 +73,9 @@ enum Cmd {
     /// How a camera's stream reaches this peer: direct, relayed via X, forwarded via Y (NAT status, RTT, cost, choice).
     Path(path::Args),
     /// List known peers: connection state, path (direct / relayed via X), each peer's own NAT
-    /// status (AutoNAT: public, private, unknown), RTT, agent, what it forwards.
+    /// status (AutoNAT: public, private, unknown), RTT, its fleet state against ours (in
+    /// step, behind N, ahead N; "was behind N" when this run brought it up to date), its
+    /// clock against ours, agent, what it forwards.
     Peers {
         /// How long to wait for connections first.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]

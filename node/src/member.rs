@@ -151,12 +151,12 @@ pub async fn run_initiator(
                 let (trust, net) = (trust.clone(), net.clone());
                 tokio::spawn(async move {
                     if trust.wait_member(&peer, trust.grace()).await.is_none() {
-                        trust.audit.record(
-                            "refused-connection",
-                            &peer.to_string(),
-                            "",
-                            "no valid certificate within 1 s",
-                        );
+                        let why = if trust.peer_revoked(&peer) {
+                            "revoked".to_owned()
+                        } else {
+                            format!("no valid certificate within {:?}", trust.grace())
+                        };
+                        trust.audit.record("refused-connection", &peer.to_string(), "", &why);
                         info!(%peer, "no membership proof within the grace period; disconnecting");
                         net.disconnect(peer).await;
                     }
