@@ -621,3 +621,85 @@ async fn mesh_peers_shows_how_far_each_peers_fleet_state_was_behind_and_its_cloc
     assert!(cam.trust().peer_revoked(&r1) && cam.trust().peer_revoked(&r2));
     cam.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_changing_every_interval_keep_live_and_recorded_video_whole() {
+    init_tracing();
+    const F: &str = "t-fs-rotation";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |n: &str| dir.path().join(n);
+    let mut cc = loopback_config(Role::Camera, F);
+    cc.cameras = vec![camera("cam1", CLIP)];
+    cc.limits.key_rotation_s = 2;
+    let cam = spawn_node(cc, &d("cam")).await;
+    let addrs = cam.dial_addrs().await.expect("addrs");
+    let nvr_dir = d("nvr");
+    fleet(F)
+        .grant_dir(&nvr_dir, &["cam1".into()], Rights::LIVE.union(Rights::RECORD), 3600)
+        .expect("grant");
+    let mut nc = loopback_config(Role::Nvr, F);
+    nc.node.bootstrap = addrs.clone();
+    nc.nvr.fsync_interval_ms = 200;
+    nc.nvr.records = vec![RecordRule {
+        camera: "cam1".into(),
+        ..RecordRule::default()
+    }];
+    let nvr = spawn_node(nc.clone(), &nvr_dir).await;
+    let recorder = Nvr::start(nvr.reach(), nc.nvr.clone(), &nvr_dir)
+        .await
+        .expect("NVR starts");
+    fleet(F)
+        .grant_dir(&d("v"), &["cam1".into()], Rights::LIVE.union(Rights::PLAYBACK), 3600)
+        .expect("grant");
+    let v = viewer_node(&d("v"), F, addrs).await;
+    // Live: frames keep opening across at least three key changes.
+    let mut sub = v
+        .subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
+        .await
+        .expect("watching");
+    let mut epochs = std::collections::BTreeSet::new();
+    let mut last_seq = None;
+    for _ in 0..600 {
+        let f = next_frame(&mut sub, T).await;
+        if let Some(prev) = last_seq {
+            assert_eq!(f.header.sequence, prev + 1, "no frame lost at a key change");
+        }
+        last_seq = Some(f.header.sequence);
+        epochs.insert(f.header.key_epoch);
+        if epochs.len() >= 4 {
+            break;
+        }
+    }
+    assert!(epochs.len() >= 4, "live frames of epochs {epochs:?}");
+    // Recorded: the NVR's copy of the same span plays whole, every epoch opening.
+    let nvr_addr = nvr.dial_addrs().await.expect("addrs").remove(0);
+    v.connect(nvr_addr).await.expect("reaches the NVR");
+    let from = recorded_from(&v, nvr.peer_id()).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut p = client::play(
+        v.reach(),
+        nvr.peer_id(),
+        "cam1",
+        from,
+        camesh_node::clock::now_unix_us() - 500_000,
+    )
+    .await
+    .expect("playback");
+    let mut played = std::collections::BTreeSet::new();
+    let mut frames = 0;
+    while let Some(f) = tokio::time::timeout(T, p.next_frame())
+        .await
+        .expect("a frame in time")
+        .expect("every recorded frame opens")
+    {
+        played.insert(f.header.key_epoch);
+        frames += 1;
+        assert!(frames < 100_000);
+    }
+    eprintln!("live epochs {epochs:?}; recorded {frames} frames over epochs {played:?}");
+    assert!(played.len() >= 3, "recorded epochs {played:?}");
+    recorder.stop().await;
+    for n in [&v, &nvr, &cam] {
+        n.shutdown();
+    }
+}
