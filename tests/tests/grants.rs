@@ -67,7 +67,8 @@ fn stderr(o: &Output) -> String {
 fn admin_folder(dir: &Path, fleet_name: &str) {
     let f = fleet(fleet_name);
     f.save(dir).expect("root key saved");
-    f.admin_dir(dir, "admin", 3600).expect("admin certificate");
+    // Longer than any grant the tests ask for (`--until 1h`).
+    f.admin_dir(dir, "admin", 7200).expect("admin certificate");
     f.enroll_dir(dir, MemberRole::Admin, "admin", &[], 3600)
         .expect("enrolled");
 }

@@ -177,7 +177,11 @@ impl AdminInfo {
             }
         }
         if until > self.not_after_unix_s {
-            return Err(out("a validity beyond the admin certificate's".into()));
+            return Err(AuthError::Wider(format!(
+                "it would outlast admin {}'s certificate by {} s (ask for a shorter validity)",
+                self.name,
+                until - self.not_after_unix_s
+            )));
         }
         Ok(())
     }
