@@ -160,6 +160,21 @@ pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Whether a test that needs something this machine may lack (root, namespaces, a
+/// tool) can run: `Ok` runs it; otherwise it is skipped with a printed reason, except
+/// under CI (`CI` set), where scripts/setup.sh provides everything and a missing part is
+/// a failure, not a silent pass.
+pub fn can_run(test: &str, available: Result<(), String>) -> bool {
+    match available {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CI").is_some() => panic!("{test} cannot run under CI: {why}"),
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
 /// Path of a workspace binary (`mesh`, `camesh-node`). The test command builds them
 /// first (`cargo build --workspace --bins`, as the test command does); a missing one
 /// fails loudly.

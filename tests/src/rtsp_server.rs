@@ -43,17 +43,10 @@ pub fn python_with_gst_rtsp() -> Result<PathBuf, String> {
     ))
 }
 
-/// Whether RTSP tests can run. Under CI (`CI` set) a missing server is a failure, not a
-/// skip: scripts/setup.sh installs it.
+/// Whether RTSP tests can run (a failure under CI, where scripts/setup.sh installs the
+/// server: [`crate::can_run`]).
 pub fn rtsp_server_or_skip(test: &str) -> bool {
-    match python_with_gst_rtsp() {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("{test}: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED {test}: {e}");
-            false
-        }
-    }
+    crate::can_run(test, python_with_gst_rtsp().map(|_| ()))
 }
 
 /// One mount of the server: its path (`/cam`) and what it serves (see the script).

@@ -29,20 +29,20 @@ mod punching;
 mod relayed;
 
 use camesh_node::Multiaddr;
+use camesh_tests::can_run;
 use camesh_tests::netns::NatLab;
 
 const FLEET: &str = "t-nat";
 const PORT: u16 = 4001;
 const CLIP: &str = "cam-640x360-30fps-gop2s.h264";
 
+/// Whether `test` must be skipped: the NAT lab needs root, ip netns, nft and tc (a
+/// failure under CI, where scripts/setup.sh installs them and the run is root).
 fn skip(test: &str) -> bool {
-    match NatLab::available() {
-        Ok(()) => false,
-        Err(why) => {
-            eprintln!("SKIPPED {test}: the NAT lab needs root, ip netns, nft and tc ({why})");
-            true
-        }
-    }
+    !can_run(
+        test,
+        NatLab::available().map_err(|why| format!("the NAT lab needs root, ip netns, nft and tc ({why})")),
+    )
 }
 
 fn quic(ip: &str, port: u16) -> Multiaddr {
