@@ -60,6 +60,20 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Writes or replaces a file that may hold secrets (config.toml: RTSP passwords) so that
+/// only its owner can read it (mode 0600, also when it replaces a file that was wider):
+/// a temporary file beside it, synced, then renamed into place.
+pub fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(unix)]
 fn check_mode(path: &Path, shown: &str) -> Result<(), IdentityError> {
     use std::os::unix::fs::PermissionsExt;
@@ -104,6 +118,22 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_file_replaces_a_wider_one_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        replace_private(&path, b"rtsp password").expect("replaced");
+        assert_eq!(std::fs::read(&path).expect("read"), b"rtsp password");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        replace_private(&path, b"again").expect("replaced twice");
+        assert_eq!(std::fs::read(&path).expect("read"), b"again");
     }
 
     #[test]

@@ -120,3 +120,36 @@ fn camesh_node_names_the_bad_config_field_in_one_line() {
     assert!(!out.status.success());
     assert!(err.contains("camera[0].source"), "{err}");
 }
+
+#[test]
+fn camesh_node_init_writes_the_config_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = fleet("t-cli-mode").root_text();
+    let init = |force: bool| {
+        let mut c = Command::new(bin("camesh-node"));
+        c.arg("--data-dir").arg(dir.path()).args([
+            "init",
+            "--role",
+            "camera",
+            "--fleet",
+            "t-cli-mode",
+            "--fleet-root",
+            &root,
+        ]);
+        if force {
+            c.arg("--force");
+        }
+        c.output().expect("camesh-node runs")
+    };
+    let out = init(false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = dir.path().join("config.toml");
+    let mode = || std::fs::metadata(&cfg).expect("config").permissions().mode() & 0o777;
+    assert_eq!(mode(), 0o600, "config.toml holds RTSP passwords");
+    // A config an older version left readable by all is replaced by a private one.
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = init(true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode(), 0o600);
+}

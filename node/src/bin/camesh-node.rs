@@ -146,7 +146,8 @@ async fn real_main() -> Result<()> {
             config.validate()?;
             std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             let key = camesh_node::identity::load_or_create(&data_dir)?;
-            std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
+            camesh_node::identity::replace_private(&path, config.to_toml().as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             println!("peer id: {}", key.public().to_peer_id());
             println!("config:  {}", path.display());
             Ok(())
@@ -189,7 +190,8 @@ async fn real_main() -> Result<()> {
             config.cameras = cameras;
             config.node.mdns = true;
             std::fs::create_dir_all(&data_dir)?;
-            std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
+            camesh_node::identity::replace_private(&path, config.to_toml().as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             println!(
                 "joined fleet {} as {:?} {:?}; certificate valid until unix {}",
                 info.fleet_id, cert.role, cert.name, cert.not_after_unix_s
