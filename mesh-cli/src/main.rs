@@ -238,7 +238,7 @@ async fn real_main() -> Result<()> {
             let ff = fleet::fleet_file(&dir);
             let id = cli.fleet.clone().or(ff.as_ref().map(|f| f.fleet_id.clone()));
             let root = cli.fleet_root.clone().or(ff.map(|f| f.root));
-            return nvr::verify(args, id.zip(root));
+            return nvr::verify(args, &dir, id.zip(root));
         }
         Cmd::GrantInstall { grant } => {
             return install::grant_install(&dir, grant, cli.fleet.as_deref(), cli.fleet_root.as_deref())

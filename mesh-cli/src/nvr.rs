@@ -127,6 +127,13 @@ pub struct VerifyArgs {
     /// The camera's signed GOP digests (default: `<name>.attest` next to the manifest).
     #[arg(long)]
     attest: Option<PathBuf>,
+    /// Accept an export without camera signatures (no .attest): the NVR's word alone.
+    #[arg(long)]
+    allow_unattested: bool,
+    /// Accept a manifest whose NVR certificate cannot be checked (no fleet root here):
+    /// its own embedded key is then all that vouches for it.
+    #[arg(long)]
+    allow_unknown_signer: bool,
 }
 
 async fn pick_nvr(node: &NodeHandle, nvr: Option<PeerId>) -> Result<PeerId> {
@@ -345,7 +352,7 @@ fn segment_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Checks an export offline. `fleet` is the fleet id and root key, when known.
-pub fn verify(args: &VerifyArgs, fleet: Option<(String, String)>) -> Result<()> {
+pub fn verify(args: &VerifyArgs, dir: &Path, fleet: Option<(String, String)>) -> Result<()> {
     let bytes = std::fs::read(&args.manifest).with_context(|| format!("reading {}", args.manifest.display()))?;
     let m = Manifest::from_json(&bytes)?;
     let stem = args
@@ -380,8 +387,22 @@ pub fn verify(args: &VerifyArgs, fleet: Option<(String, String)>) -> Result<()> 
             let name = manifest::verify_signer_cert(&m, root, id)?;
             format!("NVR {name:?} of fleet {id} (certificate checked against the fleet root)")
         }
-        None => "a key whose certificate was NOT checked (no fleet root: pass --fleet-root)".into(),
+        None if args.allow_unknown_signer => {
+            eprintln!("mesh: warning: no fleet root: the NVR's certificate was NOT checked (--allow-unknown-signer)");
+            "a key whose certificate was NOT checked (no fleet root)".into()
+        }
+        None => bail!(
+            "no fleet root here, so nothing vouches for the NVR that signed this manifest: run in a data directory with fleet.toml or pass --fleet-root (--allow-unknown-signer accepts the manifest's own key)"
+        ),
     };
+    // What this data directory's fleet-state log knows: a revoked NVR or camera.
+    let log = fleet_log(dir, &fleet);
+    if log.as_ref().is_some_and(|l| l.revoked().peer_revoked(&report.signer)) {
+        bail!(
+            "the NVR that signed this export ({}) has been revoked (this data directory's fleet-state log)",
+            report.signer
+        );
+    }
     // The camera's own signatures over the frames.
     let attest = args
         .attest
@@ -397,6 +418,12 @@ pub fn verify(args: &VerifyArgs, fleet: Option<(String, String)>) -> Result<()> 
             root.as_ref().map(|(k, id)| (k, id.as_str())),
             at_s,
         )?;
+        if log.as_ref().is_some_and(|l| l.revoked().peer_revoked(&r.camera_peer)) {
+            bail!(
+                "the camera node that signed these frames ({}) has been revoked (this data directory's fleet-state log)",
+                r.camera_peer
+            );
+        }
         if r.gops_verified == 0 {
             bail!(
                 "no GOP of the export is covered by a camera signature ({} digests did not cover whole GOPs)",
@@ -418,8 +445,17 @@ pub fn verify(args: &VerifyArgs, fleet: Option<(String, String)>) -> Result<()> 
                 String::new()
             }
         )
-    } else {
+    } else if args.allow_unattested {
+        eprintln!(
+            "mesh: warning: no camera signatures ({} missing): the frames rest on the NVR's word alone (--allow-unattested)",
+            attest.display()
+        );
         "camera-signed: no attestations with this export".into()
+    } else {
+        bail!(
+            "no camera signatures: {} is missing, so only the NVR vouches for the frames (pass --attest FILE, or --allow-unattested to accept that)",
+            attest.display()
+        );
     };
     println!(
         "OK: {} segments ({} bytes){} match the manifest of {} {} .. {}, signed by {} ({who})",
@@ -436,6 +472,19 @@ pub fn verify(args: &VerifyArgs, fleet: Option<(String, String)>) -> Result<()> 
         eprintln!("mesh: warning: the MP4 was not checked (not found; pass --export FILE)");
     }
     Ok(())
+}
+
+/// The fleet-state log of data directory `dir` (revocations it has learnt), read-only;
+/// `None` without a fleet root or a log.
+fn fleet_log(dir: &Path, fleet: &Option<(String, String)>) -> Option<camesh_node::auth::fleetlog::FleetLog> {
+    let (id, root) = fleet.as_ref()?;
+    let key = camesh_node::auth::fleet::root_from_text(root).ok()?;
+    let bytes = std::fs::read(dir.join(camesh_node::auth::statefile::STATE_FILE)).ok()?;
+    let mut log = camesh_node::auth::fleetlog::FleetLog::new(id, key);
+    for e in camesh_node::auth::statefile::parse(&bytes).0 {
+        let _ = log.apply(&e);
+    }
+    Some(log)
 }
 
 #[cfg(test)]

@@ -11,6 +11,67 @@ use camesh_tests::*;
 
 use super::{ffprobe_frames, mesh_range, play_all, recorded, t_before, Played, CAM};
 
+/// `mesh verify` is strict unless told otherwise: no fleet root, missing camera
+/// signatures, or an NVR this data directory knows is revoked each fail with the reason;
+/// the `--allow-*` flags accept the first two with a warning.
+async fn strict_verify(manifest: &std::path::Path, fleet_name: &str, nvr: camesh_node::PeerId) {
+    let m = manifest.to_str().expect("utf-8");
+    let verify = |data: PathBuf, with_root: bool, extra: Vec<&'static str>| {
+        let mut cmd = if with_root {
+            camesh_tests::cli::mesh_command(&data, fleet_name, &[])
+        } else {
+            let mut c = std::process::Command::new(bin("mesh"));
+            c.env_remove("CAMESH_FLEET")
+                .env_remove("CAMESH_FLEET_ROOT")
+                .arg("--data-dir")
+                .arg(&data);
+            c
+        };
+        cmd.args(["verify", m]).args(extra);
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().expect("mesh runs"))
+                .await
+                .expect("join");
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ok, err) = verify(tmp.path().join("bare"), false, vec![]).await;
+    assert!(!ok && err.contains("no fleet root"), "without a fleet root: {err}");
+    let (ok, err) = verify(tmp.path().join("bare"), false, vec!["--allow-unknown-signer"]).await;
+    assert!(
+        ok && err.contains("NOT checked"),
+        "accepted when asked, with a warning: {err}"
+    );
+
+    let attest = manifest.with_file_name("incident.attest");
+    let aside = manifest.with_file_name("incident.attest.aside");
+    std::fs::rename(&attest, &aside).expect("attest moved");
+    let (ok, err) = verify(tmp.path().join("a"), true, vec![]).await;
+    assert!(!ok && err.contains("no camera signatures"), "without .attest: {err}");
+    let (ok, err) = verify(tmp.path().join("a"), true, vec!["--allow-unattested"]).await;
+    assert!(
+        ok && err.contains("NVR's word alone"),
+        "accepted when asked, with a warning: {err}"
+    );
+    std::fs::rename(&aside, &attest).expect("attest back");
+
+    // An auditor whose fleet-state log holds the NVR's revocation.
+    let auditor = tmp.path().join("auditor");
+    std::fs::create_dir_all(&auditor).expect("dir");
+    let t = camesh_node::auth::Trust::load(
+        &auditor,
+        fleet_name,
+        fleet(fleet_name).key.public(),
+        camesh_node::PeerId::random(),
+    );
+    t.apply_entry(&fleet(fleet_name).revoke(&[nvr], &[], "stolen NVR"))
+        .expect("stored");
+    drop(t);
+    let (ok, err) = verify(auditor, true, vec![]).await;
+    assert!(!ok && err.contains("has been revoked"), "a revoked NVR's export: {err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_is_a_standard_mp4_and_a_tampered_segment_fails_verify() {
     init_tracing();
@@ -73,6 +134,7 @@ async fn an_export_is_a_standard_mp4_and_a_tampered_segment_fails_verify() {
         .expect("attested frame count");
     assert!(attested >= 60, "at least a GOP is camera-signed: {stdout}");
     eprintln!("verify: {}", stdout.trim());
+    strict_verify(&dir.path().join("incident.manifest.json"), FLEET, nvr.peer).await;
 
     // A dishonest NVR: one frame changed (record checksum fixed) and the manifest re-signed
     // with the NVR's own key. The NVR's signature checks out; the camera's does not.
