@@ -67,24 +67,66 @@ pub fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The URL with its password (if any) replaced by `***`, for logs and messages.
+/// Query parameters whose values are secrets (Dahua/Hikvision-style `?user=..&password=..`,
+/// tokens): their values are redacted like a password in the authority.
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "token",
+    "auth",
+    "key",
+    "secret",
+    "signature",
+];
+
+/// The URL with its password (if any, in the authority or a query parameter such as
+/// `password=`) replaced by `***`, for logs and messages.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
             if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
+                format!("{user}:***@{host}")
             } else {
-                format!("{scheme}://{user}@{host}{tail}")
+                format!("{user}@{host}")
             }
         }
-        None => url.to_owned(),
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}{}", redact_query(tail))
+}
+
+/// `path?a=1&password=x#f` with secret parameter values replaced by `***`.
+fn redact_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !v.is_empty() && SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
+                format!("{k}=***")
+            }
+            _ => p.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{path}?{}", params.join("&"));
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
     }
+    out
 }
 
 #[cfg(test)]
@@ -130,6 +172,15 @@ mod tests {
         );
         assert_eq!(redact("rtsp://admin@cam/a"), "rtsp://admin@cam/a");
         assert_eq!(redact("rtsp://cam/a@b"), "rtsp://cam/a@b");
+        assert_eq!(
+            redact("rtsp://cam:554/cam/realmonitor?channel=1&user=admin&password=s3cret&subtype=0"),
+            "rtsp://cam:554/cam/realmonitor?channel=1&user=admin&password=***&subtype=0"
+        );
+        assert_eq!(
+            redact("rtsp://u:p@cam/x?PWD=a&token=b#t=1"),
+            "rtsp://u:***@cam/x?PWD=***&token=***#t=1"
+        );
+        assert_eq!(redact("rtsp://cam/x?password="), "rtsp://cam/x?password=");
         let e = check_url("rtsp://u:pw@cam:0/").unwrap_err();
         assert!(!e.contains("pw"), "{e}");
     }
