@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use camesh_node::auth::fleetlog::{self, FleetLog};
-use camesh_node::auth::{revocation, statefile};
+use camesh_node::auth::{revocation, signed, statefile};
 use camesh_proto::pb;
 use libfuzzer_sys::fuzz_target;
 use libp2p::identity::Keypair;
@@ -58,4 +58,20 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = fleetlog::describe(&entries);
+    // The input as an entry body the root signed, numbered as the next of its chain: the
+    // checks and effects behind the signature (revocations, admin certificates, redemptions).
+    if let Ok(mut body) = pb::FleetEntryBody::decode(data) {
+        let mut log = seeded();
+        let (seq, prev) = log.next(&root().public().to_peer_id());
+        body.fleet_id = "f".into();
+        body.seq = seq;
+        body.prev = prev.map(|h| h.to_vec()).unwrap_or_default().into();
+        let s = signed::sign(signed::Kind::FleetEntry, &body, root());
+        let before = (log.summary(), log.len());
+        match log.apply(&s) {
+            Ok(_) => assert_eq!(log.len(), before.1 + 1),
+            Err(_) => assert_eq!((log.summary(), log.len()), before, "a refused entry changed the log"),
+        }
+        let _ = fleetlog::describe(std::slice::from_ref(&s));
+    }
 });

@@ -553,10 +553,9 @@ pub fn audit(dir: &Path, n: usize) -> Result<()> {
         println!("(no audit entries in {})", dir.join("audit.log").display());
     }
     for e in entries {
-        let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(e.unix_s).unwrap_or(0));
         println!(
             "{} {:<18} {:<54} {:<12} {}",
-            humantime::format_rfc3339_seconds(t),
+            camesh_node::clock::rfc3339_s(e.unix_s),
             e.event,
             e.peer,
             e.camera,

@@ -47,8 +47,7 @@ pub fn parse_time(s: &str, now_us: i64) -> Result<i64, String> {
 }
 
 pub fn fmt_time(us: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
+    camesh_node::clock::rfc3339_ms(us)
 }
 
 fn time_arg(s: &str) -> Result<i64, String> {

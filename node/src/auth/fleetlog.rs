@@ -447,8 +447,6 @@ pub fn describe(entries: &[pb::Signed]) -> Vec<String> {
                 return "(an entry that does not verify)".into();
             };
             let by = if body.admin.is_some() { "admin" } else { "root" };
-            let when =
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(body.issued_unix_s).unwrap_or(0));
             let what = match body.entry {
                 Some(pb::fleet_entry_body::Entry::Revocation(r)) => {
                     let peers: Vec<String> = r
@@ -489,7 +487,7 @@ pub fn describe(entries: &[pb::Signed]) -> Vec<String> {
             };
             format!(
                 "{} {by} {} #{}: {what}",
-                humantime::format_rfc3339_seconds(when),
+                crate::clock::rfc3339_s(body.issued_unix_s),
                 signer.to_peer_id(),
                 body.seq
             )

@@ -50,8 +50,7 @@ fn reject_msg(code: pb::RejectCode, reason: &str) -> pb::NvrResponse {
 }
 
 fn fmt_us(us: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::clock::rfc3339_ms(us)
 }
 
 /// Serves `/camesh/nvr/1` on the node's bounded accept loop.
