@@ -4,8 +4,12 @@
 //! path. The layer sits on the route's GET handler only (a wrong method still gets
 //! axum's 405, neither checked nor counted). A request whose `Host` is not a loopback
 //! name (unless remote serving was allowed) gets a 403 and is not counted; every other
-//! one is counted by route for `/metrics`. The fallback (404) answers any `Host`: it
-//! reveals nothing.
+//! one is counted by route for `/metrics`. A request a browser makes on behalf of another
+//! site (`Sec-Fetch-Site` other than same-origin or none, or an `Origin` that is not this
+//! gateway: a cross-site page embedding `<video src=http://127.0.0.1:8090/cam/x/live.mp4>`
+//! or fetching the API) gets a 403 too, so only the user, a player or a page the gateway
+//! served itself can start streams. The fallback (404) answers any `Host`: it reveals
+//! nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -91,6 +95,12 @@ pub(super) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> R
     if g.route.checks_host() && !host_allowed(g.shared.opts.allow_remote, req.headers()) {
         return forbidden_host();
     }
+    if g.route.checks_host() && !same_origin(req.headers()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "this gateway does not serve requests made by other web sites",
+        );
+    }
     g.shared.requests.count(g.route);
     next.run(req).await
 }
@@ -105,6 +115,26 @@ fn host_allowed(allow_remote: bool, headers: &HeaderMap) -> bool {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .is_some_and(host_is_loopback)
+}
+
+/// Whether a browser made this request for a page of this gateway or the user (fetch
+/// metadata `same-origin`/`none`, or none at all: players and scripts send none), and
+/// any `Origin` is this gateway itself.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let value = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    if !matches!(value("sec-fetch-site"), None | Some("same-origin") | Some("none")) {
+        return false;
+    }
+    match value(header::ORIGIN.as_str()) {
+        None => true,
+        Some(origin) => {
+            let host = value(header::HOST.as_str()).unwrap_or("");
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .is_some_and(|o| !host.is_empty() && o == host)
+        }
+    }
 }
 
 /// Whether a `Host` header value names this machine.
@@ -127,6 +157,39 @@ fn forbidden_host() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_made_for_other_sites_are_refused() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().expect("value"));
+            }
+            m
+        };
+        assert!(
+            same_origin(&h(&[("host", "127.0.0.1:8090")])),
+            "players send no fetch metadata"
+        );
+        assert!(same_origin(&h(&[
+            ("host", "127.0.0.1:8090"),
+            ("sec-fetch-site", "none")
+        ])));
+        assert!(same_origin(&h(&[
+            ("host", "127.0.0.1:8090"),
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "http://127.0.0.1:8090")
+        ])));
+        for bad in [
+            h(&[("host", "127.0.0.1:8090"), ("sec-fetch-site", "cross-site")]),
+            h(&[("host", "127.0.0.1:8090"), ("sec-fetch-site", "same-site")]),
+            h(&[("host", "127.0.0.1:8090"), ("origin", "http://evil.example")]),
+            h(&[("host", "127.0.0.1:8090"), ("origin", "http://127.0.0.1:3000")]),
+            h(&[("host", "127.0.0.1:8090"), ("origin", "null")]),
+        ] {
+            assert!(!same_origin(&bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn only_loopback_hosts_are_answered() {
