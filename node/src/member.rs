@@ -148,25 +148,42 @@ pub async fn run_initiator(
                 });
             }
             Ok(NetEvent::Connected { peer, dialer: false }) => {
-                let (trust, net) = (trust.clone(), net.clone());
-                tokio::spawn(async move {
-                    if trust.wait_member(&peer, trust.grace()).await.is_none() {
-                        let why = if trust.peer_revoked(&peer) {
-                            "revoked".to_owned()
-                        } else {
-                            format!("no valid certificate within {:?}", trust.grace())
-                        };
-                        trust.audit.record("refused-connection", &peer.to_string(), "", &why);
-                        info!(%peer, "no membership proof within the grace period; disconnecting");
-                        net.disconnect(peer).await;
-                    }
-                });
+                tokio::spawn(enforce_grace(trust.clone(), net.clone(), peer));
             }
             Ok(NetEvent::Disconnected(peer)) => trust.forget(&peer),
             Ok(NetEvent::DirectPath { .. }) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => debug!(n, "membership task lagged"),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                // Events were lost (a burst of connections): fail closed. Every connected
+                // peer not yet verified gets the grace period from now, as if it had just
+                // connected, so a lost `Connected` never lets a non-member stay.
+                warn!(n, "membership events lost; re-checking every connected peer");
+                let (trust, net) = (trust.clone(), net.clone());
+                tokio::spawn(async move {
+                    let Ok(peers) = net.peers().await else { return };
+                    for p in peers.into_iter().filter(|p| p.connected) {
+                        if trust.member(&p.peer).is_none() {
+                            tokio::spawn(enforce_grace(trust.clone(), net.clone(), p.peer));
+                        }
+                    }
+                });
+            }
             Err(_) => return,
         }
+    }
+}
+
+/// Disconnects `peer` unless it proves membership within the grace period (audited with
+/// the reason).
+async fn enforce_grace(trust: Arc<Trust>, net: NetHandle, peer: PeerId) {
+    if trust.wait_member(&peer, trust.grace()).await.is_none() {
+        let why = if trust.peer_revoked(&peer) {
+            "revoked".to_owned()
+        } else {
+            format!("no valid certificate within {:?}", trust.grace())
+        };
+        trust.audit.record("refused-connection", &peer.to_string(), "", &why);
+        info!(%peer, "no membership proof within the grace period; disconnecting");
+        net.disconnect(peer).await;
     }
 }
 
