@@ -633,9 +633,13 @@ async fn keys_changing_every_interval_keep_live_and_recorded_video_whole() {
     cc.limits.key_rotation_s = 2;
     let cam = spawn_node(cc, &d("cam")).await;
     let addrs = cam.dial_addrs().await.expect("addrs");
+    // The NVR holds `record` only: recording needs no right to watch.
     let nvr_dir = d("nvr");
     fleet(F)
-        .grant_dir(&nvr_dir, &["cam1".into()], Rights::LIVE.union(Rights::RECORD), 3600)
+        .enroll_dir(&nvr_dir, MemberRole::Nvr, "nvr", &[], 3600)
+        .expect("enroll");
+    fleet(F)
+        .grant_dir(&nvr_dir, &["cam1".into()], Rights::RECORD, 3600)
         .expect("grant");
     let mut nc = loopback_config(Role::Nvr, F);
     nc.node.bootstrap = addrs.clone();
@@ -644,10 +648,25 @@ async fn keys_changing_every_interval_keep_live_and_recorded_video_whole() {
         camera: "cam1".into(),
         ..RecordRule::default()
     }];
-    let nvr = spawn_node(nc.clone(), &nvr_dir).await;
+    let nvr = Node::spawn(nc.clone(), &nvr_dir).await.expect("NVR node starts");
     let recorder = Nvr::start(nvr.reach(), nc.nvr.clone(), &nvr_dir)
         .await
         .expect("NVR starts");
+    // A viewer holding `record` alone is no NVR: no live video for it.
+    let rv = bare_viewer(&d("rv"), F, addrs.clone()).await;
+    let record_only = fleet(F).grant(&GrantRequest {
+        holder: rv.peer_id(),
+        cameras: vec!["cam1".into()],
+        tags: vec![],
+        rights: Rights::RECORD,
+        not_before_unix_s: now_s() - 60,
+        not_after_unix_s: now_s() + 3600,
+    });
+    let refused = rv
+        .subscribe_camera("cam1", Some(cam.peer_id()), with_grant("cam1", &record_only))
+        .await;
+    assert!(refused.is_err(), "a viewer with only `record` watched");
+    rv.shutdown();
     fleet(F)
         .grant_dir(&d("v"), &["cam1".into()], Rights::LIVE.union(Rights::PLAYBACK), 3600)
         .expect("grant");

@@ -277,6 +277,26 @@ impl Trust {
 
     // ---- grants (layer 2) ----
 
+    /// Whether `peer` may receive `camera`'s live video and keys under `g`: the `live`
+    /// right, or `record` when `peer` is a verified NVR (recording needs no right to watch).
+    pub fn check_watch(
+        &self,
+        peer: &PeerId,
+        g: &pb::Signed,
+        camera: &str,
+        tags: &[String],
+    ) -> Result<GrantInfo, AuthError> {
+        self.check_grant(peer, g, camera, tags, Rights::LIVE)
+            .or_else(|live_err| {
+                let nvr = self.member(peer).is_some_and(|c| c.role == pb::MemberRole::Nvr);
+                if !nvr {
+                    return Err(live_err);
+                }
+                self.check_grant(peer, g, camera, tags, Rights::RECORD)
+                    .map_err(|_| live_err)
+            })
+    }
+
     /// Checks a grant presented by `peer` for `right` on camera `camera` (with `tags`).
     pub fn check_grant(
         &self,

@@ -65,7 +65,7 @@ pub(crate) async fn run(
         trust_changed.borrow_and_update();
         let Some(grant) = node.trust().grant_for(&camera, Rights::RECORD) else {
             if failures == 0 {
-                warn!(%camera, "no grant with the record right for this camera: ask a fleet admin (mesh grant <nvr peer id> --cameras {camera} --rights live,record)");
+                warn!(%camera, "no grant with the record right for this camera: ask a fleet admin (mesh grant <nvr peer id> --cameras {camera} --rights record)");
             }
             failures += 1;
             backoff = next_backoff(backoff, Duration::from_secs(1), Duration::from_secs(10));

@@ -4,7 +4,7 @@
 //! A viewer that watches through a forwarder gets ciphertext from the forwarder and the
 //! key from the camera's own node, over the authenticated connection to that node: one
 //! `KeyRequest` (camera, profile, epoch, the viewer's grant) and one `KeyResponse` per
-//! stream. The camera checks membership and the grant (`live` on that camera, bound to
+//! stream. The camera checks membership and the grant (`live` on that camera, or `record` for an NVR, bound to
 //! the asking peer, not revoked) on every request, so after a revocation the new epoch's
 //! key goes only to viewers still authorized. Reads are bounded in size and time.
 
@@ -21,7 +21,7 @@ use tracing::info;
 use super::accept;
 use super::hub::Hubs;
 use super::io::{read_request, write_message, IoError};
-use crate::auth::{Rights, Trust};
+use crate::auth::Trust;
 use crate::config::Limits;
 
 pub fn key_protocol() -> StreamProtocol {
@@ -43,7 +43,7 @@ pub fn answer(hubs: &Hubs, trust: &Trust, peer: &PeerId, req: &pb::KeyRequest) -
         .as_ref()
         .ok_or_else(|| format!("no grant presented for camera {camera}"))?;
     trust
-        .check_grant(peer, grant, camera, &hub.tags, Rights::LIVE)
+        .check_watch(peer, grant, camera, &hub.tags)
         .map_err(|e| e.to_string())?;
     let epoch = if req.epoch == 0 { hub.key_epoch() } else { req.epoch };
     let key = hub

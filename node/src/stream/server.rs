@@ -129,10 +129,11 @@ impl MediaServer {
                 "no grant presented for camera {camera}: ask a fleet admin (mesh grant <your peer id> --cameras {camera} --rights live)"
             )))
         } else {
-            // `live` to watch; `forward` alone to carry the sealed stream on (no keys).
+            // `live` to watch (`record` for an NVR); `forward` alone to carry the sealed
+            // stream on (no keys).
             auth::signed::decode("grant", &req.grant).and_then(|g| {
                 self.trust
-                    .check_grant(&peer, &g, &camera, &hub.tags, Rights::LIVE)
+                    .check_watch(&peer, &g, &camera, &hub.tags)
                     .or_else(|live_err| {
                         self.trust
                             .check_grant(&peer, &g, &camera, &hub.tags, Rights::FORWARD)
@@ -190,9 +191,12 @@ impl MediaServer {
         write_message(&mut stream, &control, &accept).await?;
         // Keys go in-band only from the camera itself, and only to holders of `live`;
         // a forwarded hub has none, and its viewers ask the camera (`/camesh/key/1`).
-        let send_keys = hub.origin.is_none() && grant.rights.contains(Rights::LIVE);
+        let watches = grant.rights.contains(Rights::LIVE) || grant.rights.contains(Rights::RECORD);
+        let send_keys = hub.origin.is_none() && watches;
         let what = if grant.rights.contains(Rights::LIVE) {
             "live"
+        } else if watches {
+            "record"
         } else {
             "forward (sealed, no keys)"
         };
