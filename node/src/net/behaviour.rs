@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use libp2p::{
-    autonat, dcutr, gossipsub, identify, identity::Keypair, kad, mdns, noise, ping, relay,
+    autonat, connection_limits, dcutr, gossipsub, identify, identity::Keypair, kad, mdns, noise, ping, relay,
     swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 
@@ -35,6 +35,8 @@ pub fn identify_version(fleet_id: &str) -> String {
 #[allow(missing_debug_implementations)]
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// First, so it refuses before any other behaviour holds state for a connection.
+    pub limits: connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
@@ -121,6 +123,14 @@ fn build_err(e: impl std::fmt::Display) -> BuildError {
     BuildError::Swarm(e.to_string())
 }
 
+/// Connections being set up from outside at once (handshakes cost CPU and memory before
+/// anything is known of the peer: peer ids cost nothing).
+pub const MAX_PENDING_INCOMING: u32 = 128;
+/// Established connections in all (a relay's 256 reservations and 128 circuits fit).
+pub const MAX_ESTABLISHED: u32 = 1024;
+/// Established connections per peer (direct, relayed and a hole-punched one fit).
+pub const MAX_PER_PEER: u32 = 8;
+
 /// Largest gossipsub message: an announcement is well under 1 KiB.
 const MAX_GOSSIP_BYTES: usize = 16 << 10;
 
@@ -190,6 +200,12 @@ pub fn build_swarm(
                 let gossipsub =
                     gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
                 Ok(Behaviour {
+                    limits: connection_limits::Behaviour::new(
+                        connection_limits::ConnectionLimits::default()
+                            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                            .with_max_established(Some(MAX_ESTABLISHED))
+                            .with_max_established_per_peer(Some(MAX_PER_PEER)),
+                    ),
                     identify,
                     ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
                     mdns: Toggle::from(mdns),
