@@ -89,7 +89,7 @@ pub enum FleetCmd {
         /// Camera tags it administers.
         #[arg(long = "tag")]
         tags: Vec<String>,
-        /// Rights it may grant (live, playback, export, ptz, talk, record, forward, delegate).
+        /// Rights it may grant (live, playback, export, lock, ptz, talk, record, forward, delegate).
         #[arg(long, value_parser = |s: &str| Rights::parse(s), default_value = "live,playback")]
         rights: Rights,
         /// It may revoke peers and grants (fleet-wide).

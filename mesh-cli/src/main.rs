@@ -99,7 +99,7 @@ enum Cmd {
         /// Camera tags.
         #[arg(long = "tag")]
         tags: Vec<String>,
-        /// live, playback, export, ptz, talk, record, forward, delegate (comma-separated).
+        /// live, playback, export, lock, ptz, talk, record, forward, delegate (comma-separated).
         #[arg(long, value_parser = camesh_node::auth::Rights::parse)]
         rights: camesh_node::auth::Rights,
         /// How long the grant is valid (e.g. 2h, 30d).
@@ -136,6 +136,8 @@ enum Cmd {
     Verify(nvr::VerifyArgs),
     /// Lock a range on the NVR as evidence: retention never deletes it.
     Lock(nvr::LockArgs),
+    /// Remove an evidence lock (the `lock` right; audited on the NVR with --reason).
+    Unlock(nvr::UnlockArgs),
     /// Show the audit log of this data directory (grants, revocations, refusals).
     Audit {
         #[arg(long, short = 'n', default_value_t = 50)]
@@ -287,6 +289,7 @@ async fn real_main() -> Result<()> {
         Cmd::Recordings(args) => nvr::recordings(&node, args).await,
         Cmd::Export(args) => nvr::export(&node, args).await,
         Cmd::Lock(args) => nvr::lock(&node, args).await,
+        Cmd::Unlock(args) => nvr::unlock(&node, args).await,
         _ => unreachable!("handled above"),
     };
     node.shutdown();

@@ -105,6 +105,21 @@ pub struct ExportArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct UnlockArgs {
+    /// Camera id.
+    camera: String,
+    /// The lock's number, as `mesh lock` and `mesh recordings` print it.
+    #[arg(long)]
+    id: u64,
+    /// Why (kept in the NVR's audit log).
+    #[arg(long)]
+    reason: String,
+    /// The NVR to ask (default: the NVR members among connected peers).
+    #[arg(long)]
+    nvr: Option<PeerId>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct LockArgs {
     #[command(flatten)]
     range: RangeArgs,
@@ -328,6 +343,20 @@ pub async fn lock(node: &NodeHandle, args: &LockArgs) -> Result<()> {
         r.camera,
         fmt_time(l.from_unix_us),
         fmt_time(l.to_unix_us)
+    );
+    Ok(())
+}
+
+pub async fn unlock(node: &NodeHandle, args: &UnlockArgs) -> Result<()> {
+    let peer = pick_nvr(node, args.nvr).await?;
+    let l = client::unlock(node.reach(), peer, &args.camera, args.id, &args.reason).await?;
+    println!(
+        "unlocked #{} {} {} .. {} on NVR {peer} (was: {}); retention may delete it again",
+        l.id,
+        args.camera,
+        fmt_time(l.from_unix_us),
+        fmt_time(l.to_unix_us),
+        l.reason
     );
     Ok(())
 }

@@ -57,7 +57,7 @@ impl AdminRequest {
             name: name.to_owned(),
             cameras: vec!["*".into()],
             tags: vec![],
-            rights: Rights(u32::MAX >> 24),
+            rights: Rights::ALL,
             may_revoke: true,
             may_admit: true,
             valid_s,

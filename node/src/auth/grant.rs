@@ -33,7 +33,11 @@ impl Rights {
     pub const RECORD: Rights = Rights(32);
     pub const FORWARD: Rights = Rights(64);
     pub const DELEGATE: Rights = Rights(128);
-    const NAMES: [(&'static str, Rights); 8] = [
+    /// Evidence locks on an NVR (lock and unlock), apart from `export`.
+    pub const LOCK: Rights = Rights(256);
+    /// Every right there is (a full-scope admin's).
+    pub const ALL: Rights = Rights(511);
+    const NAMES: [(&'static str, Rights); 9] = [
         ("live", Self::LIVE),
         ("playback", Self::PLAYBACK),
         ("export", Self::EXPORT),
@@ -42,6 +46,7 @@ impl Rights {
         ("record", Self::RECORD),
         ("forward", Self::FORWARD),
         ("delegate", Self::DELEGATE),
+        ("lock", Self::LOCK),
     ];
 
     pub fn contains(self, other: Rights) -> bool {
@@ -57,7 +62,7 @@ impl Rights {
         let mut r = Rights(0);
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (_, bit) = Self::NAMES.iter().find(|(n, _)| *n == part).ok_or_else(|| {
-                format!("unknown right {part:?} (known: live, playback, export, ptz, talk, record, forward, delegate)")
+                format!("unknown right {part:?} (known: live, playback, export, lock, ptz, talk, record, forward, delegate)")
             })?;
             r = r.union(*bit);
         }

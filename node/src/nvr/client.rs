@@ -186,7 +186,31 @@ pub async fn lock(
         to_us,
         pb::nvr_request::Request::Lock(pb::NvrLock { reason: reason.into() }),
     );
-    match request(node, peer, Rights::EXPORT, req).await?.0.result {
+    match request(node, peer, Rights::LOCK, req).await?.0.result {
+        Some(pb::nvr_response::Result::Lock(l)) => Ok(l),
+        _ => Err(unexpected(peer)),
+    }
+}
+
+/// Removes evidence lock `id` of `camera` (the `lock` right; the NVR audits it with
+/// `reason`). Returns the lock that was removed.
+pub async fn unlock(
+    node: &Reach,
+    peer: PeerId,
+    camera: &str,
+    id: u64,
+    reason: &str,
+) -> Result<pb::NvrLocked, NvrClientError> {
+    let req = base(
+        camera,
+        0,
+        0,
+        pb::nvr_request::Request::Unlock(pb::NvrUnlock {
+            id,
+            reason: reason.into(),
+        }),
+    );
+    match request(node, peer, Rights::LOCK, req).await?.0.result {
         Some(pb::nvr_response::Result::Lock(l)) => Ok(l),
         _ => Err(unexpected(peer)),
     }

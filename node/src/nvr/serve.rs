@@ -94,7 +94,8 @@ async fn session(node: &Reach, state: &NvrState, peer: PeerId, mut stream: Strea
         Some(pb::nvr_request::Request::Play(_)) => (Rights::PLAYBACK, "play"),
         Some(pb::nvr_request::Request::Recordings(_)) => (Rights::PLAYBACK, "recordings"),
         Some(pb::nvr_request::Request::Export(_)) => (Rights::EXPORT, "export"),
-        Some(pb::nvr_request::Request::Lock(_)) => (Rights::EXPORT, "lock"),
+        Some(pb::nvr_request::Request::Lock(_)) => (Rights::LOCK, "lock"),
+        Some(pb::nvr_request::Request::Unlock(_)) => (Rights::LOCK, "unlock"),
         None => return finish(&mut stream, &control, &bad("empty request".into())).await,
     };
     let tags = node
@@ -173,15 +174,64 @@ async fn session(node: &Reach, state: &NvrState, peer: PeerId, mut stream: Strea
             let rec = state.recorder.clone();
             let cam = camera.clone();
             let reason: String = l.reason.chars().take(512).collect();
-            let r = tokio::task::spawn_blocking(move || rec.lock_range(&cam, from, to, &reason)).await;
+            let r = tokio::task::spawn_blocking(move || {
+                let held = rec.locks().map_err(|e| e.to_string())?.len();
+                lock_allowed(held, from, to)?;
+                rec.lock_range(&cam, from, to, &reason).map_err(|e| e.to_string())
+            })
+            .await;
             let msg = match r {
                 Ok(Ok(lock)) => {
                     info!(%peer, %camera, id = lock.id, "evidence lock added");
+                    trust.audit.record(
+                        "locked",
+                        &peer.to_string(),
+                        &camera,
+                        &format!(
+                            "lock {} {}..{}: {}",
+                            lock.id,
+                            fmt_us(lock.from_us),
+                            fmt_us(lock.to_us),
+                            lock.reason
+                        ),
+                    );
                     pb::NvrResponse {
                         result: Some(pb::nvr_response::Result::Lock(locked(&lock))),
                     }
                 }
-                Ok(Err(e)) => reject_msg(pb::RejectCode::RejectUnavailable, &e.to_string()),
+                Ok(Err(e)) => reject_msg(pb::RejectCode::RejectBadRequest, &e),
+                Err(e) => reject_msg(pb::RejectCode::RejectUnavailable, &e.to_string()),
+            };
+            finish(&mut stream, &control, &msg).await
+        }
+        Some(pb::nvr_request::Request::Unlock(u)) => {
+            let rec = state.recorder.clone();
+            let cam = camera.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let lock = rec
+                    .locks()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .find(|l| l.id == u.id && l.camera == cam)
+                    .ok_or_else(|| format!("no evidence lock {} on camera {cam}", u.id))?;
+                rec.unlock(lock.id).map_err(|e| e.to_string())?;
+                Ok::<_, String>((lock, u.reason.chars().take(512).collect::<String>()))
+            })
+            .await;
+            let msg = match r {
+                Ok(Ok((lock, reason))) => {
+                    info!(%peer, %camera, id = lock.id, "evidence lock removed");
+                    trust.audit.record(
+                        "unlocked",
+                        &peer.to_string(),
+                        &camera,
+                        &format!("lock {} ({}) removed: {reason}", lock.id, lock.reason),
+                    );
+                    pb::NvrResponse {
+                        result: Some(pb::nvr_response::Result::Lock(locked(&lock))),
+                    }
+                }
+                Ok(Err(e)) => reject_msg(pb::RejectCode::RejectBadRequest, &e),
                 Err(e) => reject_msg(pb::RejectCode::RejectUnavailable, &e.to_string()),
             };
             finish(&mut stream, &control, &msg).await
@@ -235,6 +285,29 @@ async fn cut_when_unauthorized(
 async fn finish(stream: &mut Stream, codec: &LengthCodec, msg: &pb::NvrResponse) -> Result<(), IoError> {
     write_message(stream, codec, msg).await?;
     let _ = stream.close().await;
+    Ok(())
+}
+
+/// Most evidence locks an NVR holds (each by a member with the `lock` right).
+pub const MAX_LOCKS: usize = 256;
+/// Longest range one lock covers: a day. Longer evidence takes several locks, each with
+/// its reason, so locking everything is neither one request nor unbounded.
+pub const MAX_LOCK_SPAN_US: i64 = 24 * 3600 * 1_000_000;
+
+/// Whether one more lock of `[from, to]` may be added to the `held` ones (pure).
+pub fn lock_allowed(held: usize, from_us: i64, to_us: i64) -> Result<(), String> {
+    if held >= MAX_LOCKS {
+        return Err(format!(
+            "this NVR holds {held} evidence locks, the most it keeps: unlock one first (mesh unlock)"
+        ));
+    }
+    let span = to_us.saturating_sub(from_us);
+    if span > MAX_LOCK_SPAN_US {
+        return Err(format!(
+            "a lock covers at most 24 h (asked {:.1} h): lock the range in parts, each with its reason",
+            span as f64 / 3.6e9
+        ));
+    }
     Ok(())
 }
 
@@ -437,4 +510,21 @@ async fn play(
     stream.flush().await?;
     let _ = stream.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_are_bounded_in_number_and_span() {
+        assert!(lock_allowed(0, 0, MAX_LOCK_SPAN_US).is_ok());
+        let e = lock_allowed(0, 0, MAX_LOCK_SPAN_US + 1).unwrap_err();
+        assert!(e.contains("at most 24 h"), "{e}");
+        let e = lock_allowed(0, i64::MIN, i64::MAX).unwrap_err();
+        assert!(e.contains("at most 24 h"), "{e}");
+        let e = lock_allowed(MAX_LOCKS, 0, 1).unwrap_err();
+        assert!(e.contains("unlock one first"), "{e}");
+        assert!(lock_allowed(MAX_LOCKS - 1, 0, 1).is_ok());
+    }
 }

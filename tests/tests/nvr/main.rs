@@ -101,7 +101,13 @@ async fn wait_recording(v: &NodeHandle, nvr: PeerId, after: i64) -> bool {
 
 /// A mesh data folder with playback and export rights on the camera.
 fn enroll_mesh(dir: &Path, fleet_name: &str) {
-    mesh_folder(dir, fleet_name, "mesh", &[CAM], Rights::PLAYBACK.union(Rights::EXPORT));
+    mesh_folder(
+        dir,
+        fleet_name,
+        "mesh",
+        &[CAM],
+        Rights::PLAYBACK.union(Rights::EXPORT).union(Rights::LOCK),
+    );
 }
 
 fn secs(us: i64) -> String {

@@ -130,6 +130,43 @@ async fn a_small_quota_deletes_the_oldest_unlocked_video_and_keeps_locks_and_the
     // The locked range is all still there, frame for frame.
     let locked_after = play_all(&v, nvr.peer, lock_from, lock_to).await;
     assert!(locked_after == locked_before, "locked evidence changed");
+    // Locks have their own right and bounds, and an audited unlock: the viewer with
+    // playback and export cannot lock; nobody locks two days at once; the lock is removed
+    // with its reason.
+    let denied = camesh_node::nvr::client::lock(v.reach(), nvr.peer, CAM, lock_from, lock_to, "no right").await;
+    assert!(denied.is_err(), "export alone locked: {denied:?}");
+    let too_long = run_mesh(
+        &mesh_dir,
+        FLEET,
+        std::slice::from_ref(&nvr.addr),
+        &["lock", CAM, "--from", "-48h", "--reason", "everything"],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&too_long.stderr);
+    assert!(!too_long.status.success() && err.contains("at most 24 h"), "{err}");
+    let id = lines
+        .iter()
+        .find_map(|l| l["lock"].as_u64())
+        .expect("the lock's id")
+        .to_string();
+    let unlocked = run_mesh(
+        &mesh_dir,
+        FLEET,
+        std::slice::from_ref(&nvr.addr),
+        &["unlock", CAM, "--id", &id, "--reason", "case 42 closed"],
+    )
+    .await;
+    assert!(
+        unlocked.status.success(),
+        "mesh unlock: {}",
+        String::from_utf8_lossy(&unlocked.stderr)
+    );
+    let audit = std::fs::read_to_string(nvr_dir.join("audit.log")).expect("NVR audit log");
+    assert!(audit.contains("\"locked\"") && audit.contains("incident 42"), "{audit}");
+    assert!(
+        audit.contains("\"unlocked\"") && audit.contains("case 42 closed"),
+        "{audit}"
+    );
     // The newest video keeps being recorded, and the disk stays near the quota.
     let now = now_unix_us();
     assert!(

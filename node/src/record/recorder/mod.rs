@@ -417,6 +417,11 @@ impl Recorder {
         Ok(self.index.add_lock(camera, from_us, to_us, reason)?)
     }
 
+    /// Every evidence lock.
+    pub fn locks(&self) -> Result<Vec<EvidenceLock>, RecordError> {
+        Ok(self.index.locks()?)
+    }
+
     /// Removes an evidence lock; `false` if there was none with that id.
     pub fn unlock(&self, id: u64) -> Result<bool, RecordError> {
         Ok(self.index.remove_lock(id)?)
