@@ -1,7 +1,8 @@
 //! Enforcing fleet membership on live connections (IO), and the admin protocol.
 //!
 //! `/camesh/member/1`: right after a connection is up, the dialing side sends its
-//! certificate and the listening side answers with its own; each verifies the other's
+//! certificate and the listening side answers with its own only once the dialer's has
+//! verified (a stranger gets an empty answer); each verifies the other's
 //! against the fleet root and the authenticated peer id ([`Trust::admit`]). A peer that
 //! has not proven membership within the grace period (`limits.membership_grace_ms`,
 //! 1 s by default; [`Trust::grace`]) is disconnected (and audited); until then no
@@ -91,8 +92,14 @@ async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stre
         Ok(h) => check_hello(&trust, peer, h).map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
-    // Answer either way: a refused peer learns why before it is dropped.
-    let _ = write_message(&mut stream, &LengthCodec::new(MAX_MSG), &hello(&trust)).await;
+    // Answer either way (the dialer waits for it), but with this node's certificate only
+    // to a proven member: a stranger learns nothing of who we are (name, role, cameras).
+    let answer = if result.is_ok() {
+        hello(&trust)
+    } else {
+        pb::MemberHello { cert: None }
+    };
+    let _ = write_message(&mut stream, &LengthCodec::new(MAX_MSG), &answer).await;
     let _ = stream.close().await;
     match result {
         Ok(()) => net.verified(peer).await,

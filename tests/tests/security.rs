@@ -92,6 +92,12 @@ async fn strangers_expired_members_and_other_fleets_get_nothing() {
             code == pb::RejectCode::RejectNotAuthorized || code == pb::RejectCode::RejectUnspecified,
             "{name}: {code:?} {reason}"
         );
+        // ...nor learn who the camera is: it answered without its certificate (the
+        // intruders know the fleet's public root, so they would have verified it).
+        assert!(
+            intruder.trust().member(&cam.peer_id()).is_none(),
+            "{name}: learnt the camera's certificate"
+        );
         // ...nor is it kept connected, nor found in the DHT.
         assert!(
             wait_until(T, || true).await
