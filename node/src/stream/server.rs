@@ -68,6 +68,17 @@ impl MediaServer {
     async fn session(&self, peer: PeerId, mut stream: Stream, shutdown: CancellationToken) -> Result<(), IoError> {
         let control = LengthCodec::new(self.limits.max_control_bytes);
         let timeout = Duration::from_secs(self.limits.request_timeout_s);
+        // Membership first: a non-member's stream gets no read buffer, no parsing.
+        if self.trust.wait_member(&peer, self.trust.grace()).await.is_none() {
+            let reason = format!(
+                "not a member of fleet {:?}: no valid membership certificate",
+                self.trust.fleet_id
+            );
+            self.trust
+                .audit
+                .record("refused-stream", &peer.to_string(), "", &reason);
+            return reject(&mut stream, &control, pb::RejectCode::RejectNotAuthorized, &reason).await;
+        }
         let mut reader = FramedRead::new(&mut stream, control);
         let body = match tokio::time::timeout(timeout, reader.next()).await {
             Ok(Ok(Some(b))) => b,
@@ -92,14 +103,6 @@ impl MediaServer {
         };
         let camera = req.camera_id.clone();
         let audit = &self.trust.audit;
-        if self.trust.wait_member(&peer, self.trust.grace()).await.is_none() {
-            let reason = format!(
-                "not a member of fleet {:?}: no valid membership certificate",
-                self.trust.fleet_id
-            );
-            audit.record("refused-stream", &peer.to_string(), &camera, &reason);
-            return reject(&mut stream, &control, pb::RejectCode::RejectNotAuthorized, &reason).await;
-        }
         // Our own camera, or one this node forwards (ciphertext only, see `relay`).
         let hub = self
             .hubs
