@@ -142,6 +142,10 @@ enum Cmd {
     Audit {
         #[arg(long, short = 'n', default_value_t = 50)]
         lines: usize,
+        /// Check the logs' hash chain instead (a changed, removed or inserted line is
+        /// found); use --data-dir to check a node's folder.
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -210,7 +214,15 @@ async fn real_main() -> Result<()> {
             node.shutdown();
             return result;
         }
-        Cmd::Audit { lines } => return fleet::audit(&dir, *lines),
+        Cmd::Audit { verify: true, .. } => {
+            let n = camesh_node::auth::audit::verify_chain(&dir).map_err(|e| anyhow::anyhow!("audit log: {e}"))?;
+            println!(
+                "OK: {n} audit entries in {}, each linked to the one before",
+                dir.display()
+            );
+            return Ok(());
+        }
+        Cmd::Audit { lines, .. } => return fleet::audit(&dir, *lines),
         Cmd::Fleet(fleet::FleetCmd::State) => return fleet::state(&dir),
         Cmd::Fleet(fleet::FleetCmd::Admin {
             peer,

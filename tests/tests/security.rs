@@ -454,6 +454,14 @@ fn fleet_cli_init_admit_grant_and_audit() {
     let (ok, audit, _) = run(&["audit"]);
     assert!(ok);
     assert!(audit.contains("admitted") && audit.contains("grant-issued"), "{audit}");
+    // The log is hash-chained: intact it verifies; one changed line is found.
+    let (ok, out, err) = run(&["audit", "--verify"]);
+    assert!(ok && out.starts_with("OK:"), "{out} {err}");
+    let log = admin.join("audit.log");
+    let text = std::fs::read_to_string(&log).expect("audit.log");
+    std::fs::write(&log, text.replacen("bus-7-front", "bus-7-rear", 1)).expect("tampered");
+    let (ok, _, err) = run(&["audit", "--verify"]);
+    assert!(!ok && err.contains("the chain breaks"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,10 @@
 //! lines per event and peer and [`REFUSALS_PER_MINUTE`] in all per minute; what is held
 //! back is counted and summarized in one `refusals-suppressed` line per minute (in both
 //! files). Each file rotates at [`MAX_BYTES`] with one old file kept.
+//!
+//! Tamper evidence: every line carries `prev`, the SHA-256 (hex) of the line before it in
+//! the same log (across a rotation, the last line of `<name>.1`); [`verify_chain`] (`mesh
+//! audit --verify`) finds a line that was changed, removed or inserted.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -27,6 +31,8 @@ const MAX_TRACKED: usize = 4096;
 /// The rate limiter's minute.
 #[derive(Debug, Default)]
 struct Window {
+    /// The hash of the last line of each log file, once read or written.
+    last: HashMap<PathBuf, String>,
     minute: i64,
     per_peer: HashMap<(String, String), u32>,
     written: u32,
@@ -45,6 +51,9 @@ pub struct Entry {
     pub camera: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// SHA-256 (hex) of the previous line of this log; empty for the first.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prev: String,
 }
 
 #[derive(Debug)]
@@ -87,6 +96,7 @@ impl Audit {
             peer: peer.to_owned(),
             camera: camera.chars().take(64).collect(),
             detail: detail.chars().take(512).collect(),
+            prev: String::new(),
         };
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         if w.minute != now / 60 {
@@ -100,19 +110,22 @@ impl Audit {
                         "{} refusals in the minute before were not written (rate limit)",
                         w.suppressed
                     ),
+                    prev: String::new(),
                 };
                 tracing::warn!(target: "camesh_audit", suppressed = w.suppressed, "refusals-suppressed");
-                append(path, &summary);
-                append(&Self::refusals_path(path), &summary);
+                append(&mut w.last, path, &summary);
+                append(&mut w.last, &Self::refusals_path(path), &summary);
             }
+            let last = std::mem::take(&mut w.last);
             *w = Window {
+                last,
                 minute: now / 60,
                 ..Window::default()
             };
         }
         if !event.starts_with("refused") {
             tracing::info!(target: "camesh_audit", event, peer, camera, detail);
-            append(path, &entry);
+            append(&mut w.last, path, &entry);
             return;
         }
         let tracked = w.per_peer.len() < MAX_TRACKED || w.per_peer.contains_key(&(event.to_owned(), peer.to_owned()));
@@ -129,7 +142,7 @@ impl Audit {
         }
         w.written += 1;
         tracing::info!(target: "camesh_audit", event, peer, camera, detail);
-        append(&Self::refusals_path(path), &entry);
+        append(&mut w.last, &Self::refusals_path(path), &entry);
     }
 
     /// The last `n` entries of both files (oldest first).
@@ -144,22 +157,87 @@ impl Audit {
     }
 }
 
-/// Appends one line to `path`, rotating it beyond [`MAX_BYTES`].
-fn append(path: &Path, entry: &Entry) {
-    if std::fs::metadata(path).map(|m| m.len() > MAX_BYTES).unwrap_or(false) {
-        let mut old = path.as_os_str().to_owned();
-        old.push(".1");
-        let _ = std::fs::rename(path, PathBuf::from(old));
+fn sha256_hex(line: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(line.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn rotated(path: &Path) -> PathBuf {
+    let mut old = path.as_os_str().to_owned();
+    old.push(".1");
+    PathBuf::from(old)
+}
+
+/// The hash of the last line of `path` (else of its rotated file), empty for none.
+fn last_hash(path: &Path) -> String {
+    for p in [path.to_owned(), rotated(path)] {
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            if let Some(line) = text.lines().last() {
+                return sha256_hex(line);
+            }
+        }
     }
-    let Ok(line) = serde_json::to_string(entry) else { return };
+    String::new()
+}
+
+/// Appends one line to `path`, chained to the one before, rotating beyond [`MAX_BYTES`].
+fn append(last: &mut HashMap<PathBuf, String>, path: &Path, entry: &Entry) {
+    if std::fs::metadata(path).map(|m| m.len() > MAX_BYTES).unwrap_or(false) {
+        let _ = std::fs::rename(path, rotated(path));
+    }
+    let prev = last.entry(path.to_owned()).or_insert_with(|| last_hash(path));
+    let chained = Entry {
+        prev: prev.clone(),
+        ..entry.clone()
+    };
+    let Ok(line) = serde_json::to_string(&chained) else {
+        return;
+    };
     let result = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .and_then(|mut f| writeln!(f, "{line}"));
-    if let Err(e) = result {
-        tracing::warn!(error = %e, path = %path.display(), "cannot write the audit log");
+    match result {
+        Ok(()) => *prev = sha256_hex(&line),
+        Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot write the audit log"),
     }
+}
+
+/// Checks the hash chain of the audit logs in `dir` (`audit.log` after `audit.log.1`,
+/// and the refusals' pair): the number of lines checked, or the first line that breaks
+/// the chain (changed, removed or inserted before it).
+pub fn verify_chain(dir: &Path) -> Result<usize, String> {
+    let mut checked = 0;
+    for name in ["audit.log", "audit-refusals.log"] {
+        let path = dir.join(name);
+        let mut prev: Option<String> = None;
+        for p in [rotated(&path), path.clone()] {
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            for (i, line) in text.lines().enumerate() {
+                let e: Entry = serde_json::from_str(line)
+                    .map_err(|err| format!("{} line {}: not an audit entry ({err})", p.display(), i + 1))?;
+                // The first line ever may start the chain; any later one must link.
+                if let Some(want) = &prev {
+                    if &e.prev != want {
+                        return Err(format!(
+                            "{} line {}: the chain breaks here (a line before it was changed, removed or inserted)",
+                            p.display(),
+                            i + 1
+                        ));
+                    }
+                }
+                prev = Some(sha256_hex(line));
+                checked += 1;
+            }
+        }
+    }
+    Ok(checked)
 }
 
 /// The last `n` entries of one file.
@@ -182,6 +260,47 @@ fn read_tail(path: &Path, n: usize) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chain_finds_a_changed_a_removed_and_an_inserted_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Audit::open(dir.path());
+        for i in 0..5 {
+            a.record("admitted", &format!("p{i}"), "", "Viewer");
+        }
+        drop(a);
+        // A new process continues the chain from the file.
+        let a = Audit::open(dir.path());
+        a.record("revocation", "admin", "", "revoked p1");
+        assert_eq!(verify_chain(dir.path()), Ok(6));
+        let path = dir.path().join("audit.log");
+        let good = std::fs::read_to_string(&path).expect("log");
+        let lines: Vec<&str> = good.lines().collect();
+        let write = |ls: Vec<String>| std::fs::write(&path, ls.join("\n") + "\n").expect("write");
+        let own = |ls: &[&str]| ls.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
+        // Changed.
+        let mut changed = own(&lines);
+        changed[2] = changed[2].replace("p2", "px");
+        write(changed);
+        assert!(verify_chain(dir.path()).unwrap_err().contains("line 4"));
+        // Removed.
+        let mut removed = own(&lines);
+        removed.remove(5);
+        write(removed);
+        assert!(
+            verify_chain(dir.path()).is_ok(),
+            "the last line can go unnoticed only at the end"
+        );
+        let mut removed = own(&lines);
+        removed.remove(3);
+        write(removed);
+        assert!(verify_chain(dir.path()).unwrap_err().contains("line 4"));
+        // Inserted.
+        let mut inserted = own(&lines);
+        inserted.insert(1, lines[0].to_owned());
+        write(inserted);
+        assert!(verify_chain(dir.path()).unwrap_err().contains("line 2"));
+    }
 
     #[test]
     fn records_and_reads_back() {
