@@ -71,6 +71,9 @@ pub enum FleetCmd {
         valid: Duration,
         #[arg(long, value_delimiter = ',')]
         cameras: Vec<String>,
+        /// Only this node may redeem it (its peer id, as `camesh-node init` prints it).
+        #[arg(long = "for")]
+        holder: Option<PeerId>,
     },
     /// Join a fleet with an invite (this laptop becomes a member).
     Join { invite: String },
@@ -375,6 +378,7 @@ pub fn admit(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn invite(
     node: &NodeHandle,
     dir: &Path,
@@ -383,6 +387,7 @@ pub async fn invite(
     expires: Duration,
     valid: Duration,
     cameras: Vec<String>,
+    holder: Option<PeerId>,
 ) -> Result<()> {
     let f = root(dir)?;
     node.trust().set_root_key(f.key.clone()).map_err(|e| anyhow!("{e}"))?;
@@ -398,6 +403,7 @@ pub async fn invite(
         &plain,
         &cameras,
         secs(valid),
+        holder,
     );
     node.trust().audit.record(
         "invite-issued",

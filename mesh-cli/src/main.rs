@@ -292,7 +292,8 @@ async fn real_main() -> Result<()> {
             expires,
             valid,
             cameras,
-        }) => fleet::invite(&node, &dir, *role, name, *expires, *valid, cameras.clone()).await,
+            holder,
+        }) => fleet::invite(&node, &dir, *role, name, *expires, *valid, cameras.clone(), *holder).await,
         Cmd::Revoke { target, reason } => fleet::revoke(&node, &dir, target, reason, false).await,
         Cmd::Fleet(fleet::FleetCmd::Revoke { target, reason }) => {
             fleet::revoke(&node, &dir, target, reason, true).await

@@ -1,10 +1,12 @@
 //! One-time enrolment invites, pure.
 //!
-//! `mesh fleet invite` signs (fleet, random token, role, name, expiry, admin node's
-//! address) with the root key and prints it as text. A new node redeems it with the admin
-//! node over an authenticated connection; the admin node checks the signature and the
-//! expiry, refuses a token it has seen before, and issues a certificate for the peer id
-//! that presented it.
+//! `mesh fleet invite` signs (fleet, random token, role, name, expiry, admin node's peer
+//! id and address, optionally the joining node's peer id) with the root key and prints it
+//! as text. A new node redeems it with that admin node over an authenticated connection;
+//! the admin node checks the signature and the expiry, that the invite names it (another
+//! admin refuses it) and, when it names a holder, that the redeeming peer is that holder;
+//! refuses a token the fleet-state log shows used, and issues a certificate for the peer
+//! id that presented it.
 
 use camesh_proto::pb;
 use libp2p::identity::{Keypair, PublicKey};
@@ -47,6 +49,8 @@ pub struct InviteInfo {
     pub cert_valid_s: i64,
     pub fleet_root: PublicKey,
     pub fleet_id: String,
+    /// The only peer that may redeem it, when the invite names one.
+    pub holder: Option<PeerId>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -60,6 +64,7 @@ pub fn issue(
     admin_addrs: &[Multiaddr],
     cameras: &[String],
     cert_valid_s: i64,
+    holder: Option<PeerId>,
 ) -> String {
     let token: [u8; 16] = rand::random();
     let body = pb::InviteBody {
@@ -72,6 +77,7 @@ pub fn issue(
         admin_addrs: admin_addrs.iter().map(|a| a.to_vec().into()).collect(),
         cameras: cameras.to_vec(),
         cert_valid_s,
+        holder: holder.map(|h| h.to_bytes().into()).unwrap_or_default(),
     };
     let s = signed::sign(Kind::Invite, &body, root);
     format!("{PREFIX}{}", bs58::encode(s.encode_to_vec()).into_string())
@@ -118,6 +124,11 @@ pub fn open(s: &pb::Signed, now: i64) -> Result<InviteInfo, AuthError> {
         cert_valid_s: body.cert_valid_s.clamp(60, 400 * 86_400),
         fleet_root: signer,
         fleet_id: body.fleet_id,
+        holder: if body.holder.is_empty() {
+            None
+        } else {
+            Some(signed::peer_from("invite holder", &body.holder)?)
+        },
     })
 }
 
@@ -140,8 +151,10 @@ mod tests {
             std::slice::from_ref(&addr),
             &[],
             3600,
+            None,
         );
         let (info, _) = parse(&text, 500).expect("valid");
+        assert_eq!(info.holder, None);
         assert_eq!(
             (info.admin_peer, info.admin_addrs, info.fleet_root),
             (admin, vec![addr], root.public())

@@ -531,6 +531,44 @@ mod tests {
     }
 
     #[test]
+    fn an_invite_is_redeemed_once_only_with_the_admin_and_by_the_node_it_names() {
+        let root = Keypair::generate_ed25519();
+        let me = PeerId::random();
+        let admin = Trust::ephemeral("f", root.public(), me);
+        admin.set_root_key(root.clone()).expect("root");
+        let invite = |admin_peer: PeerId, holder: Option<PeerId>| {
+            let text = super::super::invite::issue(
+                &root,
+                "f",
+                pb::MemberRole::Camera,
+                "cam",
+                now_s() + 600,
+                admin_peer,
+                &[],
+                &[],
+                3600,
+                holder,
+            );
+            super::super::invite::parse(&text, now_s()).expect("valid").1
+        };
+        let (x, y) = (PeerId::random(), PeerId::random());
+        // Issued for another admin node: refused here.
+        let e = admin.redeem_invite(&invite(PeerId::random(), None), x).unwrap_err();
+        assert!(e.to_string().contains("redeem it there"), "{e}");
+        // Bound to x: y cannot use it, x can, once.
+        let bound = invite(me, Some(x));
+        let e = admin.redeem_invite(&bound, y).unwrap_err();
+        assert!(e.to_string().contains("another node"), "{e}");
+        admin.redeem_invite(&bound, x).expect("its holder redeems it");
+        let e = admin.redeem_invite(&bound, x).unwrap_err();
+        assert!(e.to_string().contains("already been used"), "{e}");
+        // Unbound: a bearer invite, still single-use.
+        let open = invite(me, None);
+        admin.redeem_invite(&open, y).expect("redeemed");
+        assert!(admin.redeem_invite(&open, x).is_err());
+    }
+
+    #[test]
     fn a_scoped_admin_grants_within_scope_and_its_revocation_cascades() {
         let root = Keypair::generate_ed25519();
         let admin_key = Keypair::generate_ed25519();

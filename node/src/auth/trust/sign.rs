@@ -228,6 +228,23 @@ impl Trust {
                 expected: self.root.to_peer_id().to_string(),
             });
         }
+        if info.admin_peer != self.me {
+            self.audit.record(
+                "refused-invite",
+                &peer.to_string(),
+                "",
+                &format!("the invite names admin node {}", info.admin_peer),
+            );
+            return Err(AuthError::Refused(format!(
+                "this invite was issued for admin node {}: redeem it there",
+                info.admin_peer
+            )));
+        }
+        if info.holder.is_some_and(|h| h != peer) {
+            self.audit
+                .record("refused-invite", &peer.to_string(), "", "the invite names another node");
+            return Err(AuthError::Refused("this invite was issued for another node".into()));
+        }
         if self.log_read().was_redeemed(&info.token) {
             self.audit
                 .record("refused-invite", &peer.to_string(), "", "invite already used");
