@@ -88,8 +88,12 @@ pub fn serve_member(incoming: IncomingStreams, trust: Arc<Trust>, net: NetHandle
 }
 
 async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stream: Stream) -> Result<(), String> {
+    let mut certless = false;
     let result = match read_one::<pb::MemberHello>("member hello", &mut stream, trust.grace()).await {
-        Ok(h) => check_hello(&trust, peer, h).map_err(|e| e.to_string()),
+        Ok(h) => {
+            certless = h.cert.is_none();
+            check_hello(&trust, peer, h).map_err(|e| e.to_string())
+        }
         Err(e) => Err(e),
     };
     // Answer either way (the dialer waits for it), but with this node's certificate only
@@ -103,6 +107,11 @@ async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stre
     let _ = stream.close().await;
     match result {
         Ok(()) => net.verified(peer).await,
+        // A node without a certificate may be here to redeem an invite (`/camesh/admin/1`):
+        // it gets the grace period like any unproven peer (and is admitted at once if it
+        // redeems), rather than losing the connection mid-redemption. Nothing is served
+        // to it meanwhile.
+        Err(e) if certless => debug!(%peer, error = %e, "no certificate presented; the grace period decides"),
         Err(e) => {
             warn!(%peer, error = %e, "not a fleet member; disconnecting");
             net.disconnect(peer).await;
@@ -147,6 +156,12 @@ pub async fn run_initiator(
                     .await;
                     match result {
                         Ok(()) => net.verified(peer).await,
+                        // Not a member yet (joining with an invite): a member answers an
+                        // uncertified node without its certificate; keep the connection for
+                        // the redemption (nothing is served to an unverified peer).
+                        Err(e) if trust.own_cert().is_none() => {
+                            debug!(%peer, error = %e, "membership not proven either way: this node has no certificate yet")
+                        }
                         Err(e) => {
                             warn!(%peer, error = %e, "peer did not prove fleet membership; disconnecting");
                             net.disconnect(peer).await;

@@ -722,3 +722,90 @@ async fn keys_changing_every_interval_keep_live_and_recorded_video_whole() {
         n.shutdown();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invites_redeem_once_over_the_network_even_across_an_admin_restart() {
+    init_tracing();
+    const F: &str = "t-fs-invite";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |n: &str| dir.path().join(n);
+    // The admin node holds the root key, as `mesh fleet invite` does while it waits.
+    let start_admin = || async {
+        let a = viewer_node(&d("admin"), F, vec![]).await;
+        a.trust().set_root_key(fleet(F).key.clone()).expect("root key");
+        a
+    };
+    let admin = start_admin().await;
+    let joiner = |name: &'static str| {
+        let path = d(name);
+        async move {
+            let mut c = loopback_config(Role::Camera, F);
+            c.node.bootstrap = vec![];
+            Node::spawn(c, &path).await.expect("starts")
+        }
+    };
+    let invite = |admin: &NodeHandle,
+                  addrs: Vec<Multiaddr>,
+                  holder: Option<PeerId>,
+                  expires: i64,
+                  key: &libp2p::identity::Keypair| {
+        camesh_node::auth::invite::issue(
+            key,
+            F,
+            MemberRole::Camera,
+            "bus 7 cam",
+            expires,
+            admin.peer_id(),
+            &addrs
+                .into_iter()
+                .map(|a| camesh_node::addr::split_p2p(a).1)
+                .collect::<Vec<_>>(),
+            &["cam1".into()],
+            3600,
+            holder,
+        )
+    };
+    let addrs = admin.dial_addrs().await.expect("addrs");
+    let root = fleet(F).key.clone();
+
+    // Redeemed once by a new node; a second node with the same text is refused.
+    let text = invite(&admin, addrs.clone(), None, now_s() + 600, &root);
+    let a = joiner("a").await;
+    let cert = a.redeem_invite(&text).await.expect("redeemed");
+    assert_eq!(cert.name, "bus 7 cam");
+    let b = joiner("b").await;
+    let e = b.redeem_invite(&text).await.expect_err("a second use");
+    assert!(e.contains("already been used"), "{e}");
+    // Bound to b: c cannot use it; b can.
+    let bound = invite(&admin, addrs.clone(), Some(b.peer_id()), now_s() + 600, &root);
+    let c = joiner("c").await;
+    let e = c.redeem_invite(&bound).await.expect_err("someone else's invite");
+    assert!(e.contains("another node"), "{e}");
+    b.redeem_invite(&bound).await.expect("its holder redeems it");
+    // Forged (signed by a key that is not the fleet root) and expired invites.
+    let forged = invite(
+        &admin,
+        addrs.clone(),
+        None,
+        now_s() + 600,
+        &libp2p::identity::Keypair::generate_ed25519(),
+    );
+    let e = c.redeem_invite(&forged).await.expect_err("forged");
+    eprintln!("forged: {e}");
+    let expired = invite(&admin, addrs.clone(), None, now_s() - 10, &root);
+    let e = c.redeem_invite(&expired).await.expect_err("expired");
+    assert!(e.contains("expired"), "{e}");
+    // After the admin restarts, the used invite is still used (its fleet-state log).
+    admin.shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = start_admin().await;
+    let addrs = admin.dial_addrs().await.expect("addrs");
+    let again = invite(&admin, addrs.clone(), None, now_s() + 600, &root);
+    c.connect(addrs[0].clone()).await.expect("reaches the restarted admin");
+    let e = c.redeem_invite(&text).await.expect_err("reused after a restart");
+    assert!(e.contains("already been used"), "{e}");
+    c.redeem_invite(&again).await.expect("a fresh invite works");
+    for n in [&a, &b, &c, &admin] {
+        n.shutdown();
+    }
+}
