@@ -416,12 +416,27 @@ pub async fn invite(
     let mut changes = node.trust().subscribe();
     let deadline = tokio::time::Instant::now() + expires;
     let before = node.trust().audit.tail(10_000).len();
+    let mut events = node.net().subscribe();
     loop {
         tokio::select! {
             _ = changes.changed() => {
                 let redeemed = node.trust().audit.tail(10_000).into_iter().skip(before).find(|e| e.event == "invite-redeemed");
                 if let Some(e) = redeemed {
                     eprintln!("redeemed by {} ({})", e.peer, e.detail);
+                    // The redemption is recorded before its answer is written: stay until
+                    // the new member hangs up holding its certificate (at most 5 s).
+                    if let Ok(peer) = e.peer.parse::<PeerId>() {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            loop {
+                                match events.recv().await {
+                                    Ok(camesh_node::net::NetEvent::Disconnected(p)) if p == peer => break,
+                                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                                    _ => {}
+                                }
+                            }
+                        })
+                        .await;
+                    }
                     return Ok(());
                 }
             }

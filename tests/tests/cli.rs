@@ -153,3 +153,85 @@ fn camesh_node_init_writes_the_config_for_its_owner_only() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(mode(), 0o600);
 }
+
+/// `mesh fleet invite` and `camesh-node join` as an installer types them: the invite is
+/// printed, the camera joins with it and gets its certificate, and the admin's command
+/// ends once the camera has its answer.
+#[test]
+fn a_camera_joins_with_an_invite_from_the_command_line() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = dir.path().join("admin");
+    let cam = dir.path().join("cam");
+    let mesh = |args: &[&str]| {
+        let mut c = Command::new(bin("mesh"));
+        c.env_remove("CAMESH_FLEET")
+            .env_remove("CAMESH_FLEET_ROOT")
+            .arg("--data-dir")
+            .arg(&admin)
+            .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+            .args(args);
+        c
+    };
+    let out = mesh(&["fleet", "init", "--id", "t-cli-join"])
+        .output()
+        .expect("mesh runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut inviting = mesh(&[
+        "fleet",
+        "invite",
+        "--role",
+        "camera",
+        "--name",
+        "bus-9",
+        "--cameras",
+        "cam9",
+        "--expires",
+        "2m",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("mesh fleet invite runs");
+    let stdout = inviting.stdout.take().expect("stdout");
+    let invite = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take(20)
+        .find_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("camesh-invite:"))
+                .map(str::to_owned)
+        })
+        .expect("an invite printed");
+    let joined = Command::new(bin("camesh-node"))
+        .arg("--data-dir")
+        .arg(&cam)
+        .args(["--log", "warn", "join", &invite])
+        .output()
+        .expect("camesh-node runs");
+    assert!(
+        joined.status.success(),
+        "join: {}",
+        String::from_utf8_lossy(&joined.stderr)
+    );
+    assert!(String::from_utf8_lossy(&joined.stdout).contains("joined fleet t-cli-join"));
+    assert!(cam.join("membership.cert").is_file());
+    // The admin's command ends by itself, saying who redeemed it.
+    let mut done = None;
+    for _ in 0..200 {
+        if let Some(status) = inviting.try_wait().expect("wait") {
+            done = Some(status);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = done.unwrap_or_else(|| {
+        let _ = inviting.kill();
+        panic!("mesh fleet invite did not end after the redemption")
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut inviting.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(status.success() && err.contains("redeemed by"), "{err}");
+}
