@@ -424,7 +424,7 @@ pub async fn invite(
                 if let Some(e) = redeemed {
                     eprintln!("redeemed by {} ({})", e.peer, e.detail);
                     // The redemption is recorded before its answer is written: stay until
-                    // the new member hangs up holding its certificate (at most 5 s).
+                    // the new member hangs up holding its certificate (at most 2 s).
                     if let Ok(peer) = e.peer.parse::<PeerId>() {
                         let _ = tokio::time::timeout(Duration::from_secs(2), async {
                             loop {
