@@ -111,7 +111,10 @@ async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stre
         // it gets the grace period like any unproven peer (and is admitted at once if it
         // redeems), rather than losing the connection mid-redemption. Nothing is served
         // to it meanwhile.
-        Err(e) if certless => debug!(%peer, error = %e, "no certificate presented; the grace period decides"),
+        Err(e) if certless => {
+            debug!(%peer, error = %e, "no certificate presented; the grace period decides");
+            trust.mark_unproven(peer);
+        }
         Err(e) => {
             warn!(%peer, error = %e, "not a fleet member; disconnecting");
             net.disconnect(peer).await;
@@ -197,7 +200,7 @@ pub async fn run_initiator(
 /// Disconnects `peer` unless it proves membership within the grace period (audited with
 /// the reason).
 async fn enforce_grace(trust: Arc<Trust>, net: NetHandle, peer: PeerId) {
-    if trust.wait_member(&peer, trust.grace()).await.is_none() {
+    if trust.wait_grace(&peer, trust.grace()).await.is_none() {
         let why = if trust.peer_revoked(&peer) {
             "revoked".to_owned()
         } else {

@@ -61,6 +61,9 @@ pub struct Trust {
     dir: Option<PathBuf>,
     own_cert: RwLock<Option<pb::Signed>>,
     members: RwLock<HashMap<PeerId, CertInfo>>,
+    /// Connected peers whose membership exchange failed without a certificate (they are
+    /// kept for the grace period, e.g. to redeem an invite): servers refuse them at once.
+    unproven: Mutex<HashSet<PeerId>>,
     log: RwLock<FleetLog>,
     /// Serializes appends (file, then memory) and holds the open file.
     store: Mutex<Option<StateFile>>,
@@ -121,6 +124,7 @@ impl Trust {
             dir,
             own_cert: RwLock::new(None),
             members: RwLock::new(HashMap::new()),
+            unproven: Mutex::new(HashSet::new()),
             store: Mutex::new(None),
             grants: RwLock::new(Vec::new()),
             root_key: RwLock::new(None),
@@ -224,6 +228,7 @@ impl Trust {
                 }
                 let new = m.insert(peer, info.clone()).is_none();
                 drop(m);
+                self.unproven.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
                 if new {
                     self.audit.record(
                         "admitted",
@@ -250,18 +255,45 @@ impl Trust {
 
     pub fn forget(&self, peer: &PeerId) {
         self.members.write().unwrap_or_else(|e| e.into_inner()).remove(peer);
+        self.unproven.lock().unwrap_or_else(|e| e.into_inner()).remove(peer);
+    }
+
+    /// Records that `peer` presented no certificate: [`Trust::wait_member`] answers `None`
+    /// for it at once (until it is admitted, e.g. by redeeming an invite, or forgotten).
+    pub fn mark_unproven(&self, peer: PeerId) {
+        let mut u = self.unproven.lock().unwrap_or_else(|e| e.into_inner());
+        if u.len() >= MAX_MEMBERS {
+            u.clear();
+        }
+        u.insert(peer);
+        drop(u);
+        self.tick();
+    }
+
+    fn is_unproven(&self, peer: &PeerId) -> bool {
+        self.unproven.lock().unwrap_or_else(|e| e.into_inner()).contains(peer)
     }
 
     /// Waits up to `limit` for `peer` to be verified (its certificate exchange may still
     /// be in flight when its first stream arrives).
     pub async fn wait_member(&self, peer: &PeerId, limit: Duration) -> Option<CertInfo> {
+        self.wait_admitted(peer, limit, true).await
+    }
+
+    /// [`Trust::wait_member`] for the grace timer: a peer that presented no certificate
+    /// still has the whole period (to redeem an invite) before it is dropped.
+    pub async fn wait_grace(&self, peer: &PeerId, limit: Duration) -> Option<CertInfo> {
+        self.wait_admitted(peer, limit, false).await
+    }
+
+    async fn wait_admitted(&self, peer: &PeerId, limit: Duration, unproven_ends: bool) -> Option<CertInfo> {
         let mut rx = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(c) = self.member(peer) {
                 return Some(c);
             }
-            if self.peer_revoked(peer) {
+            if self.peer_revoked(peer) || (unproven_ends && self.is_unproven(peer)) {
                 return None;
             }
             if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
