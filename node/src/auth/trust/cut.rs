@@ -61,43 +61,32 @@ mod tests {
         camera.set_skew(0);
         camera.set_root_key(root.clone()).expect("root");
         let viewer = PeerId::random();
-        let g = grant::issue(
-            &root,
-            "f",
-            &GrantRequest {
-                holder: viewer,
-                cameras: vec!["cam1".into()],
-                tags: vec![],
-                rights: Rights::LIVE,
-                not_before_unix_s: 0,
-                not_after_unix_s: now_s() + 1,
-            },
-            None,
-        );
-        let info = camera
-            .check_grant(&viewer, &g, "cam1", &[], Rights::LIVE)
-            .expect("valid");
+        // A grant for `viewer` on cam1 valid for `valid_s` more seconds, as checked.
+        let checked = |valid_s: i64| {
+            let g = grant::issue(
+                &root,
+                "f",
+                &GrantRequest {
+                    holder: viewer,
+                    cameras: vec!["cam1".into()],
+                    tags: vec![],
+                    rights: Rights::LIVE,
+                    not_before_unix_s: 0,
+                    not_after_unix_s: now_s() + valid_s,
+                },
+                None,
+            );
+            camera
+                .check_grant(&viewer, &g, "cam1", &[], Rights::LIVE)
+                .expect("valid")
+        };
+        let info = checked(1);
         let e = tokio::time::timeout(Duration::from_secs(5), camera.until_unauthorized(&viewer, &info))
             .await
             .expect("ends once expired");
         assert!(matches!(e, AuthError::Expired { .. }), "{e}");
         // A long grant, then a revocation of its holder.
-        let g = grant::issue(
-            &root,
-            "f",
-            &GrantRequest {
-                holder: viewer,
-                cameras: vec!["cam1".into()],
-                tags: vec![],
-                rights: Rights::LIVE,
-                not_before_unix_s: 0,
-                not_after_unix_s: now_s() + 3600,
-            },
-            None,
-        );
-        let info = camera
-            .check_grant(&viewer, &g, "cam1", &[], Rights::LIVE)
-            .expect("valid");
+        let info = checked(3600);
         let wait = camera.until_unauthorized(&viewer, &info);
         tokio::pin!(wait);
         assert!(tokio::time::timeout(Duration::from_millis(100), &mut wait)
