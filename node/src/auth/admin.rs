@@ -16,7 +16,7 @@ use camesh_proto::pb;
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 
-use super::grant::Rights;
+use super::rights::Rights;
 use super::signed::{self, Kind};
 use super::{check_validity, At, AuthError};
 

@@ -31,6 +31,7 @@ pub mod invite;
 pub mod keyfile;
 pub mod media_key;
 pub mod revocation;
+pub mod rights;
 pub mod signed;
 pub mod statefile;
 pub mod trust;
@@ -38,7 +39,7 @@ pub mod trust;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cert::CertInfo;
-pub use grant::Rights;
+pub use rights::Rights;
 pub use trust::Trust;
 
 /// A node's membership certificate, in its data folder: written when an admin enrols the
