@@ -33,6 +33,24 @@ pub fn mesh_command(data: &Path, fleet_name: &str, bootstrap: &[Multiaddr]) -> C
     cmd
 }
 
+/// `mesh --data-dir <data> <args>` with only what that folder holds (no fleet from the
+/// environment), as a user types it: (success, stdout, stderr).
+pub fn mesh_in(data: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin("mesh"))
+        .env_remove("CAMESH_FLEET")
+        .env_remove("CAMESH_FLEET_ROOT")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("mesh runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs `mesh <args>` as [`mesh_command`] builds it, to its end, on a blocking thread.
 pub async fn run_mesh(data: &Path, fleet_name: &str, bootstrap: &[Multiaddr], args: &[&str]) -> Output {
     let mut cmd = mesh_command(data, fleet_name, bootstrap);

@@ -427,21 +427,7 @@ fn a_scoped_admin_grants_within_its_scope_and_is_refused_outside_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     let ops = dir.path().join("ops");
-    let mesh = |data: &Path, args: &[&str]| {
-        let out = std::process::Command::new(bin("mesh"))
-            .env_remove("CAMESH_FLEET")
-            .env_remove("CAMESH_FLEET_ROOT")
-            .arg("--data-dir")
-            .arg(data)
-            .args(args)
-            .output()
-            .expect("mesh runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let mesh = camesh_tests::cli::mesh_in;
     let (ok, _, err) = mesh(&root, &["fleet", "init", "--id", "depot"]);
     assert!(ok, "{err}");
     let root_text = std::fs::read_to_string(root.join("fleet.toml")).expect("fleet.toml");
@@ -521,21 +507,7 @@ fn mesh_grant_delegates_a_held_grant_no_wider_and_not_once_revoked() {
         format!("fleet_id = {F:?}\nroot = {:?}\n", f.root_text()),
     )
     .expect("fleet.toml");
-    let mesh = |args: &[&str]| {
-        let out = std::process::Command::new(bin("mesh"))
-            .env_remove("CAMESH_FLEET")
-            .env_remove("CAMESH_FLEET_ROOT")
-            .arg("--data-dir")
-            .arg(&lead)
-            .args(args)
-            .output()
-            .expect("mesh runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let mesh = |args: &[&str]| camesh_tests::cli::mesh_in(&lead, args);
     let guard = PeerId::random();
     let (ok, text, err) = mesh(&[
         "grant",
