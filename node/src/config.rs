@@ -203,6 +203,9 @@ pub struct Limits {
     /// their validity). A peer whose clock is further off shows it in `mesh peers`
     /// and the audit log.
     pub clock_skew_s: u64,
+    /// A live frame captured longer ago than this plus `clock_skew_s` is refused as
+    /// stale (a replayed or delayed GOP), at viewers, forwarders and recorders alike.
+    pub live_max_age_s: u64,
     /// Every camera changes its media key this often (and on every revocation), so a
     /// viewer whose grant expired, and who can no longer fetch keys, stops decrypting.
     pub key_rotation_s: u64,
@@ -235,6 +238,7 @@ impl Default for Limits {
             connection_window_bytes: 16 << 20,
             membership_grace_ms: 1000,
             clock_skew_s: 60,
+            live_max_age_s: 10,
             key_rotation_s: 3600,
             autonat_only_global_ips: true,
             autonat_boot_delay_ms: 15_000,
@@ -414,6 +418,7 @@ impl Config {
             ("limits.request_timeout_s", l.request_timeout_s as usize, 1, 600),
             ("limits.stream_window_bytes", l.stream_window_bytes, 16 << 10, 256 << 20),
             ("limits.clock_skew_s", l.clock_skew_s as usize, 0, 86_400),
+            ("limits.live_max_age_s", l.live_max_age_s as usize, 1, 3_600),
             ("limits.key_rotation_s", l.key_rotation_s as usize, 1, 604_800),
             (
                 "limits.membership_grace_ms",

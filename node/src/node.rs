@@ -33,6 +33,7 @@ use crate::net::{self, NetError, NetHandle, PeerSummary};
 use crate::reach::Reach;
 use crate::relay::forward::{self, Forwarding};
 use crate::stream::client::{self, ClientError, Subscription};
+use crate::stream::fresh::FrameSigner;
 use crate::stream::hub::{Hub, Hubs};
 use crate::stream::server::{MediaServer, StreamSlots};
 use crate::stream::{ingest, keys};
@@ -67,6 +68,8 @@ pub struct NodeHandle {
     hubs: Arc<Hubs>,
     slots: Arc<StreamSlots>,
     sync_table: fleetsync::SyncTable,
+    /// Signs the keyframes of cameras added with [`NodeHandle::add_hub`].
+    signer: FrameSigner,
     shutdown: CancellationToken,
 }
 
@@ -122,7 +125,8 @@ impl Node {
         let shutdown = CancellationToken::new();
         let directory = Arc::new(Directory::default());
         let hubs = Arc::new(Hubs::default());
-        ingest::start_cameras(&config, &hubs, &shutdown);
+        let signer = FrameSigner::new(key.clone());
+        ingest::start_cameras(&config, &hubs, &signer, &shutdown);
         let relay_enabled = Arc::new(std::sync::atomic::AtomicBool::new(
             config.node.relay_server.unwrap_or(false),
         ));
@@ -228,6 +232,7 @@ impl Node {
             hubs,
             slots,
             sync_table,
+            signer,
             shutdown,
         };
         for f in &handle.config.forwards {
@@ -341,7 +346,9 @@ impl NodeHandle {
     /// Adds a camera fed by the caller (synthetic frames, other ingest): publish access
     /// units with [`Hub::publish`]. Announced and served like configured cameras.
     pub fn add_hub(&self, id: &str, name: &str) -> Arc<Hub> {
-        let hub = Arc::new(Hub::new(id, name, Vec::new(), self.config.limits.gop_cache_bytes));
+        let hub = Arc::new(
+            Hub::new(id, name, Vec::new(), self.config.limits.gop_cache_bytes).with_signer(self.signer.clone()),
+        );
         self.hubs.insert(hub.clone());
         hub
     }

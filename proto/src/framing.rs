@@ -273,6 +273,7 @@ mod tests {
                 key_epoch: 7,
                 skipped_before: 0,
                 new_key: Bytes::new(),
+                camera_signature: Bytes::new(),
             },
             payload: Bytes::from(payload),
             wire: None,

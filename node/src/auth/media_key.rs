@@ -145,6 +145,7 @@ mod tests {
             key_epoch: epoch,
             skipped_before: 0,
             new_key: Default::default(),
+            camera_signature: Default::default(),
         }
     }
 

@@ -14,9 +14,11 @@ use camesh_proto::{framing::decode_message, pb, LengthCodec, MediaFrame, INFO_PR
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::Control;
 
+use super::fresh::{Freshness, Stale};
 use super::io::{write_message, FramedRead, IoError};
 use super::keys::{key_protocol, KeySource};
 use crate::auth::media_key::MediaKey;
+use crate::clock::now_unix_us;
 use crate::config::Limits;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum ClientError {
     Impostor { peer: PeerId, camera: String },
     #[error("{peer} sent a frame that failed authentication: {reason}")]
     Tampered { peer: PeerId, reason: String },
+    #[error("{peer} sent a frame that is not live: {reason}")]
+    Stale { peer: PeerId, reason: Stale },
 }
 
 pub fn media_protocol() -> StreamProtocol {
@@ -59,6 +63,8 @@ pub struct Subscription {
     keys: std::collections::VecDeque<MediaKey>,
     /// Through a forwarder: keys come from the camera's node, never in-band.
     key_source: Option<KeySource>,
+    /// For live streams: camera-signed freshness ([`super::fresh`]).
+    fresh: Option<Freshness>,
 }
 
 /// Key epochs a viewer keeps.
@@ -118,12 +124,15 @@ pub async fn subscribe(
     match resp.result {
         Some(pb::stream_response::Result::Accept(accept)) => {
             reader.set_max(limits.max_frame_bytes + 1024);
+            let fresh = matches!(req.mode, Some(pb::stream_request::Mode::Live(_)))
+                .then(|| Freshness::new(&req.camera_id, peer, limits.live_max_age_s, limits.clock_skew_s));
             Ok(Subscription {
                 peer,
                 accept,
                 reader,
                 keys: std::collections::VecDeque::with_capacity(KEYS_KEPT),
                 key_source: None,
+                fresh,
             })
         }
         Some(pb::stream_response::Result::Reject(r)) => Err(ClientError::Rejected {
@@ -169,6 +178,10 @@ impl Subscription {
     pub async fn use_key_source(&mut self, source: KeySource, epoch: u64) -> Result<(), ClientError> {
         let key = source.fetch(epoch).await?;
         self.add_key(key);
+        // Keyframes are signed by the camera's node, not by the forwarder serving them.
+        if let Some(f) = &mut self.fresh {
+            f.set_origin(source.camera_peer);
+        }
         self.key_source = Some(source);
         Ok(())
     }
@@ -203,16 +216,22 @@ impl Subscription {
         self.keys.push_back(key);
     }
 
-    /// The next frame as it arrived (sealed), including key updates.
+    /// The next frame as it arrived (sealed), including key updates. A live frame that
+    /// is not fresh (unsigned or foreign-signed keyframe, too old, a rewound sequence)
+    /// is an error, never video.
     pub async fn next_sealed(&mut self) -> Result<Option<MediaFrame>, ClientError> {
         let peer = self.peer;
-        match self.reader.next().await {
-            Ok(Some(body)) => MediaFrame::decode(body)
-                .map(Some)
-                .map_err(|e| ClientError::Protocol { peer, source: e.into() }),
-            Ok(None) => Ok(None),
-            Err(e) => Err(ClientError::Protocol { peer, source: e }),
+        let frame = match self.reader.next().await {
+            Ok(Some(body)) => MediaFrame::decode(body).map_err(|e| ClientError::Protocol { peer, source: e.into() })?,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(ClientError::Protocol { peer, source: e }),
+        };
+        if let (Some(fresh), true) = (&mut self.fresh, frame.header.new_key.is_empty()) {
+            fresh
+                .check(&frame, now_unix_us())
+                .map_err(|reason| ClientError::Stale { peer, reason })?;
         }
+        Ok(Some(frame))
     }
 
     /// Opens a sealed frame with the keys received so far.

@@ -19,6 +19,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::Notify;
 
 use super::fanout::{GopCache, Push, QueueLimits, QueueStats, SubscriberQueue};
+use super::fresh::FrameSigner;
 use crate::auth::media_key::MediaKey;
 use crate::clock::now_unix_us;
 use crate::media::{AccessUnit, CodecParams};
@@ -61,6 +62,9 @@ pub struct Hub {
     pub origin: Option<PeerId>,
     /// For a forwarded hub: the key epoch of the last frame seen.
     forwarded_epoch: AtomicU64,
+    /// Signs keyframes for [`super::fresh`] (the camera node's key); `None` on forwarded
+    /// hubs (they pass the camera's signature on) and in tests of the hub alone.
+    signer: Option<FrameSigner>,
 }
 
 /// Why a subscription was refused.
@@ -90,7 +94,14 @@ impl Hub {
             next_sub_id: AtomicU64::new(1),
             origin: None,
             forwarded_epoch: AtomicU64::new(0),
+            signer: None,
         }
+    }
+
+    /// Signs every keyframe with the camera node's key (live viewers require it).
+    pub fn with_signer(mut self, signer: FrameSigner) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// A hub for camera `id` of node `origin`, fed with sealed frames on a forwarder.
@@ -190,16 +201,29 @@ impl Hub {
             key_epoch: st.key.epoch,
             skipped_before: 0,
             new_key: Default::default(),
+            camera_signature: Default::default(),
         };
         // Sealed once, here: every hop after this point carries ciphertext only. Laid out
         // behind its wire prefix, so each subscriber's stream gets it in one write.
         let key = &st.key;
         let sealed_len = au.data.len() + crate::auth::media_key::TAG_LEN;
-        let frame = match MediaFrame::laid_out(header.clone(), sealed_len, |buf| key.seal_into(&header, &au.data, buf))
-        {
-            Ok(f) => f,
-            // Only a frame over 4 GiB has no wire prefix; the writers refuse it anyway.
-            Err(_) => MediaFrame::new(header.clone(), key.seal(&header, &au.data)),
+        let frame = match (&self.signer, au.keyframe) {
+            // A keyframe is sealed first, then signed (the signature covers its AEAD
+            // tag), then laid out: one more copy, once per GOP.
+            (Some(signer), true) => {
+                let sealed = key.seal(&header, &au.data);
+                let mut header = header;
+                header.camera_signature = signer.sign(&self.id, &header, &sealed).into();
+                match MediaFrame::laid_out(header.clone(), sealed.len(), |buf| buf.extend_from_slice(&sealed)) {
+                    Ok(f) => f,
+                    Err(_) => MediaFrame::new(header, sealed),
+                }
+            }
+            _ => match MediaFrame::laid_out(header.clone(), sealed_len, |buf| key.seal_into(&header, &au.data, buf)) {
+                Ok(f) => f,
+                // Only a frame over 4 GiB has no wire prefix; the writers refuse it anyway.
+                Err(_) => MediaFrame::new(header.clone(), key.seal(&header, &au.data)),
+            },
         };
         st.next_seq += 1;
         st.gop.push(&frame);

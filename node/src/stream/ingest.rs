@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::fresh::FrameSigner;
 use super::hub::{Hub, Hubs};
 use crate::auth::Trust;
 use crate::backoff::next_backoff;
@@ -18,29 +19,35 @@ use crate::media::source::{FileSource, RtspOptions, RtspSource, SourceEvent, Sou
 
 /// Creates the hubs of every configured camera (and its sub stream) in `hubs` and starts
 /// their sources; they run until `shutdown`.
-pub fn start_cameras(config: &Config, hubs: &Hubs, shutdown: &CancellationToken) {
+pub fn start_cameras(config: &Config, hubs: &Hubs, signer: &FrameSigner, shutdown: &CancellationToken) {
     for cam in &config.cameras {
         let name = if cam.name.is_empty() {
             cam.id.clone()
         } else {
             cam.name.clone()
         };
-        let hub = Arc::new(Hub::new(
-            cam.id.clone(),
-            name.clone(),
-            cam.tags.clone(),
-            config.limits.gop_cache_bytes,
-        ));
+        let hub = Arc::new(
+            Hub::new(
+                cam.id.clone(),
+                name.clone(),
+                cam.tags.clone(),
+                config.limits.gop_cache_bytes,
+            )
+            .with_signer(signer.clone()),
+        );
         hubs.insert(hub.clone());
         tokio::spawn(run_camera(hub, cam.clone(), cam.source.clone(), shutdown.child_token()));
         if let Some(sub_source) = &cam.sub_source {
             // The sub stream: its own hub under the same camera id, picked by profile.
-            let sub = Arc::new(Hub::new(
-                cam.id.clone(),
-                format!("{name} (sub)"),
-                cam.tags.clone(),
-                config.limits.gop_cache_bytes,
-            ));
+            let sub = Arc::new(
+                Hub::new(
+                    cam.id.clone(),
+                    format!("{name} (sub)"),
+                    cam.tags.clone(),
+                    config.limits.gop_cache_bytes,
+                )
+                .with_signer(signer.clone()),
+            );
             hubs.insert_sub(sub.clone());
             tokio::spawn(run_camera(sub, cam.clone(), sub_source.clone(), shutdown.child_token()));
         }

@@ -13,6 +13,7 @@
 pub mod accept;
 pub mod client;
 pub mod fanout;
+pub mod fresh;
 pub mod hub;
 pub mod ingest;
 pub mod io;
