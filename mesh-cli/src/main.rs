@@ -68,6 +68,9 @@ enum Cmd {
     Watch(watch::Args),
     /// Serve the fleet to a browser and players: live page, /cam/<id>/live.mp4, snapshots, /metrics.
     View(view::Args),
+    /// Viewers of `mesh view --public`: add (prints a token), remove, list.
+    #[command(subcommand)]
+    ViewUser(view::UserCmd),
     /// Live terminal view of the fleet: cameras, viewers, paths, bitrate, latency.
     Top(top::Args),
     /// How a camera's stream reaches this peer: direct, relayed via X, forwarded via Y (NAT status, RTT, cost, choice).
@@ -224,6 +227,7 @@ async fn real_main() -> Result<()> {
         }
         Cmd::Audit { lines, .. } => return fleet::audit(&dir, *lines),
         Cmd::Fleet(fleet::FleetCmd::State) => return fleet::state(&dir),
+        Cmd::ViewUser(cmd) => return view::user(&dir, cmd),
         Cmd::Fleet(fleet::FleetCmd::Admin {
             peer,
             name,
@@ -282,7 +286,7 @@ async fn real_main() -> Result<()> {
     let result = match &cli.cmd {
         Cmd::Cameras { timeout, json } => cameras(&node, *timeout, *json).await,
         Cmd::Watch(args) => watch::run(&node, args).await,
-        Cmd::View(args) => view::run(&node, args).await,
+        Cmd::View(args) => view::run(&node, &dir, args).await,
         Cmd::Top(args) => top::run(&node, args).await,
         Cmd::Peers { timeout } => peers(&node, *timeout).await,
         Cmd::Path(args) => path::run(&node, args).await,

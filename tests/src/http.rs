@@ -33,7 +33,17 @@ impl Response {
 
 /// GETs `path` and reads the whole response (at most 64 MiB, within `limit`).
 pub async fn get(addr: SocketAddr, path: &str, limit: Duration) -> std::io::Result<Response> {
-    let r = read(addr, path, limit, 64 << 20).await?;
+    get_with(addr, path, &[], limit).await
+}
+
+/// [`get`] with extra request headers (`Authorization`, `Sec-Fetch-Site`...).
+pub async fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    limit: Duration,
+) -> std::io::Result<Response> {
+    let r = read(addr, path, headers, limit, 64 << 20).await?;
     if r.truncated {
         return Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -46,10 +56,27 @@ pub async fn get(addr: SocketAddr, path: &str, limit: Duration) -> std::io::Resu
 /// GETs `path` and reads for `duration` (or until `max_bytes`), then hangs up: for
 /// endless streams like live video. The body holds what arrived, de-chunked.
 pub async fn get_for(addr: SocketAddr, path: &str, duration: Duration, max_bytes: usize) -> std::io::Result<Response> {
-    read(addr, path, duration, max_bytes).await
+    read(addr, path, &[], duration, max_bytes).await
 }
 
-async fn read(addr: SocketAddr, path: &str, limit: Duration, max_bytes: usize) -> std::io::Result<Response> {
+/// [`get_for`] with extra request headers.
+pub async fn get_for_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    duration: Duration,
+    max_bytes: usize,
+) -> std::io::Result<Response> {
+    read(addr, path, headers, duration, max_bytes).await
+}
+
+async fn read(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    limit: Duration,
+    max_bytes: usize,
+) -> std::io::Result<Response> {
     let deadline = Instant::now() + limit;
     let timed_out = || {
         std::io::Error::new(
@@ -60,7 +87,9 @@ async fn read(addr: SocketAddr, path: &str, limit: Duration, max_bytes: usize) -
     let mut s = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| timed_out())??;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: camesh-tests\r\nConnection: close\r\n\r\n");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: camesh-tests\r\n{extra}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
     let mut buf = vec![0u8; 64 << 10];

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use camesh_proto::pb;
 
+use super::guard::Viewer;
 use super::GatewayNode;
 use super::{fmp4, tap, Shared};
 
@@ -92,7 +94,7 @@ fn fps(num: u32, den: u32) -> f64 {
     }
 }
 
-pub(super) async fn api_cameras(State(s): State<Arc<Shared>>) -> Response {
+pub(super) async fn api_cameras(State(s): State<Arc<Shared>>, viewer: Option<Extension<Viewer>>) -> Response {
     let taps: BTreeMap<String, tap::TapStatus> = s
         .taps
         .all()
@@ -102,6 +104,7 @@ pub(super) async fn api_cameras(State(s): State<Arc<Shared>>) -> Response {
         .collect();
     let cameras: Vec<serde_json::Value> = camera_rows(&s.node)
         .into_iter()
+        .filter(|r| viewer.as_ref().is_none_or(|v| v.0 .0.may_watch(&r.id)))
         .map(|r| {
             let stream = taps.get(&r.id).map(|t| {
                 serde_json::json!({

@@ -9,7 +9,10 @@
 //! gateway: a cross-site page embedding `<video src=http://127.0.0.1:8090/cam/x/live.mp4>`
 //! or fetching the API) gets a 403 too, so only the user, a player or a page the gateway
 //! served itself can start streams. The fallback (404) answers any `Host`: it reveals
-//! nothing.
+//! nothing. With viewer credentials on ([`super::users`]), every route but the fallback
+//! needs them (401 otherwise, a wrong token audited as `refused-gateway`); live video and
+//! snapshots of cameras the viewer was not given, and `/metrics` without `*`, are 403s;
+//! a viewer's first request is audited as `gateway-viewer`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -101,8 +104,72 @@ pub(super) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> R
             "this gateway does not serve requests made by other web sites",
         );
     }
+    let mut req = req;
+    if let (Some(users), true) = (&g.shared.opts.users, g.route.checks_host()) {
+        let viewer = match users.authenticate(req.headers()) {
+            Ok(v) => v.clone(),
+            Err(why) => {
+                if why != super::users::Unauthenticated::Missing {
+                    g.shared
+                        .node
+                        .reach
+                        .trust()
+                        .audit
+                        .record("refused-gateway", "", "", &why.to_string());
+                }
+                return unauthorized(&why.to_string());
+            }
+        };
+        if let Some(refusal) = viewer_refusal(&viewer, g.route, req.uri().path()) {
+            return text(StatusCode::FORBIDDEN, refusal);
+        }
+        let first = g
+            .shared
+            .audited_viewers
+            .lock()
+            .map(|mut seen| seen.insert(viewer.name.clone()))
+            .unwrap_or(false);
+        if first {
+            g.shared.node.reach.trust().audit.record(
+                "gateway-viewer",
+                "",
+                "",
+                &format!("{} (cameras {})", viewer.name, viewer.cameras.join(",")),
+            );
+        }
+        req.extensions_mut().insert(Viewer(viewer));
+    }
     g.shared.requests.count(g.route);
     next.run(req).await
+}
+
+/// The authenticated viewer of a request (with viewer credentials on).
+#[derive(Debug, Clone)]
+pub(super) struct Viewer(pub super::users::GatewayUser);
+
+/// Why `viewer` may not have what it asked for: another camera's video, or `/metrics`
+/// (which names every camera) without `*`.
+fn viewer_refusal(viewer: &super::users::GatewayUser, route: Route, path: &str) -> Option<String> {
+    match route {
+        Route::Live | Route::Snapshot => {
+            let camera = path.split('/').nth(2).unwrap_or_default();
+            (!viewer.may_watch(camera)).then(|| format!("viewer {} may not watch this camera", viewer.name))
+        }
+        Route::Metrics => (!viewer.sees_all()).then(|| format!("viewer {} may not read the metrics", viewer.name)),
+        Route::Page | Route::Api | Route::NotFound => None,
+    }
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        format!("this gateway needs a viewer's name and token ({why})"),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"camesh\", charset=\"UTF-8\""),
+    );
+    r
 }
 
 /// Loopback `Host` headers only (unless remote serving was allowed): a web page on

@@ -17,10 +17,12 @@
 //! (then it skips to the next keyframe), concurrent snapshot decodes. Unknown cameras and
 //! paths are 404s.
 //!
-//! The gateway hands out decrypted video without asking who is asking, so it refuses to
-//! listen on anything but a loopback address unless told otherwise
-//! ([`GatewayOptions::allow_remote`]), and it answers only requests whose `Host` is a
-//! loopback name (a web page cannot reach it through DNS rebinding).
+//! On loopback the gateway hands out decrypted video to whoever runs on the machine, and
+//! answers only requests whose `Host` is a loopback name (a web page cannot reach it
+//! through DNS rebinding). It listens elsewhere only when told to
+//! ([`GatewayOptions::allow_remote`]), and then only with viewer credentials
+//! ([`users`]): each request carries a viewer's own name and token, and sees only that
+//! viewer's cameras.
 //!
 //! The router maps each route to its handler with `guard` in front (the `Host` check
 //! and the request counters). Files: `page`, `cameras` (`/api/cameras`), `live`
@@ -35,6 +37,7 @@ pub mod metrics;
 mod page;
 pub mod snapshot;
 pub mod tap;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,14 +59,18 @@ use crate::stream::hub::Hubs;
 use crate::stream::server::StreamSlots;
 use guard::{Route, RouteCounters};
 use tap::{Tap, TapError, Taps};
+use users::GatewayUsers;
 
 /// How a gateway serves.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
     /// Where to listen; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Serve on a non-loopback address (anyone who can reach it sees the video).
+    /// Serve on a non-loopback address; needs [`Self::users`].
     pub allow_remote: bool,
+    /// Viewers and their cameras: when set, every request needs a viewer's own
+    /// credentials ([`users`]). Required with `allow_remote`.
+    pub users: Option<Arc<GatewayUsers>>,
     /// Cameras watched at once.
     pub max_cameras: usize,
     /// HTTP live clients per camera.
@@ -81,6 +88,7 @@ impl Default for GatewayOptions {
         GatewayOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             allow_remote: false,
+            users: None,
             max_cameras: 32,
             max_clients_per_camera: 8,
             idle: Duration::from_secs(30),
@@ -96,6 +104,10 @@ pub enum GatewayError {
         "refusing to serve decrypted video on {0}: it is not a loopback address (allow it explicitly if you mean it)"
     )]
     NotLoopback(SocketAddr),
+    #[error(
+        "refusing to serve decrypted video on {0} without viewer credentials: add a viewer with `mesh view-user add <name> --cameras <ids|*>`"
+    )]
+    NoViewers(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -139,6 +151,8 @@ struct Shared {
     snapshots: Semaphore,
     requests: RouteCounters,
     started: Instant,
+    /// Viewers whose first request was audited (once per viewer per gateway run).
+    audited_viewers: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A running gateway; stops with [`Gateway::shutdown`] or when the node shuts down.
@@ -156,6 +170,9 @@ impl Gateway {
         let node: GatewayNode = node.into();
         if !opts.listen.ip().is_loopback() && !opts.allow_remote {
             return Err(GatewayError::NotLoopback(opts.listen));
+        }
+        if opts.allow_remote && opts.users.as_ref().is_none_or(|u| u.is_empty()) {
+            return Err(GatewayError::NoViewers(opts.listen));
         }
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
@@ -175,6 +192,7 @@ impl Gateway {
             snapshots: Semaphore::new(2),
             requests: RouteCounters::default(),
             started: Instant::now(),
+            audited_viewers: std::sync::Mutex::new(std::collections::HashSet::new()),
         });
         let cancel = CancellationToken::new();
         tokio::spawn(discover_loop(node.clone(), opts.discover_every, cancel.clone()));

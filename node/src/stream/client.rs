@@ -124,8 +124,15 @@ pub async fn subscribe(
     match resp.result {
         Some(pb::stream_response::Result::Accept(accept)) => {
             reader.set_max(limits.max_frame_bytes + 1024);
+            // Keyframes are signed by the camera's node: the answering peer, or the node a
+            // forwarder names (an unreadable name leaves the forwarder, whose signature
+            // then never verifies).
+            let origin = Some(accept.origin_peer.as_ref())
+                .filter(|b: &&[u8]| !b.is_empty())
+                .and_then(|b| PeerId::from_bytes(b).ok())
+                .unwrap_or(peer);
             let fresh = matches!(req.mode, Some(pb::stream_request::Mode::Live(_)))
-                .then(|| Freshness::new(&req.camera_id, peer, limits.live_max_age_s, limits.clock_skew_s));
+                .then(|| Freshness::new(&req.camera_id, origin, limits.live_max_age_s, limits.clock_skew_s));
             Ok(Subscription {
                 peer,
                 accept,

@@ -81,12 +81,22 @@ async fn a_forward_only_node_cannot_decrypt_and_what_it_tampers_with_is_rejected
     for _ in 0..5 {
         next_frame(&mut sub, T).await;
     }
-    let fresh = tokio::time::timeout(T, sealed.next_sealed())
-        .await
-        .expect("frame")
-        .expect("ok")
-        .expect("frame");
-    let mut bad = fresh.clone();
+    // A frame after everything the viewer has seen (so it is judged on its payload, not
+    // refused as a replay), and not a keyframe (whose camera signature covers the tag).
+    let mut fresh = None;
+    for _ in 0..200 {
+        let f = tokio::time::timeout(T, sealed.next_sealed())
+            .await
+            .expect("frame")
+            .expect("ok")
+            .expect("frame");
+        if !f.header.keyframe && f.header.new_key.is_empty() {
+            fresh = Some(f);
+            break;
+        }
+    }
+    let mut bad = fresh.expect("a frame that is not a keyframe");
+    bad.header.sequence += 1_000_000;
     let mut payload = bad.payload.to_vec();
     let mid = payload.len() / 2;
     payload[mid] ^= 0x01;
