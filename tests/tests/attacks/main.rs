@@ -7,5 +7,6 @@
 //! Tests that live elsewhere because they belong to a feature's own suite are named in
 //! docs/SECURITY.md too (invites in `fleetstate.rs`, forged grants in `security.rs`).
 
+mod flood;
 mod gateway;
 mod stale;
