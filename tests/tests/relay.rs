@@ -58,37 +58,83 @@ async fn members_use_the_relay_and_strangers_cannot() {
         next_frame(&mut sub, T).await;
     }
 
-    // A stranger (valid key, no certificate) is refused a reservation and a circuit.
-    let mut sc = loopback_config(Role::Camera, "t-relay");
-    sc.node.bootstrap = vec![relay_addr.clone()];
-    sc.node.relays = vec![relay_addr.clone()];
-    let stranger = Node::spawn(sc, &dir.path().join("stranger")).await.expect("starts");
-    let r = tokio::time::timeout(Duration::from_secs(5), stranger.net().connect(None, vec![circuit])).await;
-    assert!(!matches!(r, Ok(Ok(_))), "a stranger opened a circuit: {r:?}");
-    let refused = wait_until(T, || {
+    // A stranger (valid key, no certificate) that skips the membership exchange and asks
+    // the relay directly, as an attacker's own libp2p client does: a reservation, then a
+    // circuit to the camera. The relay's gate refuses both, by name.
+    let mut raw = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_quic()
+        .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .expect("relay client")
+        .with_behaviour(|_, relay_client| relay_client)
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(10)))
+        .build();
+    let sid = raw.local_peer_id().to_string();
+    let to_cam = relay_addr
+        .clone()
+        .with(Protocol::P2pCircuit)
+        .with(Protocol::P2p(cam.peer_id()));
+    let relay_refused = |what: &str| {
         relay
             .trust()
             .audit
             .tail(1000)
             .iter()
-            .any(|e| e.event == "refused-relay")
+            .any(|e| e.event == "refused-relay" && e.peer == sid && e.detail.starts_with(what))
+    };
+    // Connected to the relay first (a circuit dial on a connection still being set up is
+    // dropped by the client), then the circuit, then the reservation.
+    raw.dial(relay_addr.clone()).expect("dials the relay");
+    let (mut reserved, mut circuit_open) = (false, false);
+    for step in 0..3 {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            use futures::StreamExt;
+            use libp2p::swarm::SwarmEvent;
+            let ev = tokio::time::timeout_at(deadline, raw.select_next_some())
+                .await
+                .expect("the stranger's attempt ends in time");
+            match ev {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == cam.peer_id() => {
+                    circuit_open = true;
+                    break;
+                }
+                SwarmEvent::ConnectionEstablished { .. } if step == 0 => break,
+                SwarmEvent::OutgoingConnectionError { .. } if step == 1 => break,
+                SwarmEvent::NewListenAddr { address, .. } if address.iter().any(|p| p == Protocol::P2pCircuit) => {
+                    reserved = true;
+                    break;
+                }
+                SwarmEvent::ListenerClosed { .. } if step == 2 => break,
+                _ => {}
+            }
+        }
+        match step {
+            0 => raw.dial(to_cam.clone()).expect("asks for a circuit"),
+            1 => {
+                raw.listen_on(relay_addr.clone().with(Protocol::P2pCircuit))
+                    .expect("asks for a reservation");
+            }
+            _ => {}
+        }
+    }
+    let _ = wait_until(T, || {
+        relay_refused("reservation: not a fleet member") && relay_refused("circuit: not a fleet member")
     })
-    .await
-        || relay
-            .trust()
-            .audit
-            .tail(1000)
-            .iter()
-            .any(|e| e.event == "refused-connection");
-    assert!(refused, "the relay audited the stranger");
-    let stranger_addrs = stranger.net().listen_addrs().await.expect("addrs");
+    .await;
+    assert!(!reserved, "a stranger holds a reservation");
+    assert!(!circuit_open, "a stranger opened a circuit");
     assert!(
-        !stranger_addrs
-            .iter()
-            .any(|a| a.iter().any(|p| p == Protocol::P2pCircuit)),
-        "a stranger holds a reservation: {stranger_addrs:?}"
+        relay_refused("reservation: not a fleet member"),
+        "the relay's gate did not refuse the stranger's reservation: {:?}",
+        relay.trust().audit.tail(20)
     );
-    for n in [&stranger, &viewer, &cam, &relay] {
+    assert!(
+        relay_refused("circuit: not a fleet member"),
+        "the relay's gate did not refuse the stranger's circuit"
+    );
+    for n in [&viewer, &cam, &relay] {
         n.shutdown();
     }
 }
