@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use camesh_node::config::Role;
-use camesh_node::{Multiaddr, Node};
+use camesh_node::Multiaddr;
 use camesh_tests::*;
 use libp2p::multiaddr::Protocol;
 
