@@ -135,6 +135,11 @@ impl NetTask {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Verified(peer) => {
+                // Identify, Kademlia and gossipsub now serve it and speak to it.
+                let b = self.swarm.behaviour_mut();
+                b.identify.release(peer);
+                b.kad.release(peer);
+                b.gossipsub.release(peer);
                 // A configured relay proved membership: reserve a slot on it.
                 for relay in self.config.node.relays.clone() {
                     if split_p2p(relay.clone()).0 == Some(peer) {
