@@ -108,7 +108,7 @@ async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stre
     // 1. The dialer's fleet proof. A stranger (no proof) gets an empty answer and learns
     // nothing; like a certless peer it has the grace period (the timer audits and drops it).
     let first = read_one::<pb::MemberHello>("member proof", &mut stream, trust.grace()).await;
-    if !first.is_ok_and(|h| trust.check_proof(Side::Dialer, &peer, &h.proof)) {
+    if trust.peer_revoked(&peer) || !first.is_ok_and(|h| trust.check_proof(Side::Dialer, &peer, &h.proof)) {
         debug!(%peer, "no fleet proof: answered with nothing");
         let _ = write_message(&mut stream, &codec, &pb::MemberHello::default()).await;
         let _ = stream.close().await;
@@ -167,6 +167,10 @@ async fn exchange(trust: &Trust, control: &mut Control, peer: PeerId) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     let theirs = read_one::<pb::MemberHello>("member proof", &mut s, EXCHANGE_TIMEOUT).await?;
+    if trust.peer_revoked(&peer) {
+        let _ = s.close().await;
+        return Err("the peer is revoked: our certificate was not shown".into());
+    }
     if !trust.check_proof(Side::Listener, &peer, &theirs.proof) {
         let _ = s.close().await;
         return Err("the peer did not prove it belongs to this fleet: our certificate was not shown".into());

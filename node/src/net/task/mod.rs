@@ -151,12 +151,13 @@ impl NetTask {
                     }
                 }
                 let addrs = self.peers.get(&peer).map(|s| s.kad_addrs.clone()).unwrap_or_default();
-                if !addrs.is_empty() {
-                    for a in addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer, a);
-                    }
-                    self.provide();
+                for a in addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, a);
                 }
+                // Our own provider records are in our store (a member asking us directly,
+                // even a DHT client, finds our cameras), and go out to the DHT servers
+                // we know (at most every 2 s).
+                self.provide();
             }
             Command::PublishRevocation(r) => {
                 let p = self.discovery.revocation(&r);
