@@ -1,9 +1,14 @@
 //! Enforcing fleet membership on live connections (IO), and the admin protocol.
 //!
-//! `/camesh/member/1`: right after a connection is up, the dialing side sends its
-//! certificate and the listening side answers with its own only once the dialer's has
-//! verified (a stranger gets an empty answer); each verifies the other's
-//! against the fleet root and the authenticated peer id ([`Trust::admit`]). A peer that
+//! `/camesh/member/1`: right after a connection is up, the dialing side proves it knows
+//! the fleet ([`crate::auth::proof`]: an HMAC over both peer ids keyed by the fleet
+//! root's public key), the listener proves back only to a dialer whose proof checked,
+//! the dialer sends its certificate only to a listener whose proof checked, and the
+//! listener answers with its own only once the dialer's verified (otherwise with why
+//! not). Neither side shows its certificate (name, role, cameras) to a stranger, whoever
+//! dialed. Each verifies the other's against the fleet root and the authenticated peer
+//! id ([`Trust::admit`]); each tells the swarm task once it has verified the other
+//! ([`NetHandle::verified`]), which opens Kademlia, gossipsub and identify to it. A peer that
 //! has not proven membership within the grace period (`limits.membership_grace_ms`,
 //! 1 s by default; [`Trust::grace`]) is disconnected (and audited); until then no
 //! camesh protocol serves it (servers wait for [`Trust::wait_member`]), Kademlia does not
@@ -23,6 +28,7 @@ use libp2p_stream::{Control, IncomingStreams};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::proof::Side;
 use crate::auth::{self, AuthError, Trust, MAX_SIGNED_BYTES};
 use crate::net::{NetEvent, NetHandle};
 use crate::stream::accept;
@@ -65,7 +71,17 @@ async fn read_one<M: prost::Message + Default>(
 }
 
 fn hello(trust: &Trust) -> pb::MemberHello {
-    pb::MemberHello { cert: trust.own_cert() }
+    pb::MemberHello {
+        cert: trust.own_cert(),
+        ..Default::default()
+    }
+}
+
+fn proof(trust: &Trust, side: Side, peer: &PeerId) -> pb::MemberHello {
+    pb::MemberHello {
+        proof: trust.prove(side, peer).to_vec().into(),
+        ..Default::default()
+    }
 }
 
 fn check_hello(trust: &Trust, peer: PeerId, h: pb::MemberHello) -> Result<(), AuthError> {
@@ -88,6 +104,21 @@ pub fn serve_member(incoming: IncomingStreams, trust: Arc<Trust>, net: NetHandle
 }
 
 async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stream: Stream) -> Result<(), String> {
+    let codec = LengthCodec::new(MAX_MSG);
+    // 1. The dialer's fleet proof. A stranger (no proof) gets an empty answer and learns
+    // nothing; like a certless peer it has the grace period (the timer audits and drops it).
+    let first = read_one::<pb::MemberHello>("member proof", &mut stream, trust.grace()).await;
+    if trust.peer_revoked(&peer) || !first.is_ok_and(|h| trust.check_proof(Side::Dialer, &peer, &h.proof)) {
+        debug!(%peer, "no fleet proof: answered with nothing");
+        let _ = write_message(&mut stream, &codec, &pb::MemberHello::default()).await;
+        let _ = stream.close().await;
+        trust.mark_unproven(peer);
+        return Ok(());
+    }
+    // 2. Ours, then 3. its certificate.
+    write_message(&mut stream, &codec, &proof(&trust, Side::Listener, &peer))
+        .await
+        .map_err(|e| e.to_string())?;
     let mut certless = false;
     let result = match read_one::<pb::MemberHello>("member hello", &mut stream, trust.grace()).await {
         Ok(h) => {
@@ -96,14 +127,15 @@ async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stre
         }
         Err(e) => Err(e),
     };
-    // Answer either way (the dialer waits for it), but with this node's certificate only
-    // to a proven member: a stranger learns nothing of who we are (name, role, cameras).
-    let answer = if result.is_ok() {
-        hello(&trust)
-    } else {
-        pb::MemberHello { cert: None }
+    // 4. This node's certificate only to a proven member; anyone else is told why not.
+    let answer = match &result {
+        Ok(()) => hello(&trust),
+        Err(e) => pb::MemberHello {
+            error: e.clone(),
+            ..Default::default()
+        },
     };
-    let _ = write_message(&mut stream, &LengthCodec::new(MAX_MSG), &answer).await;
+    let _ = write_message(&mut stream, &codec, &answer).await;
     let _ = stream.close().await;
     match result {
         Ok(()) => net.verified(peer).await,
@@ -121,6 +153,46 @@ async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stre
         }
     }
     Ok(())
+}
+
+/// The dialer's side of the exchange on a connection to `peer`: our proof, theirs, our
+/// certificate (only to a peer whose proof checked), theirs (or why ours was refused).
+async fn exchange(trust: &Trust, control: &mut Control, peer: PeerId) -> Result<(), String> {
+    let codec = LengthCodec::new(MAX_MSG);
+    let mut s = tokio::time::timeout(EXCHANGE_TIMEOUT, control.open_stream(peer, member_protocol()))
+        .await
+        .map_err(|_| "no member stream within the grace period".to_string())?
+        .map_err(|e| e.to_string())?;
+    write_message(&mut s, &codec, &proof(trust, Side::Dialer, &peer))
+        .await
+        .map_err(|e| e.to_string())?;
+    let theirs = read_one::<pb::MemberHello>("member proof", &mut s, EXCHANGE_TIMEOUT).await?;
+    if trust.peer_revoked(&peer) {
+        let _ = s.close().await;
+        return Err("the peer is revoked: our certificate was not shown".into());
+    }
+    if !trust.check_proof(Side::Listener, &peer, &theirs.proof) {
+        let _ = s.close().await;
+        return Err("the peer did not prove it belongs to this fleet: our certificate was not shown".into());
+    }
+    write_message(&mut s, &codec, &hello(trust))
+        .await
+        .map_err(|e| e.to_string())?;
+    let h = read_one::<pb::MemberHello>("member hello", &mut s, EXCHANGE_TIMEOUT).await?;
+    if !h.error.is_empty() {
+        return Err(format!("the peer refused our certificate: {}", one_line(&h.error)));
+    }
+    check_hello(trust, peer, h).map_err(|e| e.to_string())
+}
+
+/// `s` on one line, at most 200 characters (peer-supplied text in logs).
+fn one_line(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 /// Starts exchanges on connections we dialed, and drops peers that never prove
@@ -144,19 +216,7 @@ pub async fn run_initiator(
             Ok(NetEvent::Connected { peer, dialer: true }) => {
                 let (trust, net, mut control) = (trust.clone(), net.clone(), control.clone());
                 tokio::spawn(async move {
-                    let result = async {
-                        let mut s =
-                            tokio::time::timeout(EXCHANGE_TIMEOUT, control.open_stream(peer, member_protocol()))
-                                .await
-                                .map_err(|_| "no member stream within the grace period".to_string())?
-                                .map_err(|e| e.to_string())?;
-                        write_message(&mut s, &LengthCodec::new(MAX_MSG), &hello(&trust))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let h = read_one::<pb::MemberHello>("member hello", &mut s, EXCHANGE_TIMEOUT).await?;
-                        check_hello(&trust, peer, h).map_err(|e| e.to_string())
-                    }
-                    .await;
+                    let result = exchange(&trust, &mut control, peer).await;
                     match result {
                         Ok(()) => net.verified(peer).await,
                         // Not a member yet (joining with an invite): a member answers an
@@ -224,12 +284,30 @@ pub fn serve_admin(incoming: IncomingStreams, trust: Arc<Trust>, net: NetHandle,
 }
 
 async fn answer_admin(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stream: Stream) -> Result<(), String> {
-    let req = read_one::<pb::AdminRequest>("admin request", &mut stream, Duration::from_secs(5)).await?;
+    // A non-member may only redeem an invite, so only a node that admits members reads
+    // its request, and only within the grace period; anywhere else it is refused before
+    // a byte is read or buffered.
+    let limit = if trust.member(&peer).is_some() {
+        Duration::from_secs(5)
+    } else if trust.may_admit() {
+        trust.grace()
+    } else {
+        let resp = pb::AdminResponse {
+            cert: None,
+            error: "not a member of this fleet".into(),
+        };
+        let _ = write_message(&mut stream, &LengthCodec::new(MAX_MSG), &resp).await;
+        let _ = stream.close().await;
+        return Ok(());
+    };
+    let req = read_one::<pb::AdminRequest>("admin request", &mut stream, limit).await?;
+    let mut admitted = false;
     let answer = match req.request {
         Some(pb::admin_request::Request::RedeemToken(_)) => match req.invite {
             Some(inv) => trust.redeem_invite(&inv, peer).and_then(|c| {
                 // The new member is admitted at once, so the grace timer keeps it.
                 trust.admit(peer, &c)?;
+                admitted = true;
                 Ok(c)
             }),
             None => Err(AuthError::Refused("no invite".into())),
@@ -261,6 +339,9 @@ async fn answer_admin(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut strea
     };
     let _ = write_message(&mut stream, &LengthCodec::new(MAX_MSG), &resp).await;
     let _ = stream.close().await;
+    if admitted {
+        net.verified(peer).await;
+    }
     Ok(())
 }
 

@@ -222,6 +222,7 @@ impl Node {
             trust: trust.clone(),
             limits: config.limits.clone(),
             key: attest_key,
+            slots: Default::default(),
         };
         crate::attest::serve::start(&mut control, attester, shutdown.child_token()).map_err(NetError::Other)?;
         info!(peer = %peer_id, role = %config.node.role, fleet = %config.node.fleet_id, cameras = hubs.ids().len(), "node started");

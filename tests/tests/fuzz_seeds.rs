@@ -99,7 +99,10 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         grant: signed::encode(&g),
         ..Default::default()
     };
-    let hello = pb::MemberHello { cert: Some(c.clone()) };
+    let hello = pb::MemberHello {
+        cert: Some(c.clone()),
+        ..Default::default()
+    };
     let key = pb::KeyRequest {
         camera_id: "cam1".into(),
         grant: Some(g.clone()),

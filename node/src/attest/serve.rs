@@ -3,6 +3,12 @@
 //! camera publishes from now on. Each request is served by a local subscriber of the
 //! camera's hub (a bounded queue like any viewer's), so it sees exactly the sealed
 //! frames everyone receives and never slows the camera.
+//!
+//! Subscriptions have a budget of their own (each is a subscriber of a camera's hub, like
+//! a viewer): per recorder, twice the cameras this node serves (one per camera, and room
+//! for a reconnecting recorder whose old streams have not yet closed), and in all four
+//! times that (several recorders), never more than `limits.max_streams_total`. A request
+//! past the budget is refused with the reason as the stream's only item, and audited.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +35,19 @@ pub struct Attester {
     pub trust: Arc<Trust>,
     pub limits: Limits,
     pub key: libp2p::identity::Keypair,
+    /// Subscriptions open now (see [`budget`]).
+    pub slots: Arc<accept::Slots>,
+}
+
+/// Attestation subscriptions allowed per recorder and in all on a node serving `cameras`
+/// cameras (its own, not forwarded ones) within `limits` (pure).
+pub fn budget(cameras: usize, limits: &Limits) -> accept::Bounds {
+    let cameras = cameras.max(1);
+    let total = cameras.saturating_mul(4).max(16).min(limits.max_streams_total);
+    accept::Bounds {
+        per_peer: cameras.saturating_mul(2).min(total),
+        total,
+    }
 }
 
 impl std::fmt::Debug for Attester {
@@ -47,7 +66,18 @@ pub fn start(
     let incoming = control
         .accept(StreamProtocol::new(ATTEST_PROTOCOL))
         .map_err(|e| e.to_string())?;
-    let bounds = accept::Bounds::streams(&attester.limits);
+    // Outside bound of the accept loop (streams still waiting for their request count
+    // too); the budget proper is checked once a request is authorized.
+    let bounds = accept::Bounds {
+        per_peer: attester
+            .limits
+            .max_streams_total
+            .saturating_add(accept::PENDING_STREAMS),
+        total: attester
+            .limits
+            .max_streams_total
+            .saturating_add(accept::PENDING_STREAMS),
+    };
     accept::serve(ATTEST_PROTOCOL, incoming, bounds, shutdown, move |peer, stream, _| {
         let a = attester.clone();
         async move { session(&a, peer, stream).await }
@@ -85,11 +115,24 @@ async fn session(a: &Attester, peer: PeerId, mut stream: Stream) -> Result<(), I
         let _ = stream.close().await;
         return Ok(());
     }
+    let out = LengthCodec::new(MAX_ITEM_BYTES + 1024);
+    let own = a.hubs.all().iter().filter(|h| h.origin.is_none()).count();
+    let b = budget(own, limits);
+    let Some(_slot) = a.slots.try_take(peer, b.per_peer, b.total) else {
+        let why = format!(
+            "too many attestation subscriptions (at most {} per recorder, {} in all on this node)",
+            b.per_peer, b.total
+        );
+        trust.audit.record("refused-attest", &peer.to_string(), &camera, &why);
+        debug!(%peer, %camera, "{why}");
+        write_message(&mut stream, &out, &item(pb::attest_item::Item::Refused(why))).await?;
+        let _ = stream.close().await;
+        return Ok(());
+    };
     let Some(cert) = trust.own_cert() else {
         let _ = stream.close().await;
         return Ok(());
     };
-    let out = LengthCodec::new(MAX_ITEM_BYTES + 1024);
     write_message(&mut stream, &out, &item(pb::attest_item::Item::Cert(cert))).await?;
     let limits = QueueLimits {
         max_frames: limits.subscriber_queue_frames,
@@ -131,4 +174,33 @@ async fn session(a: &Attester, peer: PeerId, mut stream: Stream) -> Result<(), I
     debug!(%peer, %camera, digests = sent, "attestation stream closed");
     let _ = wr.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorder_may_subscribe_to_every_camera_of_a_node_and_the_total_is_bounded() {
+        let limits = Limits::default();
+        for cameras in [0, 1, 4, 16, 64] {
+            let b = budget(cameras, &limits);
+            assert!(b.per_peer >= cameras, "{cameras}: {b:?}");
+            assert!(
+                b.total >= b.per_peer && b.total <= limits.max_streams_total,
+                "{cameras}: {b:?}"
+            );
+        }
+        assert_eq!(budget(4, &limits), accept::Bounds { per_peer: 8, total: 16 });
+        assert_eq!(budget(0, &limits).per_peer, 2, "a node without cameras yet");
+        let mut few = limits.clone();
+        few.max_streams_total = 10;
+        assert_eq!(
+            budget(64, &few),
+            accept::Bounds {
+                per_peer: 10,
+                total: 10
+            }
+        );
+    }
 }

@@ -11,6 +11,8 @@
 //! - [`fleetlog`]: the fleet-state log (revocations, admins, invite redemptions): signed,
 //!   ordered per issuer, reconciled between members; [`statefile`] keeps it on disk.
 //! - [`invite`]: one-time enrolment invites.
+//! - [`proof`]: the fleet proofs exchanged before either side of a connection shows
+//!   its certificate.
 //! - [`media_key`]: per-epoch AES-256-GCM keys; every frame is sealed once at the source.
 //! - [`trust`]: a node's view of all of the above (members it verified, revocations it
 //!   knows), shared by the tasks that enforce it, which picks up grants and certificates
@@ -30,6 +32,7 @@ pub mod grant;
 pub mod invite;
 pub mod keyfile;
 pub mod media_key;
+pub mod proof;
 pub mod revocation;
 pub mod rights;
 pub mod signed;

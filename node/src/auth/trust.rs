@@ -246,6 +246,16 @@ impl Trust {
         result
     }
 
+    /// This node's fleet proof as `side` of a connection to `other` ([`super::proof`]).
+    pub fn prove(&self, side: super::proof::Side, other: &PeerId) -> [u8; super::proof::PROOF_BYTES] {
+        super::proof::prove(&self.root, side, &self.me, other)
+    }
+
+    /// Whether `proof` from `peer` (as `side`) shows it knows this fleet's root key.
+    pub fn check_proof(&self, side: super::proof::Side, peer: &PeerId, proof: &[u8]) -> bool {
+        super::proof::check(&self.root, side, peer, &self.me, proof)
+    }
+
     pub fn member(&self, peer: &PeerId) -> Option<CertInfo> {
         let m = self.members.read().unwrap_or_else(|e| e.into_inner());
         m.get(peer)

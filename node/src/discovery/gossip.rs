@@ -61,10 +61,14 @@ impl Gossip {
         [&self.announce_topic, &self.revocation_topic]
     }
 
-    /// Whether an inbound provider record is stored: members only (the provider is the
-    /// sender).
-    pub fn accepts_provider(&self, provider: &PeerId) -> bool {
-        self.trust.member(provider).is_some()
+    /// An inbound provider record from `sender`, judged against its verified certificate
+    /// ([`super::provide::judge_provider`]).
+    pub fn judge_provider(
+        &self,
+        sender: &PeerId,
+        record: libp2p::kad::ProviderRecord,
+    ) -> Result<libp2p::kad::ProviderRecord, super::provide::ProviderRefused> {
+        super::provide::judge_provider(sender, self.trust.member(sender).as_ref(), record)
     }
 
     /// Judges a gossip message on `topic` passed on by `via`, written by `source`:

@@ -7,7 +7,7 @@
 //!
 //! Data flow: the swarm task ([`crate::net`]) owns the Swarm and only moves bytes. It
 //! owns one [`Discovery`], hands it every gossip message received ([`Discovery::judge`]:
-//! accept or reject) and inbound provider record ([`Discovery::accepts_provider`]), and
+//! accept or reject) and inbound provider record ([`Discovery::judge_provider`]), and
 //! asks it what to publish ([`Discovery::announce`], [`Discovery::revocation`]) and which
 //! provider records to put in the DHT ([`Discovery::provide`]). Discovery decides; the
 //! [`Directory`] stores what was accepted, and resolvers read it. This node's own cameras
@@ -30,7 +30,7 @@ pub use directory::{AnnouncementError, CameraEntry, Directory, Via};
 use gossip::Gossip;
 pub use gossip::Publish;
 use provide::Provider;
-pub use provide::{camera_key, cameras_key, LocalCameras, CAMERAS_KEY};
+pub use provide::{camera_key, cameras_key, LocalCameras, ProviderRefused, CAMERAS_KEY};
 
 /// Discovery's side of the swarm task: judges what arrives, says what to send. Owned
 /// by the swarm task; every method returns at once (no IO but the directory's lock and
@@ -71,9 +71,14 @@ impl Discovery {
         self.gossip.judge(via, source, topic, data)
     }
 
-    /// Whether an inbound provider record is stored: members only.
-    pub fn accepts_provider(&self, provider: &PeerId) -> bool {
-        self.gossip.accepts_provider(provider)
+    /// The inbound provider record to store, if any: from a member, for itself, for a key
+    /// it may provide ([`provide::judge_provider`]).
+    pub fn judge_provider(
+        &self,
+        record: libp2p::kad::ProviderRecord,
+    ) -> Result<libp2p::kad::ProviderRecord, provide::ProviderRefused> {
+        let sender = record.provider;
+        self.gossip.judge_provider(&sender, record)
     }
 
     /// A revocation to spread on gossipsub.

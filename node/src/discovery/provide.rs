@@ -23,6 +23,53 @@ pub fn cameras_key() -> RecordKey {
     RecordKey::new(&CAMERAS_KEY)
 }
 
+/// Addresses kept from an inbound provider record (the rest are dropped): a member
+/// listens on a handful, and each one is dialed by whoever looks the camera up.
+pub const MAX_PROVIDER_ADDRS: usize = 8;
+/// Cameras of one certificate whose keys its holder may provide (so one member holds at
+/// most this many records plus the cameras key in anyone's store).
+pub const MAX_KEYS_PER_PROVIDER: usize = 256;
+
+/// Why an inbound provider record was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderRefused {
+    #[error("the provider is not a verified fleet member")]
+    NotMember,
+    #[error("the provider record names {named}, not its sender")]
+    NotSender { named: PeerId },
+    #[error("the provider's certificate does not list the camera of this key")]
+    NotItsCamera,
+}
+
+/// Judges a provider record `sender` asked this node to store (pure): `cert` is the
+/// sender's verified certificate (`None`: not a member). Stored only if the provider is
+/// the sender (libp2p-kad checks this too), and the key is one the sender may provide:
+/// [`CAMERAS_KEY`] (any member: cameras and forwarders serve cameras) or the key of a
+/// camera its certificate lists (at most [`MAX_KEYS_PER_PROVIDER`] of them); its
+/// addresses are cut to [`MAX_PROVIDER_ADDRS`]. The store itself is bounded too
+/// (`net::behaviour`).
+pub fn judge_provider(
+    sender: &PeerId,
+    cert: Option<&crate::auth::CertInfo>,
+    mut record: libp2p::kad::ProviderRecord,
+) -> Result<libp2p::kad::ProviderRecord, ProviderRefused> {
+    let cert = cert.ok_or(ProviderRefused::NotMember)?;
+    if record.provider != *sender || cert.peer != *sender {
+        return Err(ProviderRefused::NotSender { named: record.provider });
+    }
+    let allowed = record.key == cameras_key()
+        || cert
+            .cameras
+            .iter()
+            .take(MAX_KEYS_PER_PROVIDER)
+            .any(|c| camera_key(c) == record.key);
+    if !allowed {
+        return Err(ProviderRefused::NotItsCamera);
+    }
+    record.addresses.truncate(MAX_PROVIDER_ADDRS);
+    Ok(record)
+}
+
 /// How often provider records are refreshed while peers are connected.
 const REPROVIDE_EVERY: Duration = Duration::from_secs(30);
 /// Members entering the routing table one after the other trigger one provide, not one
@@ -145,6 +192,44 @@ mod tests {
             })
         };
         (Provider::new(PeerId::random(), local), ids)
+    }
+
+    #[test]
+    fn provider_records_are_stored_only_from_members_for_their_own_cameras_with_few_addresses() {
+        use libp2p::kad::ProviderRecord;
+        let me = PeerId::random();
+        let cert = crate::auth::CertInfo {
+            peer: me,
+            role: camesh_proto::pb::MemberRole::Camera,
+            name: "cam".into(),
+            not_before_unix_s: 0,
+            not_after_unix_s: i64::MAX,
+            serial: 1,
+            cameras: vec!["cam1".into()],
+            admin: None,
+        };
+        let addr: Multiaddr = "/ip4/10.0.0.1/udp/4001/quic-v1".parse().expect("addr");
+        let rec = |key, provider| ProviderRecord::new(key, provider, vec![addr.clone(); 20]);
+        let ok = judge_provider(&me, Some(&cert), rec(camera_key("cam1"), me)).expect("its own camera");
+        assert_eq!(ok.addresses.len(), MAX_PROVIDER_ADDRS);
+        judge_provider(&me, Some(&cert), rec(cameras_key(), me)).expect("the cameras key");
+        assert_eq!(
+            judge_provider(&me, Some(&cert), rec(camera_key("cam2"), me)),
+            Err(ProviderRefused::NotItsCamera)
+        );
+        assert_eq!(
+            judge_provider(&me, Some(&cert), rec(RecordKey::new(&"anything"), me)),
+            Err(ProviderRefused::NotItsCamera)
+        );
+        let other = PeerId::random();
+        assert_eq!(
+            judge_provider(&me, Some(&cert), rec(camera_key("cam1"), other)),
+            Err(ProviderRefused::NotSender { named: other })
+        );
+        assert_eq!(
+            judge_provider(&me, None, rec(camera_key("cam1"), me)),
+            Err(ProviderRefused::NotMember)
+        );
     }
 
     fn secs(t0: Instant, s: u64) -> Instant {

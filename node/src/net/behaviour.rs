@@ -12,10 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use libp2p::{
-    autonat, connection_limits, dcutr, gossipsub, identify, identity::Keypair, kad, mdns, noise, ping, relay,
-    swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    autonat, connection_limits, dcutr, gossipsub, identify, identity::Keypair, kad, mdns, memory_connection_limits,
+    noise, ping, relay, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
 };
 
+use super::ip_limits;
+use super::members_only::MembersOnly;
 use super::prefer_direct::PreferDirect;
 use crate::auth::Trust;
 
@@ -35,13 +38,20 @@ pub fn identify_version(fleet_id: &str) -> String {
 #[allow(missing_debug_implementations)]
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    /// First, so it refuses before any other behaviour holds state for a connection.
+    /// First, so they refuse before any other behaviour holds state for a connection:
+    /// no new connection while the process holds more than [`MAX_MEMORY_FRACTION`] of
+    /// the machine's memory, at most [`ip_limits::MAX_PENDING_PER_IP`] handshakes per
+    /// remote address, then libp2p's counts.
+    pub memory: memory_connection_limits::Behaviour,
+    pub pending_per_ip: ip_limits::Behaviour,
     pub limits: connection_limits::Behaviour,
-    pub identify: identify::Behaviour,
+    /// Identify, Kademlia and gossipsub serve and speak to verified members only: a
+    /// stranger learns neither the fleet, nor its cameras, nor where they are.
+    pub identify: MembersOnly<identify::Behaviour>,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
-    pub gossipsub: gossipsub::Behaviour,
+    pub kad: MembersOnly<kad::Behaviour<kad::store::MemoryStore>>,
+    pub gossipsub: MembersOnly<gossipsub::Behaviour>,
     pub stream: PreferDirect<libp2p_stream::Behaviour>,
     pub relay_client: relay::client::Behaviour,
     pub relay_server: relay::Behaviour,
@@ -130,6 +140,26 @@ pub const MAX_PENDING_INCOMING: u32 = 128;
 pub const MAX_ESTABLISHED: u32 = 1024;
 /// Established connections per peer (direct, relayed and a hole-punched one fit).
 pub const MAX_PER_PEER: u32 = 8;
+/// New connections (in or out) are refused while the process's resident memory is above
+/// this fraction of the machine's. Half: on a 1 GiB camera board that is 512 MiB, far
+/// above what a node serving its configured limits needs at rest (tens of MiB plus
+/// 16 MiB of GOP cache per camera), yet refusing well before the kernel's OOM killer
+/// would end the process and every stream it serves. Open connections carry on.
+pub const MAX_MEMORY_FRACTION: f64 = 0.5;
+
+/// The DHT store's bounds. Only provider records are stored (inbound value records are
+/// never accepted), each judged first (`crate::discovery::provide::judge_provider`: one
+/// per camera a member's certificate lists, plus the cameras key); here at most 4,096
+/// keys (a fleet's cameras) of at most 20 providers each (Kademlia's k), about 16 MiB at
+/// worst.
+fn provider_store_config() -> kad::store::MemoryStoreConfig {
+    kad::store::MemoryStoreConfig {
+        max_records: 16,
+        max_value_bytes: 1024,
+        max_provided_keys: 4096,
+        max_providers_per_key: 20,
+    }
+}
 
 /// Largest gossipsub message: an announcement is well under 1 KiB.
 const MAX_GOSSIP_BYTES: usize = 16 << 10;
@@ -184,7 +214,8 @@ pub fn build_swarm(
                 // the swarm task adds them once their certificate checks out.
                 kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
                 kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
-                let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+                let store = kad::store::MemoryStore::with_config(peer_id, provider_store_config());
+                let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
                 kad.set_mode(Some(if dht_server {
                     kad::Mode::Server
                 } else {
@@ -200,17 +231,19 @@ pub fn build_swarm(
                 let gossipsub =
                     gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
                 Ok(Behaviour {
+                    memory: memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_FRACTION),
+                    pending_per_ip: ip_limits::Behaviour::new(ip_limits::MAX_PENDING_PER_IP),
                     limits: connection_limits::Behaviour::new(
                         connection_limits::ConnectionLimits::default()
                             .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
                             .with_max_established(Some(MAX_ESTABLISHED))
                             .with_max_established_per_peer(Some(MAX_PER_PEER)),
                     ),
-                    identify,
+                    identify: MembersOnly::new(identify),
                     ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
                     mdns: Toggle::from(mdns),
-                    kad,
-                    gossipsub,
+                    kad: MembersOnly::new(kad),
+                    gossipsub: MembersOnly::new(gossipsub),
                     stream: PreferDirect::new(libp2p_stream::Behaviour::new()),
                     relay_client,
                     relay_server: relay::Behaviour::new(peer_id, relay_config(trust, relay_enabled)),

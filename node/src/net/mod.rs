@@ -17,12 +17,16 @@
 //!
 //! The loop also dials peers found by mDNS, feeds identified fleet members into
 //! Kademlia, and keeps the reservations on configured relays. Files: [`behaviour`] (the
-//! libp2p behaviour and how the Swarm is built), `peers.rs` (what the task knows of each
+//! libp2p behaviour and how the Swarm is built), [`members_only`] (identify, Kademlia
+//! and gossipsub open to a peer only once it is verified), [`ip_limits`] (handshakes
+//! per remote address), `peers.rs` (what the task knows of each
 //! peer), [`addr`].
 
 pub mod addr;
 pub mod behaviour;
 mod handle;
+pub mod ip_limits;
+pub mod members_only;
 pub mod path;
 mod peers;
 pub mod prefer_direct;

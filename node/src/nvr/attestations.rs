@@ -13,7 +13,7 @@ use camesh_proto::{framing::decode_message, pb, LengthCodec};
 use libp2p::{PeerId, StreamProtocol};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::attest::verify::write_item;
 use crate::attest::{open, ATTEST_PROTOCOL, MAX_ITEM_BYTES};
@@ -93,6 +93,11 @@ async fn fetch_inner(
                 if n == 1 {
                     info!(%camera, %peer, "camera attestations arriving");
                 }
+            }
+            Some(pb::attest_item::Item::Refused(why)) => {
+                let why: String = why.chars().take(200).collect();
+                warn!(%camera, %peer, reason = %why, "the camera refused attestations");
+                return Err(format!("refused: {why}"));
             }
             None => continue,
         }

@@ -7,6 +7,9 @@
 //! Tests that live elsewhere because they belong to a feature's own suite are named in
 //! docs/SECURITY.md too (invites in `fleetstate.rs`, forged grants in `security.rs`).
 
+mod enumeration;
 mod flood;
+mod flooding;
 mod gateway;
+mod raw;
 mod stale;

@@ -214,8 +214,14 @@ impl Trust {
 
     /// Redeems an invite for `peer`: one use only (fleet-wide, through the log), before
     /// expiry, signed by our root.
+    /// Whether this node can admit members (it holds the fleet root key, or an admin
+    /// certificate that may admit): only such a node serves invite redemptions.
+    pub fn may_admit(&self) -> bool {
+        self.root_key().is_some() || self.admin_self().is_some_and(|a| a.info.may_admit)
+    }
+
     pub fn redeem_invite(&self, invite: &pb::Signed, peer: PeerId) -> Result<pb::Signed, AuthError> {
-        if self.root_key().is_none() && !self.admin_self().is_some_and(|a| a.info.may_admit) {
+        if !self.may_admit() {
             return Err(AuthError::Refused(
                 "this node cannot admit members (no fleet root key or admin certificate)".into(),
             ));

@@ -236,12 +236,26 @@ impl NetTask {
                     verdict,
                 );
             }
-            // Provider records from members only (the provider is the sender).
+            // Provider records from members only, for themselves, for keys they may
+            // provide (libp2p-kad already dropped those naming another provider).
             BehaviourEvent::Kad(kad::Event::InboundRequest {
                 request: kad::InboundRequest::AddProvider { record: Some(record) },
-            }) if self.discovery.accepts_provider(&record.provider) => {
+            }) => {
                 use kad::store::RecordStore;
-                let _ = self.swarm.behaviour_mut().kad.store_mut().add_provider(record);
+                let provider = record.provider;
+                match self.discovery.judge_provider(record) {
+                    Ok(record) => {
+                        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
+                            debug!(%provider, error = %e, "provider record not stored");
+                        }
+                    }
+                    Err(e) => {
+                        debug!(%provider, reason = %e, "provider record refused");
+                        self.trust
+                            .audit
+                            .record("refused-provider", &provider.to_string(), "", &e.to_string());
+                    }
+                }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,

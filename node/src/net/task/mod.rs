@@ -135,6 +135,11 @@ impl NetTask {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Verified(peer) => {
+                // Identify, Kademlia and gossipsub now serve it and speak to it.
+                let b = self.swarm.behaviour_mut();
+                b.identify.release(peer);
+                b.kad.release(peer);
+                b.gossipsub.release(peer);
                 // A configured relay proved membership: reserve a slot on it.
                 for relay in self.config.node.relays.clone() {
                     if split_p2p(relay.clone()).0 == Some(peer) {
@@ -146,12 +151,13 @@ impl NetTask {
                     }
                 }
                 let addrs = self.peers.get(&peer).map(|s| s.kad_addrs.clone()).unwrap_or_default();
-                if !addrs.is_empty() {
-                    for a in addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer, a);
-                    }
-                    self.provide();
+                for a in addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, a);
                 }
+                // Our own provider records are in our store (a member asking us directly,
+                // even a DHT client, finds our cameras), and go out to the DHT servers
+                // we know (at most every 2 s).
+                self.provide();
             }
             Command::PublishRevocation(r) => {
                 let p = self.discovery.revocation(&r);
