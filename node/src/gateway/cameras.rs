@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use camesh_proto::pb;
 
 use super::GatewayNode;
-use super::{fmp4, tap, Shared};
+use super::{tap, Shared};
+use crate::media::fmp4;
 
 /// One camera as the page and `/api/cameras` show it.
 #[derive(Debug, Clone)]
