@@ -411,19 +411,6 @@ pub fn verify(args: &VerifyArgs, dir: &Path, fleet: Option<(String, String)>) ->
         )),
         None => None,
     };
-    let who = match &root {
-        Some((root, id)) => {
-            let name = manifest::verify_signer_cert(&m, root, id)?;
-            format!("NVR {name:?} of fleet {id} (certificate checked against the fleet root)")
-        }
-        None if args.allow_unknown_signer => {
-            eprintln!("mesh: warning: no fleet root: the NVR's certificate was NOT checked (--allow-unknown-signer)");
-            "a key whose certificate was NOT checked (no fleet root)".into()
-        }
-        None => bail!(
-            "no fleet root here, so nothing vouches for the NVR that signed this manifest: run in a data directory with fleet.toml or pass --fleet-root (--allow-unknown-signer accepts the manifest's own key)"
-        ),
-    };
     // What this data directory's fleet-state log knows: a revoked NVR or camera. Any
     // revocation fails; one dated before the manifest's asserted time says so (that time
     // cannot vouch for it).
@@ -493,6 +480,20 @@ pub fn verify(args: &VerifyArgs, dir: &Path, fleet: Option<(String, String)>) ->
             "no camera signatures: {} is missing, so only the NVR vouches for the frames (pass --attest FILE, or --allow-unattested to accept that)",
             attest.display()
         );
+    };
+    // The NVR's certificate, at its asserted time (checked against the camera's above).
+    let who = match &root {
+        Some((root, id)) => {
+            let name = manifest::verify_signer_cert(&m, root, id)?;
+            format!("NVR {name:?} of fleet {id} (certificate checked against the fleet root)")
+        }
+        None if args.allow_unknown_signer => {
+            eprintln!("mesh: warning: no fleet root: the NVR's certificate was NOT checked (--allow-unknown-signer)");
+            "a key whose certificate was NOT checked (no fleet root)".into()
+        }
+        None => bail!(
+            "no fleet root here, so nothing vouches for the NVR that signed this manifest: run in a data directory with fleet.toml or pass --fleet-root (--allow-unknown-signer accepts the manifest's own key)"
+        ),
     };
     println!(
         "OK: {} segments ({} bytes){} match the manifest of {} {} .. {}, signed by {} ({who})",

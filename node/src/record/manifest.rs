@@ -270,6 +270,11 @@ impl Manifest {
             segments,
             export,
         };
+        Self::sign(body, key)
+    }
+
+    /// Signs a body as it is (what [`Manifest::build`] does once it has hashed).
+    pub fn sign(body: ManifestBody, key: &Keypair) -> Result<Manifest, ManifestError> {
         let signature = key
             .sign(&signed_bytes(&body)?)
             .map_err(|e| ManifestError::Sign(e.to_string()))?;

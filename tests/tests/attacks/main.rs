@@ -6,3 +6,4 @@
 //!
 //! Tests that live elsewhere because they belong to a feature's own suite are named in
 //! docs/SECURITY.md too (invites in `fleetstate.rs`, forged grants in `security.rs`).
+mod nvr_abuse;
