@@ -94,7 +94,7 @@ async fn held_export(node: &NodeHandle, nvr: PeerId, from: i64, to: i64) -> Resu
     let grant = node.trust().grant_for(CAM, Rights::EXPORT).expect("an export grant");
     let req = pb::NvrRequest {
         camera_id: CAM.into(),
-        grant: signed::encode(&grant).into(),
+        grant: signed::encode(&grant),
         from_unix_us: from,
         to_unix_us: to,
         request: Some(pb::nvr_request::Request::Export(pb::NvrExport {
