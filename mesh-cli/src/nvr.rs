@@ -4,6 +4,7 @@
 //! Times are RFC 3339 (`2026-11-23T17:00:00Z`, or `2026-11-23 17:00:00` in UTC), Unix
 //! seconds (`1700000000.5`), `now`, or relative to now (`-5m`, `90s ago`).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -410,24 +411,14 @@ pub fn verify(args: &VerifyArgs, dir: &Path, fleet: Option<(String, String)>) ->
         )),
         None => None,
     };
-    let who = match &root {
-        Some((root, id)) => {
-            let name = manifest::verify_signer_cert(&m, root, id)?;
-            format!("NVR {name:?} of fleet {id} (certificate checked against the fleet root)")
-        }
-        None if args.allow_unknown_signer => {
-            eprintln!("mesh: warning: no fleet root: the NVR's certificate was NOT checked (--allow-unknown-signer)");
-            "a key whose certificate was NOT checked (no fleet root)".into()
-        }
-        None => bail!(
-            "no fleet root here, so nothing vouches for the NVR that signed this manifest: run in a data directory with fleet.toml or pass --fleet-root (--allow-unknown-signer accepts the manifest's own key)"
-        ),
-    };
-    // What this data directory's fleet-state log knows: a revoked NVR or camera.
-    let log = fleet_log(dir, &fleet);
-    if log.as_ref().is_some_and(|l| l.revoked().peer_revoked(&report.signer)) {
+    // What this data directory's fleet-state log knows: a revoked NVR or camera. Any
+    // revocation fails; one dated before the manifest's asserted time says so (that time
+    // cannot vouch for it).
+    let revoked = revocations(dir, &fleet);
+    let created = m.body.created_us;
+    if let Some(why) = revoked_reason(&revoked, &report.signer, created) {
         bail!(
-            "the NVR that signed this export ({}) has been revoked (this data directory's fleet-state log)",
+            "the NVR that signed this export ({}) has been revoked {why}",
             report.signer
         );
     }
@@ -446,11 +437,16 @@ pub fn verify(args: &VerifyArgs, dir: &Path, fleet: Option<(String, String)>) ->
             root.as_ref().map(|(k, id)| (k, id.as_str())),
             at_s,
         )?;
-        if log.as_ref().is_some_and(|l| l.revoked().peer_revoked(&r.camera_peer)) {
+        if let Some(why) = revoked_reason(&revoked, &r.camera_peer, created) {
             bail!(
-                "the camera node that signed these frames ({}) has been revoked (this data directory's fleet-state log)",
+                "the camera node that signed these frames ({}) has been revoked {why}",
                 r.camera_peer
             );
+        }
+        // The NVR's word on when it made the export, against what the camera signed.
+        if let Some(span) = r.attested_us {
+            let skew = camesh_node::auth::DEFAULT_SKEW_S * 1_000_000;
+            camesh_node::attest::verify::check_asserted_time(created, span, now_unix_us(), skew)?;
         }
         if r.gops_verified == 0 {
             bail!(
@@ -485,6 +481,20 @@ pub fn verify(args: &VerifyArgs, dir: &Path, fleet: Option<(String, String)>) ->
             attest.display()
         );
     };
+    // The NVR's certificate, at its asserted time (checked against the camera's above).
+    let who = match &root {
+        Some((root, id)) => {
+            let name = manifest::verify_signer_cert(&m, root, id)?;
+            format!("NVR {name:?} of fleet {id} (certificate checked against the fleet root)")
+        }
+        None if args.allow_unknown_signer => {
+            eprintln!("mesh: warning: no fleet root: the NVR's certificate was NOT checked (--allow-unknown-signer)");
+            "a key whose certificate was NOT checked (no fleet root)".into()
+        }
+        None => bail!(
+            "no fleet root here, so nothing vouches for the NVR that signed this manifest: run in a data directory with fleet.toml or pass --fleet-root (--allow-unknown-signer accepts the manifest's own key)"
+        ),
+    };
     println!(
         "OK: {} segments ({} bytes){} match the manifest of {} {} .. {}, signed by {} ({who})",
         report.segments,
@@ -502,17 +512,45 @@ pub fn verify(args: &VerifyArgs, dir: &Path, fleet: Option<(String, String)>) ->
     Ok(())
 }
 
-/// The fleet-state log of data directory `dir` (revocations it has learnt), read-only;
-/// `None` without a fleet root or a log.
-fn fleet_log(dir: &Path, fleet: &Option<(String, String)>) -> Option<camesh_node::auth::fleetlog::FleetLog> {
-    let (id, root) = fleet.as_ref()?;
-    let key = camesh_node::auth::fleet::root_from_text(root).ok()?;
-    let bytes = std::fs::read(dir.join(camesh_node::auth::statefile::STATE_FILE)).ok()?;
-    let mut log = camesh_node::auth::fleetlog::FleetLog::new(id, key);
+/// Peers revoked in the fleet-state log of data directory `dir` (read-only): when
+/// (unix s, the earliest revocation) and why. Empty without a fleet root or a log.
+fn revocations(dir: &Path, fleet: &Option<(String, String)>) -> HashMap<PeerId, (i64, String)> {
+    use camesh_node::auth::fleetlog::{Effect, FleetLog};
+    let mut out: HashMap<PeerId, (i64, String)> = HashMap::new();
+    let Some((id, root)) = fleet.as_ref() else { return out };
+    let Ok(key) = camesh_node::auth::fleet::root_from_text(root) else {
+        return out;
+    };
+    let Ok(bytes) = std::fs::read(dir.join(camesh_node::auth::statefile::STATE_FILE)) else {
+        return out;
+    };
+    let mut log = FleetLog::new(id, key);
     for e in camesh_node::auth::statefile::parse(&bytes).0 {
-        let _ = log.apply(&e);
+        if let Ok(c) = log.apply(&e) {
+            if let Effect::Revocation { peers, reason, .. } = c.effect {
+                for p in peers {
+                    let at = out.get(&p).map_or(c.issued_unix_s, |(t, _)| (*t).min(c.issued_unix_s));
+                    out.insert(p, (at, reason.clone()));
+                }
+            }
+        }
     }
-    Some(log)
+    out
+}
+
+/// Why `peer` counts as revoked for a manifest asserted made at `created_us`.
+fn revoked_reason(revoked: &HashMap<PeerId, (i64, String)>, peer: &PeerId, created_us: i64) -> Option<String> {
+    let (at, reason) = revoked.get(peer)?;
+    let when = if at.saturating_mul(1_000_000) <= created_us {
+        "before the manifest's asserted creation time"
+    } else {
+        "after the manifest's asserted creation time, so its key may have signed this since"
+    };
+    Some(format!(
+        "(this data directory's fleet-state log: on {}, {when} {}; reason: {reason})",
+        camesh_node::clock::rfc3339_s(*at),
+        fmt_time(created_us)
+    ))
 }
 
 #[cfg(test)]

@@ -89,6 +89,13 @@ pub struct NvrSection {
     pub max_age_s: u64,
     /// Seconds between retention runs.
     pub retention_interval_s: u64,
+    /// Longest range one export covers, in seconds.
+    pub export_max_range_s: u64,
+    /// Exports this NVR runs at once (each peer one at a time).
+    pub exports_at_once: usize,
+    /// Where the storage key is: empty (`<data-dir>/nvr-storage.key`, beside the
+    /// recordings), `file:<path>`, `env:<VAR>` or `credential:<name>` (systemd).
+    pub storage_key: String,
     /// Cameras to record, by id or tag, each with its own retention.
     #[serde(rename = "record", skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RecordRule>,
@@ -103,6 +110,9 @@ impl Default for NvrSection {
             quota_bytes: 0,
             max_age_s: 0,
             retention_interval_s: 30,
+            export_max_range_s: 3600,
+            exports_at_once: 2,
+            storage_key: String::new(),
             records: Vec::new(),
         }
     }
@@ -528,14 +538,23 @@ impl Config {
                 format!("only role = \"nvr\" records (role is {})", self.node.role),
             ));
         }
-        if !(1..=3600).contains(&n.segment_duration_s) {
-            return Err(invalid("nvr.segment_duration_s", "must be between 1 and 3600"));
+        for (field, v, lo, hi) in [
+            ("nvr.segment_duration_s", n.segment_duration_s, 1, 3600),
+            ("nvr.fsync_interval_ms", n.fsync_interval_ms, 10, 60_000),
+            ("nvr.retention_interval_s", n.retention_interval_s, 1, 86_400),
+            ("nvr.export_max_range_s", n.export_max_range_s, 1, 86_400),
+            ("nvr.exports_at_once", n.exports_at_once as u64, 1, 64),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(invalid(field, format!("must be between {lo} and {hi}")));
+            }
         }
-        if !(10..=60_000).contains(&n.fsync_interval_ms) {
-            return Err(invalid("nvr.fsync_interval_ms", "must be between 10 and 60000"));
-        }
-        if !(1..=86_400).contains(&n.retention_interval_s) {
-            return Err(invalid("nvr.retention_interval_s", "must be between 1 and 86400"));
+        let k = &n.storage_key;
+        if !(k.is_empty() || ["file:/", "env:", "credential:"].iter().any(|p| k.starts_with(p))) {
+            return Err(invalid(
+                "nvr.storage_key",
+                "use file:<absolute path>, env:<VAR> or credential:<name>",
+            ));
         }
         let mut shares = 0.0;
         for (i, r) in n.records.iter().enumerate() {

@@ -6,12 +6,14 @@
 //!
 //! Layout: this file starts nodes in test fleets and waits; [`watch`] reads a watch's
 //! events, [`cli`] runs `mesh`, [`ffmpeg`] judges video files, [`http`] and [`prom`]
-//! read the gateway, [`rtsp_server`] serves RTSP cameras, [`netns`] builds LANs and NATs.
+//! read the gateway, [`rtsp_server`] serves RTSP cameras, [`netns`] builds LANs and NATs,
+//! [`nvr`] runs the NVR daemon.
 
 pub mod cli;
 pub mod ffmpeg;
 pub mod http;
 pub mod netns;
+pub mod nvr;
 pub mod prom;
 pub mod rtsp_server;
 pub mod watch;

@@ -35,6 +35,8 @@ pub enum AttestVerifyError {
     Tampered { camera: String, first: u64, last: u64 },
     #[error("segment {}: {reason}", path.display())]
     Segment { path: PathBuf, reason: String },
+    #[error("the manifest's asserted creation time {asserted} {reason}")]
+    AssertedTime { asserted: String, reason: String },
 }
 
 /// What the camera's signatures cover.
@@ -48,6 +50,18 @@ pub struct AttestReport {
     pub frames_total: u64,
     /// Digests of GOPs not recorded whole (nothing to compare).
     pub gops_unattested: usize,
+    /// Capture times (µs) the verified GOPs span, as the camera signed them.
+    pub attested_us: Option<(i64, i64)>,
+}
+
+/// What [`check_gops`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GopCheck {
+    pub gops: usize,
+    pub frames: u64,
+    pub unattested: usize,
+    /// First and last capture time of the verified GOPs (camera-signed).
+    pub span_us: Option<(i64, i64)>,
 }
 
 /// Splits an attestation file into its items (bounded).
@@ -78,14 +92,13 @@ pub fn write_item(item: &pb::AttestItem, out: &mut Vec<u8>) {
     out.extend_from_slice(&body);
 }
 
-/// Checks digests against frame hashes by sequence (pure). Returns (GOPs verified,
-/// frames verified, GOPs unattested).
+/// Checks digests against frame hashes by sequence (pure).
 pub fn check_gops(
     camera: &str,
     frames: &BTreeMap<u64, [u8; 32]>,
     digests: &[pb::GopDigest],
-) -> Result<(usize, u64, usize), AttestVerifyError> {
-    let (mut gops, mut verified, mut unattested) = (0, 0u64, 0);
+) -> Result<GopCheck, AttestVerifyError> {
+    let mut c = GopCheck::default();
     for d in digests {
         let in_range: Vec<[u8; 32]> = frames
             .range(d.first_sequence..=d.last_sequence)
@@ -96,7 +109,7 @@ pub fn check_gops(
         }
         if in_range.len() as u64 != u64::from(d.frames) || d.last_sequence - d.first_sequence + 1 != u64::from(d.frames)
         {
-            unattested += 1;
+            c.unattested += 1;
             continue;
         }
         if chain_of(in_range)[..] != d.sha256[..] {
@@ -106,10 +119,38 @@ pub fn check_gops(
                 last: d.last_sequence,
             });
         }
-        gops += 1;
-        verified += u64::from(d.frames);
+        c.gops += 1;
+        c.frames += u64::from(d.frames);
+        let (a, b) = c.span_us.unwrap_or((d.first_capture_unix_us, d.last_capture_unix_us));
+        c.span_us = Some((a.min(d.first_capture_unix_us), b.max(d.last_capture_unix_us)));
     }
-    Ok((gops, verified, unattested))
+    Ok(c)
+}
+
+/// Checks the NVR's asserted creation time of a manifest against what the camera signed
+/// (pure): an NVR cannot have hashed segments before the camera captured their last
+/// attested frame, nor made the export after `now_us`; `skew_us` allows for clocks.
+pub fn check_asserted_time(
+    created_us: i64,
+    attested_us: (i64, i64),
+    now_us: i64,
+    skew_us: i64,
+) -> Result<(), AttestVerifyError> {
+    let fmt = crate::clock::rfc3339_ms;
+    let err = |reason: String| AttestVerifyError::AssertedTime {
+        asserted: fmt(created_us),
+        reason,
+    };
+    if created_us < attested_us.1.saturating_sub(skew_us) {
+        return Err(err(format!(
+            "is before the camera signed the frames it covers (up to {}): the NVR's clock or its word is wrong",
+            fmt(attested_us.1)
+        )));
+    }
+    if created_us > now_us.saturating_add(skew_us) {
+        return Err(err(format!("is in the future (now {})", fmt(now_us))));
+    }
+    Ok(())
 }
 
 /// Hashes every frame of the given segment files, by sequence.
@@ -144,8 +185,10 @@ pub fn frame_hashes(files: &[PathBuf]) -> Result<BTreeMap<u64, [u8; 32]>, Attest
 }
 
 /// Verifies an export's attestations. `fleet`: the fleet root and id, to check the
-/// camera's certificate; `at_s`: when the export was made (the certificate must have
-/// been valid then).
+/// camera's certificates: one of them must have been valid at the first and at the last
+/// camera-signed capture time of the verified GOPs (the camera signed them then; a
+/// renewed certificate is fine), or, when no GOP verifies, at `at_s` (the NVR's asserted
+/// time of the export).
 pub fn verify_export(
     attest: &[u8],
     camera: &str,
@@ -154,31 +197,20 @@ pub fn verify_export(
     at_s: i64,
 ) -> Result<AttestReport, AttestVerifyError> {
     let items = read_items(attest)?;
-    let cert = items
+    let certs: Vec<pb::Signed> = items
         .iter()
-        .find_map(|i| match &i.item {
+        .filter_map(|i| match &i.item {
             Some(pb::attest_item::Item::Cert(c)) => Some(c.clone()),
             _ => None,
         })
-        .ok_or(AttestVerifyError::NoCert)?;
-    let cert_key = PublicKey::try_decode_protobuf(&cert.signer).map_err(|e| AttestVerifyError::Cert(e.to_string()))?;
+        .collect();
+    let cert = certs.last().ok_or(AttestVerifyError::NoCert)?;
     // The certificate names its holder; the digests must be signed by that holder.
     let body = pb::MembershipCert::decode(cert.body.clone()).map_err(|e| AttestVerifyError::Cert(e.to_string()))?;
     let holder = PeerId::from_bytes(&body.peer_id).map_err(|e| AttestVerifyError::Cert(e.to_string()))?;
     if !body.cameras.iter().any(|c| c == camera) {
         return Err(AttestVerifyError::Cert(format!("it does not bind camera {camera}")));
     }
-    let camera_name = match fleet {
-        Some((root, id)) => {
-            let info = crate::auth::cert::verify(&cert, root, id, &holder, at_s)
-                .map_err(|e| AttestVerifyError::Cert(e.to_string()))?;
-            Some(info.name)
-        }
-        None => {
-            let _ = cert_key;
-            None
-        }
-    };
     let mut digests = Vec::new();
     for i in &items {
         if let Some(pb::attest_item::Item::Gop(s)) = &i.item {
@@ -194,17 +226,50 @@ pub fn verify_export(
         }
     }
     let frames = frame_hashes(segment_files)?;
-    let (gops_verified, frames_verified, gops_unattested) = check_gops(camera, &frames, &digests)?;
+    let c = check_gops(camera, &frames, &digests)?;
+    let camera_name = match fleet {
+        Some((root, id)) => {
+            let times = match c.span_us {
+                Some((a, b)) => vec![a.div_euclid(1_000_000), b.div_euclid(1_000_000)],
+                None => vec![at_s],
+            };
+            let mut name = String::new();
+            for t in times {
+                let mut last = None;
+                let valid = certs
+                    .iter()
+                    .find_map(|s| match crate::auth::cert::verify(s, root, id, &holder, t) {
+                        Ok(info) => Some(info),
+                        Err(e) => {
+                            last = Some(e);
+                            None
+                        }
+                    });
+                match valid {
+                    Some(info) => name = info.name,
+                    None => {
+                        let why = last.map(|e| e.to_string()).unwrap_or_default();
+                        return Err(AttestVerifyError::Cert(format!(
+                            "none was valid at {}, when the camera signed the frames: {why}",
+                            crate::clock::rfc3339_s(t)
+                        )));
+                    }
+                }
+            }
+            Some(name)
+        }
+        None => None,
+    };
     Ok(AttestReport {
         camera_peer: holder,
         camera_name,
-        gops_verified,
-        frames_verified,
+        gops_verified: c.gops,
+        frames_verified: c.frames,
         frames_total: frames.len() as u64,
-        gops_unattested,
+        gops_unattested: c.unattested,
+        attested_us: c.span_us,
     })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,16 +298,33 @@ mod tests {
         }
         // GOPs 0-2, 3-5, 6-8 closed.
         assert_eq!(digests.len(), 3);
-        assert_eq!(check_gops("c", &frames, &digests).expect("valid"), (3, 9, 0));
+        let got = |f: &BTreeMap<u64, [u8; 32]>| {
+            let c = check_gops("c", f, &digests).expect("valid");
+            (c.gops, c.frames, c.unattested)
+        };
+        assert_eq!(got(&frames), (3, 9, 0));
+        assert_eq!(check_gops("c", &frames, &digests).expect("valid").span_us, Some((0, 8)));
         let mut partial = frames.clone();
         partial.remove(&4);
-        assert_eq!(check_gops("c", &partial, &digests).expect("valid"), (2, 6, 1));
+        assert_eq!(got(&partial), (2, 6, 1));
         let mut changed = frames.clone();
         changed.insert(7, [0; 32]);
         assert!(matches!(
             check_gops("c", &changed, &digests),
             Err(AttestVerifyError::Tampered { first: 6, last: 8, .. })
         ));
+    }
+
+    #[test]
+    fn the_asserted_time_must_follow_what_the_camera_signed() {
+        let skew = 60_000_000;
+        let (now, attested) = (10_000_000_000, (1_000_000_000, 2_000_000_000));
+        check_asserted_time(2_000_000_000, attested, now, skew).expect("right after the footage");
+        check_asserted_time(2_000_000_000 - skew, attested, now, skew).expect("within the skew");
+        let e = check_asserted_time(1_500_000_000, attested, now, skew).unwrap_err();
+        assert!(e.to_string().contains("before the camera signed"), "{e}");
+        let e = check_asserted_time(now + skew + 1, attested, now, skew).unwrap_err();
+        assert!(e.to_string().contains("in the future"), "{e}");
     }
 
     #[test]

@@ -275,7 +275,14 @@ async fn real_main() -> Result<()> {
                 let nvr = camesh_node::nvr::Nvr::start(node.reach(), nvr_section, &data_dir)
                     .await
                     .context("starting the NVR")?;
-                println!("recordings: {}", nvr.state.folder.display());
+                let s = &nvr.state;
+                let beside = if s.key_beside_recordings {
+                    " (on the recordings' filesystem: a stolen disk can be played; see [nvr] storage_key)"
+                } else {
+                    ""
+                };
+                println!("storage key: {}{beside}", s.key_place);
+                println!("recordings: {}", s.folder.display());
                 Some(nvr)
             } else {
                 None

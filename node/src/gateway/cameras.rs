@@ -12,7 +12,8 @@ use camesh_proto::pb;
 
 use super::guard::Viewer;
 use super::GatewayNode;
-use super::{fmp4, tap, Shared};
+use super::{tap, Shared};
+use crate::media::fmp4;
 
 /// One camera as the page and `/api/cameras` show it.
 #[derive(Debug, Clone)]

@@ -18,9 +18,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
-use super::fmp4::{self, Muxer, Push, Sample};
 use super::tap::{ClientGuard, Tap, TapError, TapFrame, TapMsg};
 use super::{tap_error, tap_for, text, ProfileQuery, Shared};
+use crate::media::fmp4::{self, Muxer, Push, Sample};
 
 /// State of one live.mp4 response body.
 struct LiveBody {

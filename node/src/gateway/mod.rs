@@ -26,11 +26,11 @@
 //!
 //! The router maps each route to its handler with `guard` in front (the `Host` check
 //! and the request counters). Files: `page`, `cameras` (`/api/cameras`), `live`
-//! over [`fmp4`], [`snapshot`], [`metrics`] over [`exposition`]; [`tap`] feeds them all.
+//! over [`fmp4`] (in `media`), [`snapshot`], [`metrics`] over [`exposition`]; [`tap`] feeds them all.
 
 mod cameras;
 pub mod exposition;
-pub mod fmp4;
+pub use crate::media::fmp4;
 mod guard;
 mod live;
 pub mod metrics;

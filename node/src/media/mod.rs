@@ -7,6 +7,7 @@
 //! `Bytes`, which is what goes on the wire unchanged. [`init_ffmpeg`] is the one place
 //! ffmpeg is initialised.
 
+pub mod fmp4;
 pub mod h264;
 pub mod source;
 

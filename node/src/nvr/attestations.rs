@@ -22,6 +22,8 @@ use crate::stream::io::{write_message, FramedRead};
 
 /// Largest attestation file read for an export.
 const MAX_FILE: u64 = 256 << 20;
+/// Camera certificates an export carries (the newest).
+const MAX_CERTS: usize = 32;
 
 pub fn attest_file(folder: &Path, camera: &str) -> PathBuf {
     folder.join("attest").join(format!("{camera}.att"))
@@ -110,7 +112,7 @@ async fn fetch_inner(
 }
 
 /// The attestation bytes for an export covering capture times `[from_us, to_us]`: the
-/// last certificate, then every digest overlapping the range (reads the file; blocking).
+/// camera's certificates (the newest [`MAX_CERTS`]), then every digest overlapping the range (reads the file; blocking).
 pub fn for_export(folder: &Path, camera: &str, from_us: i64, to_us: i64) -> Vec<u8> {
     let path = attest_file(folder, camera);
     let Ok(meta) = std::fs::metadata(&path) else {
@@ -135,13 +137,23 @@ pub fn for_export(folder: &Path, camera: &str, from_us: i64, to_us: i64) -> Vec<
         }
         rest = &rest[4 + len..];
     }
-    let cert = items
+    // Every certificate the camera had (renewals), the newest last, so a verifier finds
+    // the one valid when each GOP was signed.
+    let mut certs: Vec<&pb::AttestItem> = Vec::new();
+    for i in items
         .iter()
-        .rev()
-        .find(|i| matches!(i.item, Some(pb::attest_item::Item::Cert(_))));
+        .filter(|i| matches!(i.item, Some(pb::attest_item::Item::Cert(_))))
+    {
+        certs.retain(|c| c.item != i.item);
+        certs.push(i);
+    }
     let mut out = Vec::new();
-    let Some(cert) = cert else { return out };
-    write_item(cert, &mut out);
+    if certs.is_empty() {
+        return out;
+    }
+    for c in certs.iter().skip(certs.len().saturating_sub(MAX_CERTS)) {
+        write_item(c, &mut out);
+    }
     for i in &items {
         if let Some(pb::attest_item::Item::Gop(s)) = &i.item {
             if let Ok((_, d)) = open(s) {

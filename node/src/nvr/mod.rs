@@ -10,8 +10,9 @@
 //!   one's retention (age, share of the quota).
 //! - [`recording`]: one task per camera; subscribes like any viewer with a grant that
 //!   carries the `record` right, records continuously, records gaps and resubscribes.
-//! - [`keystore`]: the NVR's storage key; frames stay encrypted at rest, media keys are
-//!   stored wrapped under it.
+//! - [`keystore`]: the NVR's storage key (`[nvr] storage_key`: best kept off the
+//!   recordings' disk); frames stay encrypted at rest, media keys are stored wrapped
+//!   under it.
 //! - [`serve`]: `/camesh/nvr/1`, checked against grants (`playback` to play and list,
 //!   `export` to export and lock); [`client`]: the asking side, for `mesh`.
 //!
@@ -75,12 +76,17 @@ pub enum NvrError {
 pub struct NvrState {
     pub recorder: Arc<Recorder>,
     pub keys: KeyStore,
+    /// Where the storage key is (a path or `$VAR`), and whether on the recordings' disk.
+    pub key_place: String,
+    pub key_beside_recordings: bool,
     pub(crate) signer: Keypair,
     /// This node's membership certificate (hex), put into export manifests.
     pub(crate) cert_hex: String,
     pub section: NvrSection,
     pub folder: PathBuf,
     pub cameras: Mutex<HashMap<String, Arc<CameraCounters>>>,
+    /// Exports running now (bounded per NVR and per peer).
+    pub exports: export::ExportSlots,
 }
 
 /// A running NVR (dropping it does not stop it; call [`Nvr::stop`]).
@@ -104,12 +110,19 @@ impl Nvr {
         let recorder = tokio::task::spawn_blocking(move || Recorder::open(&open_in, config))
             .await
             .map_err(|e| NvrError::Join(e.to_string()))??;
+        export::remove_leftovers(&folder);
+        let key = KeyStore::open(&section.storage_key, data_dir, &folder)?;
+        if key.beside_recordings {
+            warn!(key = %key.place, recordings = %folder.display(), "the NVR storage key is on the same filesystem as the recordings: whoever takes that disk can play every recording; put the key elsewhere with [nvr] storage_key (file:<path on another device>, env:<VAR> or credential:<name>)");
+        }
         if let Some(check) = &recorder.recovery().check {
             info!(folder = %folder.display(), files = check.files, clean = check.is_clean(), "recordings checked after an unclean shutdown");
         }
         let state = Arc::new(NvrState {
             recorder: Arc::new(recorder),
-            keys: KeyStore::load_or_create(data_dir)?,
+            keys: key.store,
+            key_place: key.place,
+            key_beside_recordings: key.beside_recordings,
             signer: crate::identity::load_or_create(data_dir)?,
             cert_hex: node
                 .trust()
@@ -119,6 +132,7 @@ impl Nvr {
             section,
             folder,
             cameras: Mutex::new(HashMap::new()),
+            exports: export::ExportSlots::default(),
         });
         let cancel = CancellationToken::new();
         let incoming = node

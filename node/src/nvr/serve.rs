@@ -136,6 +136,23 @@ async fn session(node: &Reach, state: &NvrState, peer: PeerId, mut stream: Strea
         )
         .await;
     }
+    // Exports are bounded before any work: range, and how many run (here and for this peer).
+    let _slot = match &req.request {
+        Some(pb::nvr_request::Request::Export(_)) => {
+            let limits = super::export::ExportLimits::of(&state.section);
+            match state.exports.try_start(peer, from, to, &limits) {
+                Ok(slot) => Some(slot),
+                Err((code, reason)) => {
+                    trust
+                        .audit
+                        .record("refused-nvr", &peer.to_string(), &camera, &format!("export: {reason}"));
+                    info!(%peer, %camera, %reason, "export refused");
+                    return finish(&mut stream, &control, &reject_msg(code, &reason)).await;
+                }
+            }
+        }
+        _ => None,
+    };
     trust.audit.record(
         &format!("nvr-{what}"),
         &peer.to_string(),

@@ -1,5 +1,9 @@
-//! Export: a time range of one camera to a standard MP4 file (H.264 in `avc1`, SPS/PPS in
-//! the avcC box) that ffprobe, VLC and browsers open.
+//! Export: a time range of one camera to a standard MP4 (ISO BMFF, H.264 in `avc1`,
+//! SPS/PPS in the avcC box) that ffprobe, VLC and browsers open, written as a stream
+//! into any [`std::io::Write`]: fragmented (an init segment, then one `moof` + `mdat`
+//! per frame, [`crate::media::fmp4`]), so nothing is seeked back to and nothing needs a
+//! file. The NVR writes it straight onto the asking peer's stream; the video is never
+//! on the NVR's disk in the clear.
 //!
 //! The recording holds ciphertext; the caller supplies the decryption: a function given
 //! each [`FrameRecord`] and the stored key of its epoch (as the recorder was given it,
@@ -9,21 +13,20 @@
 //! to 0 and kept strictly increasing across a source restart. Each sample lasts until
 //! the next one's dts; the last one lasts as long as the one before it.
 //!
-//! The file is written as `<out>.part` and renamed when complete, so a failed or
-//! interrupted export never leaves a plausible-looking truncated MP4. Muxing uses
-//! ffmpeg-next; the one unsafe block sets the stream's size and avcC record, which
-//! ffmpeg-next has no safe setter for.
+//! A failure stops the output where it is: the caller discards what it got (the client
+//! writes `<out>.part` and renames it only when the export completed).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::io::Write;
 
 use bytes::Bytes;
 
 use super::index::Index;
 use super::playback::{frames, PlaybackError, PlaybackItem};
 use super::segment::{FrameRecord, SegmentSummary};
+use crate::media::fmp4;
 use crate::media::h264::{avcc_nals, nal_type, parse_sps, NalType};
-use crate::media::{init_ffmpeg, CodecParams, CLOCK_HZ};
+use crate::media::CodecParams;
 
 /// Media keys kept while exporting (one per epoch seen).
 const MAX_KEYS: usize = 1024;
@@ -32,7 +35,7 @@ const PROGRESS_EVERY: u64 = 30;
 /// Frame duration assumed before two frames tell (30 fps).
 const DEFAULT_FRAME_90K: i64 = 3000;
 
-/// Why an export failed. The partial output is removed.
+/// Why an export failed. The output stops where it was.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
@@ -52,24 +55,10 @@ pub enum ExportError {
         "the codec configuration changes at {at_us} (capture time): export the ranges before and after it separately"
     )]
     CodecChanged { at_us: i64 },
-    #[error("output path {} must be valid UTF-8 without NUL bytes (ffmpeg needs a C string)", .0.display())]
-    BadPath(PathBuf),
-    #[error("ffmpeg could not be initialised: {0}")]
-    FfmpegInit(String),
-    #[error("{}: ffmpeg failed to {op}: {source}", path.display())]
-    Mux {
-        path: PathBuf,
-        op: &'static str,
-        #[source]
-        source: ffmpeg_next::Error,
-    },
-    #[error("{}: cannot {op}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("the video cannot be described in MP4: {0}")]
+    Container(#[from] fmp4::Fmp4Error),
+    #[error("cannot write the export: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 /// How far an export has come.
@@ -93,7 +82,6 @@ impl ExportProgress {
 /// What an export wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportSummary {
-    pub path: PathBuf,
     pub frames: u64,
     pub keyframes: u64,
     /// Capture time of the first frame (the keyframe at or before `from`) and the last.
@@ -103,7 +91,7 @@ pub struct ExportSummary {
     pub duration_90k: i64,
     pub width: u32,
     pub height: u32,
-    /// Size of the MP4 file.
+    /// Bytes of MP4 written.
     pub bytes: u64,
     /// The segments the frames came from (for the manifest).
     pub segments: Vec<SegmentSummary>,
@@ -151,21 +139,6 @@ impl TimestampRebaser {
     }
 }
 
-/// Builds an avcC record (AVCDecoderConfigurationRecord) with 4-byte NAL lengths.
-pub fn avcc_record(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
-    if sps.len() < 4 || pps.is_empty() || sps.len() > u16::MAX as usize || pps.len() > u16::MAX as usize {
-        return None;
-    }
-    let mut out = Vec::with_capacity(11 + sps.len() + pps.len());
-    out.extend_from_slice(&[1, sps[1], sps[2], sps[3], 0xff, 0xe1]);
-    out.extend_from_slice(&(sps.len() as u16).to_be_bytes());
-    out.extend_from_slice(sps);
-    out.push(1);
-    out.extend_from_slice(&(pps.len() as u16).to_be_bytes());
-    out.extend_from_slice(pps);
-    Some(out)
-}
-
 /// SPS and PPS from the in-band parameter sets of a plaintext AVCC access unit.
 fn params_from_au(au: &[u8]) -> Option<(Bytes, Bytes)> {
     let (mut sps, mut pps) = (None, None);
@@ -179,51 +152,32 @@ fn params_from_au(au: &[u8]) -> Option<(Bytes, Bytes)> {
     Some((sps?, pps?))
 }
 
-/// The MP4 being written: the muxer and the one-frame delay that gives each sample its
-/// exact duration.
-struct Muxer {
-    path: PathBuf,
-    octx: ffmpeg_next::format::context::Output,
-    time_base: ffmpeg_next::Rational,
+/// The MP4 being written: the init segment, then each frame as a fragment once the
+/// next one's decode time gives its duration.
+struct Muxer<'a, W: Write> {
+    out: &'a mut W,
+    sequence: u32,
+    bytes: u64,
     pending: Option<(Bytes, i64, i64, bool)>,
 }
 
-impl Muxer {
-    fn create(path: &Path, codec: &CodecParams) -> Result<Self, ExportError> {
-        use ffmpeg_next::{codec, encoder, format, media, Rational};
-        let mux = |op| {
-            let path = path.to_owned();
-            move |source| ExportError::Mux { path, op, source }
-        };
-        let avcc = avcc_record(&codec.sps, &codec.pps).ok_or(ExportError::NoParameterSets)?;
-        let mut octx = format::output_as(path, "mp4").map_err(mux("create the MP4"))?;
-        let mut params = codec::Parameters::new();
-        params.set_medium(media::Type::Video);
-        params.set_id(codec::Id::H264);
-        set_video_params(&mut params, codec.width, codec.height, &avcc).map_err(mux("set the stream parameters"))?;
-        {
-            let mut stream = octx
-                .add_stream(encoder::find(codec::Id::None))
-                .map_err(mux("add the video stream"))?;
-            stream.set_parameters(params);
-            stream.set_time_base(Rational(1, CLOCK_HZ as i32));
-            if codec.fps_num > 0 && codec.fps_den > 0 {
-                if let (Ok(n), Ok(d)) = (i32::try_from(codec.fps_num), i32::try_from(codec.fps_den)) {
-                    stream.set_avg_frame_rate(Rational(n, d));
-                }
-            }
-        }
-        octx.write_header().map_err(mux("write the MP4 header"))?;
-        let time_base = octx
-            .stream(0)
-            .map(|s| s.time_base())
-            .unwrap_or(Rational(1, CLOCK_HZ as i32));
-        Ok(Muxer {
-            path: path.to_owned(),
-            octx,
-            time_base,
+impl<'a, W: Write> Muxer<'a, W> {
+    fn create(out: &'a mut W, codec: &CodecParams) -> Result<Self, ExportError> {
+        let init = fmp4::init_segment(&codec.sps, &codec.pps)?;
+        let mut m = Muxer {
+            out,
+            sequence: 0,
+            bytes: 0,
             pending: None,
-        })
+        };
+        m.emit(&init)?;
+        Ok(m)
+    }
+
+    fn emit(&mut self, b: &[u8]) -> Result<(), ExportError> {
+        self.out.write_all(b).map_err(ExportError::Write)?;
+        self.bytes += b.len() as u64;
+        Ok(())
     }
 
     fn push(&mut self, data: Bytes, pts: i64, dts: i64, key: bool) -> Result<(), ExportError> {
@@ -235,140 +189,55 @@ impl Muxer {
     }
 
     fn write(&mut self, data: &[u8], pts: i64, dts: i64, duration: i64, key: bool) -> Result<(), ExportError> {
-        use ffmpeg_next::{packet, Packet, Rational};
-        let mut pkt = Packet::copy(data);
-        pkt.set_stream(0);
-        pkt.set_pts(Some(pts));
-        pkt.set_dts(Some(dts));
-        pkt.set_duration(duration);
-        if key {
-            pkt.set_flags(packet::Flags::KEY);
-        }
-        pkt.rescale_ts(Rational(1, CLOCK_HZ as i32), self.time_base);
-        pkt.write_interleaved(&mut self.octx)
-            .map_err(|source| ExportError::Mux {
-                path: self.path.clone(),
-                op: "write a frame",
-                source,
-            })
+        self.sequence = self.sequence.wrapping_add(1);
+        // The rebaser keeps dts >= 0 and pts >= dts.
+        let (d, cts) = (u64::try_from(dts).unwrap_or(0), u64::try_from(pts - dts).unwrap_or(0));
+        let frag = fmp4::fragment(self.sequence, data, d, u64::try_from(duration).unwrap_or(1), cts, key);
+        self.emit(&frag)
     }
 
-    fn finish(mut self, last_duration: i64) -> Result<(), ExportError> {
+    /// Writes the last frame; returns the bytes written in all.
+    fn finish(mut self, last_duration: i64) -> Result<u64, ExportError> {
         if let Some((data, pts, dts, key)) = self.pending.take() {
             self.write(&data, pts, dts, last_duration, key)?;
         }
-        self.octx.write_trailer().map_err(|source| ExportError::Mux {
-            path: self.path.clone(),
-            op: "write the MP4 index (moov)",
-            source,
-        })
+        self.out.flush().map_err(ExportError::Write)?;
+        Ok(self.bytes)
     }
 }
 
-/// Sets width, height and the avcC extradata of codec parameters.
-#[allow(unsafe_code)]
-fn set_video_params(
-    params: &mut ffmpeg_next::codec::Parameters,
-    width: u32,
-    height: u32,
-    avcc: &[u8],
-) -> Result<(), ffmpeg_next::Error> {
-    use ffmpeg_next::ffi;
-    let (Ok(w), Ok(h), Ok(len)) = (i32::try_from(width), i32::try_from(height), i32::try_from(avcc.len())) else {
-        return Err(ffmpeg_next::Error::InvalidData);
-    };
-    let padding = ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
-    // SAFETY: `params` owns a valid AVCodecParameters (allocated by
-    // avcodec_parameters_alloc in Parameters::new). extradata must come from av_malloc
-    // with AV_INPUT_BUFFER_PADDING_SIZE zeroed bytes after it: av_mallocz gives zeroed
-    // memory of the full size, we check it for null, copy `len` bytes into it (it has
-    // `len + padding`), and hand ownership to the parameters, which free it with
-    // av_freep in avcodec_parameters_free. A previous extradata is freed first.
-    unsafe {
-        let p = params.as_mut_ptr();
-        (*p).width = w;
-        (*p).height = h;
-        let buf = ffi::av_mallocz(avcc.len() + padding) as *mut u8;
-        if buf.is_null() {
-            // ENOMEM
-            return Err(ffmpeg_next::Error::Other { errno: 12 });
-        }
-        std::ptr::copy_nonoverlapping(avcc.as_ptr(), buf, avcc.len());
-        if !(*p).extradata.is_null() {
-            ffi::av_freep(std::ptr::addr_of_mut!((*p).extradata).cast());
-        }
-        (*p).extradata = buf;
-        (*p).extradata_size = len;
-    }
-    Ok(())
-}
-
-/// Exports `camera` over `[from_us, to_us]` to the MP4 file `out`. `decrypt` turns a
+/// Exports `camera` over `[from_us, to_us]` as MP4 into `out`. `decrypt` turns a
 /// recorded frame (and the stored key of its epoch, if the recording has it) into the
 /// plaintext AVCC access unit; `progress` is called every few frames.
-pub fn export_mp4<D, E, P>(
+pub fn export_mp4<W, D, E, P>(
     index: &Index,
     camera: &str,
     from_us: i64,
     to_us: i64,
-    out: &Path,
+    out: &mut W,
     mut decrypt: D,
     mut progress: P,
 ) -> Result<ExportSummary, ExportError>
 where
+    W: Write,
     D: FnMut(&FrameRecord, Option<&Bytes>) -> Result<Bytes, E>,
     E: std::fmt::Display,
     P: FnMut(&ExportProgress),
 {
-    let part = part_path(out)?;
-    init_ffmpeg().map_err(ExportError::FfmpegInit)?;
-    let result = export_into(index, camera, from_us, to_us, &part, &mut decrypt, &mut progress);
-    match result {
-        Ok(mut summary) => {
-            std::fs::rename(&part, out).map_err(|source| ExportError::Io {
-                path: out.to_owned(),
-                op: "rename the finished export",
-                source,
-            })?;
-            summary.path = out.to_owned();
-            summary.bytes = std::fs::metadata(out)
-                .map_err(|source| ExportError::Io {
-                    path: out.to_owned(),
-                    op: "read the export's size",
-                    source,
-                })?
-                .len();
-            Ok(summary)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            Err(e)
-        }
-    }
+    export_into(index, camera, from_us, to_us, out, &mut decrypt, &mut progress)
 }
 
-fn part_path(out: &Path) -> Result<PathBuf, ExportError> {
-    let name = out
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| ExportError::BadPath(out.to_owned()))?;
-    let part = out.with_file_name(format!("{name}.part"));
-    match part.to_str() {
-        Some(s) if !s.contains('\0') => Ok(part),
-        _ => Err(ExportError::BadPath(out.to_owned())),
-    }
-}
-
-fn export_into<D, E, P>(
+fn export_into<W, D, E, P>(
     index: &Index,
     camera: &str,
     from_us: i64,
     to_us: i64,
-    part: &Path,
+    out: &mut W,
     decrypt: &mut D,
     progress: &mut P,
 ) -> Result<ExportSummary, ExportError>
 where
+    W: Write,
     D: FnMut(&FrameRecord, Option<&Bytes>) -> Result<Bytes, E>,
     E: std::fmt::Display,
     P: FnMut(&ExportProgress),
@@ -376,10 +245,9 @@ where
     let mut items = frames(index, camera, from_us, to_us)?;
     let mut keys: HashMap<u64, Bytes> = HashMap::new();
     let mut codec: Option<CodecParams> = None;
-    let mut muxer: Option<Muxer> = None;
+    let mut muxer: Option<Muxer<W>> = None;
     let mut rebaser = TimestampRebaser::default();
     let mut summary = ExportSummary {
-        path: part.to_owned(),
         frames: 0,
         keyframes: 0,
         first_capture_us: 0,
@@ -438,7 +306,7 @@ where
             summary.width = c.width;
             summary.height = c.height;
             summary.first_capture_us = frame.capture_unix_us;
-            muxer = Some(Muxer::create(part, &c)?);
+            muxer = Some(Muxer::create(&mut *out, &c)?);
             codec = Some(c);
         }
         let Some(m) = muxer.as_mut() else {
@@ -470,7 +338,7 @@ where
         });
     };
     let last = rebaser.last_delta();
-    m.finish(last)?;
+    summary.bytes = m.finish(last)?;
     summary.duration_90k = last_dts - first_dts + last;
     summary.segments = items.segments_used().to_vec();
     progress(&ExportProgress {

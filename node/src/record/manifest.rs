@@ -107,6 +107,30 @@ pub struct FileHash {
     pub sha256: String,
 }
 
+impl FileHash {
+    /// Of bytes hashed as they were sent (an export streamed to a peer).
+    pub fn of_digest(name: &str, bytes: u64, digest: Sha256) -> FileHash {
+        FileHash {
+            name: name.to_owned(),
+            bytes,
+            sha256: hex(&digest.finalize()),
+        }
+    }
+
+    /// Of a file.
+    pub fn of_file(path: &Path) -> Result<FileHash, ManifestError> {
+        let bytes = file_len(path)?;
+        Ok(FileHash {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            bytes,
+            sha256: hash_prefix(path, bytes)?,
+        })
+    }
+}
+
 /// What is signed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestBody {
@@ -212,14 +236,15 @@ fn signed_bytes(body: &ManifestBody) -> Result<Vec<u8>, ManifestError> {
 }
 
 impl Manifest {
-    /// Hashes the segments (files under `segments_dir`) and the exported file, and signs.
+    /// Hashes the segments (files under `segments_dir`), adds the exported file's hash,
+    /// and signs.
     pub fn build(
         segments_dir: &Path,
         camera: &str,
         from_us: i64,
         to_us: i64,
         segments: &[SegmentSummary],
-        export: Option<&Path>,
+        export: Option<FileHash>,
         key: &Keypair,
     ) -> Result<Manifest, ManifestError> {
         let segments = segments
@@ -236,20 +261,6 @@ impl Manifest {
                 })
             })
             .collect::<Result<Vec<_>, ManifestError>>()?;
-        let export = match export {
-            Some(path) => {
-                let bytes = file_len(path)?;
-                Some(FileHash {
-                    name: path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    bytes,
-                    sha256: hash_prefix(path, bytes)?,
-                })
-            }
-            None => None,
-        };
         let body = ManifestBody {
             format: FORMAT.to_owned(),
             camera: camera.to_owned(),
@@ -259,6 +270,11 @@ impl Manifest {
             segments,
             export,
         };
+        Self::sign(body, key)
+    }
+
+    /// Signs a body as it is (what [`Manifest::build`] does once it has hashed).
+    pub fn sign(body: ManifestBody, key: &Keypair) -> Result<Manifest, ManifestError> {
         let signature = key
             .sign(&signed_bytes(&body)?)
             .map_err(|e| ManifestError::Sign(e.to_string()))?;

@@ -6,10 +6,10 @@
 //!
 //! Tests that live elsewhere because they belong to a feature's own suite are named in
 //! docs/SECURITY.md too (invites in `fleetstate.rs`, forged grants in `security.rs`).
-
 mod enumeration;
 mod flood;
 mod flooding;
 mod gateway;
+mod nvr_abuse;
 mod raw;
 mod stale;

@@ -1,141 +1,24 @@
-//! The NVR daemon as a child process: its data folder (certificate, grant, config), its
-//! start (waiting for the address it prints), SIGKILL and SIGINT, its log, and a check
-//! of the segment files it leaves behind.
+//! The NVR daemon of these tests: [`camesh_tests::nvr`] with this suite's camera, and a
+//! check of the segment files it leaves behind.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use camesh_node::auth::Rights;
-use camesh_node::config::{Config, RecordRule, Role};
+use camesh_node::config::Config;
 use camesh_node::record::segment::scan_segment;
-use camesh_node::{Multiaddr, PeerId};
-use camesh_proto::pb::MemberRole;
-use camesh_tests::*;
+use camesh_node::Multiaddr;
 
-use super::{CAM, T};
+pub(crate) use camesh_tests::nvr::{log_text, start_nvr, NvrProc};
 
-/// The NVR daemon, a child process.
-pub(crate) struct NvrProc {
-    child: Child,
-    pub(crate) peer: PeerId,
-    pub(crate) addr: Multiaddr,
-}
+use super::CAM;
 
-impl NvrProc {
-    pub(crate) fn kill9(mut self) {
-        // `Child::kill` is SIGKILL on Unix: no handler runs, nothing is flushed.
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl NvrProc {
-    /// Ctrl-C (SIGINT): the daemon seals its segments and marks the index clean.
-    pub(crate) fn interrupt(mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return sent && status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl NvrProc {
-    /// Whether the process is still the one started (it has not exited).
-    pub(crate) fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for NvrProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Provisions an NVR data folder: certificate (role nvr), a live+record grant, config.
+/// An NVR data folder recording [`CAM`], with its grant.
 pub(crate) fn nvr_folder(dir: &Path, fleet_name: &str, cam: &Multiaddr, edit: impl FnOnce(&mut Config)) {
-    nvr_folder_without_grant(dir, fleet_name, cam, edit);
-    fleet(fleet_name)
-        .grant_dir(dir, &[CAM.into()], Rights::LIVE.union(Rights::RECORD), 3600)
-        .expect("grant");
+    camesh_tests::nvr::nvr_folder(dir, fleet_name, cam, CAM, edit);
 }
 
 /// [`nvr_folder`] without the grant: the NVR waits for one.
 pub(crate) fn nvr_folder_without_grant(dir: &Path, fleet_name: &str, cam: &Multiaddr, edit: impl FnOnce(&mut Config)) {
-    let f = fleet(fleet_name);
-    f.enroll_dir(dir, MemberRole::Nvr, "nvr", &[], 3600).expect("enroll");
-    let mut c = loopback_config(Role::Nvr, fleet_name);
-    // A fixed port, as an installed NVR has: after a restart, peers reach it where it was.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port();
-    c.node.listen = vec![format!("/ip4/127.0.0.1/udp/{port}/quic-v1").parse().expect("multiaddr")];
-    c.node.bootstrap = vec![cam.clone()];
-    c.nvr.records = vec![RecordRule {
-        camera: CAM.into(),
-        ..RecordRule::default()
-    }];
-    edit(&mut c);
-    c.validate().expect("valid nvr config");
-    std::fs::write(dir.join("config.toml"), c.to_toml()).expect("config written");
-}
-
-/// Starts `camesh-node run` in `dir` (stderr appended to `dir/nvr.log`) and waits until
-/// it prints its address and recordings folder.
-pub(crate) fn start_nvr(dir: &Path) -> NvrProc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("nvr.log"))
-        .expect("log file");
-    let mut child = Command::new(bin("camesh-node"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--log", "info,camesh_node::net=warn"])
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("camesh-node starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let (mut peer, mut addr) = (None, None);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(p) = line.strip_prefix("peer id: ") {
-                peer = p.trim().parse::<PeerId>().ok();
-            } else if let Some(a) = line.strip_prefix("listening: ") {
-                addr = addr.or_else(|| a.trim().parse::<Multiaddr>().ok());
-            } else if line.starts_with("recordings: ") {
-                let _ = tx.send((peer, addr));
-                // Keep draining so the pipe never fills.
-                peer = None;
-                addr = None;
-            }
-        }
-    });
-    let (peer, addr) = rx.recv_timeout(T).expect("the NVR started within the time limit");
-    NvrProc {
-        child,
-        peer: peer.expect("peer id printed"),
-        addr: addr.expect("address printed"),
-    }
-}
-
-pub(crate) fn log_text(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("nvr.log")).unwrap_or_default()
+    camesh_tests::nvr::nvr_folder_without_grant(dir, fleet_name, cam, CAM, edit);
 }
 
 /// Checks every segment file: all but the newest (being written) are sealed with every

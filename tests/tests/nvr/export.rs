@@ -180,7 +180,7 @@ async fn an_export_is_a_standard_mp4_and_a_tampered_segment_fails_verify() {
         original.body.from_us,
         original.body.to_us,
         &summaries,
-        Some(&mp4),
+        Some(camesh_node::record::manifest::FileHash::of_file(&mp4).expect("hashed")),
         &nvr_key,
     )
     .expect("re-signed");

@@ -515,7 +515,7 @@ fn sigkill_at_random_moments_loses_nothing_older_than_the_fsync_interval() {
         CAM,
         i64::MIN,
         i64::MAX,
-        &out,
+        &mut std::fs::File::create(&out).expect("create"),
         |f, _| -> Result<Bytes, String> { Ok(f.payload.clone()) },
         |_| {},
     )

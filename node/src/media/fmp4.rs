@@ -1,7 +1,9 @@
-//! Fragmented MP4 (ISO BMFF, ISO/IEC 14496-12 and -15) for live H.264, written by hand
+//! Fragmented MP4 (ISO BMFF, ISO/IEC 14496-12 and -15) for H.264, written by hand
 //! (pure, no IO): an init segment (`ftyp` + `moov` with an `avcC` and an empty sample
 //! table, `mvex`), then one `moof` + `mdat` fragment per access unit. This is what Media
-//! Source Extensions, VLC, ffplay and ffprobe read as a live `.mp4` over HTTP.
+//! Source Extensions, VLC, ffplay and ffprobe read as a live `.mp4` over HTTP (the
+//! gateway), and what an NVR export streams to the asking peer without a file
+//! ([`init_segment`] and [`fragment`], timed by the export itself).
 //!
 //! [`Muxer`] starts at a keyframe, keeps timestamps continuous when the camera's timeline
 //! jumps (a reconnection, a restarted source), writes the camera's B-frame reordering as
@@ -165,44 +167,53 @@ impl Muxer {
 
     fn fragment(&mut self, s: &Sample, dts: u64, duration: u64) -> Bytes {
         self.sequence = self.sequence.wrapping_add(1);
-        let cts = s.pts_90k.saturating_sub(s.dts_90k).min(u64::from(u32::MAX)) as u32;
-        let duration = duration.clamp(1, u64::from(u32::MAX)) as u32;
-        let flags: u32 = if s.keyframe { 0x0200_0000 } else { 0x0101_0000 };
-        let size = s.data.len() as u32;
-
-        let mut moof = Boxes::default();
-        moof.open(b"moof");
-        moof.full(b"mfhd", 0, 0);
-        moof.u32(self.sequence);
-        moof.close();
-        moof.open(b"traf");
-        // default-base-is-moof: data offsets count from this moof.
-        moof.full(b"tfhd", 0, 0x02_0000);
-        moof.u32(TRACK_ID);
-        moof.close();
-        moof.full(b"tfdt", 1, 0);
-        moof.u64(dts);
-        moof.close();
-        // data-offset, duration, size, flags, composition offset.
-        moof.full(b"trun", 0, 0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800);
-        moof.u32(1);
-        let data_offset_at = moof.buf.len();
-        moof.u32(0);
-        moof.u32(duration);
-        moof.u32(size);
-        moof.u32(flags);
-        moof.u32(cts);
-        moof.close();
-        moof.close();
-        moof.close();
-        let mut out = moof.buf;
-        let data_offset = (out.len() + 8) as u32;
-        out[data_offset_at..data_offset_at + 4].copy_from_slice(&data_offset.to_be_bytes());
-        out.put_u32(8 + size);
-        out.put_slice(b"mdat");
-        out.put_slice(&s.data);
-        out.freeze()
+        let cts = s.pts_90k.saturating_sub(s.dts_90k);
+        fragment(self.sequence, &s.data, dts, duration, cts, s.keyframe)
     }
+}
+
+/// One `moof` + `mdat` fragment holding one sample: `data` (AVCC) decoded at `dts`
+/// (90 kHz, from the start of the track), lasting `duration`, shown `cts` after its
+/// decode time. `sequence` counts fragments from 1.
+pub fn fragment(sequence: u32, data: &[u8], dts: u64, duration: u64, cts: u64, keyframe: bool) -> Bytes {
+    let cts = cts.min(u64::from(u32::MAX)) as u32;
+    let duration = duration.clamp(1, u64::from(u32::MAX)) as u32;
+    let flags: u32 = if keyframe { 0x0200_0000 } else { 0x0101_0000 };
+    let size = data.len() as u32;
+
+    let mut moof = Boxes::default();
+    moof.open(b"moof");
+    moof.full(b"mfhd", 0, 0);
+    moof.u32(sequence);
+    moof.close();
+    moof.open(b"traf");
+    // default-base-is-moof: data offsets count from this moof.
+    moof.full(b"tfhd", 0, 0x02_0000);
+    moof.u32(TRACK_ID);
+    moof.close();
+    moof.full(b"tfdt", 1, 0);
+    moof.u64(dts);
+    moof.close();
+    // data-offset, duration, size, flags, composition offset.
+    moof.full(b"trun", 0, 0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800);
+    moof.u32(1);
+    let data_offset_at = moof.buf.len();
+    moof.u32(0);
+    moof.u32(duration);
+    moof.u32(size);
+    moof.u32(flags);
+    moof.u32(cts);
+    moof.close();
+    moof.close();
+    moof.close();
+    let mut out = moof.buf;
+    let data_offset = (out.len() + 8) as u32;
+    out[data_offset_at..data_offset_at + 4].copy_from_slice(&data_offset.to_be_bytes());
+    out.reserve(8 + data.len());
+    out.put_u32(8 + size);
+    out.put_slice(b"mdat");
+    out.put_slice(data);
+    out.freeze()
 }
 
 /// A tiny box writer: nested boxes with their sizes patched on close.
