@@ -66,6 +66,8 @@ pub enum IndexError {
     InvalidCamera(String),
     #[error("invalid range: from {from_us} is after to {to_us}")]
     InvalidRange { from_us: i64, to_us: i64 },
+    #[error("index {}: in use by another process (is another camesh-node recording into this folder?)", path.display())]
+    InUse { path: PathBuf },
 }
 
 /// What opening the index found.
@@ -125,6 +127,9 @@ impl Index {
         let mut report = OpenReport::default();
         let db = match open_sled(&db_path) {
             Ok(db) => db,
+            // Locked: another process's live index (or, within this process, one whose
+            // background flusher has not let go yet) is not broken; never move it aside.
+            Err(reason) if reason.contains(LOCKED) => return Err(IndexError::InUse { path: db_path }),
             Err(reason) => {
                 let aside = root.join(format!("{INDEX_DIR}.broken-{}", now_unix_us()));
                 std::fs::rename(&db_path, &aside).map_err(|source| IndexError::Io {
@@ -376,17 +381,30 @@ impl Index {
     }
 }
 
+/// What sled's error says when another handle holds the index's file lock.
+const LOCKED: &str = "could not acquire lock";
+
+/// Opens the sled index, waiting up to 5 s for a lock held by a handle that is going
+/// away (sled's flusher thread lets go a moment after the `Db` is dropped).
 fn open_sled(path: &Path) -> Result<sled::Db, String> {
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(CACHE_BYTES)
         .flush_every_ms(Some(500));
-    // sled has been seen to panic on some damaged files; a damaged index is rebuilt, so
-    // treat a panic like an error.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("sled panicked while opening it".into()),
+    let mut waited = 0;
+    loop {
+        // sled has been seen to panic on some damaged files; a damaged index is rebuilt,
+        // so treat a panic like an error.
+        let reason = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => return Err("sled panicked while opening it".into()),
+        };
+        if !reason.contains(LOCKED) || waited >= 50 {
+            return Err(reason);
+        }
+        waited += 1;
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

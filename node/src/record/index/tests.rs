@@ -173,6 +173,25 @@ fn clean_flag_survives_only_a_clean_close() {
 }
 
 #[test]
+fn an_index_in_use_is_refused_and_never_moved_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (index, _) = open(dir.path());
+    let lock = index.add_lock("cam", 10, 20, "incident 7").expect("lock");
+    // A second opener (another process recording into the same folder) waits for the
+    // lock, then is refused: the live index is not taken for broken and rebuilt.
+    match Index::open(dir.path()) {
+        Err(IndexError::InUse { .. }) => {}
+        other => panic!("a second opener got {:?}", other.map(|(_, r)| r)),
+    }
+    assert_eq!(index.locks().expect("locks"), vec![lock]);
+    let aside = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains(".broken-"));
+    assert!(!aside, "the live index was moved aside");
+}
+
+#[test]
 fn locks_survive_losing_the_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (index, _) = open(dir.path());
