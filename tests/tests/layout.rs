@@ -17,7 +17,7 @@ const MAX_UP: usize = 2;
 const LAYERS: &[&[&str]] = &[
     // Leaves: they import nothing of ours.
     &["addr.rs", "ids.rs", "clock.rs", "backoff.rs"],
-    &["config.rs", "identity.rs"],
+    &["config.rs", "config/", "identity.rs"],
     &["media/"],
     &["auth/"],
     &["record/"],
