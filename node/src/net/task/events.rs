@@ -83,6 +83,12 @@ impl NetTask {
                     .closed(peer_id, connection_id, self.swarm.behaviour().stream.paths());
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
+                    // A stranger leaves nothing behind (peer ids cost nothing, so keeping
+                    // each one's record would grow without bound); members' addresses stay
+                    // for redialing and `mesh peers`.
+                    if self.trust.member(&peer_id).is_none() {
+                        self.peers.remove(&peer_id);
+                    }
                     let _ = self.events.send(NetEvent::Disconnected(peer_id));
                 }
             }
