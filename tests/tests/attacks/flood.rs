@@ -230,7 +230,7 @@ async fn a_stranger_flood_leaves_viewers_audit_and_memory_whole() {
     let started = std::time::Instant::now();
     let every = ATTEMPTS / STREAM_CONNECTIONS;
     let mut connected = 0;
-    let (mut streams_refused, mut served, mut hung) = (0, 0, 0);
+    let (mut streams_refused, mut served, mut hung, mut never_opened) = (0, 0, 0, 0);
     let mut revoked = false;
     for wave in 0..ATTEMPTS / 50 {
         let results = futures::future::join_all((0..50).map(|i| {
@@ -239,8 +239,13 @@ async fn a_stranger_flood_leaves_viewers_audit_and_memory_whole() {
             stranger(addr.clone(), cam, streams)
         }))
         .await;
-        for (c, r) in results {
+        for (i, (c, r)) in results.into_iter().enumerate() {
             connected += usize::from(c);
+            // A stranger refused at the door (the per-address handshake limit) never got
+            // to open its streams.
+            if !c && (wave * 50 + i) % every == 0 {
+                never_opened += STREAMS_EACH;
+            }
             streams_refused += r.refused.load(Ordering::Relaxed);
             served += r.served.load(Ordering::Relaxed);
             hung += r.hung.load(Ordering::Relaxed);
@@ -310,7 +315,7 @@ async fn a_stranger_flood_leaves_viewers_audit_and_memory_whole() {
     let refusals = std::fs::read_to_string(cam_dir.join("audit-refusals.log")).unwrap_or_default();
     eprintln!(
         "flood: {ATTEMPTS} stranger connection attempts in {:.1} s ({connected} established, {} refused at the door); \
-         {streams} streams on {STREAM_CONNECTIONS} of them, {streams_refused} refused, {hung} unanswered in 10 s, {served} served; camera RSS {rss_before} MiB before, {rss_after} MiB after, peak {rss_peak} MiB \
+         {streams} streams on {STREAM_CONNECTIONS} of them, {streams_refused} refused, {never_opened} never opened (their stranger was refused at the door), {hung} unanswered in 10 s, {served} served; camera RSS {rss_before} MiB before, {rss_after} MiB after, peak {rss_peak} MiB \
          (bound {RSS_BOUND_MB}); viewers: {frames} frames, none lost, latency p50 {} ms p99 {} ms max {} ms; \
          refusal log {} lines, audit log {} lines",
         flood_time.as_secs_f64(),
@@ -323,7 +328,7 @@ async fn a_stranger_flood_leaves_viewers_audit_and_memory_whole() {
     );
     // No stranger stream was served, and none was left hanging.
     assert_eq!(served, 0, "a stranger got video");
-    assert_eq!(streams_refused + hung, streams);
+    assert_eq!(streams_refused + hung + never_opened, streams);
     assert_eq!(hung, 0, "stranger streams left unanswered");
     for n in [&v1, &v2, &doomed, &newcomer] {
         n.shutdown();
