@@ -316,6 +316,8 @@ async fn real_main() -> Result<()> {
 async fn start_peer(cli: &Cli, dir: &std::path::Path) -> Result<NodeHandle> {
     let mut config = Config::preset(Role::Viewer);
     config.node.name = "mesh".into();
+    // A short-lived peer that dials out: nothing dials it, over WebRTC-direct least of all.
+    config.node.webrtc = Some(false);
     let ff = fleet::fleet_file(dir);
     config.node.fleet_id = match (&cli.fleet, &ff) {
         (Some(f), _) => f.clone(),

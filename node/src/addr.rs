@@ -20,6 +20,41 @@ pub fn split_p2p(mut addr: Multiaddr) -> (Option<PeerId>, Multiaddr) {
     }
 }
 
+/// Whether `addr` is a WebRTC-direct listen address: `/ip4|ip6/<ip>/udp/<port>/webrtc-direct`
+/// and nothing after it (the certificate hash is the node's to add).
+pub fn webrtc_listen_addr(addr: &Multiaddr) -> bool {
+    let parts: Vec<Protocol> = addr.iter().collect();
+    matches!(
+        parts.as_slice(),
+        [
+            Protocol::Ip4(_) | Protocol::Ip6(_),
+            Protocol::Udp(_),
+            Protocol::WebRTCDirect
+        ]
+    )
+}
+
+/// The WebRTC-direct listen address beside a QUIC one: same IP, a port the system picks
+/// (the QUIC socket holds the QUIC port). `None` for anything but `/ip4|ip6/../udp/../quic-v1`.
+pub fn webrtc_beside_quic(quic: &Multiaddr) -> Option<Multiaddr> {
+    let parts: Vec<Protocol> = quic.iter().collect();
+    match parts.as_slice() {
+        [ip @ (Protocol::Ip4(_) | Protocol::Ip6(_)), Protocol::Udp(_), Protocol::QuicV1] => Some(
+            Multiaddr::empty()
+                .with(ip.clone())
+                .with(Protocol::Udp(0))
+                .with(Protocol::WebRTCDirect),
+        ),
+        _ => None,
+    }
+}
+
+/// Whether `addr` goes over WebRTC-direct (a listen address or one to dial, with or
+/// without `/certhash` and `/p2p`).
+pub fn is_webrtc_direct(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::WebRTCDirect)
+}
+
 /// The URL in a camera's `source`, if it is an `rtsp://` or `rtsps://` URL rather than a
 /// file path.
 pub fn source_url(source: &std::path::Path) -> Option<&str> {
@@ -144,6 +179,30 @@ mod tests {
         assert_eq!(rest.to_string(), "/ip4/127.0.0.1/udp/4001/quic-v1");
         let plain: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().expect("addr");
         assert_eq!(split_p2p(plain.clone()), (None, plain));
+    }
+
+    #[test]
+    fn webrtc_direct_listens_beside_quic_on_a_port_of_its_own() {
+        let a = |s: &str| -> Multiaddr { s.parse().expect("addr") };
+        assert_eq!(
+            webrtc_beside_quic(&a("/ip4/0.0.0.0/udp/4001/quic-v1")),
+            Some(a("/ip4/0.0.0.0/udp/0/webrtc-direct"))
+        );
+        assert_eq!(
+            webrtc_beside_quic(&a("/ip6/::1/udp/0/quic-v1")),
+            Some(a("/ip6/::1/udp/0/webrtc-direct"))
+        );
+        assert_eq!(webrtc_beside_quic(&a("/ip4/0.0.0.0/tcp/4001")), None);
+        assert_eq!(webrtc_beside_quic(&a("/dns4/x.example/udp/1/quic-v1")), None);
+        assert!(webrtc_listen_addr(&a("/ip4/127.0.0.1/udp/9090/webrtc-direct")));
+        assert!(!webrtc_listen_addr(&a("/ip4/127.0.0.1/udp/9090/quic-v1")));
+        assert!(!webrtc_listen_addr(&a(
+            "/ip4/127.0.0.1/udp/9090/webrtc-direct/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+        )));
+        assert!(is_webrtc_direct(&a(
+            "/ip4/127.0.0.1/udp/9090/webrtc-direct/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+        )));
+        assert!(!is_webrtc_direct(&a("/ip4/127.0.0.1/udp/9090/quic-v1")));
     }
 
     #[test]

@@ -101,6 +101,13 @@ pub struct NodeSection {
     pub relay_server: Option<bool>,
     /// Relays to keep a reservation on when this node is behind NAT (with `/p2p/<id>`).
     pub relays: Vec<Multiaddr>,
+    /// Listen on libp2p WebRTC-direct too (browsers dial it with no signalling server).
+    /// `None` decides by role ([`Config::webrtc`]): cameras, NVRs, relays and forwarders do.
+    pub webrtc: Option<bool>,
+    /// Where WebRTC-direct listens (`/ip4/<ip>/udp/<port>/webrtc-direct`). Empty: the IPs of
+    /// the QUIC addresses in `listen`, each on a port the system picks ([`Config::webrtc_listen`]).
+    /// Set a fixed port where browsers are given the address.
+    pub webrtc_listen: Vec<Multiaddr>,
 }
 
 /// Bounds on what a peer can make this node hold or do.
@@ -251,6 +258,8 @@ impl Default for NodeSection {
             announce_interval_s: 5,
             relay_server: None,
             relays: Vec::new(),
+            webrtc: None,
+            webrtc_listen: Vec::new(),
         }
     }
 }
@@ -404,6 +413,14 @@ impl Config {
         if self.node.listen.is_empty() {
             return Err(invalid("node.listen", "at least one listen address is needed"));
         }
+        for (i, a) in self.node.webrtc_listen.iter().enumerate() {
+            if !addr::webrtc_listen_addr(a) {
+                return Err(invalid(
+                    format!("node.webrtc_listen[{i}]"),
+                    format!("{a}: expected /ip4/<ip>/udp/<port>/webrtc-direct (or /ip6/...)"),
+                ));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             if !valid_id(&cam.id) {
@@ -524,6 +541,34 @@ impl Config {
     /// Whether this node serves the DHT to others.
     pub fn dht_server(&self) -> bool {
         self.node.dht_server.unwrap_or(self.node.role != Role::Viewer)
+    }
+
+    /// Whether this node listens on WebRTC-direct: unless `node.webrtc` says, cameras and
+    /// NVRs do, and so does a viewer that relays (`relay_server = true`) or forwards
+    /// cameras; a plain viewer (and the `mesh` CLI) does not.
+    pub fn webrtc(&self) -> bool {
+        self.node.webrtc.unwrap_or(
+            self.node.role != Role::Viewer || self.node.relay_server == Some(true) || !self.forwards.is_empty(),
+        )
+    }
+
+    /// Where WebRTC-direct listens when it is on: `node.webrtc_listen`, or else each QUIC
+    /// address of `node.listen` with `/quic-v1` replaced by `/webrtc-direct` on port 0 (one
+    /// UDP socket cannot serve both).
+    pub fn webrtc_listen(&self) -> Vec<Multiaddr> {
+        if !self.webrtc() {
+            return Vec::new();
+        }
+        if !self.node.webrtc_listen.is_empty() {
+            return self.node.webrtc_listen.clone();
+        }
+        let mut out: Vec<Multiaddr> = Vec::new();
+        for w in self.node.listen.iter().filter_map(addr::webrtc_beside_quic) {
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+        out
     }
 }
 
@@ -676,5 +721,42 @@ mod tests {
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("camera[0].sub_source") && !e.contains(":pw@"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn webrtc_is_on_for_cameras_nvrs_relays_and_forwarders() {
+        assert!(Config::preset(Role::Camera).webrtc());
+        assert!(Config::preset(Role::Nvr).webrtc());
+        let mut v = Config::preset(Role::Viewer);
+        assert!(!v.webrtc() && v.webrtc_listen().is_empty());
+        v.node.relay_server = Some(true);
+        assert!(v.webrtc(), "a relay");
+        v.node.relay_server = None;
+        v.forwards.push(ForwardConfig {
+            camera: "door".into(),
+            from: "/ip4/127.0.0.1/udp/1/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                .parse()
+                .expect("addr"),
+            profile: ForwardProfile::default(),
+        });
+        assert!(v.webrtc(), "a forwarder");
+        let mut c = Config::preset(Role::Camera);
+        c.node.webrtc = Some(false);
+        assert!(!c.webrtc() && c.webrtc_listen().is_empty());
+        c.node.webrtc = None;
+        let shown: Vec<String> = c.webrtc_listen().iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["/ip4/0.0.0.0/udp/0/webrtc-direct"],
+            "the QUIC address's IP, TCP skipped"
+        );
+        c.node.webrtc_listen = vec!["/ip4/0.0.0.0/udp/9090/webrtc-direct".parse().expect("addr")];
+        assert_eq!(c.webrtc_listen(), c.node.webrtc_listen);
+        c.validate().expect("valid");
+        c.node.webrtc_listen = vec!["/ip4/0.0.0.0/udp/9090/quic-v1".parse().expect("addr")];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("node.webrtc_listen[0]"), "{e}");
+        let parsed = Config::parse("[node]\nrole = \"viewer\"\nwebrtc = true\n").expect("parses");
+        assert!(parsed.webrtc());
     }
 }

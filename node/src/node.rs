@@ -132,7 +132,12 @@ impl Node {
         ));
         // The camera's signing key for GOP attestations (recorders fetch them).
         let attest_key = key.clone();
-        let mut swarm = net::behaviour::build_swarm(key, &config, &trust, &relay_enabled)?;
+        let webrtc = if config.webrtc() {
+            Some(crate::identity::webrtc_certificate(data_dir)?)
+        } else {
+            None
+        };
+        let mut swarm = net::behaviour::build_swarm(key, &config, &trust, &relay_enabled, webrtc)?;
         let mut control = swarm.behaviour_mut().stream.new_control();
         let mut accept = |p: libp2p::StreamProtocol| control.accept(p).map_err(|e| NetError::Other(e.to_string()));
         let media_in = accept(client::media_protocol())?;

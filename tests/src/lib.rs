@@ -90,6 +90,9 @@ pub fn loopback_config(role: Role, fleet_name: &str) -> Config {
     c.node.fleet_root = fleet(fleet_name).root_text();
     c.node.mdns = false;
     c.node.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("static multiaddr")];
+    // WebRTC-direct is tested on its own (tests/tests/webrtc.rs); elsewhere it would only
+    // add a socket and a certificate per node.
+    c.node.webrtc = Some(false);
     c.node.announce_interval_s = 1;
     // Production default is 1 s; test machines are shared and loaded, and no assertion
     // depends on the grace, so tests give peers 3 s to prove membership.

@@ -1,6 +1,10 @@
 //! The libp2p behaviour of a camesh node and how the Swarm is built.
 //!
-//! QUIC first (one round trip to connect), TCP + Noise + Yamux as fallback, DNS.
+//! QUIC first (one round trip to connect), TCP + Noise + Yamux as fallback, DNS, and
+//! WebRTC-direct where the config turns it on ([`crate::config::Config::webrtc`]): the
+//! transport browsers can dial without a signalling server (libp2p-webrtc; DTLS with a
+//! certificate the node keeps, then Noise, data channels as streams). It needs a
+//! listener to dial, so a node without it can neither listen nor dial WebRTC-direct.
 //! Kademlia runs under a fleet-scoped protocol name so a fleet never joins the public
 //! IPFS DHT or another fleet's; gossipsub carries camera announcements and revocations
 //! (their topics and judge are [`crate::discovery`]'s); libp2p-stream
@@ -11,6 +15,7 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use libp2p::core::transport::OptionalTransport;
 use libp2p::{
     autonat, connection_limits, dcutr, gossipsub, identify, identity::Keypair, kad, mdns, memory_connection_limits,
     noise, ping, relay, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp, yamux, Multiaddr, PeerId,
@@ -164,12 +169,23 @@ fn provider_store_config() -> kad::store::MemoryStoreConfig {
 /// Largest gossipsub message: an announcement is well under 1 KiB.
 const MAX_GOSSIP_BYTES: usize = 16 << 10;
 
+/// Builds the Swarm. `webrtc` is the node's WebRTC-direct certificate when the transport
+/// is on ([`crate::identity::webrtc_certificate`]), `None` to leave it out.
 pub fn build_swarm(
     key: Keypair,
     config: &Config,
     trust: &Arc<Trust>,
     relay_enabled: &Arc<AtomicBool>,
+    webrtc: Option<libp2p_webrtc::tokio::Certificate>,
 ) -> Result<Swarm<Behaviour>, BuildError> {
+    if webrtc.is_some() {
+        // webrtc-rs's DTLS builds rustls configs from the process-wide provider, which
+        // rustls picks by itself only when one backend is compiled in; with libp2p-tls
+        // (aws-lc-rs) and dtls (ring) both are, and DTLS would panic on its first
+        // handshake. aws-lc-rs: what that default was before WebRTC came in. Already
+        // installed (a second node in the process) is fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
     let fleet = config.node.fleet_id.clone();
     let mdns_on = config.node.mdns;
     let dht_server = config.dht_server();
@@ -192,6 +208,11 @@ pub fn build_swarm(
             c.max_connection_data = conn_window;
             c
         })
+        .with_other_transport(|key| match webrtc {
+            Some(cert) => OptionalTransport::some(libp2p_webrtc::tokio::Transport::new(key.clone(), cert)),
+            None => OptionalTransport::none(),
+        })
+        .map_err(build_err)?
         .with_dns()
         .map_err(build_err)?
         .with_relay_client(noise::Config::new, yamux::Config::default)

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use camesh_proto::pb;
 use futures::StreamExt;
-use libp2p::{swarm::SwarmEvent, Swarm};
+use libp2p::{swarm::SwarmEvent, Multiaddr, Swarm};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -71,7 +71,14 @@ pub(crate) async fn spawn(
     relay_enabled: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<NetHandle, NetError> {
-    for addr in &config.node.listen {
+    let listen: Vec<Multiaddr> = config
+        .node
+        .listen
+        .iter()
+        .cloned()
+        .chain(config.webrtc_listen())
+        .collect();
+    for addr in &listen {
         swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Other(format!("cannot listen on {addr}: {e}")))?;
@@ -111,7 +118,7 @@ pub(crate) async fn spawn(
         reachability,
     );
     // Wait until every listener has an address (QUIC/TCP bind is immediate on success).
-    let wanted = config.node.listen.len();
+    let wanted = listen.len();
     let mut bound = 0;
     let deadline = tokio::time::sleep(BIND_WAIT);
     tokio::pin!(deadline);

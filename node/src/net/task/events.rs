@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info};
 
 use super::{one_line, NetTask};
-use crate::net::addr::usable_addr;
+use crate::net::addr::{node_addr, usable_addr};
 use crate::net::behaviour::{self, BehaviourEvent};
 use crate::net::handle::{NetError, NetEvent};
 use crate::net::punch::Established;
@@ -138,7 +138,7 @@ impl NetTask {
                     st.kad_addrs = info
                         .listen_addrs
                         .iter()
-                        .filter(|a| usable_addr(a))
+                        .filter(|a| node_addr(a))
                         .take(16)
                         .cloned()
                         .collect();
@@ -214,7 +214,7 @@ impl NetTask {
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-                for (p, a) in list {
+                for (p, a) in list.into_iter().filter(|(_, a)| node_addr(a)) {
                     by_peer.entry(p).or_default().push(a);
                 }
                 for (peer, addrs) in by_peer {
