@@ -49,8 +49,8 @@ export async function parseInvite (textIn: string, nowUnixS: bigint): Promise<In
     throw new AuthError(`malformed invite: ${String(e)}`)
   }
   const s = decodeSigned('invite', bytes)
-  const { body: raw, signer } = await openSigned('invite', 'invite', s)
-  void signer
+  // The signer is the fleet root (the admin node checks it is its fleet's).
+  const { body: raw } = await openSigned('invite', 'invite', s)
   let body: InviteBody
   try {
     body = InviteBody.decode(raw)
