@@ -17,6 +17,11 @@ packages=(
   # gateway tests: VLC plays /cam/<id>/live.mp4 (runs as nobody: VLC refuses root)
   vlc-bin vlc-plugin-base
 )
+# The web app (scripts/web.sh): node and npm, from Debian unless already on PATH (a
+# newer node that bundles npm counts).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

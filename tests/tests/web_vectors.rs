@@ -1,0 +1,257 @@
+//! Golden vectors for the web app's ports of the node's pure code (web/src): a sealed
+//! frame and its key, a camera-signed keyframe, fleet proofs, MemberHello messages and an
+//! invite, all made here by the node's own code and written to web/test/vectors.json.
+//! The web unit tests (`scripts/web.sh --check`) open, verify and compute the same bytes.
+//!
+//! The file is checked in; this test fails when it differs from what the node's code
+//! makes now, so a change on either side is caught. `CAMESH_BLESS=1` rewrites it.
+
+use camesh_node::auth::invite;
+use camesh_node::auth::media_key::MediaKey;
+use camesh_node::auth::proof::{self, Side};
+use camesh_node::auth::signed::{self, Kind};
+use camesh_node::stream::fresh::{signed_bytes, FrameSigner};
+use camesh_proto::pb;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::multihash::Multihash;
+use libp2p::Multiaddr;
+use prost::Message;
+use serde_json::{json, Value};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A fixed Ed25519 key (vectors must not change from run to run).
+fn fixed_key(seed: u8) -> Keypair {
+    Keypair::ed25519_from_bytes([seed; 32]).expect("32-byte seed")
+}
+
+fn header_json(h: &pb::FrameHeader) -> Value {
+    // 64-bit numbers as decimal strings: JSON numbers lose precision past 2^53.
+    json!({
+        "sequence": h.sequence.to_string(),
+        "pts_90k": h.pts_90k.to_string(),
+        "dts_90k": h.dts_90k.to_string(),
+        "capture_unix_us": h.capture_unix_us.to_string(),
+        "keyframe": h.keyframe,
+        "key_epoch": h.key_epoch.to_string(),
+        "skipped_before": h.skipped_before,
+        "camera_signature_hex": hex(&h.camera_signature),
+    })
+}
+
+/// A sealed frame: key, header (and its protobuf), plaintext, sealed payload.
+fn frame(name: &str, key: &MediaKey, h: &pb::FrameHeader, plaintext: &[u8]) -> Value {
+    let sealed = key.seal(h, plaintext);
+    assert_eq!(key.open(h, &sealed).expect("opens"), plaintext);
+    json!({
+        "name": name,
+        "key_hex": hex(key.bytes()),
+        "epoch": key.epoch.to_string(),
+        "header": header_json(h),
+        "header_pb_hex": hex(&h.encode_to_vec()),
+        "plaintext_hex": hex(plaintext),
+        "sealed_hex": hex(&sealed),
+    })
+}
+
+fn frames() -> (Value, Value) {
+    let key = MediaKey::from_bytes(3, &(0..32).map(|i| i * 7 + 1).collect::<Vec<u8>>()).expect("key");
+    let kf = pb::FrameHeader {
+        sequence: 1_234_567,
+        pts_90k: 90_000 * 3_600,
+        dts_90k: 90_000 * 3_600 - 3_000,
+        capture_unix_us: 1_765_000_000_123_456,
+        keyframe: true,
+        key_epoch: 3,
+        skipped_before: 2,
+        ..Default::default()
+    };
+    // Past 2^63 and a negative capture time: every 64-bit field's encoding matters.
+    let odd = pb::FrameHeader {
+        sequence: u64::MAX - 5,
+        pts_90k: 1 << 63,
+        dts_90k: (1 << 53) + 1,
+        capture_unix_us: -1_000_001,
+        keyframe: false,
+        key_epoch: 3,
+        ..Default::default()
+    };
+    let nal: Vec<u8> = [0, 0, 0, 1, 0x65]
+        .into_iter()
+        .chain((0..300u32).map(|i| (i * 31 % 251) as u8))
+        .collect();
+    let f1 = frame("keyframe", &key, &kf, &nal);
+    let f2 = frame("64-bit edges", &key, &odd, b"delta");
+    let f3 = frame(
+        "empty payload",
+        &key,
+        &pb::FrameHeader {
+            key_epoch: 3,
+            ..Default::default()
+        },
+        b"",
+    );
+
+    // The keyframe again, signed by its camera's node.
+    let signer = fixed_key(0x42);
+    let camera = "depot-7/cam-2";
+    let sealed = key.seal(&kf, &nal);
+    let mut signed_h = kf.clone();
+    signed_h.camera_signature = FrameSigner::new(signer.clone()).sign(camera, &kf, &sealed).into();
+    let ed = signer.public().try_into_ed25519().expect("ed25519");
+    let keyframe = json!({
+        "camera": camera,
+        "signer_peer_id": signer.public().to_peer_id().to_base58(),
+        "signer_public_hex": hex(&ed.to_bytes()),
+        "header": header_json(&signed_h),
+        "header_pb_hex": hex(&signed_h.encode_to_vec()),
+        "sealed_hex": hex(&sealed),
+        "signed_bytes_hex": hex(&signed_bytes(camera, &kf, &sealed)),
+    });
+    (json!([f1, f2, f3]), keyframe)
+}
+
+fn proofs() -> Value {
+    let root = fixed_key(0x01).public();
+    let dialer = fixed_key(0x02).public().to_peer_id();
+    let listener = fixed_key(0x03).public().to_peer_id();
+    let d = proof::prove(&root, Side::Dialer, &dialer, &listener);
+    let l = proof::prove(&root, Side::Listener, &listener, &dialer);
+    assert!(proof::check(&root, Side::Dialer, &dialer, &listener, &d));
+    json!({
+        "root_protobuf_hex": hex(&root.encode_protobuf()),
+        "dialer_peer_id": dialer.to_base58(),
+        "dialer_peer_hex": hex(&dialer.to_bytes()),
+        "listener_peer_id": listener.to_base58(),
+        "listener_peer_hex": hex(&listener.to_bytes()),
+        "dialer_proof_hex": hex(&d),
+        "listener_proof_hex": hex(&l),
+    })
+}
+
+fn member_hellos() -> Value {
+    let root = fixed_key(0x01);
+    let dialer = fixed_key(0x02).public().to_peer_id();
+    let listener = fixed_key(0x03).public().to_peer_id();
+    let proof_hello = pb::MemberHello {
+        proof: proof::prove(&root.public(), Side::Dialer, &dialer, &listener)
+            .to_vec()
+            .into(),
+        ..Default::default()
+    };
+    let cert = signed::sign(
+        Kind::Cert,
+        &pb::MembershipCert {
+            fleet_id: "depot".into(),
+            peer_id: dialer.to_bytes().into(),
+            role: pb::MemberRole::Viewer as i32,
+            name: "dispatch browser".into(),
+            not_before_unix_s: 1_765_000_000,
+            not_after_unix_s: 1_765_086_400,
+            serial: 9,
+            ..Default::default()
+        },
+        &root,
+    );
+    let cert_hello = pb::MemberHello {
+        cert: Some(cert.clone()),
+        ..Default::default()
+    };
+    let error_hello = pb::MemberHello {
+        error: "certificate expired".into(),
+        ..Default::default()
+    };
+    let mut framed = bytes::BytesMut::new();
+    camesh_proto::framing::LengthCodec::new(1 << 15)
+        .encode_message(&proof_hello, &mut framed)
+        .expect("small message");
+    json!({
+        "root_protobuf_hex": hex(&root.public().encode_protobuf()),
+        "dialer_peer_hex": hex(&dialer.to_bytes()),
+        "listener_peer_hex": hex(&listener.to_bytes()),
+        "proof_hello_hex": hex(&proof_hello.encode_to_vec()),
+        "proof_hello_framed_hex": hex(&framed),
+        "cert_signed_hex": hex(&signed::encode(&cert)),
+        "cert_hello_hex": hex(&cert_hello.encode_to_vec()),
+        "error_hello_hex": hex(&error_hello.encode_to_vec()),
+    })
+}
+
+fn invite_vector() -> Value {
+    // What `invite::issue` makes, with a fixed token so the text is stable.
+    let root = fixed_key(0x01);
+    let admin = fixed_key(0x04).public().to_peer_id();
+    let holder = fixed_key(0x02).public().to_peer_id();
+    let certhash = Multihash::<64>::wrap(0x12, &[0xab; 32]).expect("sha2-256 digest");
+    let webrtc: Multiaddr = Multiaddr::empty()
+        .with(Protocol::Ip4([127, 0, 0, 1].into()))
+        .with(Protocol::Udp(4002))
+        .with(Protocol::WebRTCDirect)
+        .with(Protocol::Certhash(certhash));
+    let quic: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().expect("addr");
+    let body = pb::InviteBody {
+        fleet_id: "depot".into(),
+        token: vec![0x5a; 16].into(),
+        role: pb::MemberRole::Viewer as i32,
+        name: "dispatch browser".into(),
+        expires_unix_s: 4_000_000_000,
+        admin_peer: admin.to_bytes().into(),
+        admin_addrs: vec![quic.to_vec().into(), webrtc.to_vec().into()],
+        cameras: vec!["cam-1".into(), "cam-2".into()],
+        cert_valid_s: 86_400,
+        holder: holder.to_bytes().into(),
+    };
+    let s = signed::sign(Kind::Invite, &body, &root);
+    let text = format!("{}{}", invite::PREFIX, invite::bs58_encode(&signed::encode(&s)));
+    let (info, _) = invite::parse(&text, 1_765_000_000).expect("the node reads it");
+    assert_eq!(info.holder, Some(holder));
+    assert!(invite::parse(&text, 4_000_000_001).is_err(), "expired");
+    json!({
+        "text": text,
+        "fleet_id": info.fleet_id,
+        "token_hex": hex(&info.token),
+        "role": "MEMBER_ROLE_VIEWER",
+        "name": info.name,
+        "expires_unix_s": info.expires_unix_s.to_string(),
+        "admin_peer_id": info.admin_peer.to_base58(),
+        "admin_addrs": info.admin_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "cameras": info.cameras,
+        "cert_valid_s": info.cert_valid_s.to_string(),
+        "holder_peer_id": holder.to_base58(),
+        "root_protobuf_hex": hex(&root.public().encode_protobuf()),
+    })
+}
+
+fn vectors() -> String {
+    let (frames, keyframe) = frames();
+    let v = json!({
+        "about": "Made by tests/tests/web_vectors.rs from the node's code; checked by web/test. Do not edit: CAMESH_BLESS=1 cargo test -p camesh-tests --test web_vectors rewrites it.",
+        "frames": frames,
+        "keyframe": keyframe,
+        "proof": proofs(),
+        "member_hello": member_hellos(),
+        "invite": invite_vector(),
+    });
+    serde_json::to_string_pretty(&v).expect("json") + "\n"
+}
+
+#[test]
+fn web_vectors_match_the_node() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/test/vectors.json");
+    let want = vectors();
+    assert_eq!(want, vectors(), "vectors are deterministic");
+    if std::env::var_os("CAMESH_BLESS").is_some() {
+        std::fs::write(&path, &want).expect("write vectors");
+        return;
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{} differs from what the node's code makes now: if the change is intended, rewrite it with \
+         CAMESH_BLESS=1 cargo test -p camesh-tests --test web_vectors, and make the web tests pass",
+        path.display()
+    );
+}

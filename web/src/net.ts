@@ -1,0 +1,35 @@
+// The page's libp2p node: a dialer over WebRTC-direct (certhash multiaddrs), the transport
+// camesh nodes listen on for browsers. WebRTC-direct runs Noise inside its own handshake
+// and carries each stream on a data channel, so no separate encrypter or muxer is needed.
+
+import { webRTCDirect } from '@libp2p/webrtc'
+import { dns } from '@multiformats/dns'
+import { createLibp2p } from 'libp2p'
+import { WebRTCDirect } from '@multiformats/multiaddr-matcher'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+/** A node that only dials: a page cannot listen on WebRTC-direct. */
+export async function startNode (privateKey: PrivateKey): Promise<Libp2p> {
+  return await createLibp2p({
+    privateKey,
+    // No DNS: libp2p's browser default resolves over HTTPS at third-party servers, which
+    // the page's CSP (connect-src 'self') would block anyway. Invites carry IP addresses.
+    dns: dns({
+      resolvers: {
+        '.': async (name: string) => { throw new Error(`this page resolves no DNS names (${name})`) }
+      }
+    }),
+    transports: [webRTCDirect()],
+    connectionGater: {
+      // js-libp2p refuses private addresses in browsers by default; a fleet's NVR or
+      // camera on the same LAN is exactly what a depot PC watches, so allow them.
+      denyDialMultiaddr: () => false
+    }
+  })
+}
+
+/** The addresses of `addrs` the page can dial. */
+export function dialable (addrs: Multiaddr[]): Multiaddr[] {
+  return addrs.filter(a => WebRTCDirect.matches(a))
+}
