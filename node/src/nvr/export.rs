@@ -296,17 +296,21 @@ async fn export_and_send(
     let keys = state.keys.clone();
     let cam = camera.to_owned();
     let mut job = tokio::task::spawn_blocking(move || {
-        let mut cache: HashMap<u64, crate::auth::media_key::MediaKey> = HashMap::new();
+        // Unwrapped keys by epoch, with the stored (wrapped) key each came from: a newer
+        // stored key under the same epoch (recordings from before epochs were unique
+        // across camera restarts) replaces the cached one.
+        let mut cache: HashMap<u64, (Bytes, crate::auth::media_key::MediaKey)> = HashMap::new();
         let decrypt = |f: &FrameRecord, stored: Option<&Bytes>| -> Result<Bytes, String> {
-            if !cache.contains_key(&f.key_epoch) {
+            let current = cache.get(&f.key_epoch).is_some_and(|(from, _)| stored.is_none_or(|s| s == from));
+            if !current {
                 let stored = stored.ok_or_else(|| "the recording holds no key for this epoch".to_owned())?;
                 let k = keys.unwrap(&cam, f.key_epoch, stored).map_err(|e| e.to_string())?;
                 if cache.len() > 64 {
                     cache.clear();
                 }
-                cache.insert(f.key_epoch, k);
+                cache.insert(f.key_epoch, (stored.clone(), k));
             }
-            let k = cache.get(&f.key_epoch).ok_or("key cache")?;
+            let (_, k) = cache.get(&f.key_epoch).ok_or("key cache")?;
             k.open(&f.header(), &f.payload).map_err(|e| e.to_string())
         };
         let progress = tx.clone();

@@ -37,6 +37,20 @@ pub struct CameraCounters {
     pub duplicates: AtomicU64,
 }
 
+/// Why nothing was recorded before this NVR process started.
+const NVR_DOWN: &str = "NVR down (not running)";
+
+/// The cause a gap marker names (pure): the NVR was down; else the camera restarted (its
+/// stream came back numbering from a lower sequence: a new camera process); else why the
+/// stream broke or the camera could not be reached (`why`).
+fn gap_cause(why: &str, last_seq: Option<u64>, first_seq: u64) -> String {
+    match last_seq {
+        _ if why == NVR_DOWN => why.to_owned(),
+        Some(last) if first_seq <= last => format!("camera restarted (then: {why})"),
+        _ => why.to_owned(),
+    }
+}
+
 /// Records `camera` until `cancel`.
 pub(crate) async fn run(
     node: Reach,
@@ -53,7 +67,10 @@ pub(crate) async fn run(
         .camera_segments(&camera)
         .ok()
         .and_then(|segs| segs.iter().filter_map(|s| s.last_us).max());
-    let mut why = String::from("the NVR was not recording");
+    let mut why = String::from(NVR_DOWN);
+    // The camera stream's sequence at the last recorded frame (a new camera process
+    // numbers from 0 again: that is how a restart shows).
+    let mut last_seq: Option<u64> = None;
     let mut backoff = Duration::ZERO;
     let mut failures = 0u32;
     // Ticks when a grant is installed (picked up from the data folder or pushed).
@@ -150,7 +167,8 @@ pub(crate) async fn run(
                         // A hole longer than playback joins over gets a marker saying why.
                         if let Some(from) = last_us.filter(|&t| capture - t > DEFAULT_JOIN_US) {
                             counters.gaps.fetch_add(1, Ordering::Relaxed);
-                            if let Err(e) = rec.write_gap(&camera, from, capture, &why) {
+                            let cause = gap_cause(&why, last_seq, frame.header.sequence);
+                            if let Err(e) = rec.write_gap(&camera, from, capture, &cause) {
                                 debug!(%camera, error = %e, "gap marker not recorded");
                             }
                         }
@@ -165,6 +183,7 @@ pub(crate) async fn run(
                         }
                     }
                     last_us = Some(capture);
+                    last_seq = Some(frame.header.sequence);
                 };
                 warn!(%camera, reason = %why, "camera dropped; recording the gap and subscribing again");
             }
@@ -181,5 +200,19 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(backoff) => {}
             _ = cancel.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_name_their_cause() {
+        assert_eq!(gap_cause(NVR_DOWN, None, 0), NVR_DOWN);
+        assert_eq!(gap_cause(NVR_DOWN, Some(900), 0), NVR_DOWN);
+        let c = gap_cause("camera unreachable: timeout", Some(900), 3);
+        assert!(c.starts_with("camera restarted") && c.contains("unreachable"), "{c}");
+        assert_eq!(gap_cause("camera unreachable: timeout", Some(900), 950), "camera unreachable: timeout");
     }
 }

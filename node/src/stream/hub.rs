@@ -67,6 +67,14 @@ pub struct Hub {
     signer: Option<FrameSigner>,
 }
 
+/// A hub's first key epoch: random (below 2^62, never 0), so epochs are unique across
+/// camera restarts. They used to start at 1 in every process, so after a restart an NVR
+/// held two different keys under one epoch and exports across the restart failed. Not
+/// time-based: a camera without a clock battery boots at the same wrong time every day.
+fn first_epoch() -> u64 {
+    (rand::random::<u64>() >> 2).max(1)
+}
+
 /// Why a subscription was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -85,7 +93,7 @@ impl Hub {
                 gop: GopCache::new(gop_cache_bytes),
                 subs: Vec::new(),
                 next_seq: 0,
-                key: MediaKey::generate(1),
+                key: MediaKey::generate(first_epoch()),
                 previous_key: None,
                 live: false,
                 last_error: None,

@@ -5,7 +5,8 @@
 //! [`durability`]: SIGKILLs and a deleted index lose nothing they must keep;
 //! [`retention`]: a small quota deletes the oldest unlocked video first; [`export`]:
 //! exports ffprobe reads and `mesh verify` checks, playback from the middle of a GOP;
-//! [`pickup`]: a grant installed into a running NVR starts its recording, no restart.
+//! [`pickup`]: a grant installed into a running NVR starts its recording, no restart;
+//! [`restarts`]: one export across two camera restarts and an NVR kill, gaps named.
 //! The daemon and its data folder are in [`daemon`].
 //!
 //! Assertions are about frames and files, never about wall time: waits are bounded
@@ -16,6 +17,7 @@ mod daemon;
 mod durability;
 mod export;
 mod pickup;
+mod restarts;
 mod retention;
 
 use std::path::{Path, PathBuf};
