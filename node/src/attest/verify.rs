@@ -92,16 +92,24 @@ pub fn write_item(item: &pb::AttestItem, out: &mut Vec<u8>) {
     out.extend_from_slice(&body);
 }
 
-/// Checks digests against frame hashes by sequence (pure).
+/// Frame hashes by (sequence, capture time): a camera that restarts numbers its frames
+/// from 0 again, so a sequence alone names a frame only within one camera session.
+pub type FrameHashes = BTreeMap<(u64, i64), [u8; 32]>;
+
+/// Checks digests against frame hashes (pure): a digest covers the frames of its sequence
+/// range captured within its capture times (the same numbers from another camera
+/// session are other frames).
 pub fn check_gops(
     camera: &str,
-    frames: &BTreeMap<u64, [u8; 32]>,
+    frames: &FrameHashes,
     digests: &[pb::GopDigest],
 ) -> Result<GopCheck, AttestVerifyError> {
     let mut c = GopCheck::default();
     for d in digests {
+        let captured = d.first_capture_unix_us..=d.last_capture_unix_us;
         let in_range: Vec<[u8; 32]> = frames
-            .range(d.first_sequence..=d.last_sequence)
+            .range((d.first_sequence, i64::MIN)..=(d.last_sequence, i64::MAX))
+            .filter(|((_, capture), _)| captured.contains(capture))
             .map(|(_, h)| *h)
             .collect();
         if in_range.is_empty() {
@@ -153,8 +161,8 @@ pub fn check_asserted_time(
     Ok(())
 }
 
-/// Hashes every frame of the given segment files, by sequence.
-pub fn frame_hashes(files: &[PathBuf]) -> Result<BTreeMap<u64, [u8; 32]>, AttestVerifyError> {
+/// Hashes every frame of the given segment files, by sequence and capture time.
+pub fn frame_hashes(files: &[PathBuf]) -> Result<FrameHashes, AttestVerifyError> {
     let mut out = BTreeMap::new();
     for path in files {
         let bad = |e: &dyn std::fmt::Display| AttestVerifyError::Segment {
@@ -173,7 +181,7 @@ pub fn frame_hashes(files: &[PathBuf]) -> Result<BTreeMap<u64, [u8; 32]>, Attest
                         key_epoch: f.key_epoch,
                         keyframe: f.keyframe,
                     };
-                    out.insert(f.sequence, frame_hash(&fields, &f.payload));
+                    out.insert((f.sequence, f.capture_unix_us), frame_hash(&fields, &f.payload));
                 }
                 Ok(Some(_)) => {}
                 // A damaged or torn record ends what this file can attest.
@@ -293,26 +301,44 @@ mod tests {
         let mut frames = BTreeMap::new();
         for seq in 0..10u64 {
             let payload = [seq as u8; 8];
-            frames.insert(seq, frame_hash(&fields(seq), &payload));
+            frames.insert((seq, fields(seq).capture_unix_us), frame_hash(&fields(seq), &payload));
             digests.extend(h.push("c", &fields(seq), &payload, 0));
         }
         // GOPs 0-2, 3-5, 6-8 closed.
         assert_eq!(digests.len(), 3);
-        let got = |f: &BTreeMap<u64, [u8; 32]>| {
+        let got = |f: &FrameHashes| {
             let c = check_gops("c", f, &digests).expect("valid");
             (c.gops, c.frames, c.unattested)
         };
         assert_eq!(got(&frames), (3, 9, 0));
         assert_eq!(check_gops("c", &frames, &digests).expect("valid").span_us, Some((0, 8)));
         let mut partial = frames.clone();
-        partial.remove(&4);
+        partial.remove(&(4, fields(4).capture_unix_us));
         assert_eq!(got(&partial), (2, 6, 1));
         let mut changed = frames.clone();
-        changed.insert(7, [0; 32]);
+        changed.insert((7, fields(7).capture_unix_us), [0; 32]);
         assert!(matches!(
             check_gops("c", &changed, &digests),
             Err(AttestVerifyError::Tampered { first: 6, last: 8, .. })
         ));
+    }
+
+    #[test]
+    fn a_restarted_camera_numbering_from_zero_again_verifies_per_session() {
+        let mut digests = Vec::new();
+        let mut frames = FrameHashes::new();
+        for session in 0..2i64 {
+            let mut h = GopHasher::default();
+            for seq in 0..7u64 {
+                let mut f = fields(seq);
+                f.capture_unix_us += session * 1_000;
+                let payload = [seq as u8 ^ session as u8; 8];
+                frames.insert((seq, f.capture_unix_us), frame_hash(&f, &payload));
+                digests.extend(h.push("c", &f, &payload, 0));
+            }
+        }
+        let c = check_gops("c", &frames, &digests).expect("both sessions verify");
+        assert_eq!((c.gops, c.frames, c.unattested), (4, 12, 0));
     }
 
     #[test]

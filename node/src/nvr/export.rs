@@ -301,7 +301,9 @@ async fn export_and_send(
         // across camera restarts) replaces the cached one.
         let mut cache: HashMap<u64, (Bytes, crate::auth::media_key::MediaKey)> = HashMap::new();
         let decrypt = |f: &FrameRecord, stored: Option<&Bytes>| -> Result<Bytes, String> {
-            let current = cache.get(&f.key_epoch).is_some_and(|(from, _)| stored.is_none_or(|s| s == from));
+            let current = cache
+                .get(&f.key_epoch)
+                .is_some_and(|(from, _)| stored.is_none_or(|s| s == from));
             if !current {
                 let stored = stored.ok_or_else(|| "the recording holds no key for this epoch".to_owned())?;
                 let k = keys.unwrap(&cam, f.key_epoch, stored).map_err(|e| e.to_string())?;

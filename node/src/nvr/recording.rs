@@ -213,6 +213,9 @@ mod tests {
         assert_eq!(gap_cause(NVR_DOWN, Some(900), 0), NVR_DOWN);
         let c = gap_cause("camera unreachable: timeout", Some(900), 3);
         assert!(c.starts_with("camera restarted") && c.contains("unreachable"), "{c}");
-        assert_eq!(gap_cause("camera unreachable: timeout", Some(900), 950), "camera unreachable: timeout");
+        assert_eq!(
+            gap_cause("camera unreachable: timeout", Some(900), 950),
+            "camera unreachable: timeout"
+        );
     }
 }

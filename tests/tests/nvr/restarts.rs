@@ -24,6 +24,14 @@ async fn camera_at(dir: &Path, fleet_name: &str, port: u16) -> NodeHandle {
     Node::spawn(c, dir).await.expect("camera starts")
 }
 
+/// Stops the camera, leaves it off longer than playback joins over (2 s: a gap, with
+/// its cause), and starts it again on the same data folder and port.
+async fn restart(cam: NodeHandle, dir: &Path, fleet_name: &str, port: u16) -> NodeHandle {
+    cam.shutdown();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    camera_at(dir, fleet_name, port).await
+}
+
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -54,14 +62,9 @@ async fn one_export_spans_two_camera_restarts_and_an_nvr_kill() {
     let epoch_1 = cam.hubs().get(CAM).expect("hub").key_epoch();
 
     // Ignition off and on: the camera process restarts (same key, same address).
-    let restart = |cam: NodeHandle| async move {
-        cam.shutdown();
-        // Off longer than playback joins over (2 s): a gap, with its cause.
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        camera_at(&dir.path().join("cam"), FLEET, port).await
-    };
+    let cam_dir = cam_dir.clone();
     assert!(wait_recording(&v, nvr.peer, now_unix_us() + 2_000_000).await);
-    cam = restart(cam).await;
+    cam = restart(cam, &cam_dir, FLEET, port).await;
     let epoch_2 = cam.hubs().get(CAM).expect("hub").key_epoch();
     assert_ne!(epoch_1, epoch_2, "a restarted camera starts a new key epoch");
     assert!(
@@ -82,7 +85,7 @@ async fn one_export_spans_two_camera_restarts_and_an_nvr_kill() {
     );
 
     // The camera restarts again.
-    cam = restart(cam).await;
+    cam = restart(cam, &cam_dir, FLEET, port).await;
     assert!(wait_recording(&v, nvr.peer, now_unix_us() + 3_000_000).await);
     let to = now_unix_us() - 1_000_000;
 
@@ -137,7 +140,10 @@ async fn one_export_spans_two_camera_restarts_and_an_nvr_kill() {
         2,
         "two camera restarts named: {gaps:?}"
     );
-    assert!(gaps.iter().any(|g| g.starts_with("NVR down")), "the NVR's absence named: {gaps:?}");
+    assert!(
+        gaps.iter().any(|g| g.starts_with("NVR down")),
+        "the NVR's absence named: {gaps:?}"
+    );
     cam.shutdown();
     v.shutdown();
 }
