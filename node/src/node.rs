@@ -366,7 +366,9 @@ impl NodeHandle {
 
     /// Addresses others can dial, with `/p2p/<peer id>` appended.
     pub async fn dial_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
-        let addrs = self.net().listen_addrs().await?;
+        let mut addrs = self.net().listen_addrs().await?;
+        // QUIC first: the address other nodes should take (WebRTC-direct is for browsers).
+        addrs.sort_by_key(crate::addr::is_webrtc_direct);
         Ok(addrs
             .into_iter()
             .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(self.peer_id())))

@@ -59,3 +59,32 @@ pub async fn run_mesh(data: &Path, fleet_name: &str, bootstrap: &[Multiaddr], ar
         .await
         .expect("join")
 }
+
+/// Starts `mesh view` (`cmd`, arguments given) with its stdout piped and returns the child
+/// and the gateway's address from the `mesh view: http://<addr>/` line it prints.
+pub async fn spawn_mesh_view(cmd: Command) -> (tokio::process::Child, std::net::SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut view = tokio::process::Command::from(cmd);
+    view.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = view.spawn().expect("mesh view starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(u) = l.strip_prefix("mesh view: ") {
+                return Some(u.trim().to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .expect("mesh view prints its URL in time")
+    .expect("a URL line");
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("host:port");
+    (child, addr)
+}

@@ -1,6 +1,7 @@
 //! The NVR daemon (`camesh-node run` in the nvr role) as a child process: its data
 //! folder (certificate, grant, config), its start (waiting for the address it prints),
-//! SIGKILL and SIGINT, and its log. Used by the NVR suite and the attack suite.
+//! SIGKILL and SIGINT, and its log. Used by the NVR suite and the attack suite (which
+//! starts a camera daemon the same way: [`start_daemon`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -26,6 +27,11 @@ pub struct NvrProc {
 }
 
 impl NvrProc {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(mut self) {
         // `Child::kill` is SIGKILL on Unix: no handler runs, nothing is flushed.
         self.child.kill().expect("SIGKILL");
@@ -104,15 +110,22 @@ pub fn nvr_folder_without_grant(
 /// Starts `camesh-node run` in `dir` (stderr appended to `dir/nvr.log`) and waits until
 /// it prints its address and recordings folder.
 pub fn start_nvr(dir: &Path) -> NvrProc {
+    start_daemon(dir, "nvr.log", "info,camesh_node::net=warn", "recordings: ")
+}
+
+/// Starts `camesh-node run` in `dir` in whatever role its config gives, stderr appended
+/// to `dir/<log>` at `filter`, and waits until it has printed its peer id, an address and
+/// then a line starting with `ready` (`recordings: ` for an NVR, `camera: ` for a camera).
+pub fn start_daemon(dir: &Path, log: &str, filter: &str, ready: &'static str) -> NvrProc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("nvr.log"))
+        .open(dir.join(log))
         .expect("log file");
     let mut child = Command::new(bin("camesh-node"))
         .arg("--data-dir")
         .arg(dir)
-        .args(["--log", "info,camesh_node::net=warn"])
+        .args(["--log", filter])
         .arg("run")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -127,7 +140,7 @@ pub fn start_nvr(dir: &Path) -> NvrProc {
                 peer = p.trim().parse::<PeerId>().ok();
             } else if let Some(a) = line.strip_prefix("listening: ") {
                 addr = addr.or_else(|| a.trim().parse::<Multiaddr>().ok());
-            } else if line.starts_with("recordings: ") {
+            } else if line.starts_with(ready) && peer.is_some() {
                 let _ = tx.send((peer, addr));
                 // Keep draining so the pipe never fills.
                 peer = None;
@@ -135,7 +148,9 @@ pub fn start_nvr(dir: &Path) -> NvrProc {
             }
         }
     });
-    let (peer, addr) = rx.recv_timeout(START).expect("the NVR started within the time limit");
+    let (peer, addr) = rx
+        .recv_timeout(START)
+        .expect("the daemon started within the time limit");
     NvrProc {
         child,
         peer: peer.expect("peer id printed"),

@@ -20,3 +20,30 @@ pub(super) fn usable_addr(a: &Multiaddr) -> bool {
 pub(super) fn node_addr(a: &Multiaddr) -> bool {
     usable_addr(a) && !crate::addr::is_webrtc_direct(a)
 }
+
+/// The addresses of one peer to dial, given explicitly: its WebRTC-direct ones only when
+/// it has nothing else (a node's whole `dial_addrs` list handed over as bootstrap would
+/// otherwise race a WebRTC connection against the QUIC one).
+pub(super) fn prefer_quic(addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    if addrs.iter().all(crate::addr::is_webrtc_direct) {
+        return addrs;
+    }
+    addrs
+        .into_iter()
+        .filter(|a| !crate::addr::is_webrtc_direct(a))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webrtc_direct_is_dialed_only_when_there_is_nothing_else() {
+        let quic: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().expect("addr");
+        let webrtc: Multiaddr = "/ip4/127.0.0.1/udp/4002/webrtc-direct".parse().expect("addr");
+        assert_eq!(prefer_quic(vec![webrtc.clone(), quic.clone()]), vec![quic]);
+        assert_eq!(prefer_quic(vec![webrtc.clone()]), vec![webrtc]);
+        assert!(prefer_quic(vec![]).is_empty());
+    }
+}

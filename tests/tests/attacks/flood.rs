@@ -11,9 +11,7 @@
 //! established and refused, streams refused, RSS before and at peak, the viewers' frame
 //! latency p50/p99 (capture to arrival; the target is p99 under 50 ms on a quiet machine).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +20,7 @@ use camesh_node::clock::now_unix_us;
 use camesh_node::config::Role;
 use camesh_node::{Multiaddr, NodeHandle, PeerId};
 use camesh_proto::pb::MemberRole;
+use camesh_tests::nvr::{start_daemon, NvrProc};
 use camesh_tests::*;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
@@ -34,15 +33,6 @@ const STREAMS_EACH: usize = 100;
 /// Peak resident memory the camera daemon may reach under the flood (measured: 70 MiB
 /// before, 80 MiB peak).
 const RSS_BOUND_MB: u64 = 160;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in MiB.
 fn rss_mb(pid: u32) -> (u64, u64) {
@@ -58,7 +48,7 @@ fn rss_mb(pid: u32) -> (u64, u64) {
 }
 
 /// A camera daemon serving cam1 from `dir`; returns it with its peer id and address.
-fn start_camera(dir: &Path, fleet_name: &str) -> (Daemon, PeerId, Multiaddr) {
+fn start_camera(dir: &Path, fleet_name: &str) -> (NvrProc, PeerId, Multiaddr) {
     let f = fleet(fleet_name);
     f.enroll_dir(dir, MemberRole::Camera, "cam-node", &["cam1".into()], 3600)
         .expect("enroll");
@@ -66,34 +56,9 @@ fn start_camera(dir: &Path, fleet_name: &str) -> (Daemon, PeerId, Multiaddr) {
     c.cameras = vec![camera("cam1", CLIP)];
     c.validate().expect("valid camera config");
     std::fs::write(dir.join("config.toml"), c.to_toml()).expect("config written");
-    let log = std::fs::File::create(dir.join("node.log")).expect("log");
-    let mut child = Command::new(bin("camesh-node"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--log", "warn"])
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("camesh-node starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut peer = None;
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(p) = line.strip_prefix("peer id: ") {
-                peer = p.trim().parse::<PeerId>().ok();
-            } else if let Some(a) = line.strip_prefix("listening: ") {
-                if let (false, Some(p), Ok(a)) = (sent, peer, a.trim().parse::<Multiaddr>()) {
-                    let _ = tx.send((p, a));
-                    sent = true;
-                }
-            }
-        }
-    });
-    let (peer, addr) = rx.recv_timeout(T).expect("the camera daemon started");
-    (Daemon(child), peer, addr)
+    let daemon = start_daemon(dir, "node.log", "warn", "camera: ");
+    let (peer, addr) = (daemon.peer, daemon.addr.clone());
+    (daemon, peer, addr)
 }
 
 /// What a viewer saw: (sequence, skipped before, capture-to-arrival in µs) per frame.
@@ -213,7 +178,7 @@ async fn a_stranger_flood_leaves_viewers_audit_and_memory_whole() {
     let cam_dir = dir.path().join("cam");
     std::fs::create_dir_all(&cam_dir).expect("dir");
     let (daemon, cam, addr) = start_camera(&cam_dir, name);
-    let pid = daemon.0.id();
+    let pid = daemon.pid();
     let boot = vec![addr.clone().with(libp2p::multiaddr::Protocol::P2p(cam))];
     let v1 = viewer_node(&dir.path().join("v1"), name, boot.clone()).await;
     let v2 = viewer_node(&dir.path().join("v2"), name, boot.clone()).await;
@@ -288,7 +253,7 @@ async fn a_stranger_flood_leaves_viewers_audit_and_memory_whole() {
 
     // The daemon lives and stayed within its memory bound.
     let mut daemon = daemon;
-    assert!(matches!(daemon.0.try_wait(), Ok(None)), "the camera daemon died");
+    assert!(daemon.running(), "the camera daemon died");
     assert!(
         rss_peak < RSS_BOUND_MB,
         "peak RSS {rss_peak} MiB over the {RSS_BOUND_MB} MiB bound"

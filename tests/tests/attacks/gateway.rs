@@ -4,16 +4,13 @@
 //! someone with no credentials, a guessed token, a viewer reaching for a camera it was
 //! not given or for the metrics, and a web page in the viewer's own browser.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine;
 use camesh_node::auth::Rights;
-use camesh_tests::cli::{mesh_command, mesh_folder, mesh_in};
+use camesh_tests::cli::{mesh_command, mesh_folder, mesh_in, spawn_mesh_view};
 use camesh_tests::http::{get_for_with, get_with};
 use camesh_tests::*;
-use tokio::io::AsyncBufReadExt;
 
 const CLIP: &str = "cam-640x360-30fps-gop2s.h264";
 const T: Duration = Duration::from_secs(30);
@@ -62,29 +59,9 @@ async fn a_public_gateway_serves_each_viewer_its_own_cameras_and_nobody_else() {
     let file = std::fs::read_to_string(data.join("gateway-users.toml")).expect("viewers file");
     assert!(!file.contains(&token), "the token is stored hashed");
 
-    let mut view = tokio::process::Command::from(mesh_command(&data, name, std::slice::from_ref(&addr)));
-    view.args(["view", "--public", "--port", "0", "--duration", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    let mut child = view.spawn().expect("mesh view starts");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let url = tokio::time::timeout(T, async {
-        while let Ok(Some(l)) = lines.next_line().await {
-            if let Some(u) = l.strip_prefix("mesh view: ") {
-                return Some(u.trim().to_owned());
-            }
-        }
-        None
-    })
-    .await
-    .expect("mesh view prints its URL in time")
-    .expect("a URL");
-    let gw: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("host:port");
+    let mut view = mesh_command(&data, name, std::slice::from_ref(&addr));
+    view.args(["view", "--public", "--port", "0", "--duration", "60s"]);
+    let (mut child, gw) = spawn_mesh_view(view).await;
     let alice = basic("alice", &token);
 
     // No credentials, a guessed token, someone else's name: 401, asking for Basic.

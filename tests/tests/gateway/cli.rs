@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use camesh_node::auth::Rights;
 use camesh_node::Multiaddr;
-use camesh_tests::cli::{mesh_command, mesh_folder};
+use camesh_tests::cli::{mesh_command, mesh_folder, spawn_mesh_view};
 use camesh_tests::ffmpeg::ffprobe_json;
 use camesh_tests::http::get;
 use camesh_tests::*;
@@ -122,32 +122,10 @@ async fn mesh_view_serves_the_fleet_and_mesh_top_shows_it() {
     let addr = cam.dial_addrs().await.expect("addrs").remove(0);
 
     // mesh view: prints its URL, serves the snapshot and the camera list.
-    let mut view = tokio::process::Command::from(mesh_cmd(&dir.path().join("mesh-view"), "t-gw-cli", &addr));
-    view.args(["view", "--port", "0", "--duration", "40s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    let mut child = view.spawn().expect("mesh view starts");
-    let stdout = child.stdout.take().expect("stdout");
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let url = tokio::time::timeout(T, async {
-        while let Ok(Some(l)) = lines.next_line().await {
-            if let Some(u) = l.strip_prefix("mesh view: ") {
-                return Some(u.trim().to_owned());
-            }
-        }
-        None
-    })
-    .await
-    .expect("mesh view prints its URL")
-    .expect("a URL line");
-    let gw_addr: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("host:port");
-    assert!(gw_addr.ip().is_loopback(), "{url}");
+    let mut view = mesh_cmd(&dir.path().join("mesh-view"), "t-gw-cli", &addr);
+    view.args(["view", "--port", "0", "--duration", "40s"]);
+    let (mut child, gw_addr) = spawn_mesh_view(view).await;
+    assert!(gw_addr.ip().is_loopback(), "{gw_addr}");
     let snap = get(gw_addr, "/cam/cam1/snapshot.jpg", T).await.expect("snapshot");
     assert_eq!(snap.status, 200, "{}", snap.text());
     assert!(snap.body.starts_with(&[0xff, 0xd8]), "a JPEG");

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::addr::prefer_quic;
 use super::behaviour::Behaviour;
 use super::handle::{Command, NetError, NetEvent};
 use super::peers::{self, PeerState};
@@ -120,10 +121,19 @@ impl NetTask {
                 self.provider_queries.insert(id, (Vec::new(), reply));
             }
             Command::Bootstrap => {
+                // One dial per peer with all its addresses (QUIC before WebRTC-direct);
+                // an address without a peer id is dialed on its own.
+                let mut by_peer: Vec<(Option<PeerId>, Vec<Multiaddr>)> = Vec::new();
                 for addr in self.config.node.bootstrap.clone() {
-                    let (tx, _rx) = oneshot::channel();
                     let (peer, addr) = split_p2p(addr);
-                    self.connect(peer, vec![addr], tx);
+                    match by_peer.iter_mut().find(|(p, _)| p.is_some() && *p == peer) {
+                        Some((_, addrs)) => addrs.push(addr),
+                        None => by_peer.push((peer, vec![addr])),
+                    }
+                }
+                for (peer, addrs) in by_peer {
+                    let (tx, _rx) = oneshot::channel();
+                    self.connect(peer, addrs, tx);
                 }
             }
             Command::Disconnect(peer) => {
@@ -174,6 +184,7 @@ impl NetTask {
             peer = peer.or(p);
             plain.push(a);
         }
+        let plain = prefer_quic(plain);
         let Some(peer) = peer else {
             // Address without a peer id: dial it and learn who answers.
             let Some(addr) = plain.into_iter().next() else {
@@ -203,7 +214,7 @@ impl NetTask {
         for a in plain {
             known.remember(a);
         }
-        let all = known.addrs.clone();
+        let all = prefer_quic(known.addrs.clone());
         // Also the addresses identify and Kademlia learned (e.g. circuits through every
         // relay the peer holds a reservation on).
         let opts = DialOpts::peer_id(peer)
