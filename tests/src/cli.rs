@@ -81,6 +81,8 @@ pub async fn spawn_mesh_view(cmd: Command) -> (tokio::process::Child, std::net::
     .await
     .expect("mesh view prints its URL in time")
     .expect("a URL line");
+    // Keep reading: mesh view prints more, and a closed pipe would end it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches('/')
