@@ -19,6 +19,17 @@ pub struct Response {
 }
 
 impl Response {
+    /// The camera ids of an `/api/cameras` answer, in its order.
+    pub fn camera_ids(&self) -> Vec<String> {
+        let json: serde_json::Value = serde_json::from_slice(&self.body).expect("json");
+        json["cameras"]
+            .as_array()
+            .expect("cameras")
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

@@ -204,3 +204,15 @@ pub fn have(program: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// Whether a refused stream was refused for not being a fleet member: the camera rejects
+/// it as such (a peer that presented no certificate waits out the grace period), or it
+/// has already closed the connection of a peer whose certificate failed. A dial failure
+/// or a timeout is neither.
+pub fn refused_as_stranger(code: pb::RejectCode, reason: &str) -> bool {
+    (code == pb::RejectCode::RejectNotAuthorized && reason.contains("not a member"))
+        || (code == pb::RejectCode::RejectUnspecified
+            && (reason.contains("fleet membership")
+                || reason.contains("connection lost")
+                || reason.contains("stopped by peer")))
+}

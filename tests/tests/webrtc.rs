@@ -194,15 +194,8 @@ async fn a_member_watches_over_webrtc_direct_and_a_stranger_is_refused() {
         Ok(_) => panic!("a stranger was served over WebRTC-direct"),
     };
     eprintln!("stranger over webrtc-direct: refused {code:?}: {reason}");
-    // As tests/tests/security.rs words it for QUIC.
-    assert!(
-        (code == pb::RejectCode::RejectNotAuthorized && reason.contains("not a member"))
-            || (code == pb::RejectCode::RejectUnspecified
-                && (reason.contains("fleet membership")
-                    || reason.contains("connection lost")
-                    || reason.contains("stopped by peer"))),
-        "{code:?} {reason}"
-    );
+    // As over QUIC (tests/tests/security.rs).
+    assert!(refused_as_stranger(code, &reason), "{code:?} {reason}");
     assert!(
         stranger.trust().member(&cam.peer_id()).is_none(),
         "learnt the camera's certificate"
