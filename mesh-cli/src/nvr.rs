@@ -245,6 +245,18 @@ pub async fn recordings(node: &NodeHandle, args: &RecordingsArgs) -> Result<()> 
                     "to_us": l.to_unix_us, "reason": l.reason})
             );
         }
+        for src in &cov.sources {
+            let spans = |v: &[camesh_proto::pb::NvrSpan]| -> Vec<[i64; 2]> {
+                v.iter().map(|s| [s.from_unix_us, s.to_unix_us]).collect()
+            };
+            println!(
+                "{}",
+                serde_json::json!({"camera": args.camera, "source": src.peer_id, "name": src.name,
+                    "offered_us": src.offered_unix_us, "source_recorded": spans(&src.spans),
+                    "missing": spans(&src.missing),
+                    "source_locks": src.locks.iter().map(|l| [l.from_unix_us, l.to_unix_us]).collect::<Vec<_>>()})
+            );
+        }
         return Ok(());
     }
     println!(
@@ -272,6 +284,31 @@ pub async fn recordings(node: &NodeHandle, args: &RecordingsArgs) -> Result<()> 
             fmt_time(l.to_unix_us),
             l.reason
         );
+    }
+    for src in &cov.sources {
+        let secs = |v: &[camesh_proto::pb::NvrSpan]| -> f64 {
+            v.iter().map(|s| (s.to_unix_us - s.from_unix_us) as f64 / 1e6).sum()
+        };
+        let name = if src.name.is_empty() { "" } else { " " };
+        println!(
+            "replicated from {}{name}{} (coverage as of {}): it holds {:.1} s in {} spans; {:.1} s not here yet",
+            src.name,
+            src.peer_id,
+            fmt_time(src.offered_unix_us),
+            secs(&src.spans),
+            src.spans.len(),
+            secs(&src.missing)
+        );
+        for m in &src.missing {
+            println!(
+                "{:<9} {:<24} {:<24} {:>9.1}  on {} only",
+                "missing",
+                fmt_time(m.from_unix_us),
+                fmt_time(m.to_unix_us),
+                (m.to_unix_us - m.from_unix_us) as f64 / 1e6,
+                if src.name.is_empty() { &src.peer_id } else { &src.name }
+            );
+        }
     }
     Ok(())
 }

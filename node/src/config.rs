@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::addr;
 use crate::ids::{root_key_from_text, valid_id};
 
-mod nvr;
-pub use nvr::{NvrSection, RecordRule};
+pub mod nvr;
+pub use nvr::{NvrSection, RecordRule, ReplicateOrder, ReplicateRule};
 
 /// What a node is for. Decides defaults (DHT server mode, which services run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -535,7 +535,7 @@ impl Config {
                 format!("quota shares add up to {shares:.2}, more than 1"),
             ));
         }
-        Ok(())
+        n.validate_replicates().map_err(|(f, r)| invalid(f, r))
     }
 
     /// Whether this node serves the DHT to others.

@@ -320,7 +320,8 @@ impl NatLab {
     }
 }
 
-fn nft_script(ns: &str, script: &str) -> Result<(), String> {
+/// Runs an nft script (`nft -f -`, one command a line) inside namespace `ns`.
+pub fn nft_script(ns: &str, script: &str) -> Result<(), String> {
     use std::io::Write;
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "nft", "-f", "-"])

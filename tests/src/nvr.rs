@@ -117,12 +117,22 @@ pub fn start_nvr(dir: &Path) -> NvrProc {
 /// to `dir/<log>` at `filter`, and waits until it has printed its peer id, an address and
 /// then a line starting with `ready` (`recordings: ` for an NVR, `camera: ` for a camera).
 pub fn start_daemon(dir: &Path, log: &str, filter: &str, ready: &'static str) -> NvrProc {
+    start_daemon_in(None, dir, log, filter, ready)
+}
+
+/// [`start_daemon`] inside network namespace `ns` (`ip netns exec` execs the daemon, so
+/// the child is the daemon itself: SIGKILL reaches it).
+pub fn start_daemon_in(ns: Option<&str>, dir: &Path, log: &str, filter: &str, ready: &'static str) -> NvrProc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join(log))
         .expect("log file");
-    let mut child = Command::new(bin("camesh-node"))
+    let mut cmd = match ns {
+        Some(ns) => crate::netns::Lab::exec(ns, &bin("camesh-node")),
+        None => Command::new(bin("camesh-node")),
+    };
+    let mut child = cmd
         .arg("--data-dir")
         .arg(dir)
         .args(["--log", filter])

@@ -38,6 +38,13 @@ fn framed<M: Message>(msgs: &[M]) -> Vec<u8> {
     buf.to_vec()
 }
 
+fn range(from: i64, to: i64) -> pb::ReplicaRange {
+    pb::ReplicaRange {
+        from_unix_us: from,
+        to_unix_us: to,
+    }
+}
+
 fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let root = root();
     let holder = root.public().to_peer_id();
@@ -133,6 +140,28 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("relay", "key-request", key.encode_to_vec()),
         ("nvr", "request", framed(&[nvr])),
+        (
+            "replicate",
+            "offer-and-have",
+            framed(&[pb::ReplicaOffer {
+                camera_id: "cam1".into(),
+                grant: signed::encode(&g),
+                recorded: vec![range(T, 3 * T), range(5 * T, 9 * T)],
+                locks: vec![pb::NvrLocked {
+                    id: 1,
+                    from_unix_us: 6 * T,
+                    to_unix_us: 7 * T,
+                    reason: "incident".into(),
+                }],
+            }])
+            .into_iter()
+            .chain(framed(&[pb::ReplicaHave {
+                recorded: vec![range(2 * T, 6 * T)],
+                attested: vec![range(2 * T, 4 * T)],
+                reject: None,
+            }]))
+            .collect(),
+        ),
         ("h264", "clip-start", clip[..clip.len().min(4096)].to_vec()),
     ]
 }
@@ -216,6 +245,13 @@ fn valid(target: &str, name: &str, bytes: &[u8]) -> Result<(), String> {
             f => Err(format!("{} frames", f.len())),
         },
         ("relay", _) => pb::KeyRequest::decode(bytes).map(|_| ()).map_err(|x| e(&x)),
+        ("replicate", _) => match frames(bytes).as_slice() {
+            [offer, have] => {
+                pb::ReplicaOffer::decode(offer.clone()).map_err(|x| e(&x))?;
+                pb::ReplicaHave::decode(have.clone()).map(|_| ()).map_err(|x| e(&x))
+            }
+            f => Err(format!("{} frames", f.len())),
+        },
         ("nvr", _) => match frames(bytes).as_slice() {
             [req] => pb::NvrRequest::decode(req.clone()).map(|_| ()).map_err(|x| e(&x)),
             f => Err(format!("{} frames", f.len())),

@@ -13,6 +13,8 @@
 //! - [`keystore`]: the NVR's storage key (`[nvr] storage_key`: best kept off the
 //!   recordings' disk); frames stay encrypted at rest, media keys are stored wrapped
 //!   under it.
+//! - [`replicate`]: store-and-forward to a shore NVR (`[[nvr.replicate]]`, vehicle
+//!   pushes over `/camesh/replicate/1`) and accepting it on the shore.
 //! - [`serve`]: `/camesh/nvr/1`, checked against grants (`playback` to play and list,
 //!   `export` to export and lock); [`client`]: the asking side, for `mesh`.
 //!
@@ -33,6 +35,7 @@ pub mod client;
 pub mod export;
 pub mod keystore;
 pub mod recording;
+pub mod replicate;
 pub mod select;
 pub mod serve;
 
@@ -87,6 +90,8 @@ pub struct NvrState {
     pub cameras: Mutex<HashMap<String, Arc<CameraCounters>>>,
     /// Exports running now (bounded per NVR and per peer).
     pub exports: export::ExportSlots,
+    /// Recorders replicating to this NVR and what they offered.
+    pub replicas: replicate::Sources,
 }
 
 /// A running NVR (dropping it does not stop it; call [`Nvr::stop`]).
@@ -129,6 +134,7 @@ impl Nvr {
                 .own_cert()
                 .map(|c| crate::record::manifest::cert_hex(&c))
                 .unwrap_or_default(),
+            replicas: replicate::Sources::open(&folder),
             section,
             folder,
             cameras: Mutex::new(HashMap::new()),
@@ -140,6 +146,19 @@ impl Nvr {
             .accept(libp2p::StreamProtocol::new(NVR_PROTOCOL))
             .map_err(|e| NvrError::Protocol(e.to_string()))?;
         serve::run(node.clone(), state.clone(), incoming, cancel.child_token());
+        let replicas = node
+            .control()
+            .accept(libp2p::StreamProtocol::new(replicate::REPLICATE_PROTOCOL))
+            .map_err(|e| NvrError::Protocol(e.to_string()))?;
+        replicate::accept::run(node.clone(), state.clone(), replicas, cancel.child_token());
+        for rule in &state.section.replicates {
+            tokio::spawn(replicate::push::run(
+                node.clone(),
+                state.clone(),
+                rule.clone(),
+                cancel.child_token(),
+            ));
+        }
         tokio::spawn(supervise(node.clone(), state.clone(), cancel.child_token()));
         info!(folder = %state.folder.display(), rules = state.section.records.len(), "NVR started");
         Ok(Nvr { state, cancel })

@@ -372,10 +372,17 @@ async fn recordings(state: &NvrState, camera: &str, from: i64, to: i64, cov: &[C
             .into_iter()
             .filter(|l| l.camera == cam && l.from_us <= to && from <= l.to_us)
             .collect();
-        (segs.len() as u64, segs.iter().map(|s| s.bytes).sum::<u64>(), locks)
+        let held = super::replicate::held(&index, &cam);
+        (
+            segs.len() as u64,
+            segs.iter().map(|s| s.bytes).sum::<u64>(),
+            locks,
+            held,
+        )
     })
     .await;
-    let (segments, bytes, locks) = info.unwrap_or_default();
+    let (segments, bytes, locks, held) = info.unwrap_or_default();
+    let sources = super::replicate::sources_of(&state.replicas.of(camera), &held, from, to);
     let mut spans: Vec<pb::NvrSpan> = cov
         .iter()
         .map(|c| match c {
@@ -407,11 +414,12 @@ async fn recordings(state: &NvrState, camera: &str, from: i64, to: i64, cov: &[C
             segments,
             bytes,
             locks: locks.iter().map(locked).collect(),
+            sources,
         })),
     }
 }
 
-fn codec_config(c: &CodecParams) -> pb::CodecConfig {
+pub(crate) fn codec_config(c: &CodecParams) -> pb::CodecConfig {
     pb::CodecConfig {
         codec: "h264".into(),
         sps: c.sps.clone(),

@@ -6,7 +6,8 @@
 //! [`retention`]: a small quota deletes the oldest unlocked video first; [`export`]:
 //! exports ffprobe reads and `mesh verify` checks, playback from the middle of a GOP;
 //! [`pickup`]: a grant installed into a running NVR starts its recording, no restart;
-//! [`restarts`]: one export across two camera restarts and an NVR kill, gaps named.
+//! [`restarts`]: one export across two camera restarts and an NVR kill, gaps named;
+//! [`replicate`]: a vehicle NVR's footage reaches a shore NVR over a flapping link.
 //! The daemon and its data folder are in [`daemon`].
 //!
 //! Assertions are about frames and files, never about wall time: waits are bounded
@@ -17,6 +18,7 @@ mod daemon;
 mod durability;
 mod export;
 mod pickup;
+mod replicate;
 mod restarts;
 mod retention;
 

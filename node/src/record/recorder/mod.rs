@@ -144,6 +144,10 @@ enum Cmd {
         to_us: i64,
         reason: String,
     },
+    NewSegment {
+        camera: String,
+        start_us: i64,
+    },
     Policies(Vec<CameraPolicy>),
     Flush(Reply<()>),
     Retention(Reply<RetentionReport>),
@@ -180,6 +184,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::Codec { .. } => "Codec",
             Cmd::Key { .. } => "Key",
             Cmd::Gap { .. } => "Gap",
+            Cmd::NewSegment { .. } => "NewSegment",
             Cmd::Policies(_) => "Policies",
             Cmd::Flush(_) => "Flush",
             Cmd::Retention(_) => "Retention",
@@ -369,6 +374,19 @@ impl Recorder {
             from_us,
             to_us: to_us.max(from_us),
             reason: reason.to_owned(),
+        })
+    }
+
+    /// Seals the camera's open segment: the next frame starts a new one, named after
+    /// `start_us` unless a segment starts there already. For footage that arrives out of
+    /// order (replication): each run of frames goes forward in time in its own segment.
+    pub fn new_segment(&self, camera: &str, start_us: i64) -> Result<(), WriteError> {
+        if !valid_camera_id(camera) {
+            return Err(WriteError::InvalidCamera(camera.to_owned()));
+        }
+        self.control(Cmd::NewSegment {
+            camera: camera.to_owned(),
+            start_us,
         })
     }
 

@@ -124,6 +124,7 @@ impl Writer {
                     let rec = Record::Gap { from_us, to_us, reason };
                     self.append_to(&camera, &rec, from_us);
                 }
+                Some(Cmd::NewSegment { camera, start_us }) => self.on_new_segment(&camera, start_us),
                 Some(Cmd::Policies(cameras)) => self.config.cameras = cameras,
                 Some(Cmd::Flush(reply)) => {
                     self.sync_all();
@@ -255,6 +256,17 @@ impl Writer {
         } else {
             self.shared.frames_lost.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn on_new_segment(&mut self, camera: &str, start_us: i64) {
+        self.seal(camera);
+        let before = match self.index.segments_before(camera, start_us, 1) {
+            Ok(v) => v.first().map_or(i64::MIN, |s| s.start_us),
+            Err(_) => return,
+        };
+        // The next segment is named after its first record, or just after a segment
+        // starting at or before it (names stay unique).
+        self.cam(camera).last_start = before;
     }
 
     fn on_key(&mut self, camera: &str, epoch: u64, key: Bytes) {
