@@ -67,10 +67,13 @@ pub(crate) async fn run(node: Reach, state: Arc<NvrState>, rule: ReplicateRule, 
     };
     let mut backoff = Duration::ZERO;
     let mut failures = 0u32;
+    // Per camera, stretches that hold no playable frame (e.g. P-frames whose keyframe was
+    // lost when this NVR was killed): neither offered nor sent again.
+    let mut unplayable: HashMap<String, Vec<Span>> = HashMap::new();
     info!(to = %rule.to, rate_kbps = rule.rate_kbps, order = ?rule.order, via = ?rule.via, "replication rule started");
     loop {
         let round = tokio::select! {
-            r = round(&node, &state, &rule, &priority, &addrs, &mut pace) => r,
+            r = round(&node, &state, &rule, &priority, &addrs, &mut pace, &mut unplayable) => r,
             _ = cancel.cancelled() => return,
         };
         let wait = match round {
@@ -120,6 +123,7 @@ async fn round(
     priority: &[Span],
     addrs: &[Multiaddr],
     pace: &mut Pace,
+    unplayable: &mut HashMap<String, Vec<Span>>,
 ) -> Result<Sent, String> {
     let peers = node.peers().await.map_err(|e| e.to_string())?;
     let connected: Vec<(PeerId, String)> = peers
@@ -153,7 +157,8 @@ async fn round(
         .iter()
         .filter(|c| rule.cameras.iter().any(|r| r == "*" || r == *c))
     {
-        let s = session(node, state, rule, priority, shore, camera, pace).await?;
+        let skip = unplayable.entry(camera.clone()).or_default();
+        let s = session(node, state, (rule, priority), shore, camera, pace, skip).await?;
         sent.frames += s.frames;
         sent.bytes += s.bytes;
     }
@@ -163,11 +168,11 @@ async fn round(
 async fn session(
     node: &Reach,
     state: &Arc<NvrState>,
-    rule: &ReplicateRule,
-    priority: &[Span],
+    (rule, priority): (&ReplicateRule, &[Span]),
     shore: PeerId,
     camera: &str,
     pace: &mut Pace,
+    unplayable: &mut Vec<Span>,
 ) -> Result<Sent, String> {
     let Some(grant) = node.trust().grant_for(camera, Rights::RECORD) else {
         debug!(%camera, "no record grant for this camera: not replicated");
@@ -186,6 +191,7 @@ async fn session(
     })
     .await
     .map_err(|e| e.to_string())?;
+    let mine = plan::subtract(&mine, unplayable);
     if mine.is_empty() {
         return Ok(Sent::default());
     }
@@ -277,6 +283,12 @@ async fn session(
             None if chunk.to >= newest.saturating_sub(LIVE_EDGE_US) => {
                 debug!(%camera, "the newest footage is not on disk yet; replication looks again shortly");
                 break;
+            }
+            None => {
+                if unplayable.len() < super::MAX_RANGES {
+                    unplayable.push(chunk);
+                }
+                shore_has.push(chunk);
             }
             _ => shore_has.push(chunk),
         }
