@@ -171,6 +171,7 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
                     WatchEvent::Frame(f) => row.stats.on_frame(&f.header, f.payload.len(), now_unix_us()),
                     WatchEvent::Interrupted { .. } => row.state = "retrying",
                     WatchEvent::Failed { .. } => row.state = "failed",
+                    WatchEvent::Switched { .. } => {}
                 }
             }
         });

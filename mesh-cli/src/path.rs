@@ -159,6 +159,9 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                     println!("{:>6.1}s  interrupted: {error}", started.elapsed().as_secs_f64())
                 }
                 Some(WatchEvent::Failed { error }) => bail!("{error}"),
+                Some(WatchEvent::Switched { profile, reason }) => {
+                    println!("{:>6.1}s  switched to {profile:?}: {reason}", started.elapsed().as_secs_f64())
+                }
                 None => break,
             }
         }

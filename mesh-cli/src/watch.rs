@@ -30,6 +30,13 @@ pub struct Args {
     /// Ask this peer only.
     #[arg(long)]
     peer: Option<PeerId>,
+    /// Which of the camera's streams: `main`, `sub` (its smaller stream, when it has
+    /// one), or `auto`: start on main and move to sub when the link does not carry main
+    /// (the source skips frames, frames arrive late, the ping RTT rises), and back to main
+    /// when a probe of main beside sub runs clean. Switches happen at a keyframe, make
+    /// before break. Not with --via/--find-forwarders.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Main)]
+    profile: ProfileArg,
     /// Also consider this forwarder (repeatable): the best route is used, with failover
     /// and make-before-break switching between the camera's node and the forwarders.
     #[arg(long)]
@@ -50,7 +57,18 @@ pub struct Args {
     frame_log: Option<PathBuf>,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileArg {
+    Main,
+    Sub,
+    Auto,
+}
+
 pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
+    let adaptive = args.profile == ProfileArg::Auto;
+    if adaptive && (!args.via.is_empty() || args.find_forwarders) {
+        bail!("--profile auto watches the camera's own node; it does not combine with --via or --find-forwarders");
+    }
     let mut out: Box<dyn Write + Send> = if args.output.as_os_str() == "-" {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
@@ -61,8 +79,14 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     let cancel = CancellationToken::new();
     let mut opts = WatchOptions::new(args.camera.clone());
     opts.peer = args.peer;
+    opts.profile = match args.profile {
+        ProfileArg::Sub => camesh_proto::pb::Profile::Sub,
+        ProfileArg::Main | ProfileArg::Auto => camesh_proto::pb::Profile::Main,
+    };
     opts.user_agent = format!("mesh/{} watch", env!("CARGO_PKG_VERSION"));
-    let mut events = if args.via.is_empty() && !args.find_forwarders {
+    let mut events = if adaptive {
+        node.watch_adaptive(opts, cancel.clone())
+    } else if args.via.is_empty() && !args.find_forwarders {
         node.watch(opts, cancel.clone())
     } else {
         let mut routes = camesh_node::watch::RouteOptions::via(args.via.clone());
@@ -111,6 +135,11 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                 ),
                 WatchEvent::Interrupted { error, .. } => format!("interrupted recv_us={} {error}", now_unix_us()),
                 WatchEvent::Failed { error } => format!("failed {error}"),
+                WatchEvent::Switched { profile, reason } => format!(
+                    "switched profile={} recv_us={} {reason}",
+                    profile_name(*profile),
+                    now_unix_us()
+                ),
             };
             writeln!(log, "{line}").context("writing the frame log")?;
         }
@@ -160,6 +189,13 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                 );
             }
             WatchEvent::Failed { error } => break Err(anyhow::anyhow!(error)),
+            WatchEvent::Switched { profile, reason } => {
+                note(
+                    args.quiet,
+                    tty,
+                    &format!("switched to {}: {reason}", profile_name(profile)),
+                );
+            }
         }
         if !args.quiet && last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
@@ -184,6 +220,13 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         bail!("no video received from camera {:?}", args.camera);
     }
     result
+}
+
+fn profile_name(p: camesh_proto::pb::Profile) -> &'static str {
+    match p {
+        camesh_proto::pb::Profile::Main => "main",
+        camesh_proto::pb::Profile::Sub => "sub",
+    }
 }
 
 fn note(quiet: bool, tty: bool, msg: &str) {

@@ -413,6 +413,12 @@ impl NodeHandle {
         watch::spawn(self.reach.clone(), opts, None, cancel)
     }
 
+    /// Like [`Self::watch`], but moving between the camera's main and sub profiles as the
+    /// link allows (starting on `opts.profile`); see [`crate::watch::profiles`].
+    pub fn watch_adaptive(&self, opts: WatchOptions, cancel: CancellationToken) -> mpsc::Receiver<WatchEvent> {
+        watch::profiles::spawn(self.reach.clone(), opts, cancel)
+    }
+
     /// Re-serves `camera` (`profile`) from `upstream` (its node or another forwarder) to
     /// authorized peers, sealed; needs a `forward` (or `live`) grant for the camera.
     pub async fn forward(
