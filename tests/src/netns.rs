@@ -410,6 +410,15 @@ impl Proc {
         }
     }
 
+    /// SIGINT (Ctrl-C: the program ends as a user would end it), then waits at most
+    /// `limit` for it to exit.
+    pub fn interrupt(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        self.wait_exit(limit)
+    }
+
     /// SIGKILL, as a crash or a power cut would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
