@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::addr;
 use crate::ids::{root_key_from_text, valid_id};
 
+mod link;
 mod nvr;
+pub use link::LinkConfig;
 pub use nvr::{NvrSection, RecordRule};
 
 /// What a node is for. Decides defaults (DHT server mode, which services run).
@@ -52,6 +54,9 @@ pub struct Config {
     /// needs a `forward` or `live` grant for each).
     #[serde(rename = "forward", skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<ForwardConfig>,
+    /// Caps on what this node sends to a peer per second, live first (`[[link]]`).
+    #[serde(rename = "link", skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkConfig>,
 }
 
 /// One camera stream to forward: `camera` from `from` (its node, or another forwarder).
@@ -300,6 +305,7 @@ impl Config {
             cameras: Vec::new(),
             nvr: NvrSection::default(),
             forwards: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -464,6 +470,7 @@ impl Config {
                 ));
             }
         }
+        link::check(&self.links).map_err(|(field, msg)| invalid(field, msg))?;
         self.validate_nvr()?;
         if !self.cameras.is_empty() && self.node.role != Role::Camera {
             return Err(invalid(

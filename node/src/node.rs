@@ -197,11 +197,13 @@ impl Node {
         ));
         tokio::spawn(pick_up_installed(trust.clone(), shutdown.child_token()));
         let slots = Arc::new(StreamSlots::default());
+        let budgets = Arc::new(crate::stream::budget::LinkBudgets::new(&config.links));
         let server = Arc::new(MediaServer {
             hubs: hubs.clone(),
             limits: config.limits.clone(),
             slots: slots.clone(),
             trust: trust.clone(),
+            budgets: budgets.clone(),
         });
         server.run(media_in, shutdown.child_token());
         keys::serve(
