@@ -103,6 +103,7 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
             rtsp_transport: Default::default(),
             looping: true,
             tags: vec!["demo".into()],
+            onvif: None,
         });
         let node_dir = dir.join(format!("node-{}", i + 1));
         fleet

@@ -7,6 +7,7 @@ mod fleet;
 mod install;
 mod nvr;
 mod path;
+mod ptz;
 mod top;
 mod view;
 mod watch;
@@ -71,6 +72,8 @@ enum Cmd {
     /// Viewers of `mesh view --public`: add (prints a token), remove, list.
     #[command(subcommand)]
     ViewUser(view::UserCmd),
+    /// Pan, tilt, zoom or presets of a camera (ONVIF, through its node; needs the ptz right).
+    Ptz(ptz::Args),
     /// Live terminal view of the fleet: cameras, viewers, paths, bitrate, latency.
     Top(top::Args),
     /// How a camera's stream reaches this peer: direct, relayed via X, forwarded via Y (NAT status, RTT, cost, choice).
@@ -288,6 +291,7 @@ async fn real_main() -> Result<()> {
         Cmd::Watch(args) => watch::run(&node, args).await,
         Cmd::View(args) => view::run(&node, &dir, args).await,
         Cmd::Top(args) => top::run(&node, args).await,
+        Cmd::Ptz(args) => ptz::run(&node, args).await,
         Cmd::Peers { timeout } => peers(&node, *timeout).await,
         Cmd::Path(args) => path::run(&node, args).await,
         Cmd::Fleet(fleet::FleetCmd::Invite {

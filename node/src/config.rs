@@ -17,8 +17,10 @@ use crate::ids::{root_key_from_text, valid_id};
 
 mod link;
 mod nvr;
+mod onvif;
 pub use link::LinkConfig;
 pub use nvr::{NvrSection, RecordRule};
+pub use onvif::OnvifConfig;
 
 /// What a node is for. Decides defaults (DHT server mode, which services run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -221,6 +223,9 @@ pub struct CameraConfig {
     pub looping: bool,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The camera's ONVIF device service, for PTZ (`mesh ptz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onvif: Option<OnvifConfig>,
 }
 
 fn yes() -> bool {
@@ -456,6 +461,11 @@ impl Config {
                 }
             }
         }
+        for (i, cam) in self.cameras.iter().enumerate() {
+            if let Some(Err(e)) = cam.onvif.as_ref().map(OnvifConfig::check) {
+                return Err(invalid(format!("camera[{i}].onvif.url"), e));
+            }
+        }
         for (i, f) in self.forwards.iter().enumerate() {
             if !valid_id(&f.camera) {
                 return Err(invalid(
@@ -626,6 +636,7 @@ mod tests {
             rtsp_transport: RtspTransport::Tcp,
             looping: true,
             tags: vec![],
+            onvif: None,
         });
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].id"), "{e}");
@@ -642,6 +653,7 @@ mod tests {
             rtsp_transport: RtspTransport::Tcp,
             looping: true,
             tags: vec![],
+            onvif: None,
         });
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].source"), "{e}");

@@ -232,6 +232,10 @@ impl Node {
             slots: Default::default(),
         };
         crate::attest::serve::start(&mut control, attester, shutdown.child_token()).map_err(NetError::Other)?;
+        // PTZ for cameras with an ONVIF service (`/camesh/ptz/1`); other nodes refuse plainly.
+        crate::ptz::serve::PtzServer::new(&config.cameras, trust.clone(), config.limits.clone())
+            .start(&mut control, shutdown.child_token())
+            .map_err(NetError::Other)?;
         info!(peer = %peer_id, role = %config.node.role, fleet = %config.node.fleet_id, cameras = hubs.ids().len(), "node started");
         let reach = Reach::new(peer_id, net, control, directory, trust, config.limits.clone());
         let handle = NodeHandle {

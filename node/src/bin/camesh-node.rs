@@ -233,6 +233,7 @@ async fn real_main() -> Result<()> {
                     rtsp_transport: Default::default(),
                     looping: true,
                     tags: Vec::new(),
+                    onvif: None,
                 });
             }
             if !listen.is_empty() {

@@ -31,6 +31,7 @@ fn rtsp_camera(id: &str, url: &str, transport: RtspTransport) -> CameraConfig {
         rtsp_transport: transport,
         looping: true,
         tags: vec![],
+        onvif: None,
     }
 }
 
