@@ -16,6 +16,7 @@ use crate::addr;
 use crate::ids::{root_key_from_text, valid_id};
 
 mod nvr;
+mod preset;
 pub use nvr::{NvrSection, RecordRule};
 
 /// What a node is for. Decides defaults (DHT server mode, which services run).
