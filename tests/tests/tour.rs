@@ -490,6 +490,23 @@ fn the_readme_tour_works_as_typed() {
         started.elapsed().as_secs_f64()
     );
 
+    // `mesh audit | head -1`: a reader that has gone before mesh writes ends it quietly
+    // (it panicked on the broken pipe).
+    let mut audit = tour
+        .command("mesh audit -n 1000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mesh audit runs");
+    drop(audit.stdout.take());
+    let out = audit.wait_with_output().expect("mesh audit ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("panicked"),
+        "mesh audit into a closed pipe: {} {err}",
+        out.status
+    );
+
     // `mesh watch -o clip.h264 --duration 3s`: the last stats line counts what the file holds.
     let frames: u64 = tour
         .vars
