@@ -227,7 +227,9 @@ pub async fn run_initiator(
     shutdown: CancellationToken,
 ) {
     if trust.own_cert().is_none() {
-        warn!("this node has no membership certificate: peers will refuse it (see `camesh-node join`)");
+        // Info, not a warning: every `mesh fleet join` starts this way on purpose; a daemon
+        // (info by default) still says it at its start.
+        info!("this node has no membership certificate yet: members refuse it until it joins (`camesh-node join`, `mesh fleet join`) or gets a membership.cert");
     }
     loop {
         let ev = tokio::select! {
@@ -238,13 +240,16 @@ pub async fn run_initiator(
             Ok(NetEvent::Connected { peer, dialer: true }) => {
                 let (trust, net, mut control) = (trust.clone(), net.clone(), control.clone());
                 tokio::spawn(async move {
+                    // Whether this node had a certificate to show when the exchange began
+                    // (a joining node gets one halfway through some exchanges).
+                    let uncertified = trust.own_cert().is_none();
                     let result = exchange(&trust, &mut control, peer).await;
                     match result {
                         Ok(()) => net.verified(peer).await,
                         // Not a member yet (joining with an invite): a member answers an
                         // uncertified node without its certificate; keep the connection for
                         // the redemption (nothing is served to an unverified peer).
-                        Err(e) if trust.own_cert().is_none() => {
+                        Err(e) if uncertified || trust.own_cert().is_none() => {
                             debug!(%peer, error = ?e, "membership not proven either way: this node has no certificate yet")
                         }
                         Err(Unproven::Gone(e)) => {

@@ -29,7 +29,8 @@
 //! After the tour it checks what the README promises beyond single lines: `mesh watch
 //! --duration`'s last stats line counts the frames the file holds, and the daemons' logs
 //! (stderr to a file, default level) hold no escape codes, only log lines (no raw libav
-//! output) and no Kademlia bootstrap warnings.
+//! output) and no Kademlia bootstrap warnings, and that no `mesh` command logged anything
+//! at its default level (warn) on the way.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -552,6 +553,17 @@ fn the_readme_tour_works_as_typed() {
         })
         .collect();
     assert!(daemon_logs.len() >= 2, "the camera's and the NVR's logs");
+    // mesh at its default level: a user on the tour's path sees no log lines at all.
+    for log in tour.logs.iter().filter(|p| !daemon_logs.contains(p)) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let logged: Vec<&str> = text.lines().filter(|l| log_line.is_match(l)).collect();
+        assert!(
+            logged.is_empty(),
+            "{}: mesh logged at its default level on the tour's path:\n{}",
+            log.display(),
+            logged.join("\n")
+        );
+    }
     for log in daemon_logs {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
