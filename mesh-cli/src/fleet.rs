@@ -51,7 +51,7 @@ pub enum FleetCmd {
         #[arg(long, default_value = "")]
         name: String,
         /// How long the certificate is valid (renewed while an admin node is reachable).
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30d", value_parser = crate::parse_duration)]
         valid: Duration,
         /// Camera ids the node may serve (bound to its key).
         #[arg(long, value_delimiter = ',')]
@@ -65,9 +65,9 @@ pub enum FleetCmd {
         role: MemberRole,
         #[arg(long, default_value = "")]
         name: String,
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = crate::parse_duration)]
         expires: Duration,
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30d", value_parser = crate::parse_duration)]
         valid: Duration,
         #[arg(long, value_delimiter = ',')]
         cameras: Vec<String>,
@@ -101,7 +101,7 @@ pub enum FleetCmd {
         /// It may admit members (redeem invites, renew certificates).
         #[arg(long)]
         may_admit: bool,
-        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "90d", value_parser = crate::parse_duration)]
         valid: Duration,
         #[arg(long, short, default_value = "admin.cert")]
         output: PathBuf,

@@ -59,7 +59,7 @@ enum Cmd {
     /// List the fleet's cameras.
     Cameras {
         /// How long to look.
-        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
         timeout: Duration,
         /// Print JSON lines instead of a table.
         #[arg(long)]
@@ -84,7 +84,7 @@ enum Cmd {
     /// clock against ours, agent, what it forwards.
     Peers {
         /// How long to wait for connections first.
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
         timeout: Duration,
     },
     /// Start a demo fleet on 127.0.0.1 from the built-in clips and show its streams.
@@ -109,7 +109,7 @@ enum Cmd {
         #[arg(long, value_parser = camesh_node::auth::Rights::parse)]
         rights: camesh_node::auth::Rights,
         /// How long the grant is valid (e.g. 2h, 30d).
-        #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "8h", value_parser = parse_duration)]
         until: Duration,
         /// Also write the grant to this file.
         #[arg(long, short)]
@@ -167,18 +167,56 @@ fn default_data_dir() -> PathBuf {
 
 #[tokio::main]
 async fn main() {
+    quiet_on_broken_pipe();
     if let Err(e) = real_main().await {
+        if is_broken_pipe(&e) {
+            // `mesh ... | head -1`: the reader has what it wanted.
+            std::process::exit(0);
+        }
         eprintln!("mesh: {e:#}");
         std::process::exit(1);
     }
 }
 
+/// Whether an error comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` panics when stdout is a pipe whose reader has exited (`mesh peers | head
+/// -1`); Rust ignores SIGPIPE, so the write fails instead of ending the process. Such a
+/// panic ends `mesh` quietly, as SIGPIPE would; any other panic is reported as usual.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// A duration: `10s`, `2m`, `1h30m`, `30d`, or a bare number of seconds (`10`, `2.5`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?}: not a duration (e.g. 10, 10s, 2m, 1h)"));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("{s:?}: {e} (e.g. 10, 10s, 2m, 1h)"))
+}
+
 async fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
-        .with_writer(std::io::stderr)
-        .init();
+    camesh_node::logs::init(&cli.log).map_err(anyhow::Error::msg)?;
     let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     // Commands that need no running peer.
     match &cli.cmd {
@@ -215,9 +253,9 @@ async fn real_main() -> Result<()> {
             if !*send {
                 return Ok(());
             }
-            let node = start_peer(&cli, &dir).await?;
+            let node = start_peer(&cli, &dir, true).await?;
             let result = fleet::send_grant(&node, *peer, &g).await;
-            node.shutdown();
+            close(&node).await;
             return result;
         }
         Cmd::Audit { verify: true, .. } => {
@@ -274,18 +312,23 @@ async fn real_main() -> Result<()> {
                     root: camesh_node::auth::fleet::root_to_text(&info.fleet_root),
                 },
             )?;
-            let node = start_peer(&cli, &dir).await?;
+            // Only the admin node the invite names: like `camesh-node join`, no mDNS and no
+            // bootstrap peers, which would see a node without a certificate yet and cut it
+            // off after their grace period, maybe just as this identity's next command
+            // connects.
+            let node = start_peer(&cli, &dir, false).await?;
             let cert = node
                 .redeem_invite(invite)
                 .await
                 .map_err(|e| anyhow::anyhow!("joining: {e}"))?;
             println!("joined fleet {} as {:?} {:?}", info.fleet_id, cert.role, cert.name);
-            node.shutdown();
+            println!("peer id: {}", node.peer_id());
+            close(&node).await;
             return Ok(());
         }
         _ => {}
     }
-    let node = start_peer(&cli, &dir).await?;
+    let node = start_peer(&cli, &dir, true).await?;
     let result = match &cli.cmd {
         Cmd::Cameras { timeout, json } => cameras(&node, *timeout, *json).await,
         Cmd::Watch(args) => watch::run(&node, args).await,
@@ -313,11 +356,29 @@ async fn real_main() -> Result<()> {
         Cmd::Unlock(args) => nvr::unlock(&node, args).await,
         _ => unreachable!("handled above"),
     };
-    node.shutdown();
+    close(&node).await;
     result
 }
 
-async fn start_peer(cli: &Cli, dir: &std::path::Path) -> Result<NodeHandle> {
+/// Ends the command's peer with its connections closed, not dropped: a dropped QUIC
+/// connection stays open on the other side until it times out, and the next commands of
+/// the same identity (a script, the README's tour) would find the peer's connection
+/// limit taken by those.
+async fn close(node: &NodeHandle) {
+    let peers = node.peers().await.unwrap_or_default();
+    let connected: Vec<PeerId> = peers.iter().filter(|p| p.connected).map(|p| p.peer).collect();
+    for peer in &connected {
+        node.net().disconnect(*peer).await;
+    }
+    if !connected.is_empty() {
+        // The close frames go out from the QUIC endpoint's task.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    node.shutdown();
+}
+
+/// The mesh peer of a command; `discover`: mDNS (unless --no-mdns) and the bootstrap peers.
+async fn start_peer(cli: &Cli, dir: &std::path::Path, discover: bool) -> Result<NodeHandle> {
     let mut config = Config::preset(Role::Viewer);
     config.node.name = "mesh".into();
     // A short-lived peer that dials out: nothing dials it, over WebRTC-direct least of all.
@@ -335,8 +396,9 @@ async fn start_peer(cli: &Cli, dir: &std::path::Path) -> Result<NodeHandle> {
         (None, Some(ff)) => ff.root.clone(),
         (None, None) => anyhow::bail!("no fleet root: pass --fleet-root, or run `mesh fleet join <invite>`"),
     };
-    config.node.bootstrap = cli.bootstrap.clone();
-    config.node.mdns = !cli.no_mdns;
+    let bootstrap = if discover { cli.bootstrap.clone() } else { Vec::new() };
+    config.node.bootstrap = bootstrap.clone();
+    config.node.mdns = discover && !cli.no_mdns;
     config.node.listen = if cli.listen.is_empty() {
         vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().context("listen address")?]
     } else {
@@ -344,7 +406,7 @@ async fn start_peer(cli: &Cli, dir: &std::path::Path) -> Result<NodeHandle> {
     };
     let node = Node::spawn(config, dir).await?;
     // Give bootstrap connections a moment; discovery keeps going while commands run.
-    for addr in &cli.bootstrap {
+    for addr in &bootstrap {
         if let Err(e) = node.connect(addr.clone()).await {
             eprintln!("mesh: warning: {e}");
         }
@@ -461,5 +523,45 @@ pub(crate) fn truncate(s: &str, n: usize) -> String {
         s.to_owned()
     } else {
         s.chars().take(n.saturating_sub(1)).chain(['…']).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").unwrap_err().contains("soon"));
+    }
+
+    #[test]
+    fn every_duration_flag_takes_a_bare_number() {
+        for args in [
+            &["mesh", "demo", "--duration", "10"][..],
+            &["mesh", "watch", "cam1", "--duration", "3"],
+            &["mesh", "cameras", "--timeout", "5"],
+            &["mesh", "peers", "--timeout", "1"],
+            &[
+                "mesh",
+                "grant",
+                "12D3KooWRMVa8ZNLpaHJ9t2BuiPiQTRSgW7dMU9nhHUjve1m7ftC",
+                "--cameras",
+                "c",
+                "--rights",
+                "live",
+                "--until",
+                "3600",
+            ],
+            &["mesh", "fleet", "invite", "--role", "viewer", "--expires", "600"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
     }
 }

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     zoom: f32,
     /// Move for this long, then the camera's node stops it (e.g. 1s, 500ms; at most 60s).
-    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long = "for", value_name = "DURATION", value_parser = crate::parse_duration)]
     duration: Option<Duration>,
     /// Stop moving.
     #[arg(long, conflicts_with_all = ["preset", "home", "presets", "to", "by"])]

@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long)]
     users: Option<PathBuf>,
     /// Stop after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::parse_duration)]
     duration: Option<Duration>,
     /// HTTP clients per camera.
     #[arg(long, default_value_t = 8)]

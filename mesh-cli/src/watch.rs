@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, short, default_value = "-")]
     output: PathBuf,
     /// Stop after this long (e.g. 10s, 2m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::parse_duration)]
     duration: Option<Duration>,
     /// Stop after this many frames.
     #[arg(long)]
@@ -69,7 +69,10 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     if adaptive && (!args.via.is_empty() || args.find_forwarders) {
         bail!("--profile auto watches the camera's own node; it does not combine with --via or --find-forwarders");
     }
-    let mut out: Box<dyn Write + Send> = if args.output.as_os_str() == "-" {
+    // A player on stdout gets each frame as it comes (and a player that quits is noticed
+    // at the next frame); a file gets large writes.
+    let to_stdout = args.output.as_os_str() == "-";
+    let mut out: Box<dyn Write + Send> = if to_stdout {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
         Box::new(std::io::BufWriter::new(
@@ -170,7 +173,10 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                     note(args.quiet, tty, &format!("dropping a malformed frame: {e}"));
                     continue;
                 }
-                if let Err(e) = out.write_all(&annexb) {
+                if let Err(e) = out
+                    .write_all(&annexb)
+                    .and_then(|()| if to_stdout { out.flush() } else { Ok(()) })
+                {
                     if e.kind() == std::io::ErrorKind::BrokenPipe {
                         break Ok(());
                     }
@@ -199,11 +205,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         }
         if !args.quiet && last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            let s = stats.snapshot(now_unix_us());
-            let line = format!(
-                "{}: {:>5.1} fps {:>7.0} kbit/s latency p50 {:>6.1} ms max {:>6.1} ms | frames {} skips {} gaps {}",
-                args.camera, s.fps, s.kbit_s, s.latency_p50_ms, s.latency_max_ms, s.frames, s.skips, s.gaps
-            );
+            let line = stats_line(&args.camera, &stats.snapshot(now_unix_us()));
             if tty {
                 eprint!("\r{line}\x1b[K");
             } else {
@@ -212,9 +214,21 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         }
     };
     cancel.cancel();
-    out.flush().ok();
-    if tty && !args.quiet {
-        eprintln!();
+    let flushed = out.flush();
+    if !args.quiet {
+        // The last line holds the totals of the whole run (the periodic ones can be a
+        // second old, or from before the first frame).
+        let line = stats_line(&args.camera, &stats.snapshot(now_unix_us()));
+        if tty {
+            eprintln!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    if let Err(e) = flushed {
+        if e.kind() != std::io::ErrorKind::BrokenPipe && result.is_ok() {
+            return Err(e).context("writing video");
+        }
     }
     if result.is_ok() && frames == 0 {
         bail!("no video received from camera {:?}", args.camera);
@@ -227,6 +241,14 @@ fn profile_name(p: camesh_proto::pb::Profile) -> &'static str {
         camesh_proto::pb::Profile::Main => "main",
         camesh_proto::pb::Profile::Sub => "sub",
     }
+}
+
+/// One stats line: the window's rate and latency, the run's totals.
+fn stats_line(camera: &str, s: &camesh_node::stream::stats::Snapshot) -> String {
+    format!(
+        "{camera}: {:>5.1} fps {:>7.0} kbit/s latency p50 {:>6.1} ms max {:>6.1} ms | frames {} skips {} gaps {}",
+        s.fps, s.kbit_s, s.latency_p50_ms, s.latency_max_ms, s.frames, s.skips, s.gaps
+    )
 }
 
 fn note(quiet: bool, tty: bool, msg: &str) {

@@ -18,6 +18,7 @@ use crate::ids::{root_key_from_text, valid_id};
 mod link;
 mod nvr;
 mod onvif;
+mod preset;
 pub use link::LinkConfig;
 pub use nvr::{NvrSection, RecordRule};
 pub use onvif::OnvifConfig;

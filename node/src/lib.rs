@@ -21,7 +21,7 @@
 //!
 //! | layer | modules | what they own |
 //! | --- | --- | --- |
-//! | leaves | [`addr`], [`ids`], [`clock`], [`backoff`] | address/URL and id checks, clocks, retry pacing |
+//! | leaves | [`addr`], [`ids`], [`clock`], [`backoff`], [`logs`] | address/URL and id checks, clocks, retry pacing, log output |
 //! | settings | [`config`], [`identity`] | the TOML config, validated; the node's ed25519 key |
 //! | media | [`media`] | H.264 parsing (pure), sources: files and RTSP through ffmpeg |
 //! | security | [`auth`] | certificates, grants, revocations, media keys, audit |
@@ -53,6 +53,7 @@ pub mod gateway;
 pub mod grants;
 pub mod identity;
 pub mod ids;
+pub mod logs;
 pub mod media;
 pub mod member;
 pub mod net;

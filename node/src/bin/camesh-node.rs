@@ -124,10 +124,7 @@ async fn main() {
 
 async fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
-        .with_writer(std::io::stderr)
-        .init();
+    camesh_node::logs::init(&cli.log).map_err(anyhow::Error::msg)?;
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     match cli.cmd {
         Cmd::Init {
@@ -146,7 +143,7 @@ async fn real_main() -> Result<()> {
             config.validate()?;
             std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             let key = camesh_node::identity::load_or_create(&data_dir)?;
-            camesh_node::identity::replace_private(&path, config.to_toml().as_bytes())
+            camesh_node::identity::replace_private(&path, config.init_text().as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             println!("peer id: {}", key.public().to_peer_id());
             println!("config:  {}", path.display());
