@@ -23,7 +23,7 @@
 //! | --- | --- | --- |
 //! | leaves | [`addr`], [`ids`], [`clock`], [`backoff`], [`logs`] | address/URL and id checks, clocks, retry pacing, log output |
 //! | settings | [`config`], [`identity`] | the TOML config, validated; the node's ed25519 key |
-//! | media | [`media`] | H.264 parsing (pure), sources: files and RTSP through ffmpeg |
+//! | media | [`media`], [`onvif`] | H.264 parsing (pure), sources: files and RTSP through ffmpeg; ONVIF SOAP, client and WS-Discovery |
 //! | security | [`auth`] | certificates, grants, revocations, media keys, audit |
 //! | storage | [`record`] | segment files, their index, retention, playback, export |
 //! | discovery | [`discovery`] | the directory of cameras; judging gossip; what to announce and provide |
@@ -59,6 +59,7 @@ pub mod member;
 pub mod net;
 pub mod node;
 pub mod nvr;
+pub mod onvif;
 pub mod ptz;
 pub mod reach;
 pub mod record;

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     // Leaves: they import nothing of ours.
     &["addr.rs", "ids.rs", "clock.rs", "backoff.rs", "logs.rs"],
     &["config.rs", "config/", "identity.rs"],
-    &["media/"],
+    &["media/", "onvif/"],
     &["auth/"],
     &["record/"],
     &["discovery/"],

@@ -15,12 +15,12 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::onvif::Onvif;
 use super::rate::PtzRate;
-use super::soap::Op;
 use super::PTZ_PROTOCOL;
 use crate::auth::{self, Rights, Trust};
 use crate::config::{CameraConfig, Limits};
+use crate::onvif::client::Onvif;
+use crate::onvif::soap::Op;
 use crate::stream::accept;
 use crate::stream::io::{read_request, write_message, IoError};
 

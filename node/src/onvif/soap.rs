@@ -3,7 +3,7 @@
 //! GotoPreset, GotoHomePosition, GetPresets) with a WS-Security UsernameToken
 //! (PasswordDigest = Base64(SHA-1(nonce + created + password))), and the few things read
 //! back from answers (service addresses, profile tokens, presets, SOAP faults). No IO:
-//! [`super::onvif`] posts these.
+//! [`super::client`] posts these.
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -135,6 +135,26 @@ pub fn get_profiles() -> String {
     format!("<GetProfiles xmlns=\"{MEDIA_NS}\"/>")
 }
 
+/// `GetStreamUri` of the media service: the RTSP URI of `profile`.
+pub fn get_stream_uri(profile: &str) -> String {
+    format!(
+        "<GetStreamUri xmlns=\"{MEDIA_NS}\"><StreamSetup><Stream xmlns=\"{SCHEMA_NS}\">RTP-Unicast</Stream>\
+         <Transport xmlns=\"{SCHEMA_NS}\"><Protocol>RTSP</Protocol></Transport></StreamSetup>\
+         <ProfileToken>{}</ProfileToken></GetStreamUri>",
+        esc(profile)
+    )
+}
+
+/// A media profile as GetProfiles describes it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProfileInfo {
+    pub token: String,
+    pub name: String,
+    /// The video encoder's resolution, when given.
+    pub width: u32,
+    pub height: u32,
+}
+
 /// What is read from an answer.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Answer {
@@ -147,6 +167,10 @@ pub struct Answer {
     pub profiles: Vec<String>,
     /// (token, name) of each preset (GetPresets).
     pub presets: Vec<(String, String)>,
+    /// Each profile's name and resolution (GetProfiles), in order.
+    pub profile_info: Vec<ProfileInfo>,
+    /// The media URI (GetStreamUri).
+    pub uri: Option<String>,
 }
 
 /// Reads an answer (bounded by [`MAX_ANSWER`] by the caller); a malformed document is an
@@ -171,7 +195,13 @@ pub fn parse_answer(xml: &[u8]) -> Result<Answer, String> {
                 match local.as_str() {
                     "Profiles" if path.last().is_some_and(|p| p == "GetProfilesResponse") => {
                         if let Some(t) = token {
-                            a.profiles.push(t);
+                            a.profiles.push(t.clone());
+                            if a.profile_info.len() < 64 {
+                                a.profile_info.push(ProfileInfo {
+                                    token: t,
+                                    ..Default::default()
+                                });
+                            }
                         }
                     }
                     "Preset" => preset = Some((token.unwrap_or_default(), String::new())),
@@ -194,6 +224,23 @@ pub fn parse_answer(xml: &[u8]) -> Result<Answer, String> {
                         }
                     }
                     "Preset" => a.presets.extend(preset.take()),
+                    "Name" if parent == "Profiles" => {
+                        if let Some(p) = a.profile_info.last_mut() {
+                            p.name = text.trim().to_owned();
+                        }
+                    }
+                    "Width" | "Height"
+                        if parent == "Resolution" && path.iter().any(|p| p == "VideoEncoderConfiguration") =>
+                    {
+                        if let (Some(p), Ok(v)) = (a.profile_info.last_mut(), text.trim().parse::<u32>()) {
+                            if local == "Width" {
+                                p.width = v;
+                            } else {
+                                p.height = v;
+                            }
+                        }
+                    }
+                    "Uri" if parent == "MediaUri" => a.uri = Some(text.trim().to_owned()),
                     "Text" if in_fault => a.fault = Some(text.trim().to_owned()),
                     "Fault" if a.fault.is_none() => a.fault = Some("SOAP fault".into()),
                     _ => {}
@@ -260,6 +307,22 @@ mod tests {
         assert_eq!(a.ptz_xaddr.as_deref(), Some("http://10.0.0.5/onvif/ptz"));
         let profiles = br#"<Envelope><Body><GetProfilesResponse><Profiles token="main"><Name>m</Name></Profiles><Profiles token="sub"/></GetProfilesResponse></Body></Envelope>"#;
         assert_eq!(parse_answer(profiles).expect("parse").profiles, ["main", "sub"]);
+        let profiles = br#"<Envelope><Body><GetProfilesResponse><Profiles token="p0"><Name>Main</Name><VideoEncoderConfiguration><Name>enc</Name><Resolution><Width>1920</Width><Height>1080</Height></Resolution></VideoEncoderConfiguration></Profiles></GetProfilesResponse></Body></Envelope>"#;
+        let info = parse_answer(profiles).expect("parse").profile_info;
+        assert_eq!(
+            info,
+            [ProfileInfo {
+                token: "p0".into(),
+                name: "Main".into(),
+                width: 1920,
+                height: 1080
+            }]
+        );
+        let uri = br#"<Envelope><Body><GetStreamUriResponse><MediaUri><Uri>rtsp://10.0.0.5:554/main</Uri></MediaUri></GetStreamUriResponse></Body></Envelope>"#;
+        assert_eq!(
+            parse_answer(uri).expect("parse").uri.as_deref(),
+            Some("rtsp://10.0.0.5:554/main")
+        );
         let presets = br#"<Envelope><Body><GetPresetsResponse><Preset token="1"><Name>Door</Name></Preset><Preset token="2"><Name>Till</Name></Preset></GetPresetsResponse></Body></Envelope>"#;
         assert_eq!(
             parse_answer(presets).expect("parse").presets,

@@ -1,8 +1,9 @@
-//! The camera node's ONVIF client (IO): posts the envelopes [`super::soap`] makes to the
+//! An ONVIF client (IO): posts the envelopes [`super::soap`] makes to the
 //! camera over HTTP/1.1, with a fresh WS-Security nonce per call. The PTZ service address
 //! and the media profile token are found once (device GetCapabilities, media
 //! GetProfiles) and kept. Every answer is bounded ([`MAX_ANSWER`]) and every call has a
-//! deadline.
+//! deadline. The camera node uses it for PTZ; `mesh cameras --onvif` for the media
+//! profiles and stream URIs of devices it discovered.
 
 use std::time::Duration;
 
@@ -68,6 +69,39 @@ impl Onvif {
         let target = self.target().await?;
         let body = op.body(&target.profile);
         self.post(&target.ptz_url, soap::PTZ_NS, op.name(), &body).await
+    }
+
+    /// The device's media profiles, each with its RTSP URI (`None` where GetStreamUri
+    /// failed).
+    pub async fn media_profiles(&self) -> Result<Vec<(soap::ProfileInfo, Option<String>)>, OnvifError> {
+        let caps = self
+            .post(
+                &self.cfg.url,
+                soap::DEVICE_NS,
+                "GetCapabilities",
+                &soap::get_capabilities(),
+            )
+            .await?;
+        let media_url = caps.media_xaddr.unwrap_or_else(|| self.cfg.url.clone());
+        let profiles = self
+            .post(&media_url, soap::MEDIA_NS, "GetProfiles", &soap::get_profiles())
+            .await?
+            .profile_info;
+        let mut out = Vec::with_capacity(profiles.len());
+        for p in profiles {
+            let uri = self
+                .post(
+                    &media_url,
+                    soap::MEDIA_NS,
+                    "GetStreamUri",
+                    &soap::get_stream_uri(&p.token),
+                )
+                .await
+                .ok()
+                .and_then(|a| a.uri);
+            out.push((p, uri));
+        }
+        Ok(out)
     }
 
     async fn target(&self) -> Result<Target, OnvifError> {
