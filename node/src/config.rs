@@ -16,7 +16,9 @@ use crate::addr;
 use crate::ids::{root_key_from_text, valid_id};
 
 mod nvr;
+mod relay;
 pub use nvr::{NvrSection, RecordRule};
+pub use relay::relay_preset_toml;
 
 /// What a node is for. Decides defaults (DHT server mode, which services run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -92,7 +94,8 @@ pub struct NodeSection {
     pub bootstrap: Vec<Multiaddr>,
     /// Find peers on the LAN with mDNS (not on loopback interfaces).
     pub mdns: bool,
-    /// Serve the Kademlia DHT to others; `None` decides by role (cameras and NVRs do).
+    /// Serve the Kademlia DHT to others; `None` decides by role (cameras, NVRs and
+    /// relays with `relay_server = true` do).
     pub dht_server: Option<bool>,
     /// Seconds between camera announcements on gossipsub.
     pub announce_interval_s: u64,
@@ -538,9 +541,13 @@ impl Config {
         Ok(())
     }
 
-    /// Whether this node serves the DHT to others.
+    /// Whether this node serves the DHT to others: unless `node.dht_server` says,
+    /// cameras and NVRs do, and so does a relay (`relay_server = true`): members that
+    /// know only the relay publish and find provider records there.
     pub fn dht_server(&self) -> bool {
-        self.node.dht_server.unwrap_or(self.node.role != Role::Viewer)
+        self.node
+            .dht_server
+            .unwrap_or(self.node.role != Role::Viewer || self.node.relay_server == Some(true))
     }
 
     /// Whether this node listens on WebRTC-direct: unless `node.webrtc` says, cameras and

@@ -312,10 +312,8 @@ impl Reach {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(ClientError::Rejected {
-            peer: self.me,
-            code: pb::RejectCode::RejectUnknownCamera,
-            reason: format!("no peer serving camera {camera:?} was found"),
+        Err(last.unwrap_or(ClientError::NotFound {
+            camera: camera.to_owned(),
         }))
     }
 

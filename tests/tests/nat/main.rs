@@ -25,6 +25,7 @@ mod autonat;
 mod frames;
 mod lab;
 mod loss;
+mod mobile;
 mod punching;
 mod relayed;
 

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::addr::prefer_quic;
 use super::behaviour::Behaviour;
 use super::handle::{Command, NetError, NetEvent};
+use super::liveness::Liveness;
 use super::peers::{self, PeerState};
 use super::punch::{Action, Punch};
 use crate::addr::split_p2p;
@@ -33,8 +34,8 @@ use crate::discovery::{Discovery, Publish};
 /// How often configured relays we are not connected to are dialed again (a relay that
 /// restarted gets our reservation back once it is up).
 const RELAY_REDIAL: Duration = Duration::from_secs(5);
-/// How often the punch schedule and the relay redial run.
-const HOUSEKEEPING: Duration = Duration::from_millis(500);
+/// How often the punch schedule, the liveness check and the relay redial run.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
 type DialReply = oneshot::Sender<Result<PeerId, NetError>>;
 
@@ -50,6 +51,8 @@ pub(super) struct NetTask {
     reachability: Arc<AtomicI32>,
     peers: HashMap<PeerId, PeerState>,
     punch: Punch,
+    /// Which connections stopped answering pings.
+    liveness: Liveness,
     dial_by_peer: HashMap<PeerId, Vec<DialReply>>,
     dial_by_conn: HashMap<ConnectionId, DialReply>,
     provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
@@ -77,6 +80,7 @@ impl NetTask {
             reachability,
             peers: HashMap::new(),
             punch: Punch::default(),
+            liveness: Liveness::default(),
             dial_by_peer: HashMap::new(),
             dial_by_conn: HashMap::new(),
             provider_queries: HashMap::new(),
@@ -98,6 +102,9 @@ impl NetTask {
                 },
                 _ = announce.tick() => self.announce(),
                 _ = housekeeping.tick() => {
+                    self.close_silent();
+                    let owed = self.discovery.provide_owed(Instant::now());
+                    self.start_providing(owed);
                     self.punch_tick();
                     self.redial_relays();
                 }
@@ -272,6 +279,30 @@ impl NetTask {
                     }
                 }
             }
+        }
+    }
+
+    /// Closes connections that stopped answering pings (a NAT moved one end): streams take
+    /// another path, a lost relay is dialed again at once ([`Self::relay_lost`]).
+    fn close_silent(&mut self) {
+        for (peer, conn, silent) in self.liveness.dead(Instant::now()) {
+            info!(%peer, silent_ms = silent.as_millis() as u64, "closing a silent connection");
+            self.swarm.close_connection(conn);
+        }
+    }
+
+    /// The last connection to `peer` closed: if it is a configured relay, dial it again
+    /// on the next housekeeping tick (the reservation went with the connection).
+    pub(super) fn relay_lost(&mut self, peer: PeerId) {
+        let is_relay = self
+            .config
+            .node
+            .relays
+            .iter()
+            .any(|r| split_p2p(r.clone()).0 == Some(peer));
+        if is_relay {
+            info!(relay = %peer, "connection to a relay lost; dialing it again");
+            self.relay_redial_at = Instant::now();
         }
     }
 
