@@ -90,6 +90,34 @@ impl Liveness {
     }
 }
 
+/// The least time between two fresh connections to the relays.
+pub const REFRESH_GAP: Duration = Duration::from_secs(5);
+
+/// Whether to open a fresh connection to each configured relay after connections died
+/// silently. A path that died silently hints that this node's public address changed;
+/// its relay connection may have survived by QUIC migration, but libp2p still holds the
+/// old observed address for it, so hole punches would offer the old address. A fresh
+/// connection brings a fresh observed address (identify) and a fresh reservation.
+#[derive(Debug, Default)]
+pub struct RelayRefresh {
+    last: Option<Instant>,
+}
+
+impl RelayRefresh {
+    /// `died` connections were just closed as silent: refresh now?
+    pub fn due(&mut self, died: usize, now: Instant) -> bool {
+        if died == 0
+            || self
+                .last
+                .is_some_and(|t| now.saturating_duration_since(t) < REFRESH_GAP)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +191,16 @@ mod tests {
             now += TICK;
             assert!(now < back + Duration::from_secs(5));
         }
+    }
+
+    #[test]
+    fn relays_are_refreshed_after_a_silent_death_at_most_every_few_seconds() {
+        let t0 = Instant::now();
+        let mut r = RelayRefresh::default();
+        assert!(!r.due(0, t0), "nothing died");
+        assert!(r.due(2, t0));
+        assert!(!r.due(1, t0 + Duration::from_secs(1)), "too soon");
+        assert!(r.due(1, t0 + REFRESH_GAP));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::addr::prefer_quic;
 use super::behaviour::Behaviour;
 use super::handle::{Command, NetError, NetEvent};
-use super::liveness::Liveness;
+use super::liveness::{Liveness, RelayRefresh};
 use super::peers::{self, PeerState};
 use super::punch::{Action, Punch};
 use crate::addr::split_p2p;
@@ -53,6 +53,7 @@ pub(super) struct NetTask {
     punch: Punch,
     /// Which connections stopped answering pings.
     liveness: Liveness,
+    relay_refresh: RelayRefresh,
     dial_by_peer: HashMap<PeerId, Vec<DialReply>>,
     dial_by_conn: HashMap<ConnectionId, DialReply>,
     provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
@@ -81,6 +82,7 @@ impl NetTask {
             peers: HashMap::new(),
             punch: Punch::default(),
             liveness: Liveness::default(),
+            relay_refresh: RelayRefresh::default(),
             dial_by_peer: HashMap::new(),
             dial_by_conn: HashMap::new(),
             provider_queries: HashMap::new(),
@@ -285,9 +287,32 @@ impl NetTask {
     /// Closes connections that stopped answering pings (a NAT moved one end): streams take
     /// another path, a lost relay is dialed again at once ([`Self::relay_lost`]).
     fn close_silent(&mut self) {
-        for (peer, conn, silent) in self.liveness.dead(Instant::now()) {
+        let now = Instant::now();
+        let dead = self.liveness.dead(now);
+        for (peer, conn, silent) in &dead {
             info!(%peer, silent_ms = silent.as_millis() as u64, "closing a silent connection");
-            self.swarm.close_connection(conn);
+            self.swarm.close_connection(*conn);
+        }
+        if self.relay_refresh.due(dead.len(), now) {
+            self.refresh_relays();
+        }
+    }
+
+    /// A fresh connection to each configured relay (next to any that survived): a new
+    /// observed address for hole punches, and a new reservation once it is verified.
+    fn refresh_relays(&mut self) {
+        for relay in self.config.node.relays.clone() {
+            let (Some(peer), addr) = split_p2p(relay) else {
+                continue;
+            };
+            info!(relay = %peer, "connections died silently: a fresh connection to the relay");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(relay = %peer, error = %e, "relay not dialed");
+            }
         }
     }
 
