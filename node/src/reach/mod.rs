@@ -261,7 +261,7 @@ impl Reach {
             .map(|e| (e.peer, e.addrs()))
             .collect();
         if found.is_empty() {
-            if let Ok(peers) = self.net.find_providers(discovery::camera_key(camera)).await {
+            if let Ok(peers) = self.net.find_first_providers(discovery::camera_key(camera)).await {
                 found = peers.into_iter().map(|p| (p, Vec::new())).collect();
             }
         }

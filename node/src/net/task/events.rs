@@ -287,16 +287,26 @@ impl NetTask {
                                     .build(),
                             );
                         }
-                        if let Some((found, _)) = self.provider_queries.get_mut(&id) {
+                        if let Some((found, _, _)) = self.provider_queries.get_mut(&id) {
                             if !found.contains(&p) {
                                 found.push(p);
                             }
                         }
                     }
                 }
-                if step.last {
-                    if let Some((found, reply)) = self.provider_queries.remove(&id) {
+                let early = self
+                    .provider_queries
+                    .get(&id)
+                    .is_some_and(|(found, first, _)| *first && !found.is_empty());
+                if step.last || early {
+                    if let Some((found, _, reply)) = self.provider_queries.remove(&id) {
                         let _ = reply.send(found);
+                    }
+                    if early {
+                        // The dials above already took the provider's addresses.
+                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                            q.finish();
+                        }
                     }
                 }
             }

@@ -38,6 +38,9 @@ const RELAY_REDIAL: Duration = Duration::from_secs(5);
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
 type DialReply = oneshot::Sender<Result<PeerId, NetError>>;
+/// A provider lookup: the providers found so far, whether the first ones end it, and
+/// who waits for the answer.
+type ProviderQuery = (Vec<PeerId>, bool, oneshot::Sender<Vec<PeerId>>);
 
 pub(super) struct NetTask {
     pub(super) swarm: Swarm<Behaviour>,
@@ -56,7 +59,9 @@ pub(super) struct NetTask {
     relay_refresh: RelayRefresh,
     dial_by_peer: HashMap<PeerId, Vec<DialReply>>,
     dial_by_conn: HashMap<ConnectionId, DialReply>,
-    provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    /// Open provider lookups: providers found so far, whether the first ones end it,
+    /// and who is waiting.
+    provider_queries: HashMap<kad::QueryId, ProviderQuery>,
     /// When configured relays we lost are dialed next.
     relay_redial_at: Instant,
 }
@@ -125,9 +130,9 @@ impl NetTask {
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
-            Command::FindProviders { key, reply } => {
+            Command::FindProviders { key, first, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
-                self.provider_queries.insert(id, (Vec::new(), reply));
+                self.provider_queries.insert(id, (Vec::new(), first, reply));
             }
             Command::Bootstrap => {
                 // One dial per peer with all its addresses (QUIC before WebRTC-direct);
