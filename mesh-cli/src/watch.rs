@@ -27,6 +27,10 @@ pub struct Args {
     /// Stop after this many frames.
     #[arg(long)]
     frames: Option<u64>,
+    /// How long to keep looking for the camera (discovery is retried meanwhile) and to
+    /// wait for its first frame; then give up, saying whether any member knew it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    timeout: Duration,
     /// Ask this peer only.
     #[arg(long)]
     peer: Option<PeerId>,
@@ -98,6 +102,9 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         node.watch_routes(opts, routes, cancel.clone())
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    // Until video starts: give up at `--timeout` with the last reason.
+    let mut find_deadline = Some(tokio::time::Instant::now() + args.timeout);
+    let mut last_error: Option<String> = None;
     let mut stats = LiveStats::new(2000);
     let mut last_print = Instant::now();
     let mut annexb = Vec::with_capacity(256 << 10);
@@ -117,6 +124,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         let ev = tokio::select! {
             ev = events.recv() => ev,
             _ = sleep_until_opt(deadline) => break Ok(()),
+            _ = sleep_until_opt(find_deadline) => break Err(not_started(&args.camera, args.timeout, last_error.as_deref())),
             _ = tokio::signal::ctrl_c() => break Ok(()),
         };
         let Some(ev) = ev else { break Ok(()) };
@@ -148,6 +156,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         }
         match ev {
             WatchEvent::Started { peer, accept, gap } => {
+                find_deadline = None;
                 if let Some(gap) = gap {
                     stats.on_gap(gap.as_millis() as u64);
                     note(
@@ -188,6 +197,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                 }
             }
             WatchEvent::Interrupted { error, retry_in } => {
+                last_error = Some(error.clone());
                 note(
                     args.quiet,
                     tty,
@@ -249,6 +259,23 @@ fn stats_line(camera: &str, s: &camesh_node::stream::stats::Snapshot) -> String 
         "{camera}: {:>5.1} fps {:>7.0} kbit/s latency p50 {:>6.1} ms max {:>6.1} ms | frames {} skips {} gaps {}",
         s.fps, s.kbit_s, s.latency_p50_ms, s.latency_max_ms, s.frames, s.skips, s.gaps
     )
+}
+
+/// Why `mesh watch` gave up before any video: nobody knew the camera, or it was known
+/// but could not be reached.
+fn not_started(camera: &str, timeout: Duration, last: Option<&str>) -> anyhow::Error {
+    let waited = humantime::format_duration(timeout);
+    match last {
+        None => anyhow::anyhow!(
+            "camera {camera:?} not found within {waited}: the search was still going, no member had named it \
+             (pass -b <a relay or member>, or a longer --timeout)"
+        ),
+        Some(e) if e.contains("knows camera") => anyhow::anyhow!(
+            "camera {camera:?} not found within {waited}: no member this node reached knows it \
+             (check the camera id with `mesh cameras`, pass -b <a relay or member>, or a longer --timeout)"
+        ),
+        Some(e) => anyhow::anyhow!("camera {camera:?} was found but not reachable within {waited}: {e}"),
+    }
 }
 
 fn note(quiet: bool, tty: bool, msg: &str) {

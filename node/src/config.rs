@@ -19,9 +19,11 @@ mod link;
 mod nvr;
 mod onvif;
 mod preset;
+mod relay;
 pub use link::LinkConfig;
 pub use nvr::{NvrSection, RecordRule};
 pub use onvif::OnvifConfig;
+pub use relay::relay_preset_toml;
 
 /// What a node is for. Decides defaults (DHT server mode, which services run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -100,7 +102,8 @@ pub struct NodeSection {
     pub bootstrap: Vec<Multiaddr>,
     /// Find peers on the LAN with mDNS (not on loopback interfaces).
     pub mdns: bool,
-    /// Serve the Kademlia DHT to others; `None` decides by role (cameras and NVRs do).
+    /// Serve the Kademlia DHT to others; `None` decides by role (cameras, NVRs and
+    /// relays with `relay_server = true` do).
     pub dht_server: Option<bool>,
     /// Seconds between camera announcements on gossipsub.
     pub announce_interval_s: u64,
@@ -435,6 +438,9 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
+            if let Some(Err(e)) = cam.onvif.as_ref().map(OnvifConfig::check) {
+                return Err(invalid(format!("camera[{i}].onvif.url"), e));
+            }
             if !valid_id(&cam.id) {
                 return Err(invalid(
                     format!("camera[{i}].id"),
@@ -460,11 +466,6 @@ impl Config {
                         format!("{} is not a readable file (or an rtsp:// URL)", source.display()),
                     ));
                 }
-            }
-        }
-        for (i, cam) in self.cameras.iter().enumerate() {
-            if let Some(Err(e)) = cam.onvif.as_ref().map(OnvifConfig::check) {
-                return Err(invalid(format!("camera[{i}].onvif.url"), e));
             }
         }
         for (i, f) in self.forwards.iter().enumerate() {
@@ -556,9 +557,13 @@ impl Config {
         Ok(())
     }
 
-    /// Whether this node serves the DHT to others.
+    /// Whether this node serves the DHT to others: unless `node.dht_server` says,
+    /// cameras and NVRs do, and so does a relay (`relay_server = true`): members that
+    /// know only the relay publish and find provider records there.
     pub fn dht_server(&self) -> bool {
-        self.node.dht_server.unwrap_or(self.node.role != Role::Viewer)
+        self.node
+            .dht_server
+            .unwrap_or(self.node.role != Role::Viewer || self.node.relay_server == Some(true))
     }
 
     /// Whether this node listens on WebRTC-direct: unless `node.webrtc` says, cameras and

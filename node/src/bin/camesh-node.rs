@@ -33,6 +33,9 @@ enum RoleArg {
     Camera,
     Nvr,
     Viewer,
+    /// A depot or shore server: relay and DHT server, WebRTC-direct, no cameras (a
+    /// viewer member with those keys set; the written config comments each key).
+    Relay,
 }
 
 impl From<RoleArg> for Role {
@@ -40,7 +43,7 @@ impl From<RoleArg> for Role {
         match r {
             RoleArg::Camera => Role::Camera,
             RoleArg::Nvr => Role::Nvr,
-            RoleArg::Viewer => Role::Viewer,
+            RoleArg::Viewer | RoleArg::Relay => Role::Viewer,
         }
     }
 }
@@ -141,9 +144,17 @@ async fn real_main() -> Result<()> {
             config.node.fleet_id = fleet;
             config.node.fleet_root = fleet_root;
             config.validate()?;
+            let text = match role {
+                RoleArg::Relay => {
+                    let text = camesh_node::config::relay_preset_toml(&config.node.fleet_id, &config.node.fleet_root);
+                    Config::parse(&text)?.validate()?;
+                    text
+                }
+                _ => config.init_text(),
+            };
             std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             let key = camesh_node::identity::load_or_create(&data_dir)?;
-            camesh_node::identity::replace_private(&path, config.init_text().as_bytes())
+            camesh_node::identity::replace_private(&path, text.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             println!("peer id: {}", key.public().to_peer_id());
             println!("config:  {}", path.display());

@@ -26,6 +26,7 @@ mod autonat;
 mod frames;
 mod lab;
 mod loss;
+mod mobile;
 mod punching;
 mod relayed;
 
