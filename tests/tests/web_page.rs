@@ -2,6 +2,9 @@
 //! tiny static server on 127.0.0.1, the page makes its Ed25519 identity, starts its
 //! libp2p node and shows its peer id; a reload with the same browser profile shows the
 //! same peer id (the key lives in IndexedDB), and another profile gets another one.
+//! With the link `mesh fleet invite --role viewer` prints, the page redeems the invite
+//! with that admin node over WebRTC-direct and holds a viewer certificate; a node's
+//! gateway serves the same files under /app/.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,6 +32,13 @@ fn content_type(name: &str) -> &'static str {
 /// Serves the files of `root` (flat: names of letters, digits, '.', '-', '_') on
 /// 127.0.0.1; anything else is 404. Returns the base URL.
 async fn static_server(root: PathBuf) -> String {
+    static_server_with_reports(root).await.0
+}
+
+/// [`static_server`], and the bodies of `POST /report` (the page's `?report` hook: its
+/// state as JSON after each change), in order.
+async fn static_server_with_reports(root: PathBuf) -> (String, tokio::sync::mpsc::Receiver<String>) {
+    let (reports, rx) = tokio::sync::mpsc::channel::<String>(256);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -37,6 +47,7 @@ async fn static_server(root: PathBuf) -> String {
                 return;
             };
             let root = root.clone();
+            let reports = reports.clone();
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -47,6 +58,34 @@ async fn static_server(root: PathBuf) -> String {
                     }
                 }
                 let line = String::from_utf8_lossy(&got).lines().next().unwrap_or("").to_owned();
+                if line.starts_with("POST /report ") {
+                    let head_end = got
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(got.len(), |p| p + 4);
+                    let len = String::from_utf8_lossy(&got[..head_end])
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0)
+                        .min(1 << 20);
+                    let mut body = got[head_end..].to_vec();
+                    while body.len() < len {
+                        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                            Ok(Ok(n)) if n > 0 => body.extend_from_slice(&buf[..n]),
+                            _ => break,
+                        }
+                    }
+                    let _ = reports.try_send(String::from_utf8_lossy(&body).into_owned());
+                    let _ = s
+                        .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                    let _ = s.shutdown().await;
+                    return;
+                }
                 let target = line.split_whitespace().nth(1).unwrap_or("/");
                 let path = target.split('?').next().unwrap_or("/");
                 let name = match path.trim_start_matches('/') {
@@ -76,7 +115,7 @@ async fn static_server(root: PathBuf) -> String {
             });
         }
     });
-    format!("http://{addr}/")
+    (format!("http://{addr}/"), rx)
 }
 
 /// What one page load showed: the DOM after the page settled, and Chromium's log.
@@ -232,4 +271,228 @@ async fn headless_chromium_makes_and_keeps_the_page_identity() {
     }
     let other = peer_id_of(&settled(chromium, &url, &dir.path().join("profile-b")).await);
     assert_ne!(first, other, "another browser profile makes its own key");
+}
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| have(b))
+}
+
+/// Chromium and the built app, or why this test cannot run here.
+fn web_ready(test: &str) -> Option<&'static str> {
+    let chromium = chromium();
+    let built = dist().join("index.html").exists() && dist().join("app.js").exists();
+    let available = match (chromium, built) {
+        (None, _) => Err("no chromium (scripts/setup.sh installs it)".to_owned()),
+        (_, false) => Err(format!("{} is not built: run scripts/web.sh", dist().display())),
+        (Some(_), true) => Ok(()),
+    };
+    if can_run(test, available) {
+        chromium
+    } else {
+        None
+    }
+}
+
+/// Headless Chromium showing `url` with `profile`, until the child is dropped.
+fn open_page(chromium: &str, url: &str, profile: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=390,844",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromium starts")
+}
+
+/// The page's reports until one satisfies `done` (returned) or one says it failed
+/// (`error` set: panics with it), within `limit`.
+async fn wait_report(
+    reports: &mut tokio::sync::mpsc::Receiver<String>,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, reports.recv()).await {
+            Ok(Some(r)) => {
+                let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_else(|e| panic!("report {r:?}: {e}"));
+                if done(&v) {
+                    return v;
+                }
+                if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+                    panic!("{what}: the page failed: {e}\nstate: {v}");
+                }
+                last = v;
+            }
+            Ok(None) => panic!("{what}: the report channel closed"),
+            Err(_) => panic!("{what}: not within {limit:?}; last report: {last}"),
+        }
+    }
+}
+
+/// `mesh fleet init` in a fresh admin folder, then `mesh fleet invite --role viewer`
+/// waiting as the admin node on 127.0.0.1 (QUIC and WebRTC-direct): the child and the
+/// invite and link lines it printed.
+async fn admin_inviting(admin: &Path, fleet_id: &str) -> (tokio::process::Child, String, String) {
+    use tokio::io::AsyncBufReadExt;
+    let (ok, _, err) = cli::mesh_in(admin, &["fleet", "init", "--id", fleet_id]);
+    assert!(ok, "mesh fleet init: {err}");
+    let mut child = tokio::process::Command::new(bin("mesh"))
+        .env_remove("CAMESH_FLEET")
+        .env_remove("CAMESH_FLEET_ROOT")
+        .arg("--data-dir")
+        .arg(admin)
+        .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+        .args([
+            "fleet",
+            "invite",
+            "--role",
+            "viewer",
+            "--name",
+            "phone",
+            "--expires",
+            "2m",
+        ])
+        .args(["--web-url", "http://127.0.0.1:9/app/"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mesh fleet invite starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut invite, mut link) = (None, None);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.starts_with("camesh-invite:") {
+                invite = Some(l);
+            } else if let Some(u) = l.strip_prefix("link: ") {
+                link = Some(u.to_owned());
+            }
+            if invite.is_some() && link.is_some() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("mesh fleet invite prints its invite in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, invite.expect("an invite line"), link.expect("a link line"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_redeems_a_viewer_invite_from_its_link() {
+    init_tracing();
+    let Some(chromium) = web_ready("page_redeems_a_viewer_invite_from_its_link") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut inviting, invite, link) = admin_inviting(&dir.path().join("admin"), "t-web-join").await;
+    // The link is the web app's URL with the invite as its fragment (never sent to a server).
+    let (base, fragment) = link.split_once('#').expect("a fragment");
+    assert_eq!(base, "http://127.0.0.1:9/app/");
+    assert_eq!(fragment, invite);
+    let (info, _) = camesh_node::auth::invite::parse(&invite, camesh_node::auth::now_s()).expect("invite parses");
+    assert!(
+        info.admin_addrs.iter().any(camesh_node::addr::is_webrtc_direct),
+        "the invite lists the admin node's WebRTC-direct addresses: {:?}",
+        info.admin_addrs
+    );
+
+    let (site, mut reports) = static_server_with_reports(dist()).await;
+    let url = format!("{site}index.html?report#{fragment}");
+    let clicked = std::time::Instant::now();
+    let _page = open_page(chromium, &url, &dir.path().join("profile"));
+    let joined = wait_report(&mut reports, "joining", Duration::from_secs(60), |v| {
+        v.get("member").is_some_and(|m| !m.is_null())
+    })
+    .await;
+    println!(
+        "page joined in {:?} from load (redeem {} ms): {joined}",
+        clicked.elapsed(),
+        joined["redeemMs"]
+    );
+    assert_eq!(joined["member"]["role"], "viewer");
+    assert_eq!(joined["member"]["name"], "phone");
+    assert_eq!(joined["member"]["fleet"], "t-web-join");
+    let page_peer = joined["peerId"].as_str().expect("peer id").to_owned();
+
+    // The admin node's command ends by itself, naming the page's peer id.
+    let out = tokio::time::timeout(Duration::from_secs(20), async {
+        let status = inviting.wait().await.expect("wait");
+        let mut err = String::new();
+        if let Some(mut e) = inviting.stderr.take() {
+            let _ = e.read_to_string(&mut err).await;
+        }
+        (status, err)
+    })
+    .await
+    .expect("mesh fleet invite ends once redeemed");
+    assert!(out.0.success(), "mesh fleet invite: {}", out.1);
+    assert!(
+        out.1.contains(&format!("redeemed by {page_peer}")),
+        "redeemed by the page: {}",
+        out.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_serves_the_web_app() {
+    init_tracing();
+    if !dist().join("app.js").exists() {
+        let _ = can_run(
+            "gateway_serves_the_web_app",
+            Err(format!("{} is not built: run scripts/web.sh", dist().display())),
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("viewer");
+    cli::mesh_folder(&data, "t-web-gw", "depot-pc", &["*"], camesh_node::auth::Rights::LIVE);
+    let mut cmd = cli::mesh_command(&data, "t-web-gw", &[]);
+    cmd.args(["view", "--port", "0", "--duration", "60s", "--web-app"])
+        .arg(dist());
+    let (_view, addr) = cli::spawn_mesh_view(cmd).await;
+    let limit = Duration::from_secs(10);
+    let index = http::get(addr, "/app/", limit).await.expect("GET /app/");
+    assert_eq!(index.status, 200, "{}", index.text());
+    assert_eq!(
+        index.body,
+        std::fs::read(dist().join("index.html")).expect("index.html")
+    );
+    let csp = index.header("content-security-policy").expect("a CSP header");
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    let app = http::get(addr, "/app/app.js", limit).await.expect("GET /app/app.js");
+    assert_eq!(app.status, 200);
+    assert!(app
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/javascript")));
+    assert_eq!(app.body, std::fs::read(dist().join("app.js")).expect("app.js"));
+    for bad in [
+        "/app/..%2fCargo.toml",
+        "/app/.hidden",
+        "/app/nothing.js",
+        "/app/x/app.js",
+    ] {
+        let r = http::get(addr, bad, limit).await.expect("GET");
+        assert_eq!(r.status, 404, "{bad}: {}", r.text());
+    }
+    let root = http::get(addr, "/app", limit).await.expect("GET /app");
+    assert_eq!(root.status, 308);
 }

@@ -1,15 +1,56 @@
 // The page: shows the node identity (made once, kept in IndexedDB), starts the libp2p
-// node, reads a pasted invite (signature and expiry checked here; the admin node checks
-// the rest when it is redeemed) and, when the invite lists WebRTC-direct addresses,
-// dials its admin node. The camera grid is a placeholder until the media protocol is
-// wired in.
+// node, reads an invite (pasted, or from the link `mesh fleet invite` prints: the
+// invite is the URL's fragment, which no server sees), checks its signature and expiry,
+// and redeems it with its admin node over WebRTC-direct (`/camesh/admin/1`): the page
+// keeps the certificate it is issued. The camera grid is a placeholder until the media
+// protocol is wired in.
+//
+// `window.camesh` holds what the page did (for tests and curious users); with `?report`
+// in its URL the page also POSTs it, as JSON, to `report` on its own origin after each
+// change (the tests' static server reads it; a gateway answers 404 and nothing else).
 
+import { loadMembership, redeemInvite, redeemTimes } from './enroll.ts'
 import { loadIdentity } from './identity.ts'
-import { parseInvite } from './invite.ts'
+import { parseInvite, PREFIX } from './invite.ts'
 import { dialable, startNode } from './net.ts'
+import type { CertInfo } from './enroll.ts'
 import type { InviteInfo } from './invite.ts'
 import type { Identity } from './identity.ts'
 import type { Libp2p } from '@libp2p/interface'
+
+/** What the page did, for tests (`window.camesh`). */
+interface PageState {
+  peerId?: string
+  storage?: string
+  libp2p?: string
+  phase: string
+  member?: { fleet: string, role: string, name: string, notAfterUnixS: string, cameras: string[] }
+  error?: string
+  redeemMs?: number
+  redeemTimes?: typeof redeemTimes
+}
+
+const state: PageState = { phase: 'loading' }
+;(globalThis as unknown as { camesh: PageState }).camesh = state
+const reporting = new URLSearchParams(location.search).has('report')
+
+function report (): void {
+  if (!reporting) return
+  fetch('report', { method: 'POST', body: JSON.stringify(state), headers: { 'content-type': 'application/json' } }).catch(() => {})
+}
+
+function showMember (info: CertInfo): void {
+  state.member = {
+    fleet: info.fleetId,
+    role: info.role.replace('MEMBER_ROLE_', '').toLowerCase(),
+    name: info.name,
+    notAfterUnixS: info.notAfterUnixS.toString(),
+    cameras: info.cameras
+  }
+  const m = el('membership')
+  m.textContent = `${state.member.role} "${info.name}" in fleet ${info.fleetId}, until ${new Date(Number(info.notAfterUnixS) * 1000).toISOString()}`
+  m.dataset.state = 'ready'
+}
 
 function el<T extends HTMLElement> (id: string): T {
   const e = document.getElementById(id)
@@ -17,10 +58,13 @@ function el<T extends HTMLElement> (id: string): T {
   return e as T
 }
 
-function status (text: string, state: 'busy' | 'ready' | 'error'): void {
+function status (text: string, st: 'busy' | 'ready' | 'error'): void {
   const s = el('status')
   s.textContent = text
-  s.dataset.state = state
+  s.dataset.state = st
+  state.phase = text
+  if (st === 'error') state.error = text
+  report()
 }
 
 function row (dl: HTMLElement, term: string, value: string): void {
@@ -50,10 +94,27 @@ function showInvite (info: InviteInfo, node: Libp2p | undefined): void {
     out.append(p)
     return
   }
-  status(`dialing the admin node ${info.adminPeer.toString()}...`, 'busy')
-  node.dial(addrs, { signal: AbortSignal.timeout(10_000) }).then(
-    c => status(`connected to the admin node ${c.remotePeer.toString()}`, 'ready'),
-    (e: unknown) => status(`could not reach the admin node: ${String(e)}`, 'error')
+  status(`redeeming the invite with the admin node ${info.adminPeer.toString()}...`, 'busy')
+  const t0 = performance.now()
+  redeemInvite(node, info).then(
+    cert => {
+      state.redeemMs = Math.round(performance.now() - t0)
+      state.redeemTimes = { ...redeemTimes }
+      showMember(cert)
+      status(`joined fleet ${cert.fleetId} as ${state.member?.role ?? ''} "${cert.name}"`, 'ready')
+    },
+    (e: unknown) => status(`could not join: ${e instanceof Error ? e.message : String(e)}`, 'error')
+  )
+}
+
+function readInvite (text: string, node: Libp2p | undefined): void {
+  parseInvite(text, BigInt(Math.floor(Date.now() / 1000))).then(
+    info => showInvite(info, node),
+    (e: unknown) => {
+      const msg = `not a valid invite: ${e instanceof Error ? e.message : String(e)}`
+      el('invite-result').textContent = msg
+      status(msg, 'error')
+    }
   )
 }
 
@@ -68,6 +129,8 @@ async function main (): Promise<void> {
   }
   const peer = el('peer-id')
   peer.textContent = id.peerId.toString()
+  state.peerId = id.peerId.toString()
+  state.storage = id.storage
   peer.dataset.state = 'ready'
   el('key-storage').textContent = id.storage === 'webcrypto-non-extractable'
     ? 'Ed25519 in WebCrypto, non-extractable, kept in IndexedDB'
@@ -77,7 +140,14 @@ async function main (): Promise<void> {
     node = await startNode(id.privateKey)
     if (!node.peerId.equals(id.peerId)) throw new Error('libp2p derived another peer id')
     el('node').textContent = `libp2p ${node.status}, WebRTC-direct dialer`
-    status('ready: paste an invite to join a fleet', 'ready')
+    state.libp2p = node.status
+    const kept = await loadMembership(id.peerId)
+    if (kept != null) {
+      showMember(kept.info)
+      status(`member of fleet ${kept.info.fleetId}`, 'ready')
+    } else {
+      status('ready: paste an invite to join a fleet', 'ready')
+    }
   } catch (e) {
     el('node').textContent = `libp2p failed to start: ${String(e)}`
     status('identity ready; libp2p failed to start', 'error')
@@ -85,14 +155,16 @@ async function main (): Promise<void> {
   const form = el<HTMLFormElement>('invite-form')
   form.addEventListener('submit', ev => {
     ev.preventDefault()
-    const text = el<HTMLTextAreaElement>('invite').value
-    parseInvite(text, BigInt(Math.floor(Date.now() / 1000))).then(
-      info => showInvite(info, node),
-      (e: unknown) => {
-        el('invite-result').textContent = `not a valid invite: ${e instanceof Error ? e.message : String(e)}`
-      }
-    )
+    readInvite(el<HTMLTextAreaElement>('invite').value, node)
   })
+  // A link from `mesh fleet invite`: the invite is the fragment. Take it out of the
+  // address bar and history, then redeem it.
+  const hash = decodeURIComponent(location.hash.slice(1))
+  if (hash.startsWith(PREFIX)) {
+    history.replaceState(null, '', location.pathname + location.search)
+    el<HTMLTextAreaElement>('invite').value = hash
+    readInvite(hash, node)
+  }
 }
 
 void main()
