@@ -350,9 +350,14 @@ async fn wait_report(
 /// waiting as the admin node on 127.0.0.1 (QUIC and WebRTC-direct): the child and the
 /// invite and link lines it printed.
 async fn admin_inviting(admin: &Path, fleet_id: &str) -> (tokio::process::Child, String, String) {
-    use tokio::io::AsyncBufReadExt;
     let (ok, _, err) = cli::mesh_in(admin, &["fleet", "init", "--id", fleet_id]);
     assert!(ok, "mesh fleet init: {err}");
+    invite_from(admin).await
+}
+
+/// `mesh fleet invite --role viewer` in the admin folder `admin`.
+async fn invite_from(admin: &Path) -> (tokio::process::Child, String, String) {
+    use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(bin("mesh"))
         .env_remove("CAMESH_FLEET")
         .env_remove("CAMESH_FLEET_ROOT")
@@ -495,4 +500,131 @@ async fn gateway_serves_the_web_app() {
     }
     let root = http::get(addr, "/app", limit).await.expect("GET /app");
     assert_eq!(root.status, 308);
+}
+
+/// Ends a page as a user closing the browser does (SIGTERM, so IndexedDB is flushed).
+async fn close_page(mut page: tokio::process::Child) {
+    if let Some(pid) = page.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    if tokio::time::timeout(Duration::from_secs(10), page.wait())
+        .await
+        .is_err()
+    {
+        let _ = page.kill().await;
+    }
+}
+
+fn grant_text(g: &camesh_proto::pb::Signed) -> String {
+    format!(
+        "camesh-grant:{}",
+        camesh_node::auth::invite::bs58_encode(&camesh_node::auth::signed::encode(g))
+    )
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s.get(((s.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_watches_a_camera_with_its_grant_and_is_refused_without() {
+    use camesh_node::auth::grant::GrantRequest;
+    use camesh_node::auth::{now_s, Rights};
+    use camesh_node::config::Role;
+    init_tracing();
+    let test = "page_watches_a_camera_with_its_grant_and_is_refused_without";
+    let Some(chromium) = web_ready(test) else {
+        return;
+    };
+    let name = "t-web-watch";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = fleet(name);
+    let admin = dir.path().join("admin");
+    f.save(&admin).expect("admin folder");
+    let mut c = loopback_config(Role::Camera, name);
+    c.node.webrtc = Some(true);
+    c.cameras = vec![camera("cam1", "cam-640x360-30fps-gop2s.h264")];
+    let cam = spawn_node(c, &dir.path().join("cam")).await;
+    let cam_addr = cam
+        .dial_addrs()
+        .await
+        .expect("addrs")
+        .into_iter()
+        .find(camesh_node::addr::is_webrtc_direct)
+        .expect("the camera listens on WebRTC-direct");
+
+    // 1. The page joins with the link of `mesh fleet invite --role viewer`.
+    let (_inviting, _invite, link) = invite_from(&admin).await;
+    let fragment = link.split_once('#').expect("fragment").1.to_owned();
+    let (site, mut reports) = static_server_with_reports(dist()).await;
+    let profile = dir.path().join("profile");
+    let page = open_page(chromium, &format!("{site}index.html?report#{fragment}"), &profile);
+    let joined = wait_report(&mut reports, "joining", Duration::from_secs(60), |v| {
+        v.get("member").is_some_and(|m| !m.is_null())
+    })
+    .await;
+    let page_peer: libp2p::PeerId = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
+    close_page(page).await;
+
+    // 2. A member without a grant for cam1 is refused with a readable message.
+    let url = format!("{site}index.html?report#peer={cam_addr}&watch=cam1");
+    let page = open_page(chromium, &url, &profile);
+    let refused = wait_report(&mut reports, "refusal", Duration::from_secs(60), |v| {
+        v["grid"]["tiles"]["cam1"]["refusal"].is_string()
+    })
+    .await;
+    let why = refused["grid"]["tiles"]["cam1"]["refusal"].as_str().expect("text");
+    println!("refused without a grant: {why}");
+    assert!(why.contains("no grant presented for camera cam1"), "{why}");
+    assert_eq!(refused["grid"]["tiles"]["cam1"]["decoded"], 0);
+    close_page(page).await;
+
+    // 3. With a grant (pasted, as text from `mesh grant`) it watches: frames decoded
+    // by WebCodecs at the camera's size, none failed, none rejected.
+    let now = now_s();
+    let g = f.grant(&GrantRequest {
+        holder: page_peer,
+        cameras: vec!["cam1".into()],
+        tags: vec![],
+        rights: Rights::LIVE,
+        not_before_unix_s: now - 60,
+        not_after_unix_s: now + 3600,
+    });
+    let url = format!("{site}index.html?report#{}&watch=cam1", grant_text(&g));
+    let page = open_page(chromium, &url, &profile);
+    let playing = wait_report(&mut reports, "watching", Duration::from_secs(60), |v| {
+        v["grid"]["tiles"]["cam1"]["decoded"].as_u64().is_some_and(|n| n >= 60)
+    })
+    .await;
+    let t = &playing["grid"]["tiles"]["cam1"];
+    let lat: Vec<f64> = t["latencyMs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default();
+    println!(
+        "page watched cam1 over {}: {} decoded, {} received, first frame {} ms after the watch began (dial, membership, stream, keyframe, decode), capture-to-drawn p50 {:.1} ms p99 {:.1} ms over {} frames",
+        t["path"],
+        t["decoded"],
+        t["received"],
+        t["firstFrameMs"],
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.len()
+    );
+    assert_eq!(t["decodeErrors"], 0, "{t}");
+    assert_eq!(t["rejected"], 0, "{t}");
+    assert_eq!(
+        (t["width"].as_u64(), t["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{t}"
+    );
+    assert!(t["refusal"].is_null(), "{t}");
+    close_page(page).await;
+    cam.shutdown();
 }

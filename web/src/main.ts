@@ -13,7 +13,9 @@ import { loadMembership, redeemInvite, redeemTimes } from './enroll.ts'
 import { loadIdentity } from './identity.ts'
 import { parseInvite, PREFIX } from './invite.ts'
 import { dialable, startNode } from './net.ts'
-import type { CertInfo } from './enroll.ts'
+import { Grid, GRANT_PREFIX } from './grid.ts'
+import type { CertInfo, Membership } from './enroll.ts'
+import type { GridState } from './grid.ts'
 import type { InviteInfo } from './invite.ts'
 import type { Identity } from './identity.ts'
 import type { Libp2p } from '@libp2p/interface'
@@ -28,11 +30,13 @@ interface PageState {
   error?: string
   redeemMs?: number
   redeemTimes?: typeof redeemTimes
+  grid?: GridState
 }
 
 const state: PageState = { phase: 'loading' }
 ;(globalThis as unknown as { camesh: PageState }).camesh = state
 const reporting = new URLSearchParams(location.search).has('report')
+if (reporting) setInterval(report, 1000)
 
 function report (): void {
   if (!reporting) return
@@ -102,9 +106,34 @@ function showInvite (info: InviteInfo, node: Libp2p | undefined): void {
       state.redeemTimes = { ...redeemTimes }
       showMember(cert)
       status(`joined fleet ${cert.fleetId} as ${state.member?.role ?? ''} "${cert.name}"`, 'ready')
+      loadMembership(node.peerId).then(k => { if (k != null) void startGrid(node, k.m) }, () => {})
     },
     (e: unknown) => status(`could not join: ${e instanceof Error ? e.message : String(e)}`, 'error')
   )
+}
+
+/** The link's other parts: `camesh-grant:...`, `peer=<addr>`, `watch=<camera>` (joined by '&'). */
+let pending: string[] = []
+let grid: Grid | undefined
+
+async function startGrid (node: Libp2p, m: Membership): Promise<void> {
+  grid = new Grid(node, m, el('grid'), report)
+  await grid.load()
+  state.grid = grid.state
+  let watch: string | undefined
+  for (const part of pending) {
+    try {
+      if (part.startsWith(GRANT_PREFIX)) await grid.addGrant(part)
+      else if (part.startsWith('peer=')) await grid.addPeer(part.slice(5))
+      else if (part.startsWith('watch=')) watch = part.slice(6)
+    } catch (e) {
+      grid.state.errors.push(e instanceof Error ? e.message : String(e))
+    }
+  }
+  pending = []
+  const started = performance.now()
+  await grid.refresh()
+  if (watch != null) await grid.watch(watch, undefined, 'main', started)
 }
 
 function readInvite (text: string, node: Libp2p | undefined): void {
@@ -135,6 +164,12 @@ async function main (): Promise<void> {
   el('key-storage').textContent = id.storage === 'webcrypto-non-extractable'
     ? 'Ed25519 in WebCrypto, non-extractable, kept in IndexedDB'
     : 'Ed25519 in script memory (this browser has no WebCrypto Ed25519), kept in IndexedDB'
+  // A link: the invite, grants, peers and a camera to watch are the fragment. Take it
+  // out of the address bar and history first.
+  const parts = decodeURIComponent(location.hash.slice(1)).split('&').filter(p => p !== '')
+  if (parts.length > 0) history.replaceState(null, '', location.pathname + location.search)
+  const invite = parts.find(p => p.startsWith(PREFIX))
+  pending = parts.filter(p => !p.startsWith(PREFIX))
   let node: Libp2p | undefined
   try {
     node = await startNode(id.privateKey)
@@ -145,6 +180,7 @@ async function main (): Promise<void> {
     if (kept != null) {
       showMember(kept.info)
       status(`member of fleet ${kept.info.fleetId}`, 'ready')
+      if (invite == null) void startGrid(node, kept.m)
     } else {
       status('ready: paste an invite to join a fleet', 'ready')
     }
@@ -157,13 +193,23 @@ async function main (): Promise<void> {
     ev.preventDefault()
     readInvite(el<HTMLTextAreaElement>('invite').value, node)
   })
-  // A link from `mesh fleet invite`: the invite is the fragment. Take it out of the
-  // address bar and history, then redeem it.
-  const hash = decodeURIComponent(location.hash.slice(1))
-  if (hash.startsWith(PREFIX)) {
-    history.replaceState(null, '', location.pathname + location.search)
-    el<HTMLTextAreaElement>('invite').value = hash
-    readInvite(hash, node)
+  el<HTMLFormElement>('grant-form').addEventListener('submit', ev => {
+    ev.preventDefault()
+    const text = el<HTMLTextAreaElement>('grant').value
+    const p = grid?.addGrant(text).then(() => { el('grant-result').textContent = 'grant kept' })
+    if (p == null) el('grant-result').textContent = 'join a fleet first'
+    p?.catch((e: unknown) => { el('grant-result').textContent = String(e) })
+  })
+  el<HTMLFormElement>('peer-form').addEventListener('submit', ev => {
+    ev.preventDefault()
+    const text = el<HTMLInputElement>('peer').value
+    const p = grid?.addPeer(text).then(async () => await grid?.refresh())
+    if (p == null) el('grant-result').textContent = 'join a fleet first'
+    p?.catch((e: unknown) => { el('grant-result').textContent = String(e) })
+  })
+  if (invite != null) {
+    el<HTMLTextAreaElement>('invite').value = invite
+    readInvite(invite, node)
   }
 }
 

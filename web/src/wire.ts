@@ -15,8 +15,13 @@ export class Framed {
   private readonly it: AsyncIterator<Uint8Array | Uint8ArrayList>
   private ended = false
 
-  constructor (readonly stream: Stream, private readonly max: number) {
+  constructor (readonly stream: Stream, private max: number) {
     this.it = stream[Symbol.asyncIterator]()
+  }
+
+  /** A new bound for the messages that follow (frames after a stream's answer). */
+  setMax (max: number): void {
+    this.max = max
   }
 
   /** Writes one message (its varint length, then the bytes). */

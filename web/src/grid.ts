@@ -1,0 +1,157 @@
+// The fleet's cameras in a grid: the page joins the peers it knows (addresses pasted or
+// from the link's `peer=` part, kept in IndexedDB), asks each for its cameras, and shows
+// one tile per camera: a canvas, its path and latency, main/sub, full screen and a PNG
+// snapshot. Grants are pasted (`camesh-grant:` text from `mesh grant`) and kept.
+
+import { multiaddr } from '@multiformats/multiaddr'
+import { Signed } from './gen/camesh.ts'
+import { loadValue, storeValue } from './identity.ts'
+import { dialable } from './net.ts'
+import { bs58Decode } from './peer.ts'
+import { decodeSigned } from './signed.ts'
+import { joinPeer, listCameras, Watch } from './watch.ts'
+import type { Membership } from './enroll.ts'
+import type { TileStats } from './watch.ts'
+import type { Connection, Libp2p } from '@libp2p/interface'
+
+export const GRANT_PREFIX = 'camesh-grant:'
+
+export interface GridState {
+  peers: string[]
+  grants: number
+  cameras: string[]
+  tiles: Record<string, TileStats>
+  errors: string[]
+}
+
+export class Grid {
+  readonly state: GridState = { peers: [], grants: 0, cameras: [], tiles: {}, errors: [] }
+  private grants: Uint8Array[] = []
+  private readonly conns = new Map<string, Connection>()
+  private readonly watches = new Map<string, Watch>()
+
+  constructor (private readonly node: Libp2p, private readonly m: Membership, private readonly root: HTMLElement, private readonly changed: () => void) {}
+
+  async load (): Promise<void> {
+    this.grants = await loadValue<Uint8Array[]>('grants') ?? []
+    this.state.peers = await loadValue<string[]>('peers') ?? []
+    this.state.grants = this.grants.length
+  }
+
+  /** Keeps a pasted grant (`camesh-grant:...`). */
+  async addGrant (text: string): Promise<void> {
+    const t = text.trim()
+    if (!t.startsWith(GRANT_PREFIX)) throw new Error(`not a grant: expected text starting with ${GRANT_PREFIX}`)
+    const s = decodeSigned('grant', bs58Decode(t.slice(GRANT_PREFIX.length)))
+    this.grants.push(Signed.encode(s))
+    if (this.grants.length > 32) this.grants.shift()
+    await storeValue('grants', this.grants)
+    this.state.grants = this.grants.length
+    this.changed()
+  }
+
+  /** Keeps a peer address (a node's WebRTC-direct address with /p2p/). */
+  async addPeer (addr: string): Promise<void> {
+    const a = multiaddr(addr.trim())
+    if (dialable([a]).length === 0) throw new Error(`${addr}: not a WebRTC-direct address`)
+    if (!this.state.peers.includes(a.toString())) this.state.peers.push(a.toString())
+    await storeValue('peers', this.state.peers)
+    this.changed()
+  }
+
+  /** Joins every known peer and lists its cameras. */
+  async refresh (): Promise<void> {
+    for (const p of this.state.peers) {
+      try {
+        const conn = await this.connect(p).catch((e: unknown) => { throw new Error(`joining: ${e instanceof Error ? e.message : String(e)}`) })
+        const cams = await listCameras(conn, AbortSignal.timeout(10_000)).catch((e: unknown) => { throw new Error(`listing cameras: ${e instanceof Error ? e.message : String(e)}`) })
+        for (const c of cams) {
+          if (!this.state.cameras.includes(c.cameraId)) {
+            this.state.cameras.push(c.cameraId)
+            this.tile(c.cameraId, p)
+          }
+        }
+      } catch (e) {
+        this.state.errors.push(`${p}: ${e instanceof Error ? e.message : String(e)}`)
+      }
+    }
+    this.changed()
+  }
+
+  private async connect (p: string): Promise<Connection> {
+    const have = this.conns.get(p)
+    if (have != null && have.status === 'open') return have
+    const conn = await joinPeer(this.node, [multiaddr(p)], this.m, AbortSignal.timeout(15_000))
+    this.conns.set(p, conn)
+    return conn
+  }
+
+  private tile (camera: string, peer: string): void {
+    this.root.querySelector('.empty')?.remove()
+    const fig = document.createElement('figure')
+    fig.className = 'tile'
+    fig.dataset.camera = camera
+    const canvas = document.createElement('canvas')
+    canvas.width = 320
+    canvas.height = 180
+    const cap = document.createElement('figcaption')
+    const label = document.createElement('span')
+    label.className = 'label'
+    label.textContent = camera
+    const info = document.createElement('output')
+    info.className = 'info'
+    const profile = document.createElement('select')
+    for (const p of ['main', 'sub']) profile.append(new Option(p, p))
+    const play = document.createElement('button')
+    play.textContent = 'Watch'
+    const full = document.createElement('button')
+    full.textContent = 'Full screen'
+    const snap = document.createElement('button')
+    snap.textContent = 'Snapshot'
+    cap.append(label, info, profile, play, full, snap)
+    fig.append(canvas, cap)
+    this.root.append(fig)
+    play.addEventListener('click', () => { void this.watch(camera, peer, profile.value === 'sub' ? 'sub' : 'main') })
+    profile.addEventListener('change', () => { if (this.watches.has(camera)) void this.watch(camera, peer, profile.value === 'sub' ? 'sub' : 'main') })
+    canvas.addEventListener('dblclick', () => { void fig.requestFullscreen?.() })
+    full.addEventListener('click', () => { void fig.requestFullscreen?.() })
+    snap.addEventListener('click', () => {
+      canvas.toBlob(b => {
+        if (b == null) return
+        const a = document.createElement('a')
+        a.href = URL.createObjectURL(b)
+        a.download = `${camera}-${new Date().toISOString().replace(/[:.]/g, '-')}.png`
+        a.click()
+        setTimeout(() => URL.revokeObjectURL(a.href), 10_000)
+      }, 'image/png')
+    })
+    setInterval(() => {
+      const s = this.state.tiles[camera]
+      if (s == null) return
+      const l = [...s.latencyMs].sort((x, y) => x - y)
+      const p50 = l.length > 0 ? l[Math.floor(l.length / 2)] : undefined
+      info.textContent = `${s.state} · ${s.path} · ${s.width}x${s.height} · ${s.decoded} frames` + (p50 != null ? ` · ${p50} ms` : '')
+    }, 500)
+  }
+
+  /** Watches `camera` (again, with `profile`); `started` is when the user asked. */
+  async watch (camera: string, peer?: string, profile: 'main' | 'sub' = 'main', started = performance.now()): Promise<void> {
+    this.watches.get(camera)?.stop()
+    const fig = this.root.querySelector<HTMLElement>(`figure[data-camera="${CSS.escape(camera)}"]`)
+    const canvas = fig?.querySelector('canvas')
+    const from = peer ?? this.state.peers[0]
+    if (canvas == null || from == null) throw new Error(`no camera ${camera} in the grid`)
+    const w = new Watch(camera, profile, canvas, this.changed)
+    this.watches.set(camera, w)
+    this.state.tiles[camera] = w.stats
+    const grant = this.grants.length > 0 ? Signed.decode(this.grants[this.grants.length - 1] ?? new Uint8Array(0)) : undefined
+    try {
+      const conn = await this.connect(from)
+      await w.run(conn, grant, started)
+    } catch (e) {
+      w.stats.state = 'stopped'
+      w.stats.refusal ??= e instanceof Error ? e.message : String(e)
+      this.changed()
+    }
+  }
+}

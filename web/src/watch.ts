@@ -1,0 +1,327 @@
+// Watching a camera as a node does (node/src/member.rs `exchange`, node/src/stream/
+// client.rs `subscribe` and `next_frame`, node/src/stream/fresh.rs): the page dials the
+// camera's node over WebRTC-direct, proves membership on `/camesh/member/1` (its proof,
+// the listener's checked, its certificate, the listener's answer), asks for the camera on
+// `/camesh/media/1` with its grant, then reads length-delimited frames: key updates
+// (in-band, the camera's own node only) and sealed media frames, each opened with
+// WebCrypto AES-GCM under the node's associated data. Live keyframes must carry the
+// camera node's signature and be recent; the sequence never goes back. Opened access
+// units (AVCC) go to a WebCodecs VideoDecoder configured from the SPS/PPS of the
+// StreamAccept, and each decoded frame is drawn to the tile's canvas.
+
+import { ControlRequest, FrameHeader, MemberHello, Profile, Signed as SignedCodec, StreamRequest, StreamResponse } from './gen/camesh.ts'
+import { importVerifyKey, verifyKeyframe } from './fresh.ts'
+import { MediaKey } from './media.ts'
+import { certHello, dialerProof, MAX_MSG } from './member.ts'
+import { ed25519OfPeer, peerFromBytes } from './peer.ts'
+import { check, proofKey } from './proof.ts'
+import { Framed } from './wire.ts'
+import type { Membership } from './enroll.ts'
+import type { CodecConfig, Signed } from './gen/camesh.ts'
+import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+const MEMBER_PROTOCOL = '/camesh/member/1'
+const MEDIA_PROTOCOL = '/camesh/media/1'
+const INFO_PROTOCOL = '/camesh/info/1'
+/** The node's default limits (config.rs): control messages, frames, live age and clock skew. */
+const MAX_CONTROL = 64 << 10
+const MAX_FRAME = 8 << 20
+const LIVE_MAX_AGE_US = 10_000_000n
+const CLOCK_SKEW_US = 60_000_000n
+const MAX_HEADER = 1024
+
+export class Refused extends Error {}
+
+/** Dials `addrs` and proves membership to the node there; returns the connection. */
+export async function joinPeer (node: Libp2p, addrs: Multiaddr[], m: Membership, signal: AbortSignal): Promise<Connection> {
+  const conn = await node.dial(addrs, { signal })
+  const key = await proofKey(m.fleetRoot)
+  const me = node.peerId.toMultihash().bytes
+  const them = conn.remotePeer.toMultihash().bytes
+  const stream = await conn.newStream(MEMBER_PROTOCOL, { signal })
+  const wire = new Framed(stream, MAX_MSG)
+  await wire.send(await dialerProof(key, me, them))
+  const theirs = await wire.next(signal)
+  if (theirs == null) throw new Refused('the node closed the membership exchange')
+  if (!await check(key, 'listener', them, me, MemberHello.decode(theirs).proof)) {
+    stream.abort(new Error('no fleet proof'))
+    throw new Refused(`${conn.remotePeer.toString()} did not prove it belongs to this fleet: the certificate was not shown`)
+  }
+  await wire.send(certHello(SignedCodec.decode(m.cert)))
+  const answer = await wire.next(signal)
+  stream.close().catch(() => {})
+  if (answer == null) throw new Refused('the node closed the membership exchange')
+  const h = MemberHello.decode(answer)
+  if (h.error !== '') throw new Refused(`the node refused this page's certificate: ${h.error.slice(0, 200)}`)
+  if (h.cert == null) throw new Refused('the node showed no certificate')
+  return conn
+}
+
+/** One protobuf field: its number, and its varint value or its bytes. */
+interface Field { num: number, varint?: bigint, bytes?: Uint8Array }
+
+/** The fields of a protobuf message, read by hand: protons' generated decoder refuses packed repeated enums (`CameraAnnouncement.profiles`), which prost writes. */
+export function fields (buf: Uint8Array): Field[] {
+  const out: Field[] = []
+  let pos = 0
+  const varint = (): bigint => {
+    let v = 0n
+    for (let shift = 0n; shift < 70n; shift += 7n) {
+      if (pos >= buf.length) throw new Error('truncated varint')
+      const b = buf[pos++] ?? 0
+      v |= BigInt(b & 0x7f) << shift
+      if ((b & 0x80) === 0) return v
+    }
+    throw new Error('varint too long')
+  }
+  while (pos < buf.length) {
+    const key = Number(varint())
+    const num = key >>> 3
+    switch (key & 7) {
+      case 0: out.push({ num, varint: varint() }); break
+      case 1: pos += 8; break
+      case 5: pos += 4; break
+      case 2: {
+        const len = Number(varint())
+        if (pos + len > buf.length) throw new Error('truncated field')
+        out.push({ num, bytes: buf.subarray(pos, pos + len) })
+        pos += len
+        break
+      }
+      default: throw new Error(`wire type ${key & 7}`)
+    }
+  }
+  return out
+}
+
+export interface CameraEntry { cameraId: string, name: string, width: number, height: number }
+
+/** The cameras a node serves (`/camesh/info/1` ListCameras). */
+export async function listCameras (conn: Connection, signal: AbortSignal): Promise<CameraEntry[]> {
+  const stream = await conn.newStream(INFO_PROTOCOL, { signal })
+  const wire = new Framed(stream, MAX_CONTROL)
+  await wire.send(ControlRequest.encode({ listCameras: {} }))
+  const raw = await wire.next(signal)
+  stream.close().catch(() => {})
+  if (raw == null) throw new Error('no camera list')
+  const dec = new TextDecoder()
+  const top = fields(raw)
+  const err = top.find(f => f.num === 3)?.bytes
+  if (err != null) throw new Refused(dec.decode(fields(err).find(f => f.num === 2)?.bytes ?? new Uint8Array(0)))
+  const list = top.find(f => f.num === 1)?.bytes
+  if (list == null) return []
+  return fields(list).filter(f => f.num === 1 && f.bytes != null).map(f => {
+    const a = fields(f.bytes ?? new Uint8Array(0))
+    const str = (n: number): string => dec.decode(a.find(x => x.num === n)?.bytes ?? new Uint8Array(0))
+    const int = (n: number): number => Number(a.find(x => x.num === n)?.varint ?? 0n)
+    return { cameraId: str(1), name: str(2), width: int(5), height: int(6) }
+  })
+}
+
+/** What a tile counts (window.camesh.tiles[camera]). */
+export interface TileStats {
+  camera: string
+  profile: string
+  path: string
+  state: string
+  received: number
+  decoded: number
+  decodeErrors: number
+  rejected: number
+  lastReject?: string
+  width: number
+  height: number
+  firstFrameMs?: number
+  /** Capture (at the camera) to decoded-and-drawn, milliseconds, the last few hundred. */
+  latencyMs: number[]
+  refusal?: string
+}
+
+function hex2 (n: number): string {
+  return n.toString(16).padStart(2, '0')
+}
+
+/** The NAL body of an SPS/PPS (the config may carry them with or without the header byte kept). */
+function avcDescription (c: CodecConfig): { codec: string, description: Uint8Array<ArrayBuffer> } {
+  const sps = c.sps
+  const pps = c.pps
+  if (sps.length < 4 || pps.length < 1) throw new Error('the stream has no SPS/PPS')
+  const [, p = 0, compat = 0, level = 0] = sps
+  const d = new Uint8Array(11 + sps.length + pps.length)
+  d.set([1, p, compat, level, 0xff, 0xe1, sps.length >> 8, sps.length & 0xff], 0)
+  d.set(sps, 8)
+  let at = 8 + sps.length
+  d.set([1, pps.length >> 8, pps.length & 0xff], at)
+  at += 3
+  d.set(pps, at)
+  return { codec: `avc1.${hex2(p)}${hex2(compat)}${hex2(level)}`, description: d }
+}
+
+function decodeFrame (body: Uint8Array): { h: FrameHeader, payload: Uint8Array<ArrayBuffer> } {
+  let hlen = 0
+  let used = 0
+  let mul = 1
+  for (;;) {
+    if (used >= body.length || used >= 10) throw new Error('truncated frame header length')
+    const b = body[used++] ?? 0
+    hlen += (b & 0x7f) * mul
+    if ((b & 0x80) === 0) break
+    mul *= 128
+  }
+  if (hlen > MAX_HEADER || used + hlen > body.length) throw new Error('bad frame header length')
+  const h = FrameHeader.decode(body.subarray(used, used + hlen))
+  return { h, payload: new Uint8Array(body.subarray(used + hlen)) }
+}
+
+/** One live view of a camera on a canvas; `stop()` ends it. */
+export class Watch {
+  readonly stats: TileStats
+  private readonly abort = new AbortController()
+  private decoder?: VideoDecoder
+  private readonly keys: MediaKey[] = []
+  private lastSeq = -1n
+  private freshSeen = false
+  private readonly captured = new Map<number, bigint>()
+
+  constructor (readonly camera: string, readonly profile: 'main' | 'sub', private readonly canvas: HTMLCanvasElement, private readonly onChange: () => void) {
+    this.stats = { camera, profile, path: '', state: 'starting', received: 0, decoded: 0, decodeErrors: 0, rejected: 0, width: 0, height: 0, latencyMs: [] }
+  }
+
+  stop (): void {
+    this.abort.abort()
+    try { this.decoder?.close() } catch {}
+  }
+
+  /** Runs until the stream ends, is refused, or `stop()`. */
+  async run (conn: Connection, grant: Signed | undefined, started: number): Promise<void> {
+    const signal = this.abort.signal
+    const origin = conn.remotePeer
+    this.stats.path = `direct ${conn.remoteAddr.toString()}`
+    const stream = await conn.newStream(MEDIA_PROTOCOL, { signal })
+    const wire = new Framed(stream, MAX_CONTROL)
+      await wire.send(StreamRequest.encode({
+      cameraId: this.camera,
+      profile: this.profile === 'sub' ? Profile.PROFILE_SUB : Profile.PROFILE_MAIN,
+      live: {},
+      grant: grant == null ? new Uint8Array(0) : SignedCodec.encode(grant),
+      maxFrameBytes: 0,
+      userAgent: 'camesh-web/0.1'
+    }))
+    const raw = await wire.next(AbortSignal.any([signal, AbortSignal.timeout(10_000)]))
+    if (raw == null) throw new Refused('the node closed the stream without an answer')
+    const resp = StreamResponse.decode(raw)
+    if (resp.reject != null) {
+      this.stats.refusal = `refused by ${origin.toString()}: ${resp.reject.reason.slice(0, 300)}`
+      this.stats.state = 'refused'
+      this.onChange()
+      throw new Refused(this.stats.refusal)
+    }
+    const accept = resp.accept
+    if (accept?.codec == null) throw new Error('the node accepted without a codec config')
+    const cameraPeer: PeerId = accept.originPeer.length > 0 ? peerFromBytes(accept.originPeer) : origin
+    const raw32 = ed25519OfPeer(cameraPeer)
+    if (raw32 == null) throw new Error('the camera node has no Ed25519 key')
+    const verifyKey = await importVerifyKey(raw32)
+    const { codec, description } = avcDescription(accept.codec)
+    this.canvas.width = accept.codec.width
+    this.canvas.height = accept.codec.height
+    const ctx = this.canvas.getContext('2d')
+    if (ctx == null) throw new Error('no 2D canvas')
+    this.decoder = new VideoDecoder({
+      output: f => {
+        const cap = this.captured.get(f.timestamp)
+        this.captured.delete(f.timestamp)
+        ctx.drawImage(f, 0, 0, this.canvas.width, this.canvas.height)
+        this.stats.width = f.displayWidth
+        this.stats.height = f.displayHeight
+        f.close()
+        this.stats.decoded++
+        if (this.stats.firstFrameMs == null) {
+          this.stats.firstFrameMs = Math.round(performance.now() - started)
+          this.stats.state = 'playing'
+          this.onChange()
+        }
+        if (cap != null) {
+          const ms = (Date.now() * 1000 - Number(cap)) / 1000
+          if (this.stats.latencyMs.length >= 600) this.stats.latencyMs.shift()
+          this.stats.latencyMs.push(Math.round(ms * 10) / 10)
+        }
+      },
+      error: e => {
+        this.stats.decodeErrors++
+        this.stats.lastReject = `decoder: ${e.message}`
+        this.onChange()
+      }
+    })
+    this.decoder.configure({ codec, description, optimizeForLatency: true, codedWidth: accept.codec.width, codedHeight: accept.codec.height })
+    this.stats.state = 'waiting for a keyframe'
+    this.onChange()
+    wire.setMax(MAX_FRAME + 1024)
+    const frames = wire
+    for (;;) {
+      const body = await frames.next(signal)
+      if (body == null) {
+        this.stats.state = 'ended'
+        this.onChange()
+        return
+      }
+      this.stats.received++
+      const { h, payload } = decodeFrame(body)
+      if (h.newKey.length > 0) {
+        this.keys.push(await MediaKey.import(h.keyEpoch, new Uint8Array(h.newKey)))
+        if (this.keys.length > 4) this.keys.shift()
+        continue
+      }
+      const why = await this.fresh(h, payload, verifyKey)
+      if (why != null) {
+        this.reject(why)
+        continue
+      }
+      const key = this.keys.find(k => k.epoch === h.keyEpoch)
+      if (key == null) {
+        this.reject(`no key for epoch ${h.keyEpoch}`)
+        continue
+      }
+      let au: Uint8Array
+      try {
+        au = await key.open(h, payload)
+      } catch (e) {
+        this.reject(e instanceof Error ? e.message : String(e))
+        continue
+      }
+      const ts = Number(h.pts_90k * 100n / 9n)
+      this.captured.set(ts, h.captureUnixUs)
+      if (this.captured.size > 256) this.captured.delete(this.captured.keys().next().value as number)
+      try {
+        this.decoder.decode(new EncodedVideoChunk({ type: h.keyframe ? 'key' : 'delta', timestamp: ts, data: au }))
+      } catch (e) {
+        this.stats.decodeErrors++
+        this.stats.lastReject = `decode: ${String(e)}`
+      }
+    }
+  }
+
+  private reject (why: string): void {
+    // Nothing decodes again before the next good keyframe.
+    this.freshSeen = false
+    this.stats.rejected++
+    this.stats.lastReject = why
+    this.onChange()
+  }
+
+  /** The node's freshness rule for live frames: signed recent keyframes, a sequence that only grows, nothing before the first good keyframe. */
+  private async fresh (h: FrameHeader, sealed: Uint8Array, key: CryptoKey): Promise<string | undefined> {
+    if (h.sequence <= this.lastSeq) return `frame #${h.sequence} is not after #${this.lastSeq}`
+    if (h.keyframe) {
+      if (!await verifyKeyframe(key, this.camera, h, sealed)) return `keyframe #${h.sequence} is not signed by the camera's node`
+      const now = BigInt(Date.now()) * 1000n
+      if (now - h.captureUnixUs > LIVE_MAX_AGE_US + CLOCK_SKEW_US) return `keyframe #${h.sequence} is ${(now - h.captureUnixUs) / 1000000n} s old`
+      this.freshSeen = true
+    } else if (!this.freshSeen) {
+      return `frame #${h.sequence} before any signed keyframe`
+    }
+    this.lastSeq = h.sequence
+    return undefined
+  }
+}
