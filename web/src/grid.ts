@@ -9,7 +9,10 @@ import { loadValue, storeValue } from './identity.ts'
 import { dialable } from './net.ts'
 import { bs58Decode } from './peer.ts'
 import { decodeSigned } from './signed.ts'
-import { joinPeer, listCameras, Watch } from './watch.ts'
+import { joinPeer, listCameras, Refused, Watch } from './watch.ts'
+
+/** Times a broken stream is opened again before the tile gives up. */
+const REOPEN = 5
 import type { Membership } from './enroll.ts'
 import type { TileStats } from './watch.ts'
 import type { Connection, Libp2p } from '@libp2p/interface'
@@ -145,13 +148,28 @@ export class Grid {
     this.watches.set(camera, w)
     this.state.tiles[camera] = w.stats
     const grant = this.grants.length > 0 ? Signed.decode(this.grants[this.grants.length - 1] ?? new Uint8Array(0)) : undefined
-    try {
-      const conn = await this.connect(from)
-      await w.run(conn, grant, started)
-    } catch (e) {
-      w.stats.state = 'stopped'
-      w.stats.refusal ??= e instanceof Error ? e.message : String(e)
+    // A stream that breaks is opened again (a few times, half a second apart), as a
+    // node's viewer resumes; a refusal (no grant, not a member) and a stream the node
+    // ended (revocation, the grant's expiry) are final.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const conn = await this.connect(from)
+        await w.run(conn, grant, started)
+        break
+      } catch (e) {
+        const why = e instanceof Error ? e.message : String(e)
+        if (w.stopped || e instanceof Refused || attempt >= REOPEN) {
+          w.stats.state = 'stopped'
+          w.stats.refusal ??= why
+          break
+        }
+        w.stats.lastBreak = why
+      }
+      w.stats.reopened++
       this.changed()
+      await new Promise(resolve => setTimeout(resolve, 500))
     }
+    w.stats.endedUnixMs = Date.now()
+    this.changed()
   }
 }

@@ -136,6 +136,13 @@ export interface TileStats {
   /** Capture (at the camera) to decoded-and-drawn, milliseconds, the last few hundred. */
   latencyMs: number[]
   refusal?: string
+  /** When the watch gave up (Unix ms). */
+  endedUnixMs?: number
+  /** When the last frame was drawn (Unix ms). */
+  lastDrawnUnixMs?: number
+  /** Streams that broke and were opened again. */
+  reopened: number
+  lastBreak?: string
 }
 
 function hex2 (n: number): string {
@@ -185,7 +192,11 @@ export class Watch {
   private readonly captured = new Map<number, bigint>()
 
   constructor (readonly camera: string, readonly profile: 'main' | 'sub', private readonly canvas: HTMLCanvasElement, private readonly onChange: () => void) {
-    this.stats = { camera, profile, path: '', state: 'starting', received: 0, decoded: 0, decodeErrors: 0, rejected: 0, width: 0, height: 0, latencyMs: [] }
+    this.stats = { camera, profile, path: '', state: 'starting', received: 0, decoded: 0, decodeErrors: 0, rejected: 0, width: 0, height: 0, latencyMs: [], reopened: 0 }
+  }
+
+  get stopped (): boolean {
+    return this.abort.signal.aborted
   }
 
   stop (): void {
@@ -197,6 +208,10 @@ export class Watch {
   async run (conn: Connection, grant: Signed | undefined, started: number): Promise<void> {
     const signal = this.abort.signal
     const origin = conn.remotePeer
+    // A stream opened again starts over: a new decoder, a keyframe first.
+    try { this.decoder?.close() } catch {}
+    this.lastSeq = -1n
+    this.freshSeen = false
     this.stats.path = `direct ${conn.remoteAddr.toString()}`
     const stream = await conn.newStream(MEDIA_PROTOCOL, { signal })
     const wire = new Framed(stream, MAX_CONTROL)
@@ -237,6 +252,7 @@ export class Watch {
         this.stats.height = f.displayHeight
         f.close()
         this.stats.decoded++
+        this.stats.lastDrawnUnixMs = Date.now()
         if (this.stats.firstFrameMs == null) {
           this.stats.firstFrameMs = Math.round(performance.now() - started)
           this.stats.state = 'playing'
