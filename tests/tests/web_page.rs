@@ -672,3 +672,142 @@ async fn page_watches_a_camera_with_its_grant_and_is_refused_without() {
     close_page(page).await;
     cam.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_rejects_a_tampered_frame_from_a_forwarder() {
+    use camesh_node::auth::grant::GrantRequest;
+    use camesh_node::auth::{now_s, signed, Rights};
+    use camesh_node::config::Role;
+    use camesh_node::stream::client;
+    use camesh_node::stream::hub::Hub;
+    use camesh_proto::pb::{self, MemberRole};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    init_tracing();
+    let test = "page_rejects_a_tampered_frame_from_a_forwarder";
+    let Some(chromium) = web_ready(test) else {
+        return;
+    };
+    let name = "t-web-tamper";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = fleet(name);
+    let admin = dir.path().join("admin");
+    f.save(&admin).expect("admin folder");
+    let webrtc_addr = |addrs: Vec<camesh_node::Multiaddr>| {
+        addrs
+            .into_iter()
+            .find(camesh_node::addr::is_webrtc_direct)
+            .expect("a WebRTC-direct address")
+    };
+    let mut c = loopback_config(Role::Camera, name);
+    c.node.webrtc = Some(true);
+    c.cameras = vec![camera("cam1", "cam-640x360-30fps-gop2s.h264")];
+    let cam = spawn_node(c, &dir.path().join("cam")).await;
+    let cam_addrs = cam.dial_addrs().await.expect("addrs");
+
+    // A forwarder (a member holding `forward`) that re-serves cam1 as sealed frames, and
+    // changes one byte of one frame's ciphertext on the way.
+    let fwd_dir = dir.path().join("fwd");
+    f.enroll_dir(&fwd_dir, MemberRole::Nvr, "forwarder", &[], 3600)
+        .expect("enroll");
+    f.grant_dir(&fwd_dir, &["cam1".into()], Rights::FORWARD, 3600)
+        .expect("grant");
+    let mut fc = loopback_config(Role::Nvr, name);
+    fc.node.webrtc = Some(true);
+    fc.node.bootstrap = cam_addrs.clone();
+    let fwd = camesh_node::Node::spawn(fc, &fwd_dir).await.expect("forwarder starts");
+    let mut req = live("cam1");
+    req.grant = signed::encode(&fwd.trust().grant_for("cam1", Rights::FORWARD).expect("grant"));
+    let mut upstream = client::subscribe(&mut fwd.stream_control(), cam.peer_id(), req, &fwd.config().limits)
+        .await
+        .expect("the forwarder takes the camera's stream");
+    let hub = Arc::new(Hub::forwarded("cam1", "cam1", vec![], cam.peer_id(), 1 << 22));
+    hub.set_params(camesh_node::stream::server::codec_params(
+        upstream.accept.codec.as_ref().expect("codec"),
+    ));
+    fwd.hubs().insert_forwarded(pb::Profile::Main, hub.clone());
+    // Frames passed on; the 45th after the page's first is sent with one byte flipped.
+    let passed = Arc::new(AtomicU64::new(0));
+    let tamper_at = Arc::new(AtomicU64::new(u64::MAX));
+    let tampered_seq = Arc::new(AtomicU64::new(u64::MAX));
+    let (h, n, at, seq) = (hub.clone(), passed.clone(), tamper_at.clone(), tampered_seq.clone());
+    let pump = tokio::spawn(async move {
+        while let Ok(Some(mut fr)) = upstream.next_sealed().await {
+            if !fr.header.new_key.is_empty() {
+                continue;
+            }
+            let i = n.fetch_add(1, Ordering::Relaxed);
+            if i == at.load(Ordering::Relaxed) && !fr.payload.is_empty() {
+                let mut p = fr.payload.to_vec();
+                let mid = p.len() / 2;
+                p[mid] ^= 0x01;
+                fr.payload = p.into();
+                fr.wire = None;
+                seq.store(fr.header.sequence, Ordering::Relaxed);
+            }
+            h.publish_sealed(fr);
+        }
+    });
+
+    // The page joins, then watches cam1 through the forwarder (keys from the camera).
+    let (_inviting, _invite, link) = invite_from(&admin).await;
+    let fragment = link.split_once('#').expect("fragment").1.to_owned();
+    let (site, mut reports) = static_server_with_reports(dist()).await;
+    let profile = dir.path().join("profile");
+    let page = open_page(chromium, &format!("{site}index.html?report#{fragment}"), &profile);
+    let joined = wait_report(&mut reports, "joining", Duration::from_secs(60), |v| {
+        v.get("member").is_some_and(|m| !m.is_null())
+    })
+    .await;
+    let page_peer: libp2p::PeerId = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
+    close_page(page).await;
+    let now = now_s();
+    let g = f.grant(&GrantRequest {
+        holder: page_peer,
+        cameras: vec!["cam1".into()],
+        tags: vec![],
+        rights: Rights::LIVE,
+        not_before_unix_s: now - 60,
+        not_after_unix_s: now + 3600,
+    });
+    let fwd_addr = webrtc_addr(fwd.dial_addrs().await.expect("addrs"));
+    let url = format!(
+        "{site}index.html?report#{}&peer={}&peer={}&watch=cam1&via={}",
+        grant_text(&g),
+        fwd_addr,
+        webrtc_addr(cam_addrs),
+        fwd.peer_id()
+    );
+    let page = open_page(chromium, &url, &profile);
+    let playing = wait_report(
+        &mut reports,
+        "watching via the forwarder",
+        Duration::from_secs(60),
+        |v| v["grid"]["tiles"]["cam1"]["decoded"].as_u64().is_some_and(|n| n >= 10),
+    )
+    .await;
+    println!("through the forwarder: {}", playing["grid"]["tiles"]["cam1"]["path"]);
+    tamper_at.store(passed.load(Ordering::Relaxed) + 15, Ordering::Relaxed);
+    let after = wait_report(&mut reports, "after the tampered frame", Duration::from_secs(60), |v| {
+        let t = &v["grid"]["tiles"]["cam1"];
+        t["rejected"].as_u64().is_some_and(|r| r >= 1) && t["decoded"].as_u64().is_some_and(|d| d >= 120)
+    })
+    .await;
+    let t = &after["grid"]["tiles"]["cam1"];
+    println!(
+        "tampered frame #{}: page rejected {} frame(s) ({}), decoded {} in all, decode errors {}",
+        tampered_seq.load(Ordering::Relaxed),
+        t["rejected"],
+        t["rejectReasons"],
+        t["decoded"],
+        t["decodeErrors"]
+    );
+    let reasons = t["rejectReasons"].to_string();
+    assert!(reasons.contains("failed authentication"), "{reasons}");
+    assert_eq!(t["decodeErrors"], 0, "{t}");
+    assert!(t["path"].as_str().is_some_and(|p| p.starts_with("forwarded by")), "{t}");
+    close_page(page).await;
+    pump.abort();
+    fwd.shutdown();
+    cam.shutdown();
+}

@@ -32,6 +32,8 @@ export class Grid {
   private grants: Uint8Array[] = []
   private readonly conns = new Map<string, Connection>()
   private readonly watches = new Map<string, Watch>()
+  /** The peer each camera was listed by (where the tile watches it from). */
+  private readonly homes = new Map<string, string>()
 
   constructor (private readonly node: Libp2p, private readonly m: Membership, private readonly root: HTMLElement, private readonly changed: () => void) {}
 
@@ -71,6 +73,7 @@ export class Grid {
         for (const c of cams) {
           if (!this.state.cameras.includes(c.cameraId)) {
             this.state.cameras.push(c.cameraId)
+            this.homes.set(c.cameraId, p)
             this.tile(c.cameraId, p)
           }
         }
@@ -137,12 +140,17 @@ export class Grid {
     }, 500)
   }
 
+  /** The known peer address of peer id `id`. */
+  peerAddr (id: string): string | undefined {
+    return this.state.peers.find(p => p.endsWith(`/p2p/${id}`))
+  }
+
   /** Watches `camera` (again, with `profile`); `started` is when the user asked. */
   async watch (camera: string, peer?: string, profile: 'main' | 'sub' = 'main', started = performance.now()): Promise<void> {
     this.watches.get(camera)?.stop()
     const fig = this.root.querySelector<HTMLElement>(`figure[data-camera="${CSS.escape(camera)}"]`)
     const canvas = fig?.querySelector('canvas')
-    const from = peer ?? this.state.peers[0]
+    const from = peer ?? this.homes.get(camera) ?? this.state.peers[0]
     if (canvas == null || from == null) throw new Error(`no camera ${camera} in the grid`)
     const w = new Watch(camera, profile, canvas, this.changed)
     this.watches.set(camera, w)
@@ -154,7 +162,11 @@ export class Grid {
     for (let attempt = 0; ; attempt++) {
       try {
         const conn = await this.connect(from)
-        await w.run(conn, grant, started)
+        await w.run(conn, grant, started, async cameraPeer => {
+          const at = this.state.peers.find(p => p.endsWith(`/p2p/${cameraPeer.toString()}`))
+          if (at == null) throw new Refused(`the camera's node ${cameraPeer.toString()} is not among this page's peers: add its address for keys`)
+          return await this.connect(at)
+        })
         break
       } catch (e) {
         const why = e instanceof Error ? e.message : String(e)

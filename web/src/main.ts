@@ -112,7 +112,7 @@ function showInvite (info: InviteInfo, node: Libp2p | undefined): void {
   )
 }
 
-/** The link's other parts: `camesh-grant:...`, `peer=<addr>`, `watch=<camera>` (joined by '&'). */
+/** The link's other parts: `camesh-grant:...`, `peer=<addr>`, `watch=<camera>`, `via=<peer id>` (joined by '&'). */
 let pending: string[] = []
 let grid: Grid | undefined
 
@@ -121,11 +121,13 @@ async function startGrid (node: Libp2p, m: Membership): Promise<void> {
   await grid.load()
   state.grid = grid.state
   let watch: string | undefined
+  let via: string | undefined
   for (const part of pending) {
     try {
       if (part.startsWith(GRANT_PREFIX)) await grid.addGrant(part)
       else if (part.startsWith('peer=')) await grid.addPeer(part.slice(5))
       else if (part.startsWith('watch=')) watch = part.slice(6)
+      else if (part.startsWith('via=')) via = part.slice(4)
     } catch (e) {
       grid.state.errors.push(e instanceof Error ? e.message : String(e))
     }
@@ -133,7 +135,7 @@ async function startGrid (node: Libp2p, m: Membership): Promise<void> {
   pending = []
   const started = performance.now()
   await grid.refresh()
-  if (watch != null) await grid.watch(watch, undefined, 'main', started)
+  if (watch != null) await grid.watch(watch, via == null ? undefined : grid.peerAddr(via), 'main', started)
 }
 
 function readInvite (text: string, node: Libp2p | undefined): void {

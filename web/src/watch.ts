@@ -9,7 +9,7 @@
 // units (AVCC) go to a WebCodecs VideoDecoder configured from the SPS/PPS of the
 // StreamAccept, and each decoded frame is drawn to the tile's canvas.
 
-import { ControlRequest, FrameHeader, MemberHello, Profile, Signed as SignedCodec, StreamRequest, StreamResponse } from './gen/camesh.ts'
+import { ControlRequest, FrameHeader, KeyRequest, KeyResponse, MemberHello, Profile, Signed as SignedCodec, StreamRequest, StreamResponse } from './gen/camesh.ts'
 import { importVerifyKey, verifyKeyframe } from './fresh.ts'
 import { MediaKey } from './media.ts'
 import { certHello, dialerProof, MAX_MSG } from './member.ts'
@@ -23,6 +23,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 
 const MEMBER_PROTOCOL = '/camesh/member/1'
 const MEDIA_PROTOCOL = '/camesh/media/1'
+const KEY_PROTOCOL = '/camesh/key/1'
 const INFO_PROTOCOL = '/camesh/info/1'
 /** The node's default limits (config.rs): control messages, frames, live age and clock skew. */
 const MAX_CONTROL = 64 << 10
@@ -95,6 +96,22 @@ export function fields (buf: Uint8Array): Field[] {
   return out
 }
 
+/** An epoch's media key from the camera's own node (`/camesh/key/1`): for streams from a forwarder, which never hands out keys. */
+export async function fetchKey (conn: Connection, camera: string, profile: 'main' | 'sub', grant: Signed | undefined, epoch: bigint, signal: AbortSignal): Promise<MediaKey> {
+  const stream = await conn.newStream(KEY_PROTOCOL, { signal })
+  const wire = new Framed(stream, MAX_CONTROL)
+  await wire.send(KeyRequest.encode({ cameraId: camera, grant, epoch, profile: profile === 'sub' ? Profile.PROFILE_SUB : Profile.PROFILE_MAIN }))
+  const raw = await wire.next(signal)
+  stream.close().catch(() => {})
+  if (raw == null) throw new Error('the camera closed the key stream')
+  const r = KeyResponse.decode(raw)
+  if (r.error !== '') throw new Refused(`the camera refused a media key: ${r.error.slice(0, 200)}`)
+  return await MediaKey.import(r.epoch, new Uint8Array(r.key))
+}
+
+/** Where a watch through a forwarder gets its keys: a connection to the camera's node. */
+export type KeySource = (cameraPeer: PeerId) => Promise<Connection>
+
 export interface CameraEntry { cameraId: string, name: string, width: number, height: number }
 
 /** The cameras a node serves (`/camesh/info/1` ListCameras). */
@@ -143,6 +160,8 @@ export interface TileStats {
   /** Streams that broke and were opened again. */
   reopened: number
   lastBreak?: string
+  /** The first distinct reasons frames were rejected. */
+  rejectReasons: string[]
 }
 
 function hex2 (n: number): string {
@@ -192,7 +211,7 @@ export class Watch {
   private readonly captured = new Map<number, bigint>()
 
   constructor (readonly camera: string, readonly profile: 'main' | 'sub', private readonly canvas: HTMLCanvasElement, private readonly onChange: () => void) {
-    this.stats = { camera, profile, path: '', state: 'starting', received: 0, decoded: 0, decodeErrors: 0, rejected: 0, width: 0, height: 0, latencyMs: [], reopened: 0 }
+    this.stats = { camera, profile, path: '', state: 'starting', received: 0, decoded: 0, decodeErrors: 0, rejected: 0, width: 0, height: 0, latencyMs: [], reopened: 0, rejectReasons: [] }
   }
 
   get stopped (): boolean {
@@ -205,7 +224,7 @@ export class Watch {
   }
 
   /** Runs until the stream ends, is refused, or `stop()`. */
-  async run (conn: Connection, grant: Signed | undefined, started: number): Promise<void> {
+  async run (conn: Connection, grant: Signed | undefined, started: number, keySource?: KeySource): Promise<void> {
     const signal = this.abort.signal
     const origin = conn.remotePeer
     // A stream opened again starts over: a new decoder, a keyframe first.
@@ -235,6 +254,14 @@ export class Watch {
     const accept = resp.accept
     if (accept?.codec == null) throw new Error('the node accepted without a codec config')
     const cameraPeer: PeerId = accept.originPeer.length > 0 ? peerFromBytes(accept.originPeer) : origin
+    // Through a forwarder: keys from the camera's node only (in-band keys are ignored).
+    let keyConn: Connection | undefined
+    if (!cameraPeer.equals(origin)) {
+      if (keySource == null) throw new Refused(`${origin.toString()} forwards this camera, and this page cannot reach the camera's node for keys`)
+      keyConn = await keySource(cameraPeer)
+      this.stats.path = `forwarded by ${conn.remoteAddr.toString()}, keys from ${cameraPeer.toString()}`
+      this.keys.push(await fetchKey(keyConn, this.camera, this.profile, grant, accept.keyEpoch, signal))
+    }
     const raw32 = ed25519OfPeer(cameraPeer)
     if (raw32 == null) throw new Error('the camera node has no Ed25519 key')
     const verifyKey = await importVerifyKey(raw32)
@@ -285,6 +312,7 @@ export class Watch {
       this.stats.received++
       const { h, payload } = decodeFrame(body)
       if (h.newKey.length > 0) {
+        if (keyConn != null) continue
         this.keys.push(await MediaKey.import(h.keyEpoch, new Uint8Array(h.newKey)))
         if (this.keys.length > 4) this.keys.shift()
         continue
@@ -294,7 +322,17 @@ export class Watch {
         this.reject(why)
         continue
       }
-      const key = this.keys.find(k => k.epoch === h.keyEpoch)
+      let key = this.keys.find(k => k.epoch === h.keyEpoch)
+      if (key == null && keyConn != null) {
+        try {
+          key = await fetchKey(keyConn, this.camera, this.profile, grant, h.keyEpoch, AbortSignal.any([signal, AbortSignal.timeout(5_000)]))
+          this.keys.push(key)
+          if (this.keys.length > 4) this.keys.shift()
+        } catch (e) {
+          this.reject(`no key for epoch ${h.keyEpoch}: ${e instanceof Error ? e.message : String(e)}`)
+          continue
+        }
+      }
       if (key == null) {
         this.reject(`no key for epoch ${h.keyEpoch}`)
         continue
@@ -323,6 +361,8 @@ export class Watch {
     this.freshSeen = false
     this.stats.rejected++
     this.stats.lastReject = why
+    const kind = why.replace(/#\d+/g, '#n').replace(/\d+ s old/, 'n s old')
+    if (this.stats.rejectReasons.length < 20 && !this.stats.rejectReasons.includes(kind)) this.stats.rejectReasons.push(kind)
     this.onChange()
   }
 
