@@ -31,6 +31,7 @@ interface PageState {
   redeemMs?: number
   redeemTimes?: typeof redeemTimes
   grid?: GridState
+  serviceWorker?: string
 }
 
 const state: PageState = { phase: 'loading' }
@@ -51,6 +52,7 @@ function showMember (info: CertInfo): void {
     notAfterUnixS: info.notAfterUnixS.toString(),
     cameras: info.cameras
   }
+  document.body.classList.add('member')
   const m = el('membership')
   m.textContent = `${state.member.role} "${info.name}" in fleet ${info.fleetId}, until ${new Date(Number(info.notAfterUnixS) * 1000).toISOString()}`
   m.dataset.state = 'ready'
@@ -213,6 +215,15 @@ async function main (): Promise<void> {
     el<HTMLTextAreaElement>('invite').value = invite
     readInvite(invite, node)
   }
+}
+
+// The app shell (sw.js) for installing and starting offline; where there are no service
+// workers (or on plain http other than localhost) the page simply runs without one.
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.register('sw.js').then(
+    () => { state.serviceWorker = 'registered' },
+    (e: unknown) => { state.serviceWorker = `not registered: ${String(e)}` }
+  )
 }
 
 void main()
