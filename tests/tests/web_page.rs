@@ -777,6 +777,10 @@ async fn page_rejects_a_tampered_frame_from_a_forwarder() {
     fc.node.webrtc = Some(true);
     fc.node.bootstrap = cam_addrs.clone();
     let fwd = camesh_node::Node::spawn(fc, &fwd_dir).await.expect("forwarder starts");
+    // Subscribe once the two have proved membership to each other (on a loaded machine
+    // the bootstrap dial may still be under way).
+    let met = wait_until(Duration::from_secs(30), || fwd.trust().member(&cam.peer_id()).is_some()).await;
+    assert!(met, "the forwarder met the camera");
     let mut req = live("cam1");
     req.grant = signed::encode(&fwd.trust().grant_for("cam1", Rights::FORWARD).expect("grant"));
     let mut upstream = client::subscribe(&mut fwd.stream_control(), cam.peer_id(), req, &fwd.config().limits)
@@ -870,5 +874,122 @@ async fn page_rejects_a_tampered_frame_from_a_forwarder() {
     close_page(page).await;
     pump.abort();
     fwd.shutdown();
+    cam.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_plays_a_recording_from_the_time_it_seeks_to() {
+    use camesh_node::auth::grant::GrantRequest;
+    use camesh_node::auth::{now_s, Rights};
+    use camesh_node::config::{RecordRule, Role};
+    init_tracing();
+    let test = "page_plays_a_recording_from_the_time_it_seeks_to";
+    let Some(chromium) = web_ready(test) else {
+        return;
+    };
+    let name = "t-web-nvr";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = fleet(name);
+    let admin = dir.path().join("admin");
+    f.save(&admin).expect("admin folder");
+    let mut c = loopback_config(Role::Camera, name);
+    c.cameras = vec![camera("cam1", "cam-640x360-30fps-gop2s.h264")];
+    let cam = spawn_node(c, &dir.path().join("cam")).await;
+    let nvr_dir = dir.path().join("nvr");
+    f.grant_dir(&nvr_dir, &["cam1".into()], Rights::LIVE.union(Rights::RECORD), 3600)
+        .expect("grant");
+    let mut nc = loopback_config(Role::Nvr, name);
+    nc.node.webrtc = Some(true);
+    nc.node.bootstrap = cam.dial_addrs().await.expect("addrs");
+    nc.nvr.records = vec![RecordRule {
+        camera: "cam1".into(),
+        ..RecordRule::default()
+    }];
+    let nvr = spawn_node(nc.clone(), &nvr_dir).await;
+    let recorder = camesh_node::nvr::Nvr::start(nvr.reach(), nc.nvr.clone(), &nvr_dir)
+        .await
+        .expect("NVR starts");
+    let recording_from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let nvr_addr = nvr
+        .dial_addrs()
+        .await
+        .expect("addrs")
+        .into_iter()
+        .find(camesh_node::addr::is_webrtc_direct)
+        .expect("the NVR listens on WebRTC-direct");
+
+    // The page joins while the NVR records.
+    let (_inviting, _invite, link) = invite_from(&admin).await;
+    let fragment = link.split_once('#').expect("fragment").1.to_owned();
+    let (site, mut reports) = static_server_with_reports(dist()).await;
+    let profile = dir.path().join("profile");
+    let page = open_page(chromium, &format!("{site}index.html?report#{fragment}"), &profile);
+    let joined = wait_report(&mut reports, "joining", Duration::from_secs(60), |v| {
+        v.get("member").is_some_and(|m| !m.is_null())
+    })
+    .await;
+    let page_peer: libp2p::PeerId = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
+    close_page(page).await;
+    // At least 8 s recorded: the seek lands 5 s in, two GOPs after the start.
+    let recorded = wait_until(Duration::from_secs(60), || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64 - recording_from > 8_000)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(recorded);
+    let now = now_s();
+    let g = f.grant(&GrantRequest {
+        holder: page_peer,
+        cameras: vec!["cam1".into()],
+        tags: vec![],
+        rights: Rights::LIVE.union(Rights::PLAYBACK),
+        not_before_unix_s: now - 60,
+        not_after_unix_s: now + 3600,
+    });
+    let seek_ms = recording_from + 5_000;
+    let shot = shot_path("playback-390x844.png");
+    let url = format!(
+        "{site}index.html#{}&peer={nvr_addr}&play=cam1&nvr={}&at={seek_ms}",
+        grant_text(&g),
+        nvr.peer_id()
+    );
+    let state = page_shot(
+        chromium,
+        &profile,
+        &url,
+        "window.camesh?.grid?.playback?.decoded > 20",
+        &shot,
+    )
+    .await;
+    let p = &state["grid"]["playback"];
+    let first_us = p["firstCaptureUnixUs"].as_i64().expect("a first frame");
+    let off_ms = first_us / 1000 - seek_ms;
+    let spans = state["grid"]["coverage"].as_array().map(Vec::len).unwrap_or(0);
+    println!(
+        "playback: seek to {seek_ms}, first frame drawn was captured {off_ms} ms from it ({} frames decoded, {} decode errors, first frame {} ms after asking, {spans} coverage span(s)); screenshot {}",
+        p["decoded"],
+        p["decodeErrors"],
+        p["firstFrameMs"],
+        shot.display()
+    );
+    assert!(spans >= 1, "a coverage timeline: {state}");
+    // The NVR starts at the keyframe before the time asked for: within one GOP (2 s).
+    assert!(
+        (-2_100..=100).contains(&off_ms),
+        "first frame {off_ms} ms from the seek"
+    );
+    assert_eq!(p["decodeErrors"], 0, "{p}");
+    assert_eq!(
+        (p["width"].as_u64(), p["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{p}"
+    );
+    drop(recorder);
+    nvr.shutdown();
     cam.shutdown();
 }

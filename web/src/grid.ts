@@ -9,12 +9,12 @@ import { loadValue, storeValue } from './identity.ts'
 import { dialable } from './net.ts'
 import { bs58Decode } from './peer.ts'
 import { decodeSigned } from './signed.ts'
-import { joinPeer, listCameras, Refused, Watch } from './watch.ts'
+import { coverage, joinPeer, listCameras, Refused, Watch } from './watch.ts'
 
 /** Times a broken stream is opened again before the tile gives up. */
 const REOPEN = 5
 import type { Membership } from './enroll.ts'
-import type { TileStats } from './watch.ts'
+import type { Span, TileStats } from './watch.ts'
 import type { Connection, Libp2p } from '@libp2p/interface'
 
 export const GRANT_PREFIX = 'camesh-grant:'
@@ -25,6 +25,9 @@ export interface GridState {
   cameras: string[]
   tiles: Record<string, TileStats>
   errors: string[]
+  /** NVR playback: the coverage shown on the timeline, and the playing view. */
+  coverage?: Span[]
+  playback?: TileStats
 }
 
 export class Grid {
@@ -138,6 +141,74 @@ export class Grid {
       const p50 = l.length > 0 ? l[Math.floor(l.length / 2)] : undefined
       info.textContent = `${s.state} · ${s.path} · ${s.width}x${s.height} · ${s.decoded} frames` + (p50 != null ? ` · ${p50} ms` : '')
     }, 500)
+  }
+
+  private player?: Watch
+
+  /**
+   * Plays `camera` from the NVR at `nvrAddr`, starting at `fromUs` (the NVR starts at the
+   * keyframe before it): the coverage of the hour around it on a timeline, a click or tap
+   * on which seeks there.
+   */
+  async playback (camera: string, nvrAddr: string, fromUs: number, started = performance.now()): Promise<void> {
+    const section = document.getElementById('playback-section')
+    const canvas = document.getElementById('playback-canvas') as HTMLCanvasElement | null
+    const line = document.getElementById('timeline')
+    const info = document.getElementById('playback-info')
+    if (section == null || canvas == null || line == null || info == null) throw new Error('the page lacks its playback view')
+    section.hidden = false
+    const grant = this.grants.length > 0 ? Signed.decode(this.grants[this.grants.length - 1] ?? new Uint8Array(0)) : undefined
+    const conn = await this.connect(nvrAddr)
+    const qlo = fromUs - 30 * 60e6
+    const qhi = Math.max(fromUs + 30 * 60e6, Date.now() * 1000)
+    const spans = await coverage(conn, camera, grant, BigInt(Math.round(qlo)), BigInt(Math.round(qhi)), AbortSignal.timeout(20_000))
+    this.state.coverage = spans
+    // The timeline shows what was recorded and the time asked for, with a margin (at
+    // least a minute), so a short recording is not a hairline in an hour.
+    const rec = spans.filter(x => x.recorded)
+    const first = Math.min(fromUs, ...rec.map(x => x.fromUs))
+    const last = Math.max(fromUs, ...rec.map(x => x.toUs))
+    const pad = Math.max(60e6 - (last - first), (last - first) * 0.2) / 2
+    const lo = first - pad
+    const hi = last + pad
+    line.replaceChildren()
+    const pct = (us: number): string => `${Math.max(0, Math.min(100, (us - lo) / (hi - lo) * 100))}%`
+    for (const sp of spans.filter(x => x.recorded)) {
+      const d = document.createElement('div')
+      d.className = 'span'
+      d.style.left = pct(sp.fromUs)
+      d.style.width = `calc(${pct(sp.toUs)} - ${pct(sp.fromUs)})`
+      d.title = `${new Date(sp.fromUs / 1000).toISOString()} to ${new Date(sp.toUs / 1000).toISOString()}`
+      line.append(d)
+    }
+    const cursor = document.createElement('div')
+    cursor.className = 'cursor'
+    cursor.style.left = pct(fromUs)
+    line.append(cursor)
+    line.onpointerdown = ev => {
+      const r = line.getBoundingClientRect()
+      const at = lo + (ev.clientX - r.left) / r.width * (hi - lo)
+      void this.playback(camera, nvrAddr, at)
+    }
+    this.player?.stop()
+    const w = new Watch(camera, 'main', canvas, this.changed)
+    this.player = w
+    this.state.playback = w.stats
+    const show = setInterval(() => {
+      const c = w.stats.firstCaptureUnixUs
+      info.textContent = `${camera} from ${new Date(fromUs / 1000).toISOString()} · ${w.stats.state} · ${w.stats.decoded} frames` +
+        (c != null ? ` · first frame captured ${new Date(c / 1000).toISOString()}` : '')
+    }, 250)
+    try {
+      await w.run(conn, grant, started, undefined, BigInt(Math.round(fromUs)))
+    } catch (e) {
+      w.stats.state = 'stopped'
+      w.stats.refusal ??= e instanceof Error ? `${e.name}: ${e.message} (${w.stats.phase ?? ''})` : String(e)
+    } finally {
+      w.stats.endedUnixMs = Date.now()
+      clearInterval(show)
+      this.changed()
+    }
   }
 
   /** The known peer address of peer id `id`. */

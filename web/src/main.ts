@@ -114,7 +114,11 @@ function showInvite (info: InviteInfo, node: Libp2p | undefined): void {
   )
 }
 
-/** The link's other parts: `camesh-grant:...`, `peer=<addr>`, `watch=<camera>`, `via=<peer id>` (joined by '&'). */
+/**
+ * The link's other parts (joined by '&'): `camesh-grant:...`, `peer=<addr>`,
+ * `watch=<camera>`, `via=<peer id>` (watch through that peer), `play=<camera>`,
+ * `nvr=<peer id>`, `at=<Unix ms>` (play a recording from that time).
+ */
 let pending: string[] = []
 let grid: Grid | undefined
 
@@ -124,12 +128,18 @@ async function startGrid (node: Libp2p, m: Membership): Promise<void> {
   state.grid = grid.state
   let watch: string | undefined
   let via: string | undefined
+  let play: string | undefined
+  let at: number | undefined
+  let nvr: string | undefined
   for (const part of pending) {
     try {
       if (part.startsWith(GRANT_PREFIX)) await grid.addGrant(part)
       else if (part.startsWith('peer=')) await grid.addPeer(part.slice(5))
       else if (part.startsWith('watch=')) watch = part.slice(6)
       else if (part.startsWith('via=')) via = part.slice(4)
+      else if (part.startsWith('play=')) play = part.slice(5)
+      else if (part.startsWith('at=')) at = Number(part.slice(3))
+      else if (part.startsWith('nvr=')) nvr = part.slice(4)
     } catch (e) {
       grid.state.errors.push(e instanceof Error ? e.message : String(e))
     }
@@ -138,6 +148,12 @@ async function startGrid (node: Libp2p, m: Membership): Promise<void> {
   const started = performance.now()
   await grid.refresh()
   if (watch != null) await grid.watch(watch, via == null ? undefined : grid.peerAddr(via), 'main', started)
+  const nvrAddr = nvr == null ? undefined : grid.peerAddr(nvr)
+  if (play != null && nvrAddr != null) {
+    await grid.playback(play, nvrAddr, (at ?? Date.now() - 60_000) * 1000, performance.now()).catch((e: unknown) => {
+      grid?.state.errors.push(`playback: ${e instanceof Error ? e.message : String(e)}`)
+    })
+  }
 }
 
 function readInvite (text: string, node: Libp2p | undefined): void {

@@ -9,7 +9,7 @@
 // units (AVCC) go to a WebCodecs VideoDecoder configured from the SPS/PPS of the
 // StreamAccept, and each decoded frame is drawn to the tile's canvas.
 
-import { ControlRequest, FrameHeader, KeyRequest, KeyResponse, MemberHello, Profile, Signed as SignedCodec, StreamRequest, StreamResponse } from './gen/camesh.ts'
+import { ControlRequest, FrameHeader, KeyRequest, KeyResponse, MemberHello, Profile, Signed as SignedCodec, StreamAccept, StreamReject, StreamRequest, StreamResponse } from './gen/camesh.ts'
 import { importVerifyKey, verifyKeyframe } from './fresh.ts'
 import { MediaKey } from './media.ts'
 import { certHello, dialerProof, MAX_MSG } from './member.ts'
@@ -24,6 +24,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 const MEMBER_PROTOCOL = '/camesh/member/1'
 const MEDIA_PROTOCOL = '/camesh/media/1'
 const KEY_PROTOCOL = '/camesh/key/1'
+const NVR_PROTOCOL = '/camesh/nvr/1'
 const INFO_PROTOCOL = '/camesh/info/1'
 /** The node's default limits (config.rs): control messages, frames, live age and clock skew. */
 const MAX_CONTROL = 64 << 10
@@ -112,6 +113,71 @@ export async function fetchKey (conn: Connection, camera: string, profile: 'main
 /** Where a watch through a forwarder gets its keys: a connection to the camera's node. */
 export type KeySource = (cameraPeer: PeerId) => Promise<Connection>
 
+function pbVarint (v: bigint): number[] {
+  let x = BigInt.asUintN(64, v)
+  const out: number[] = []
+  while (x >= 0x80n) {
+    out.push(Number(x & 0x7fn) | 0x80)
+    x >>= 7n
+  }
+  out.push(Number(x))
+  return out
+}
+
+function pbBytes (num: number, b: Uint8Array): number[] {
+  return [...pbVarint(BigInt((num << 3) | 2)), ...pbVarint(BigInt(b.length)), ...b]
+}
+
+/** An `NvrRequest` (proto/proto/nvr.proto), written by hand: the page's codecs come from camesh.proto only. */
+export function nvrRequest (camera: string, grant: Signed | undefined, fromUs: bigint, toUs: bigint, kind: 'play' | 'recordings'): Uint8Array {
+  const out: number[] = [...pbBytes(1, new TextEncoder().encode(camera))]
+  if (grant != null) out.push(...pbBytes(2, SignedCodec.encode(grant)))
+  if (fromUs !== 0n) out.push(...pbVarint(3n << 3n), ...pbVarint(fromUs))
+  if (toUs !== 0n) out.push(...pbVarint(4n << 3n), ...pbVarint(toUs))
+  if (kind === 'play') out.push(...pbBytes(5, new Uint8Array([...pbVarint(1n << 3n), ...pbVarint(BigInt(MAX_FRAME))])))
+  else out.push(...pbBytes(6, new Uint8Array(0)))
+  return new Uint8Array(out)
+}
+
+export interface Span { fromUs: number, toUs: number, recorded: boolean, reason: string }
+
+/** What an NVR answers: a StreamAccept (play), coverage spans (recordings), or a refusal. */
+export function nvrResponse (raw: Uint8Array): { accept?: StreamAccept, spans?: Span[], reject?: string } {
+  const top = fields(raw)
+  const dec = new TextDecoder()
+  const play = top.find(f => f.num === 1)?.bytes
+  if (play != null) return { accept: StreamAccept.decode(play) }
+  const rej = top.find(f => f.num === 5)?.bytes
+  if (rej != null) return { reject: StreamReject.decode(rej).reason }
+  const cov = top.find(f => f.num === 2)?.bytes
+  if (cov == null) throw new Error('the NVR sent an unexpected answer')
+  const i64 = (v: bigint | undefined): number => Number(BigInt.asIntN(64, v ?? 0n))
+  return {
+    spans: fields(cov).filter(f => f.num === 1 && f.bytes != null).map(f => {
+      const a = fields(f.bytes ?? new Uint8Array(0))
+      return {
+        fromUs: i64(a.find(x => x.num === 1)?.varint),
+        toUs: i64(a.find(x => x.num === 2)?.varint),
+        recorded: (a.find(x => x.num === 3)?.varint ?? 0n) !== 0n,
+        reason: dec.decode(a.find(x => x.num === 4)?.bytes ?? new Uint8Array(0))
+      }
+    })
+  }
+}
+
+/** A camera's coverage on an NVR between two times (`/camesh/nvr/1` recordings). */
+export async function coverage (conn: Connection, camera: string, grant: Signed | undefined, fromUs: bigint, toUs: bigint, signal: AbortSignal): Promise<Span[]> {
+  const stream = await conn.newStream(NVR_PROTOCOL, { signal })
+  const wire = new Framed(stream, MAX_CONTROL)
+  await wire.send(nvrRequest(camera, grant, fromUs, toUs, 'recordings'))
+  const raw = await wire.next(signal)
+  stream.close().catch(() => {})
+  if (raw == null) throw new Error('the NVR closed the stream')
+  const r = nvrResponse(raw)
+  if (r.reject != null) throw new Refused(`the NVR refused: ${r.reject.slice(0, 200)}`)
+  return r.spans ?? []
+}
+
 export interface CameraEntry { cameraId: string, name: string, width: number, height: number }
 
 /** The cameras a node serves (`/camesh/info/1` ListCameras). */
@@ -160,6 +226,11 @@ export interface TileStats {
   /** Streams that broke and were opened again. */
   reopened: number
   lastBreak?: string
+  /** Playback: the time asked for, and the capture time of the first frame drawn (Unix µs). */
+  seekUnixUs?: number
+  firstCaptureUnixUs?: number
+  /** Where the stream got to (for a failure's message). */
+  phase?: string
   /** The first distinct reasons frames were rejected. */
   rejectReasons: string[]
 }
@@ -224,7 +295,7 @@ export class Watch {
   }
 
   /** Runs until the stream ends, is refused, or `stop()`. */
-  async run (conn: Connection, grant: Signed | undefined, started: number, keySource?: KeySource): Promise<void> {
+  async run (conn: Connection, grant: Signed | undefined, started: number, keySource?: KeySource, playFromUs?: bigint): Promise<void> {
     const signal = this.abort.signal
     const origin = conn.remotePeer
     // A stream opened again starts over: a new decoder, a keyframe first.
@@ -232,8 +303,14 @@ export class Watch {
     this.lastSeq = -1n
     this.freshSeen = false
     this.stats.path = `direct ${conn.remoteAddr.toString()}`
-    const stream = await conn.newStream(MEDIA_PROTOCOL, { signal })
+    const playback = playFromUs != null
+    const stream = await conn.newStream(playback ? NVR_PROTOCOL : MEDIA_PROTOCOL, { signal })
     const wire = new Framed(stream, MAX_CONTROL)
+    if (playback) {
+      this.stats.path = `playback from ${conn.remoteAddr.toString()}`
+      this.stats.seekUnixUs = Number(playFromUs)
+      await wire.send(nvrRequest(this.camera, grant, playFromUs, 0n, 'play'))
+    } else {
       await wire.send(StreamRequest.encode({
       cameraId: this.camera,
       profile: this.profile === 'sub' ? Profile.PROFILE_SUB : Profile.PROFILE_MAIN,
@@ -241,10 +318,15 @@ export class Watch {
       grant: grant == null ? new Uint8Array(0) : SignedCodec.encode(grant),
       maxFrameBytes: 0,
       userAgent: 'camesh-web/0.1'
-    }))
-    const raw = await wire.next(AbortSignal.any([signal, AbortSignal.timeout(10_000)]))
+      }))
+    }
+    this.stats.phase = 'asked'
+    const raw = await wire.next(AbortSignal.any([signal, AbortSignal.timeout(playback ? 40_000 : 10_000)]))
+    this.stats.phase = 'answered'
     if (raw == null) throw new Refused('the node closed the stream without an answer')
-    const resp = StreamResponse.decode(raw)
+    const resp: { accept?: StreamAccept, reject?: { reason: string } } = playback
+      ? (r => ({ accept: r.accept, reject: r.reject != null ? { reason: r.reject } : undefined }))(nvrResponse(raw))
+      : StreamResponse.decode(raw)
     if (resp.reject != null) {
       this.stats.refusal = `refused by ${origin.toString()}: ${resp.reject.reason.slice(0, 300)}`
       this.stats.state = 'refused'
@@ -253,7 +335,7 @@ export class Watch {
     }
     const accept = resp.accept
     if (accept?.codec == null) throw new Error('the node accepted without a codec config')
-    const cameraPeer: PeerId = accept.originPeer.length > 0 ? peerFromBytes(accept.originPeer) : origin
+    const cameraPeer: PeerId = !playback && accept.originPeer.length > 0 ? peerFromBytes(accept.originPeer) : origin
     // Through a forwarder: keys from the camera's node only (in-band keys are ignored).
     let keyConn: Connection | undefined
     if (!cameraPeer.equals(origin)) {
@@ -281,6 +363,7 @@ export class Watch {
         this.stats.decoded++
         this.stats.lastDrawnUnixMs = Date.now()
         if (this.stats.firstFrameMs == null) {
+          if (cap != null) this.stats.firstCaptureUnixUs = Number(cap)
           this.stats.firstFrameMs = Math.round(performance.now() - started)
           this.stats.state = 'playing'
           this.onChange()
@@ -297,9 +380,11 @@ export class Watch {
         this.onChange()
       }
     })
+    this.stats.phase = 'configuring'
     this.decoder.configure({ codec, description, optimizeForLatency: true, codedWidth: accept.codec.width, codedHeight: accept.codec.height })
     this.stats.state = 'waiting for a keyframe'
     this.onChange()
+    this.stats.phase = 'frames'
     wire.setMax(MAX_FRAME + 1024)
     const frames = wire
     for (;;) {
@@ -317,7 +402,9 @@ export class Watch {
         if (this.keys.length > 4) this.keys.shift()
         continue
       }
-      const why = await this.fresh(h, payload, verifyKey)
+      // Playback is not live: recorded frames are as old as they are (the node checks no
+      // freshness on playback either); the AEAD still holds every byte to the camera's.
+      const why = playback ? undefined : await this.fresh(h, payload, verifyKey)
       if (why != null) {
         this.reject(why)
         continue
