@@ -280,6 +280,7 @@ export class Watch {
   private lastSeq = -1n
   private freshSeen = false
   private readonly captured = new Map<number, bigint>()
+  private liveFromUs?: number
 
   constructor (readonly camera: string, readonly profile: 'main' | 'sub', private readonly canvas: HTMLCanvasElement, private readonly onChange: () => void) {
     this.stats = { camera, profile, path: '', state: 'starting', received: 0, decoded: 0, decodeErrors: 0, rejected: 0, width: 0, height: 0, latencyMs: [], reopened: 0, rejectReasons: [] }
@@ -363,12 +364,15 @@ export class Watch {
         this.stats.decoded++
         this.stats.lastDrawnUnixMs = Date.now()
         if (this.stats.firstFrameMs == null) {
+          this.liveFromUs = Date.now() * 1000
           if (cap != null) this.stats.firstCaptureUnixUs = Number(cap)
           this.stats.firstFrameMs = Math.round(performance.now() - started)
           this.stats.state = 'playing'
           this.onChange()
         }
-        if (cap != null) {
+        // Latency counts live frames only: those captured after the first frame was drawn
+        // (the cached GOP a stream starts with is up to a GOP old by design).
+        if (cap != null && this.liveFromUs != null && Number(cap) >= this.liveFromUs) {
           const ms = (Date.now() * 1000 - Number(cap)) / 1000
           if (this.stats.latencyMs.length >= 600) this.stats.latencyMs.shift()
           this.stats.latencyMs.push(Math.round(ms * 10) / 10)
