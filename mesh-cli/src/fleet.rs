@@ -425,17 +425,24 @@ pub async fn invite(
         "",
         &format!("{role:?} {name}, expires in {}", humantime::format_duration(expires)),
     );
-    println!("{text}");
+    // Written without println!: a reader that takes the first line and closes the pipe
+    // (`mesh fleet invite | head -1`, a script) must not end this admin node, which has
+    // to stay up until the invite is redeemed.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
     let link = invite_link(web_url, &text);
-    println!("link: {link}");
+    let _ = writeln!(out, "link: {link}");
     if qr {
         match qr_text(&link) {
-            Ok(q) => println!("{q}"),
+            Ok(q) => {
+                let _ = writeln!(out, "{q}");
+            }
             Err(e) => eprintln!("mesh: no QR code: {e}"),
         }
     }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
+    drop(out);
     eprintln!("waiting for the invite to be redeemed (this laptop is the admin node until then; Ctrl-C stops)");
     let mut changes = node.trust().subscribe();
     let deadline = tokio::time::Instant::now() + expires;
