@@ -344,7 +344,23 @@ async fn real_main() -> Result<()> {
             valid,
             cameras,
             holder,
-        }) => fleet::invite(&node, &dir, *role, name, *expires, *valid, cameras.clone(), *holder).await,
+            web_url,
+            no_qr,
+        }) => {
+            fleet::invite(
+                &node,
+                &dir,
+                *role,
+                name,
+                *expires,
+                *valid,
+                cameras.clone(),
+                *holder,
+                web_url,
+                !*no_qr,
+            )
+            .await
+        }
         Cmd::Revoke { target, reason } => fleet::revoke(&node, &dir, target, reason, false).await,
         Cmd::Fleet(fleet::FleetCmd::Revoke { target, reason }) => {
             fleet::revoke(&node, &dir, target, reason, true).await
@@ -381,8 +397,9 @@ async fn close(node: &NodeHandle) {
 async fn start_peer(cli: &Cli, dir: &std::path::Path, discover: bool) -> Result<NodeHandle> {
     let mut config = Config::preset(Role::Viewer);
     config.node.name = "mesh".into();
-    // A short-lived peer that dials out: nothing dials it, over WebRTC-direct least of all.
-    config.node.webrtc = Some(false);
+    // A short-lived peer that dials out: nothing dials it over WebRTC-direct, except a
+    // browser redeeming the invite `mesh fleet invite` prints while it waits.
+    config.node.webrtc = Some(matches!(cli.cmd, Cmd::Fleet(fleet::FleetCmd::Invite { .. })));
     let ff = fleet::fleet_file(dir);
     config.node.fleet_id = match (&cli.fleet, &ff) {
         (Some(f), _) => f.clone(),

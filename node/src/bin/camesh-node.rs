@@ -89,6 +89,10 @@ enum Cmd {
         /// /metrics) on this address, e.g. 127.0.0.1:8090. Loopback only.
         #[arg(long, value_name = "ADDR")]
         gateway: Option<std::net::SocketAddr>,
+        /// With --gateway: also serve the web app's static files (its built folder,
+        /// web/dist) under /app/, so a browser can load the page from this node.
+        #[arg(long, value_name = "DIR", env = "CAMESH_WEB_APP", requires = "gateway")]
+        web_app: Option<PathBuf>,
     },
     /// Print this node's peer id.
     Id,
@@ -221,6 +225,7 @@ async fn real_main() -> Result<()> {
             fleet_root,
             no_mdns,
             gateway,
+            web_app,
         } => {
             let path = config.unwrap_or_else(|| data_dir.join("config.toml"));
             let mut config = if path.exists() {
@@ -270,12 +275,16 @@ async fn real_main() -> Result<()> {
                 Some(listen) => {
                     let opts = camesh_node::gateway::GatewayOptions {
                         listen,
+                        web_app: web_app.clone(),
                         ..Default::default()
                     };
                     let gw = camesh_node::gateway::Gateway::start(node.clone(), opts)
                         .await
                         .context("starting the HTTP gateway")?;
                     println!("gateway: http://{}/", gw.local_addr());
+                    if web_app.is_some() {
+                        println!("web app: http://{}/app/", gw.local_addr());
+                    }
                     Some(gw)
                 }
                 None => None,
