@@ -6,6 +6,7 @@ mod demo;
 mod fleet;
 mod install;
 mod nvr;
+mod onvif;
 mod path;
 mod ptz;
 mod top;
@@ -56,7 +57,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// List the fleet's cameras.
+    /// List the fleet's cameras; with --onvif, the ONVIF cameras on this host's LAN.
     Cameras {
         /// How long to look.
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
@@ -64,6 +65,17 @@ enum Cmd {
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Find ONVIF cameras on the LAN (WS-Discovery) instead; with --user (and
+        /// --password or CAMESH_ONVIF_PASSWORD), also their profiles' RTSP URIs and a
+        /// ready [[camera]] entry for a camera node's config.
+        #[arg(long, conflicts_with = "json")]
+        onvif: bool,
+        /// The cameras' ONVIF user (with --onvif).
+        #[arg(long, requires = "onvif")]
+        user: Option<String>,
+        /// The cameras' ONVIF password (with --onvif).
+        #[arg(long, env = "CAMESH_ONVIF_PASSWORD", hide_env_values = true, requires = "onvif")]
+        password: Option<String>,
     },
     /// Watch a camera: H.264 Annex B to stdout or a file, live stats on stderr.
     Watch(watch::Args),
@@ -222,6 +234,13 @@ async fn real_main() -> Result<()> {
     match &cli.cmd {
         Cmd::Demo(args) => return demo::run(args).await,
         Cmd::Fleet(fleet::FleetCmd::Init { id, encrypt }) => return fleet::init(&dir, id, *encrypt),
+        Cmd::Cameras {
+            onvif: true,
+            timeout,
+            user,
+            password,
+            ..
+        } => return onvif::run(*timeout, user.as_deref(), password.as_deref()).await,
         Cmd::Fleet(fleet::FleetCmd::Encrypt) => return fleet::encrypt(&dir),
         Cmd::Fleet(fleet::FleetCmd::Decrypt) => return fleet::decrypt(&dir),
         Cmd::Fleet(fleet::FleetCmd::Admit {
@@ -330,7 +349,7 @@ async fn real_main() -> Result<()> {
     }
     let node = start_peer(&cli, &dir, true).await?;
     let result = match &cli.cmd {
-        Cmd::Cameras { timeout, json } => cameras(&node, *timeout, *json).await,
+        Cmd::Cameras { timeout, json, .. } => cameras(&node, *timeout, *json).await,
         Cmd::Watch(args) => watch::run(&node, args).await,
         Cmd::View(args) => view::run(&node, &dir, args).await,
         Cmd::Top(args) => top::run(&node, args).await,

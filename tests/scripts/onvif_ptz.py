@@ -11,7 +11,12 @@ A call that fails a check gets a SOAP fault (HTTP 400, or 401 for bad credential
 recorded with its error. Each call is one JSON line in the log file:
 {"op": "ContinuousMove", "pan": 0.3, "tilt": 0.0, "zoom": 0.0, "ok": true, "t": 1712.3}
 
-Usage: onvif_ptz.py USER PASSWORD LOG_FILE. Prints "port N" once listening.
+It also answers GetStreamUri (rtsp://<host>:554/<profile>), and with a fourth argument
+HOST it listens on HOST (default 127.0.0.1) and answers WS-Discovery Probes for
+NetworkVideoTransmitter on 239.255.255.250:3702 (joined on HOST's interface) with a
+ProbeMatch naming its device service.
+
+Usage: onvif_ptz.py USER PASSWORD LOG_FILE [HOST]. Prints "port N" once listening.
 """
 
 import base64
@@ -19,12 +24,15 @@ import datetime
 import hashlib
 import http.server
 import json
+import socket
+import struct
 import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
 
 USER, PASSWORD, LOG = sys.argv[1], sys.argv[2], sys.argv[3]
+HOST = sys.argv[4] if len(sys.argv) > 4 else "127.0.0.1"
 PROFILE = "profile_main"
 PRESETS = [("1", "Door"), ("2", "Till")]
 NS = {
@@ -36,7 +44,7 @@ NS = {
 }
 SERVICES = {
     "/onvif/device_service": {"GetCapabilities"},
-    "/onvif/media": {"GetProfiles"},
+    "/onvif/media": {"GetProfiles", "GetStreamUri"},
     "/onvif/ptz": {
         "ContinuousMove", "Stop", "AbsoluteMove", "RelativeMove",
         "GotoPreset", "GotoHomePosition", "GetPresets",
@@ -114,7 +122,7 @@ def handle(path, body):
         raise Refused(400, f"{op} is not an operation of {path}")
     rec = {"op": op}
     if op == "GetCapabilities":
-        host = "http://127.0.0.1:%d" % PORT
+        host = "http://%s:%d" % (HOST, PORT)
         return rec, (
             '<tds:GetCapabilitiesResponse xmlns:tds="http://www.onvif.org/ver10/device/wsdl">'
             "<tds:Capabilities>"
@@ -125,9 +133,23 @@ def handle(path, body):
     if op == "GetProfiles":
         return rec, (
             '<trt:GetProfilesResponse xmlns:trt="http://www.onvif.org/ver10/media/wsdl">'
-            f'<trt:Profiles token="{PROFILE}" fixed="true"><tt:Name>main</tt:Name></trt:Profiles>'
-            '<trt:Profiles token="profile_sub"><tt:Name>sub</tt:Name></trt:Profiles>'
+            f'<trt:Profiles token="{PROFILE}" fixed="true"><tt:Name>main</tt:Name>'
+            "<tt:VideoEncoderConfiguration><tt:Name>enc0</tt:Name><tt:Resolution><tt:Width>1920</tt:Width>"
+            "<tt:Height>1080</tt:Height></tt:Resolution></tt:VideoEncoderConfiguration></trt:Profiles>"
+            '<trt:Profiles token="profile_sub"><tt:Name>sub</tt:Name>'
+            "<tt:VideoEncoderConfiguration><tt:Name>enc1</tt:Name><tt:Resolution><tt:Width>640</tt:Width>"
+            "<tt:Height>360</tt:Height></tt:Resolution></tt:VideoEncoderConfiguration></trt:Profiles>"
             "</trt:GetProfilesResponse>"
+        )
+    if op == "GetStreamUri":
+        token = op_el.findtext("{http://www.onvif.org/ver10/media/wsdl}ProfileToken")
+        if token not in (PROFILE, "profile_sub"):
+            raise Refused(400, "unknown ProfileToken")
+        rec["profile"] = token
+        return rec, (
+            '<trt:GetStreamUriResponse xmlns:trt="http://www.onvif.org/ver10/media/wsdl"><trt:MediaUri>'
+            f"<tt:Uri>rtsp://{HOST}:554/{token}</tt:Uri><tt:InvalidAfterConnect>false</tt:InvalidAfterConnect>"
+            "</trt:MediaUri></trt:GetStreamUriResponse>"
         )
     if op_el.findtext("tptz:ProfileToken", namespaces=NS) != PROFILE:
         raise Refused(400, "unknown ProfileToken")
@@ -198,7 +220,45 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+def discovery():
+    """Answers Probes on the WS-Discovery group, on HOST's interface."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", 3702))
+    mreq = struct.pack("4s4s", socket.inet_aton("239.255.255.250"), socket.inet_aton(HOST))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    wsa = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
+    while True:
+        data, peer = sock.recvfrom(65536)
+        try:
+            env = ET.fromstring(data)
+        except ET.ParseError:
+            continue
+        msg_id = env.findtext(f"{{{NS['s']}}}Header/{{{wsa}}}MessageID")
+        probe = env.find(f"{{{NS['s']}}}Body/{{http://schemas.xmlsoap.org/ws/2005/04/discovery}}Probe")
+        if probe is None or not msg_id:
+            continue
+        log({"op": "Probe", "ok": True, "from": peer[0]})
+        reply = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            f'<e:Envelope xmlns:e="{NS["s"]}" xmlns:w="{wsa}" '
+            'xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery" xmlns:dn="http://www.onvif.org/ver10/network/wsdl">'
+            f"<e:Header><w:MessageID>uuid:5f2a9c1e-0000-4000-8000-000000000001</w:MessageID><w:RelatesTo>{msg_id}</w:RelatesTo>"
+            "<w:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</w:To>"
+            "<w:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/ProbeMatches</w:Action></e:Header>"
+            "<e:Body><d:ProbeMatches><d:ProbeMatch><w:EndpointReference><w:Address>urn:uuid:0a1b2c3d-0000-4000-8000-00000000cafe</w:Address>"
+            "</w:EndpointReference><d:Types>dn:NetworkVideoTransmitter</d:Types>"
+            "<d:Scopes>onvif://www.onvif.org/type/video_encoder onvif://www.onvif.org/name/Door%20Cam "
+            "onvif://www.onvif.org/hardware/TestCam-1</d:Scopes>"
+            f"<d:XAddrs>http://{HOST}:{PORT}/onvif/device_service</d:XAddrs><d:MetadataVersion>1</d:MetadataVersion>"
+            "</d:ProbeMatch></d:ProbeMatches></e:Body></e:Envelope>"
+        )
+        sock.sendto(reply.encode(), peer)
+
+
+server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
 PORT = server.server_address[1]
+if len(sys.argv) > 4:
+    threading.Thread(target=discovery, daemon=True).start()
 print(f"port {PORT}", flush=True)
 server.serve_forever()

@@ -271,3 +271,84 @@ async fn a_camera_that_refuses_the_credentials_gives_a_clear_error_and_a_request
     node.shutdown();
     cam.shutdown();
 }
+
+/// WS-Discovery (#17, item 5): an ONVIF device in a network namespace made here answers
+/// the probe `mesh cameras --onvif` sends from another; with credentials, its profiles'
+/// stream URIs and a ready [[camera]] entry are printed.
+#[test]
+fn mesh_cameras_onvif_finds_a_device_on_the_lan_and_prints_its_stream_uris() {
+    use camesh_tests::netns::Lab;
+    if !can_run(
+        "mesh_cameras_onvif_finds_a_device_on_the_lan_and_prints_its_stream_uris",
+        Lab::available(),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_lab, [cam_ns, lan_ns], [cam_ip, _]) = Lab::pair("od", 93).expect("namespaces");
+    let log = dir.path().join("onvif-calls.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onvif_ptz.py");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &cam_ns, "python3"])
+        .arg(script)
+        .args(["operator", "s3cret"])
+        .arg(&log)
+        .arg(&cam_ip)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port line");
+    let dev = Device {
+        port: line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .expect("port"),
+        child,
+    };
+    let run = |args: &[&str]| {
+        let out = Lab::exec(&lan_ns, &bin("mesh"))
+            .arg("--data-dir")
+            .arg(dir.path().join("m"))
+            .args(["cameras", "--onvif", "--timeout", "2s"])
+            .args(args)
+            .output()
+            .expect("mesh runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let plain = run(&[]);
+    println!("{plain}");
+    let xaddr = format!("http://{cam_ip}:{}/onvif/device_service", dev.port);
+    assert!(
+        plain.contains(&format!("ONVIF camera \"Door Cam\" TestCam-1 at {xaddr}")),
+        "{plain}"
+    );
+    let full = run(&["--user", "operator", "--password", "s3cret"]);
+    println!("{full}");
+    assert!(full.contains(&format!("rtsp://{cam_ip}:554/profile_main")), "{full}");
+    assert!(full.contains("1920x1080") && full.contains("640x360"), "{full}");
+    // The printed entry is a camera config that parses and validates as it is.
+    let entry = &full[full.find("[[camera]]").expect("an entry")..];
+    let config = camesh_node::config::Config::parse(&format!("[node]\nrole = \"camera\"\n{entry}")).expect("parses");
+    let cam = &config.cameras[0];
+    assert_eq!(cam.id, "door-cam");
+    assert_eq!(
+        cam.source.to_str(),
+        Some(format!("rtsp://operator:s3cret@{cam_ip}:554/profile_main").as_str())
+    );
+    assert_eq!(
+        cam.sub_source.as_ref().and_then(|p| p.to_str()),
+        Some(format!("rtsp://operator:s3cret@{cam_ip}:554/profile_sub").as_str())
+    );
+    assert_eq!(cam.onvif.as_ref().map(|o| o.url.as_str()), Some(xaddr.as_str()));
+    assert!(
+        calls(&log).iter().filter(|(op, _)| op == "Probe").count() >= 2,
+        "{:?}",
+        calls(&log)
+    );
+    drop(dev);
+}
