@@ -5,16 +5,24 @@
 # of peer input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+# Each phase prints how long it took (CI has a time budget; these lines show where it goes).
+phase() {
+  local name=$1 start=$SECONDS
+  shift
+  echo "== $name" >&2
+  "$@"
+  echo "== $name: $((SECONDS - start)) s (total $SECONDS s)" >&2
+}
+phase setup scripts/setup.sh
 # CI builds once from a clean clone: the incremental cache would only cost disk and time.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
-cargo fmt --all -- --check
-scripts/vendor.sh --check
-cargo clippy --workspace --all-targets -- -D warnings
+phase fmt cargo fmt --all -- --check
+phase vendor scripts/vendor.sh --check
+phase clippy cargo clippy --workspace --all-targets -- -D warnings
 # Web app: npm ci from web/package-lock.json, build web/dist (tests/tests/web_page.rs
 # loads it in Chromium), the web unit tests against web/test/vectors.json, bundle checks.
-scripts/web.sh --check
+phase web scripts/web.sh --check
 # The CLI tests run the real binaries: build them first.
-cargo build --workspace --bins
-cargo test --workspace --no-fail-fast
-FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
+phase build cargo build --workspace --bins
+phase tests cargo test --workspace --no-fail-fast
+phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" scripts/fuzz.sh

@@ -31,7 +31,7 @@ node tools/build.mjs "$again" >/dev/null
 if ! diff -r dist "$again" >/dev/null; then
   echo "web: two builds from the same sources differ" >&2; exit 1
 fi
-for f in index.html app.js style.css manifest.json icon.svg; do
+for f in index.html app.js style.css manifest.json icon.svg sw.js; do
   [ -s "dist/$f" ] || { echo "web: dist/$f is missing" >&2; exit 1; }
 done
 # Strict CSP (script-src 'self', no 'unsafe-eval'): the bundle must not need eval.

@@ -102,6 +102,34 @@ fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
         .collect()
 }
 
+/// Socket buffers the baseline gets: what camesh's QUIC transport asks for
+/// (vendor/libp2p-quic: 4 MiB each way), so a kernel-default buffer does not drop
+/// datagrams the other side would have kept.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// A UDP socket on 127.0.0.1 with [`SOCKET_BUFFER_BYTES`] each way (the kernel may cap it
+/// at net.core.rmem_max / wmem_max, as it does for camesh).
+fn udp_socket() -> anyhow::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
+    s.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>()?.into())?;
+    Ok(s.into())
+}
+
+fn endpoint(server: Option<quinn::ServerConfig>) -> anyhow::Result<quinn::Endpoint> {
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        udp_socket()?,
+        Arc::new(quinn::TokioRuntime),
+    )?)
+}
+
 fn server_endpoint(
     suite: Suite,
     cert: CertificateDer<'static>,
@@ -113,7 +141,7 @@ fn server_endpoint(
         .with_single_cert(vec![cert], key)?;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?;
     let config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    Ok(quinn::Endpoint::server(config, "127.0.0.1:0".parse()?)?)
+    endpoint(Some(config))
 }
 
 /// The sending process: runs until stdin closes or says `quit`.
@@ -374,7 +402,7 @@ impl QuinnProc {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)?;
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let mut ep = endpoint(None)?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
         // The same-load runs open one stream per camera.

@@ -100,7 +100,8 @@ pub struct ServerStats {
 pub async fn serve(args: ChildArgs) -> anyhow::Result<()> {
     let mut config = crate::loopback_config(Role::Camera, &args.fleet_root);
     config.limits.gop_cache_bytes = args.gop_cache_bytes;
-    // One viewer node carries many streams in the throughput runs.
+    // One viewer node carries many streams in the throughput runs; the section says so
+    // beside its figure (throughput.rs, RAISED). Everything else is what a user gets.
     config.limits.max_streams_per_peer = 1024;
     config.limits.max_streams_total = 65536;
     let node = Node::spawn(config, &args.dir).await?;

@@ -120,6 +120,7 @@ impl Collector {
         w.frames += 1;
         w.bytes += frame.payload.len() as u64;
         w.lat_us.push(lat);
+        w.by_seq.push((frame.header.sequence, lat));
         if frame.header.keyframe {
             w.key_lat_us.push(lat);
         }

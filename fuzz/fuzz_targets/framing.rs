@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = decode_message::<pb::ControlResponse>("x", body.clone());
         let _ = decode_message::<pb::CameraAnnouncement>("x", body.clone());
         let _ = decode_message::<pb::MemberHello>("x", body.clone());
-        let _ = decode_message::<pb::AdminRequest>("x", body);
+        let _ = decode_message::<pb::AdminRequest>("x", body.clone());
+        let _ = decode_message::<pb::PtzRequest>("x", body.clone());
+        let _ = decode_message::<pb::PtzResponse>("x", body);
     }
 });

@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
     cameras: u8,
     /// Stop after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::parse_duration)]
     duration: Option<Duration>,
     /// Seconds between table refreshes.
     #[arg(long, default_value_t = 2)]
@@ -103,6 +103,7 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
             rtsp_transport: Default::default(),
             looping: true,
             tags: vec!["demo".into()],
+            onvif: None,
         });
         let node_dir = dir.join(format!("node-{}", i + 1));
         fleet
@@ -171,6 +172,7 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
                     WatchEvent::Frame(f) => row.stats.on_frame(&f.header, f.payload.len(), now_unix_us()),
                     WatchEvent::Interrupted { .. } => row.state = "retrying",
                     WatchEvent::Failed { .. } => row.state = "failed",
+                    WatchEvent::Switched { .. } => {}
                 }
             }
         });

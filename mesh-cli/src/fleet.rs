@@ -51,7 +51,7 @@ pub enum FleetCmd {
         #[arg(long, default_value = "")]
         name: String,
         /// How long the certificate is valid (renewed while an admin node is reachable).
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30d", value_parser = crate::parse_duration)]
         valid: Duration,
         /// Camera ids the node may serve (bound to its key).
         #[arg(long, value_delimiter = ',')]
@@ -60,20 +60,32 @@ pub enum FleetCmd {
         output: PathBuf,
     },
     /// Print a one-time invite and wait, as the online admin node, until it is redeemed.
+    /// Printed three ways: the text (`camesh-node join`, `mesh fleet join`, or pasted into
+    /// the web app), a link to the web app with the invite in its fragment (browsers never
+    /// send a fragment to the server), and that link as a QR code for a phone. While it
+    /// waits this node listens on WebRTC-direct too, and the invite lists those addresses,
+    /// so a browser can redeem it.
     Invite {
         #[arg(long, value_parser = parse_role)]
         role: MemberRole,
         #[arg(long, default_value = "")]
         name: String,
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = crate::parse_duration)]
         expires: Duration,
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30d", value_parser = crate::parse_duration)]
         valid: Duration,
         #[arg(long, value_delimiter = ',')]
         cameras: Vec<String>,
         /// Only this node may redeem it (its peer id, as `camesh-node init` prints it).
         #[arg(long = "for")]
         holder: Option<PeerId>,
+        /// Where the web app is served (any static origin, e.g. a node's gateway started
+        /// with --web-app): the link is this URL with `#<invite>` appended.
+        #[arg(long, env = "CAMESH_WEB_URL", default_value = "http://127.0.0.1:8090/app/")]
+        web_url: String,
+        /// Do not print the QR code.
+        #[arg(long)]
+        no_qr: bool,
     },
     /// Join a fleet with an invite (this laptop becomes a member).
     Join { invite: String },
@@ -101,7 +113,7 @@ pub enum FleetCmd {
         /// It may admit members (redeem invites, renew certificates).
         #[arg(long)]
         may_admit: bool,
-        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "90d", value_parser = crate::parse_duration)]
         valid: Duration,
         #[arg(long, short, default_value = "admin.cert")]
         output: PathBuf,
@@ -388,6 +400,8 @@ pub async fn invite(
     valid: Duration,
     cameras: Vec<String>,
     holder: Option<PeerId>,
+    web_url: &str,
+    qr: bool,
 ) -> Result<()> {
     let f = root(dir)?;
     node.trust().set_root_key(f.key.clone()).map_err(|e| anyhow!("{e}"))?;
@@ -411,7 +425,24 @@ pub async fn invite(
         "",
         &format!("{role:?} {name}, expires in {}", humantime::format_duration(expires)),
     );
-    println!("{text}");
+    // Written without println!: a reader that takes the first line and closes the pipe
+    // (`mesh fleet invite | head -1`, a script) must not end this admin node, which has
+    // to stay up until the invite is redeemed.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let link = invite_link(web_url, &text);
+    let _ = writeln!(out, "link: {link}");
+    if qr {
+        match qr_text(&link) {
+            Ok(q) => {
+                let _ = writeln!(out, "{q}");
+            }
+            Err(e) => eprintln!("mesh: no QR code: {e}"),
+        }
+    }
+    let _ = out.flush();
+    drop(out);
     eprintln!("waiting for the invite to be redeemed (this laptop is the admin node until then; Ctrl-C stops)");
     let mut changes = node.trust().subscribe();
     let deadline = tokio::time::Instant::now() + expires;
@@ -444,6 +475,26 @@ pub async fn invite(
             _ = tokio::signal::ctrl_c() => bail!("stopped; the invite can no longer be redeemed while no admin node is online"),
         }
     }
+}
+
+/// The web app's URL with the invite as its fragment (`#camesh-invite:...`): a browser
+/// never sends the fragment to the server, so the origin serving the page never sees it.
+pub fn invite_link(web_url: &str, invite: &str) -> String {
+    let base = web_url.split('#').next().unwrap_or(web_url);
+    format!("{base}#{invite}")
+}
+
+/// `text` as a QR code drawn with Unicode half blocks (two modules a character cell),
+/// with the quiet zone; low error correction keeps a long invite scannable.
+pub fn qr_text(text: &str) -> Result<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::L)
+        .map_err(|e| anyhow!("{e} ({} bytes)", text.len()))?;
+    Ok(code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .build())
 }
 
 /// Parses a grant given as text (`camesh-grant:...`) or as a file holding it or its bytes.

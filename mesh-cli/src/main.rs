@@ -6,7 +6,9 @@ mod demo;
 mod fleet;
 mod install;
 mod nvr;
+mod onvif;
 mod path;
+mod ptz;
 mod top;
 mod view;
 mod watch;
@@ -55,14 +57,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// List the fleet's cameras.
+    /// List the fleet's cameras; with --onvif, the ONVIF cameras on this host's LAN.
     Cameras {
         /// How long to look.
-        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
         timeout: Duration,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Find ONVIF cameras on the LAN (WS-Discovery) instead; with --user (and
+        /// --password or CAMESH_ONVIF_PASSWORD), also their profiles' RTSP URIs and a
+        /// ready [[camera]] entry for a camera node's config.
+        #[arg(long, conflicts_with = "json")]
+        onvif: bool,
+        /// The cameras' ONVIF user (with --onvif).
+        #[arg(long, requires = "onvif")]
+        user: Option<String>,
+        /// The cameras' ONVIF password (with --onvif).
+        #[arg(long, env = "CAMESH_ONVIF_PASSWORD", hide_env_values = true, requires = "onvif")]
+        password: Option<String>,
     },
     /// Watch a camera: H.264 Annex B to stdout or a file, live stats on stderr.
     Watch(watch::Args),
@@ -71,6 +84,8 @@ enum Cmd {
     /// Viewers of `mesh view --public`: add (prints a token), remove, list.
     #[command(subcommand)]
     ViewUser(view::UserCmd),
+    /// Pan, tilt, zoom or presets of a camera (ONVIF, through its node; needs the ptz right).
+    Ptz(ptz::Args),
     /// Live terminal view of the fleet: cameras, viewers, paths, bitrate, latency.
     Top(top::Args),
     /// How a camera's stream reaches this peer: direct, relayed via X, forwarded via Y (NAT status, RTT, cost, choice).
@@ -81,7 +96,7 @@ enum Cmd {
     /// clock against ours, agent, what it forwards.
     Peers {
         /// How long to wait for connections first.
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
         timeout: Duration,
     },
     /// Start a demo fleet on 127.0.0.1 from the built-in clips and show its streams.
@@ -106,7 +121,7 @@ enum Cmd {
         #[arg(long, value_parser = camesh_node::auth::Rights::parse)]
         rights: camesh_node::auth::Rights,
         /// How long the grant is valid (e.g. 2h, 30d).
-        #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "8h", value_parser = parse_duration)]
         until: Duration,
         /// Also write the grant to this file.
         #[arg(long, short)]
@@ -164,23 +179,68 @@ fn default_data_dir() -> PathBuf {
 
 #[tokio::main]
 async fn main() {
+    quiet_on_broken_pipe();
     if let Err(e) = real_main().await {
+        if is_broken_pipe(&e) {
+            // `mesh ... | head -1`: the reader has what it wanted.
+            std::process::exit(0);
+        }
         eprintln!("mesh: {e:#}");
         std::process::exit(1);
     }
 }
 
+/// Whether an error comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` panics when stdout is a pipe whose reader has exited (`mesh peers | head
+/// -1`); Rust ignores SIGPIPE, so the write fails instead of ending the process. Such a
+/// panic ends `mesh` quietly, as SIGPIPE would; any other panic is reported as usual.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// A duration: `10s`, `2m`, `1h30m`, `30d`, or a bare number of seconds (`10`, `2.5`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?}: not a duration (e.g. 10, 10s, 2m, 1h)"));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("{s:?}: {e} (e.g. 10, 10s, 2m, 1h)"))
+}
+
 async fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
-        .with_writer(std::io::stderr)
-        .init();
+    camesh_node::logs::init(&cli.log).map_err(anyhow::Error::msg)?;
     let dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     // Commands that need no running peer.
     match &cli.cmd {
         Cmd::Demo(args) => return demo::run(args).await,
         Cmd::Fleet(fleet::FleetCmd::Init { id, encrypt }) => return fleet::init(&dir, id, *encrypt),
+        Cmd::Cameras {
+            onvif: true,
+            timeout,
+            user,
+            password,
+            ..
+        } => return onvif::run(*timeout, user.as_deref(), password.as_deref()).await,
         Cmd::Fleet(fleet::FleetCmd::Encrypt) => return fleet::encrypt(&dir),
         Cmd::Fleet(fleet::FleetCmd::Decrypt) => return fleet::decrypt(&dir),
         Cmd::Fleet(fleet::FleetCmd::Admit {
@@ -212,9 +272,9 @@ async fn real_main() -> Result<()> {
             if !*send {
                 return Ok(());
             }
-            let node = start_peer(&cli, &dir).await?;
+            let node = start_peer(&cli, &dir, true).await?;
             let result = fleet::send_grant(&node, *peer, &g).await;
-            node.shutdown();
+            close(&node).await;
             return result;
         }
         Cmd::Audit { verify: true, .. } => {
@@ -271,23 +331,29 @@ async fn real_main() -> Result<()> {
                     root: camesh_node::auth::fleet::root_to_text(&info.fleet_root),
                 },
             )?;
-            let node = start_peer(&cli, &dir).await?;
+            // Only the admin node the invite names: like `camesh-node join`, no mDNS and no
+            // bootstrap peers, which would see a node without a certificate yet and cut it
+            // off after their grace period, maybe just as this identity's next command
+            // connects.
+            let node = start_peer(&cli, &dir, false).await?;
             let cert = node
                 .redeem_invite(invite)
                 .await
                 .map_err(|e| anyhow::anyhow!("joining: {e}"))?;
             println!("joined fleet {} as {:?} {:?}", info.fleet_id, cert.role, cert.name);
-            node.shutdown();
+            println!("peer id: {}", node.peer_id());
+            close(&node).await;
             return Ok(());
         }
         _ => {}
     }
-    let node = start_peer(&cli, &dir).await?;
+    let node = start_peer(&cli, &dir, true).await?;
     let result = match &cli.cmd {
-        Cmd::Cameras { timeout, json } => cameras(&node, *timeout, *json).await,
+        Cmd::Cameras { timeout, json, .. } => cameras(&node, *timeout, *json).await,
         Cmd::Watch(args) => watch::run(&node, args).await,
         Cmd::View(args) => view::run(&node, &dir, args).await,
         Cmd::Top(args) => top::run(&node, args).await,
+        Cmd::Ptz(args) => ptz::run(&node, args).await,
         Cmd::Peers { timeout } => peers(&node, *timeout).await,
         Cmd::Path(args) => path::run(&node, args).await,
         Cmd::Fleet(fleet::FleetCmd::Invite {
@@ -297,7 +363,23 @@ async fn real_main() -> Result<()> {
             valid,
             cameras,
             holder,
-        }) => fleet::invite(&node, &dir, *role, name, *expires, *valid, cameras.clone(), *holder).await,
+            web_url,
+            no_qr,
+        }) => {
+            fleet::invite(
+                &node,
+                &dir,
+                *role,
+                name,
+                *expires,
+                *valid,
+                cameras.clone(),
+                *holder,
+                web_url,
+                !*no_qr,
+            )
+            .await
+        }
         Cmd::Revoke { target, reason } => fleet::revoke(&node, &dir, target, reason, false).await,
         Cmd::Fleet(fleet::FleetCmd::Revoke { target, reason }) => {
             fleet::revoke(&node, &dir, target, reason, true).await
@@ -309,15 +391,34 @@ async fn real_main() -> Result<()> {
         Cmd::Unlock(args) => nvr::unlock(&node, args).await,
         _ => unreachable!("handled above"),
     };
-    node.shutdown();
+    close(&node).await;
     result
 }
 
-async fn start_peer(cli: &Cli, dir: &std::path::Path) -> Result<NodeHandle> {
+/// Ends the command's peer with its connections closed, not dropped: a dropped QUIC
+/// connection stays open on the other side until it times out, and the next commands of
+/// the same identity (a script, the README's tour) would find the peer's connection
+/// limit taken by those.
+async fn close(node: &NodeHandle) {
+    let peers = node.peers().await.unwrap_or_default();
+    let connected: Vec<PeerId> = peers.iter().filter(|p| p.connected).map(|p| p.peer).collect();
+    for peer in &connected {
+        node.net().disconnect(*peer).await;
+    }
+    if !connected.is_empty() {
+        // The close frames go out from the QUIC endpoint's task.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    node.shutdown();
+}
+
+/// The mesh peer of a command; `discover`: mDNS (unless --no-mdns) and the bootstrap peers.
+async fn start_peer(cli: &Cli, dir: &std::path::Path, discover: bool) -> Result<NodeHandle> {
     let mut config = Config::preset(Role::Viewer);
     config.node.name = "mesh".into();
-    // A short-lived peer that dials out: nothing dials it, over WebRTC-direct least of all.
-    config.node.webrtc = Some(false);
+    // A short-lived peer that dials out: nothing dials it over WebRTC-direct, except a
+    // browser redeeming the invite `mesh fleet invite` prints while it waits.
+    config.node.webrtc = Some(matches!(cli.cmd, Cmd::Fleet(fleet::FleetCmd::Invite { .. })));
     let ff = fleet::fleet_file(dir);
     config.node.fleet_id = match (&cli.fleet, &ff) {
         (Some(f), _) => f.clone(),
@@ -331,8 +432,9 @@ async fn start_peer(cli: &Cli, dir: &std::path::Path) -> Result<NodeHandle> {
         (None, Some(ff)) => ff.root.clone(),
         (None, None) => anyhow::bail!("no fleet root: pass --fleet-root, or run `mesh fleet join <invite>`"),
     };
-    config.node.bootstrap = cli.bootstrap.clone();
-    config.node.mdns = !cli.no_mdns;
+    let bootstrap = if discover { cli.bootstrap.clone() } else { Vec::new() };
+    config.node.bootstrap = bootstrap.clone();
+    config.node.mdns = discover && !cli.no_mdns;
     config.node.listen = if cli.listen.is_empty() {
         vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().context("listen address")?]
     } else {
@@ -340,7 +442,7 @@ async fn start_peer(cli: &Cli, dir: &std::path::Path) -> Result<NodeHandle> {
     };
     let node = Node::spawn(config, dir).await?;
     // Give bootstrap connections a moment; discovery keeps going while commands run.
-    for addr in &cli.bootstrap {
+    for addr in &bootstrap {
         if let Err(e) = node.connect(addr.clone()).await {
             eprintln!("mesh: warning: {e}");
         }
@@ -457,5 +559,45 @@ pub(crate) fn truncate(s: &str, n: usize) -> String {
         s.to_owned()
     } else {
         s.chars().take(n.saturating_sub(1)).chain(['…']).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").unwrap_err().contains("soon"));
+    }
+
+    #[test]
+    fn every_duration_flag_takes_a_bare_number() {
+        for args in [
+            &["mesh", "demo", "--duration", "10"][..],
+            &["mesh", "watch", "cam1", "--duration", "3"],
+            &["mesh", "cameras", "--timeout", "5"],
+            &["mesh", "peers", "--timeout", "1"],
+            &[
+                "mesh",
+                "grant",
+                "12D3KooWRMVa8ZNLpaHJ9t2BuiPiQTRSgW7dMU9nhHUjve1m7ftC",
+                "--cameras",
+                "c",
+                "--rights",
+                "live",
+                "--until",
+                "3600",
+            ],
+            &["mesh", "fleet", "invite", "--role", "viewer", "--expires", "600"],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
     }
 }

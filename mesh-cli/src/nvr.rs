@@ -18,11 +18,7 @@ use camesh_node::{NodeHandle, PeerId};
 /// Parses a time (see the module docs) to microseconds since the Unix epoch.
 pub fn parse_time(s: &str, now_us: i64) -> Result<i64, String> {
     let s = s.trim();
-    let dur_us = |d: &str| {
-        humantime::parse_duration(d.trim())
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-            .map_err(|e| format!("{s:?}: {e}"))
-    };
+    let dur_us = |d: &str| crate::parse_duration(d.trim()).map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
     if s == "now" {
         return Ok(now_us);
     }

@@ -25,7 +25,7 @@ pub struct Args {
     /// Camera id.
     pub camera: String,
     /// How long to look for the camera and its forwarders.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::parse_duration)]
     pub timeout: Duration,
     /// Also consider these forwarders (peer ids), besides those found.
     #[arg(long)]
@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     pub prefer_via: bool,
     /// Open the stream over the chosen route for this long and report the route in use.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::parse_duration)]
     pub watch: Option<Duration>,
 }
 
@@ -159,6 +159,9 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                     println!("{:>6.1}s  interrupted: {error}", started.elapsed().as_secs_f64())
                 }
                 Some(WatchEvent::Failed { error }) => bail!("{error}"),
+                Some(WatchEvent::Switched { profile, reason }) => {
+                    println!("{:>6.1}s  switched to {profile:?}: {reason}", started.elapsed().as_secs_f64())
+                }
                 None => break,
             }
         }

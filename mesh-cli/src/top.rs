@@ -21,10 +21,10 @@ use crate::truncate;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Time between refreshes.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
     interval: Duration,
     /// Stop after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::parse_duration)]
     duration: Option<Duration>,
     /// Receive at most this many cameras' video at once.
     #[arg(long, default_value_t = 16)]

@@ -30,11 +30,14 @@ pub struct Args {
     #[arg(long)]
     users: Option<PathBuf>,
     /// Stop after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::parse_duration)]
     duration: Option<Duration>,
     /// HTTP clients per camera.
     #[arg(long, default_value_t = 8)]
     max_clients: usize,
+    /// Also serve the web app's static files (its built folder, web/dist) under /app/.
+    #[arg(long, value_name = "DIR", env = "CAMESH_WEB_APP")]
+    web_app: Option<PathBuf>,
 }
 
 pub async fn run(node: &NodeHandle, dir: &Path, args: &Args) -> Result<()> {
@@ -61,6 +64,7 @@ pub async fn run(node: &NodeHandle, dir: &Path, args: &Args) -> Result<()> {
         allow_remote: args.public,
         users,
         max_clients_per_camera: args.max_clients.max(1),
+        web_app: args.web_app.clone(),
         ..GatewayOptions::default()
     };
     let gw = Gateway::start(node.clone(), opts)
@@ -73,6 +77,9 @@ pub async fn run(node: &NodeHandle, dir: &Path, args: &Args) -> Result<()> {
     println!("  snapshot    {url}cam/<id>/snapshot.jpg");
     println!("  metrics     {url}metrics");
     println!("  cameras     {url}api/cameras");
+    if args.web_app.is_some() {
+        println!("  web app     {url}app/");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);

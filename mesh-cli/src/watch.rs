@@ -22,14 +22,25 @@ pub struct Args {
     #[arg(long, short, default_value = "-")]
     output: PathBuf,
     /// Stop after this long (e.g. 10s, 2m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::parse_duration)]
     duration: Option<Duration>,
     /// Stop after this many frames.
     #[arg(long)]
     frames: Option<u64>,
+    /// How long to keep looking for the camera (discovery is retried meanwhile) and to
+    /// wait for its first frame; then give up, saying whether any member knew it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    timeout: Duration,
     /// Ask this peer only.
     #[arg(long)]
     peer: Option<PeerId>,
+    /// Which of the camera's streams: `main`, `sub` (its smaller stream, when it has
+    /// one), or `auto`: start on main and move to sub when the link does not carry main
+    /// (the source skips frames, frames arrive late, the ping RTT rises), and back to main
+    /// when a probe of main beside sub runs clean. Switches happen at a keyframe, make
+    /// before break. Not with --via/--find-forwarders.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Main)]
+    profile: ProfileArg,
     /// Also consider this forwarder (repeatable): the best route is used, with failover
     /// and make-before-break switching between the camera's node and the forwarders.
     #[arg(long)]
@@ -50,8 +61,22 @@ pub struct Args {
     frame_log: Option<PathBuf>,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileArg {
+    Main,
+    Sub,
+    Auto,
+}
+
 pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
-    let mut out: Box<dyn Write + Send> = if args.output.as_os_str() == "-" {
+    let adaptive = args.profile == ProfileArg::Auto;
+    if adaptive && (!args.via.is_empty() || args.find_forwarders) {
+        bail!("--profile auto watches the camera's own node; it does not combine with --via or --find-forwarders");
+    }
+    // A player on stdout gets each frame as it comes (and a player that quits is noticed
+    // at the next frame); a file gets large writes.
+    let to_stdout = args.output.as_os_str() == "-";
+    let mut out: Box<dyn Write + Send> = if to_stdout {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
         Box::new(std::io::BufWriter::new(
@@ -61,8 +86,14 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     let cancel = CancellationToken::new();
     let mut opts = WatchOptions::new(args.camera.clone());
     opts.peer = args.peer;
+    opts.profile = match args.profile {
+        ProfileArg::Sub => camesh_proto::pb::Profile::Sub,
+        ProfileArg::Main | ProfileArg::Auto => camesh_proto::pb::Profile::Main,
+    };
     opts.user_agent = format!("mesh/{} watch", env!("CARGO_PKG_VERSION"));
-    let mut events = if args.via.is_empty() && !args.find_forwarders {
+    let mut events = if adaptive {
+        node.watch_adaptive(opts, cancel.clone())
+    } else if args.via.is_empty() && !args.find_forwarders {
         node.watch(opts, cancel.clone())
     } else {
         let mut routes = camesh_node::watch::RouteOptions::via(args.via.clone());
@@ -71,6 +102,9 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         node.watch_routes(opts, routes, cancel.clone())
     };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    // Until video starts: give up at `--timeout` with the last reason.
+    let mut find_deadline = Some(tokio::time::Instant::now() + args.timeout);
+    let mut last_error: Option<String> = None;
     let mut stats = LiveStats::new(2000);
     let mut last_print = Instant::now();
     let mut annexb = Vec::with_capacity(256 << 10);
@@ -90,6 +124,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         let ev = tokio::select! {
             ev = events.recv() => ev,
             _ = sleep_until_opt(deadline) => break Ok(()),
+            _ = sleep_until_opt(find_deadline) => break Err(not_started(&args.camera, args.timeout, last_error.as_deref())),
             _ = tokio::signal::ctrl_c() => break Ok(()),
         };
         let Some(ev) = ev else { break Ok(()) };
@@ -111,11 +146,17 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                 ),
                 WatchEvent::Interrupted { error, .. } => format!("interrupted recv_us={} {error}", now_unix_us()),
                 WatchEvent::Failed { error } => format!("failed {error}"),
+                WatchEvent::Switched { profile, reason } => format!(
+                    "switched profile={} recv_us={} {reason}",
+                    profile_name(*profile),
+                    now_unix_us()
+                ),
             };
             writeln!(log, "{line}").context("writing the frame log")?;
         }
         match ev {
             WatchEvent::Started { peer, accept, gap } => {
+                find_deadline = None;
                 if let Some(gap) = gap {
                     stats.on_gap(gap.as_millis() as u64);
                     note(
@@ -141,7 +182,10 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                     note(args.quiet, tty, &format!("dropping a malformed frame: {e}"));
                     continue;
                 }
-                if let Err(e) = out.write_all(&annexb) {
+                if let Err(e) = out
+                    .write_all(&annexb)
+                    .and_then(|()| if to_stdout { out.flush() } else { Ok(()) })
+                {
                     if e.kind() == std::io::ErrorKind::BrokenPipe {
                         break Ok(());
                     }
@@ -153,6 +197,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                 }
             }
             WatchEvent::Interrupted { error, retry_in } => {
+                last_error = Some(error.clone());
                 note(
                     args.quiet,
                     tty,
@@ -160,14 +205,17 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                 );
             }
             WatchEvent::Failed { error } => break Err(anyhow::anyhow!(error)),
+            WatchEvent::Switched { profile, reason } => {
+                note(
+                    args.quiet,
+                    tty,
+                    &format!("switched to {}: {reason}", profile_name(profile)),
+                );
+            }
         }
         if !args.quiet && last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            let s = stats.snapshot(now_unix_us());
-            let line = format!(
-                "{}: {:>5.1} fps {:>7.0} kbit/s latency p50 {:>6.1} ms max {:>6.1} ms | frames {} skips {} gaps {}",
-                args.camera, s.fps, s.kbit_s, s.latency_p50_ms, s.latency_max_ms, s.frames, s.skips, s.gaps
-            );
+            let line = stats_line(&args.camera, &stats.snapshot(now_unix_us()));
             if tty {
                 eprint!("\r{line}\x1b[K");
             } else {
@@ -176,14 +224,58 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         }
     };
     cancel.cancel();
-    out.flush().ok();
-    if tty && !args.quiet {
-        eprintln!();
+    let flushed = out.flush();
+    if !args.quiet {
+        // The last line holds the totals of the whole run (the periodic ones can be a
+        // second old, or from before the first frame).
+        let line = stats_line(&args.camera, &stats.snapshot(now_unix_us()));
+        if tty {
+            eprintln!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    if let Err(e) = flushed {
+        if e.kind() != std::io::ErrorKind::BrokenPipe && result.is_ok() {
+            return Err(e).context("writing video");
+        }
     }
     if result.is_ok() && frames == 0 {
         bail!("no video received from camera {:?}", args.camera);
     }
     result
+}
+
+fn profile_name(p: camesh_proto::pb::Profile) -> &'static str {
+    match p {
+        camesh_proto::pb::Profile::Main => "main",
+        camesh_proto::pb::Profile::Sub => "sub",
+    }
+}
+
+/// One stats line: the window's rate and latency, the run's totals.
+fn stats_line(camera: &str, s: &camesh_node::stream::stats::Snapshot) -> String {
+    format!(
+        "{camera}: {:>5.1} fps {:>7.0} kbit/s latency p50 {:>6.1} ms max {:>6.1} ms | frames {} skips {} gaps {}",
+        s.fps, s.kbit_s, s.latency_p50_ms, s.latency_max_ms, s.frames, s.skips, s.gaps
+    )
+}
+
+/// Why `mesh watch` gave up before any video: nobody knew the camera, or it was known
+/// but could not be reached.
+fn not_started(camera: &str, timeout: Duration, last: Option<&str>) -> anyhow::Error {
+    let waited = humantime::format_duration(timeout);
+    match last {
+        None => anyhow::anyhow!(
+            "camera {camera:?} not found within {waited}: the search was still going, no member had named it \
+             (pass -b <a relay or member>, or a longer --timeout)"
+        ),
+        Some(e) if e.contains("knows camera") => anyhow::anyhow!(
+            "camera {camera:?} not found within {waited}: no member this node reached knows it \
+             (check the camera id with `mesh cameras`, pass -b <a relay or member>, or a longer --timeout)"
+        ),
+        Some(e) => anyhow::anyhow!("camera {camera:?} was found but not reachable within {waited}: {e}"),
+    }
 }
 
 fn note(quiet: bool, tty: bool, msg: &str) {

@@ -15,8 +15,15 @@ use serde::{Deserialize, Serialize};
 use crate::addr;
 use crate::ids::{root_key_from_text, valid_id};
 
+mod link;
 pub mod nvr;
+mod onvif;
+mod preset;
+mod relay;
+pub use link::LinkConfig;
 pub use nvr::{NvrSection, RecordRule, ReplicateOrder, ReplicateRule};
+pub use onvif::OnvifConfig;
+pub use relay::relay_preset_toml;
 
 /// What a node is for. Decides defaults (DHT server mode, which services run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -52,6 +59,9 @@ pub struct Config {
     /// needs a `forward` or `live` grant for each).
     #[serde(rename = "forward", skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<ForwardConfig>,
+    /// Caps on what this node sends to a peer per second, live first (`[[link]]`).
+    #[serde(rename = "link", skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkConfig>,
 }
 
 /// One camera stream to forward: `camera` from `from` (its node, or another forwarder).
@@ -92,7 +102,8 @@ pub struct NodeSection {
     pub bootstrap: Vec<Multiaddr>,
     /// Find peers on the LAN with mDNS (not on loopback interfaces).
     pub mdns: bool,
-    /// Serve the Kademlia DHT to others; `None` decides by role (cameras and NVRs do).
+    /// Serve the Kademlia DHT to others; `None` decides by role (cameras, NVRs and
+    /// relays with `relay_server = true` do).
     pub dht_server: Option<bool>,
     /// Seconds between camera announcements on gossipsub.
     pub announce_interval_s: u64,
@@ -216,6 +227,9 @@ pub struct CameraConfig {
     pub looping: bool,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The camera's ONVIF device service, for PTZ (`mesh ptz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onvif: Option<OnvifConfig>,
 }
 
 fn yes() -> bool {
@@ -300,6 +314,7 @@ impl Config {
             cameras: Vec::new(),
             nvr: NvrSection::default(),
             forwards: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -423,6 +438,9 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
+            if let Some(Err(e)) = cam.onvif.as_ref().map(OnvifConfig::check) {
+                return Err(invalid(format!("camera[{i}].onvif.url"), e));
+            }
             if !valid_id(&cam.id) {
                 return Err(invalid(
                     format!("camera[{i}].id"),
@@ -464,6 +482,7 @@ impl Config {
                 ));
             }
         }
+        link::check(&self.links).map_err(|(field, msg)| invalid(field, msg))?;
         self.validate_nvr()?;
         if !self.cameras.is_empty() && self.node.role != Role::Camera {
             return Err(invalid(
@@ -538,9 +557,13 @@ impl Config {
         n.validate_replicates().map_err(|(f, r)| invalid(f, r))
     }
 
-    /// Whether this node serves the DHT to others.
+    /// Whether this node serves the DHT to others: unless `node.dht_server` says,
+    /// cameras and NVRs do, and so does a relay (`relay_server = true`): members that
+    /// know only the relay publish and find provider records there.
     pub fn dht_server(&self) -> bool {
-        self.node.dht_server.unwrap_or(self.node.role != Role::Viewer)
+        self.node
+            .dht_server
+            .unwrap_or(self.node.role != Role::Viewer || self.node.relay_server == Some(true))
     }
 
     /// Whether this node listens on WebRTC-direct: unless `node.webrtc` says, cameras and
@@ -619,6 +642,7 @@ mod tests {
             rtsp_transport: RtspTransport::Tcp,
             looping: true,
             tags: vec![],
+            onvif: None,
         });
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].id"), "{e}");
@@ -635,6 +659,7 @@ mod tests {
             rtsp_transport: RtspTransport::Tcp,
             looping: true,
             tags: vec![],
+            onvif: None,
         });
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].source"), "{e}");

@@ -21,16 +21,16 @@
 //!
 //! | layer | modules | what they own |
 //! | --- | --- | --- |
-//! | leaves | [`addr`], [`ids`], [`clock`], [`backoff`] | address/URL and id checks, clocks, retry pacing |
+//! | leaves | [`addr`], [`ids`], [`clock`], [`backoff`], [`logs`] | address/URL and id checks, clocks, retry pacing, log output |
 //! | settings | [`config`], [`identity`] | the TOML config, validated; the node's ed25519 key |
-//! | media | [`media`] | H.264 parsing (pure), sources: files and RTSP through ffmpeg |
+//! | media | [`media`], [`onvif`] | H.264 parsing (pure), sources: files and RTSP through ffmpeg; ONVIF SOAP, client and WS-Discovery |
 //! | security | [`auth`] | certificates, grants, revocations, media keys, audit |
 //! | storage | [`record`] | segment files, their index, retention, playback, export |
 //! | discovery | [`discovery`] | the directory of cameras; judging gossip; what to announce and provide |
 //! | swarm | [`net`] | the one task that owns the Swarm; the pure punch schedule; one record of each peer's path |
 //! | media protocol | [`stream`] | hubs and fan-out (pure), the media/info/key servers and client, camera tasks, the accept loop |
 //! | seams | [`reach`], [`member`], [`grants`], [`fleetsync`], [`attest`] | reaching a camera (connect, prove membership, resolve, subscribe); membership and admin protocols; grants handed to their holders; fleet-state reconciliation; camera-signed GOP digests |
-//! | users of a camera | [`watch`], [`relay`] | one viewer (a pure state machine and its IO loop); forwarding for peers with a worse path |
+//! | users of a camera | [`watch`], [`relay`], [`ptz`] | one viewer (a pure state machine and its IO loop); forwarding for peers with a worse path; PTZ over the mesh into ONVIF calls |
 //! | roles | [`nvr`], [`gateway`] | recording and serving recordings; local HTTP for players and metrics |
 //! | facade | [`node`] | `Node::spawn` wires the parts; `NodeHandle` for binaries and tests |
 //!
@@ -53,11 +53,14 @@ pub mod gateway;
 pub mod grants;
 pub mod identity;
 pub mod ids;
+pub mod logs;
 pub mod media;
 pub mod member;
 pub mod net;
 pub mod node;
 pub mod nvr;
+pub mod onvif;
+pub mod ptz;
 pub mod reach;
 pub mod record;
 pub mod relay;

@@ -157,12 +157,34 @@ async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stre
 
 /// The dialer's side of the exchange on a connection to `peer`: our proof, theirs, our
 /// certificate (only to a peer whose proof checked), theirs (or why ours was refused).
-async fn exchange(trust: &Trust, control: &mut Control, peer: PeerId) -> Result<(), String> {
+/// Why a membership exchange did not prove the peer a member.
+#[derive(Debug)]
+enum Unproven {
+    /// The connection went away before a stream opened (a short-lived `mesh` command
+    /// that exited): nothing to warn about.
+    Gone(String),
+    /// The peer answered, and not as a member; or timed out.
+    Refused(String),
+}
+
+impl From<String> for Unproven {
+    fn from(s: String) -> Self {
+        Unproven::Refused(s)
+    }
+}
+
+impl From<&str> for Unproven {
+    fn from(s: &str) -> Self {
+        Unproven::Refused(s.to_owned())
+    }
+}
+
+async fn exchange(trust: &Trust, control: &mut Control, peer: PeerId) -> Result<(), Unproven> {
     let codec = LengthCodec::new(MAX_MSG);
     let mut s = tokio::time::timeout(EXCHANGE_TIMEOUT, control.open_stream(peer, member_protocol()))
         .await
         .map_err(|_| "no member stream within the grace period".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Unproven::Gone(e.to_string()))?;
     write_message(&mut s, &codec, &proof(trust, Side::Dialer, &peer))
         .await
         .map_err(|e| e.to_string())?;
@@ -180,9 +202,9 @@ async fn exchange(trust: &Trust, control: &mut Control, peer: PeerId) -> Result<
         .map_err(|e| e.to_string())?;
     let h = read_one::<pb::MemberHello>("member hello", &mut s, EXCHANGE_TIMEOUT).await?;
     if !h.error.is_empty() {
-        return Err(format!("the peer refused our certificate: {}", one_line(&h.error)));
+        return Err(format!("the peer refused our certificate: {}", one_line(&h.error)).into());
     }
-    check_hello(trust, peer, h).map_err(|e| e.to_string())
+    check_hello(trust, peer, h).map_err(|e| Unproven::Refused(e.to_string()))
 }
 
 /// `s` on one line, at most 200 characters (peer-supplied text in logs).
@@ -205,7 +227,9 @@ pub async fn run_initiator(
     shutdown: CancellationToken,
 ) {
     if trust.own_cert().is_none() {
-        warn!("this node has no membership certificate: peers will refuse it (see `camesh-node join`)");
+        // Info, not a warning: every `mesh fleet join` starts this way on purpose; a daemon
+        // (info by default) still says it at its start.
+        info!("this node has no membership certificate yet: members refuse it until it joins (`camesh-node join`, `mesh fleet join`) or gets a membership.cert");
     }
     loop {
         let ev = tokio::select! {
@@ -216,16 +240,23 @@ pub async fn run_initiator(
             Ok(NetEvent::Connected { peer, dialer: true }) => {
                 let (trust, net, mut control) = (trust.clone(), net.clone(), control.clone());
                 tokio::spawn(async move {
+                    // Whether this node had a certificate to show when the exchange began
+                    // (a joining node gets one halfway through some exchanges).
+                    let uncertified = trust.own_cert().is_none();
                     let result = exchange(&trust, &mut control, peer).await;
                     match result {
                         Ok(()) => net.verified(peer).await,
                         // Not a member yet (joining with an invite): a member answers an
                         // uncertified node without its certificate; keep the connection for
                         // the redemption (nothing is served to an unverified peer).
-                        Err(e) if trust.own_cert().is_none() => {
-                            debug!(%peer, error = %e, "membership not proven either way: this node has no certificate yet")
+                        Err(e) if uncertified || trust.own_cert().is_none() => {
+                            debug!(%peer, error = ?e, "membership not proven either way: this node has no certificate yet")
                         }
-                        Err(e) => {
+                        Err(Unproven::Gone(e)) => {
+                            debug!(%peer, error = %e, "the peer went away before proving fleet membership");
+                            net.disconnect(peer).await;
+                        }
+                        Err(Unproven::Refused(e)) => {
                             warn!(%peer, error = %e, "peer did not prove fleet membership; disconnecting");
                             net.disconnect(peer).await;
                         }

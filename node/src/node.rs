@@ -197,11 +197,13 @@ impl Node {
         ));
         tokio::spawn(pick_up_installed(trust.clone(), shutdown.child_token()));
         let slots = Arc::new(StreamSlots::default());
+        let budgets = Arc::new(crate::stream::budget::LinkBudgets::new(&config.links));
         let server = Arc::new(MediaServer {
             hubs: hubs.clone(),
             limits: config.limits.clone(),
             slots: slots.clone(),
             trust: trust.clone(),
+            budgets: budgets.clone(),
         });
         server.run(media_in, shutdown.child_token());
         keys::serve(
@@ -230,6 +232,10 @@ impl Node {
             slots: Default::default(),
         };
         crate::attest::serve::start(&mut control, attester, shutdown.child_token()).map_err(NetError::Other)?;
+        // PTZ for cameras with an ONVIF service (`/camesh/ptz/1`); other nodes refuse plainly.
+        crate::ptz::serve::PtzServer::new(&config.cameras, trust.clone(), config.limits.clone())
+            .start(&mut control, shutdown.child_token())
+            .map_err(NetError::Other)?;
         info!(peer = %peer_id, role = %config.node.role, fleet = %config.node.fleet_id, cameras = hubs.ids().len(), "node started");
         let reach = Reach::new(peer_id, net, control, directory, trust, config.limits.clone());
         let handle = NodeHandle {
@@ -411,6 +417,12 @@ impl NodeHandle {
     /// Watches a camera until `cancel`; events arrive on the returned bounded channel.
     pub fn watch(&self, opts: WatchOptions, cancel: CancellationToken) -> mpsc::Receiver<WatchEvent> {
         watch::spawn(self.reach.clone(), opts, None, cancel)
+    }
+
+    /// Like [`Self::watch`], but moving between the camera's main and sub profiles as the
+    /// link allows (starting on `opts.profile`); see [`crate::watch::profiles`].
+    pub fn watch_adaptive(&self, opts: WatchOptions, cancel: CancellationToken) -> mpsc::Receiver<WatchEvent> {
+        watch::profiles::spawn(self.reach.clone(), opts, cancel)
     }
 
     /// Re-serves `camera` (`profile`) from `upstream` (its node or another forwarder) to

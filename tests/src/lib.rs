@@ -109,6 +109,7 @@ pub fn camera(id: &str, clip: &str) -> CameraConfig {
         rtsp_transport: Default::default(),
         looping: true,
         tags: vec![],
+        onvif: None,
     }
 }
 

@@ -96,6 +96,7 @@ pub struct NatLab {
     links: u32,
     publics: u8,
     nats: u8,
+    renumbered: u8,
 }
 
 /// How a NAT router maps ports.
@@ -170,6 +171,7 @@ impl NatLab {
             links: 0,
             publics: 0,
             nats: 0,
+            renumbered: 0,
         };
         lab.namespace(&inet)?;
         ip(&["-n", &inet, "link", "add", "br0", "type", "bridge"])?;
@@ -260,6 +262,47 @@ impl NatLab {
             outside_dev,
             inside_dev,
         })
+    }
+
+    /// The router's public address changes, as a carrier NAT rebinding or a router
+    /// reboot does: a new address on the public segment, the old one removed (which
+    /// drops every mapping masqueraded to it), and with `new_ports` the mappings move to
+    /// another port range too. Peers' packets to the old address go nowhere; the host
+    /// itself sees nothing change.
+    pub fn renumber(&mut self, n: &mut Natted, new_ports: bool) -> Result<(), String> {
+        self.renumbered += 1;
+        let new_ip = format!("{PUBLIC}.{}", 200u32 + u32::from(self.renumbered));
+        let dev = n.outside_dev.clone();
+        // The new address must survive the old (primary) one's removal.
+        for scope in ["all", dev.as_str()] {
+            in_ns(
+                &n.router,
+                "sysctl",
+                &["-qw", &format!("net.ipv4.conf.{scope}.promote_secondaries=1")],
+            )?;
+        }
+        ip(&["-n", &n.router, "addr", "add", &format!("{new_ip}/24"), "dev", &dev])?;
+        if new_ports {
+            nft_script(
+                &n.router,
+                &format!(
+                    "flush chain ip camesh post\n\
+                     add rule ip camesh post oifname \"{dev}\" meta l4proto {{ tcp, udp }} masquerade to :20000-29999 persistent\n\
+                     add rule ip camesh post oifname \"{dev}\" masquerade persistent\n"
+                ),
+            )?;
+        }
+        ip(&[
+            "-n",
+            &n.router,
+            "addr",
+            "del",
+            &format!("{}/24", n.outside_ip),
+            "dev",
+            &dev,
+        ])?;
+        n.outside_ip = new_ip;
+        Ok(())
     }
 
     /// Drops `percent` % of the packets the router forwards to and from the host
@@ -409,6 +452,15 @@ impl Proc {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// SIGINT (Ctrl-C: the program ends as a user would end it), then waits at most
+    /// `limit` for it to exit.
+    pub fn interrupt(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        self.wait_exit(limit)
     }
 
     /// SIGKILL, as a crash or a power cut would.

@@ -115,6 +115,9 @@ impl Watching {
             }
             WatchEvent::Interrupted { error, .. } => Step::Interrupted { error },
             WatchEvent::Failed { error } => panic!("{error}"),
+            WatchEvent::Switched { profile, reason } => Step::Interrupted {
+                error: format!("switched to {profile:?}: {reason}"),
+            },
         }
     }
 

@@ -576,3 +576,84 @@ async fn quic_sockets_get_receive_buffers_sized_for_video() {
     }
     node.shutdown();
 }
+
+/// A `[[link]]` cap on one viewer (#16, link budget): the camera sends that viewer no
+/// more than the cap (its queue skips to keyframes instead), while an uncapped viewer of
+/// the same camera gets every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_cap_paces_one_peer_and_leaves_the_others_alone() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capped_dir = dir.path().join("capped");
+    std::fs::create_dir_all(&capped_dir).expect("dir");
+    let capped_peer = camesh_node::identity::load_or_create(&capped_dir)
+        .expect("identity")
+        .public()
+        .to_peer_id();
+    let mut cc = loopback_config(Role::Camera, "t-cap");
+    cc.cameras = vec![camera("cam1", GOP1_720)]; // about 1 Mbit/s
+    cc.links = vec![camesh_node::config::LinkConfig {
+        peer: capped_peer.to_string(),
+        kbit: 300,
+    }];
+    let cam = spawn_node(cc, &dir.path().join("cam")).await;
+    let addrs = cam.dial_addrs().await.expect("addrs");
+    let capped = viewer_node(&capped_dir, "t-cap", addrs.clone()).await;
+    assert_eq!(capped.peer_id(), capped_peer);
+    let free = viewer_node(&dir.path().join("free"), "t-cap", addrs).await;
+    let mut subs = Vec::new();
+    for v in [&capped, &free] {
+        subs.push(
+            v.subscribe_camera("cam1", Some(cam.peer_id()), live("cam1"))
+                .await
+                .expect("subscribed"),
+        );
+    }
+    // Read both for 8 s; count bytes after the first 2 s (past the cached GOP and the burst).
+    let start = tokio::time::Instant::now();
+    let mut tallies = Vec::new();
+    for mut sub in subs {
+        tallies.push(tokio::spawn(async move {
+            let (mut bytes, mut frames, mut skipped, mut holes, mut last) = (0usize, 0u64, 0u64, 0u64, None);
+            while start.elapsed() < Duration::from_secs(8) {
+                let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(2), sub.next_frame()).await else {
+                    continue;
+                };
+                if start.elapsed() >= Duration::from_secs(2) {
+                    bytes += f.payload.len();
+                    frames += 1;
+                }
+                skipped += u64::from(f.header.skipped_before);
+                if let Some(l) = last {
+                    holes += f.header.sequence.saturating_sub(l + 1);
+                }
+                last = Some(f.header.sequence);
+            }
+            (bytes, frames, skipped, holes)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tallies {
+        out.push(t.await.expect("reader"));
+    }
+    let kbit = |b: usize| b as f64 * 8.0 / 6.0 / 1000.0;
+    let (cb, cf, cs, ch) = out[0];
+    let (fb, ff, fs, fh) = out[1];
+    println!(
+        "capped at 300 kbit/s: {:.0} kbit/s, {cf} frames, {cs} skipped by the source; uncapped: {:.0} kbit/s, {ff} frames, {fs} skipped, {fh} holes",
+        kbit(cb),
+        kbit(fb)
+    );
+    assert!(kbit(cb) <= 300.0 * 1.2, "the capped viewer got {:.0} kbit/s", kbit(cb));
+    assert!(
+        kbit(cb) >= 300.0 * 0.5,
+        "the cap starved the viewer: {:.0} kbit/s",
+        kbit(cb)
+    );
+    assert!(cs + ch > 0, "over its cap the viewer's queue skipped to keyframes");
+    assert!(kbit(fb) > 600.0, "the uncapped viewer got {:.0} kbit/s", kbit(fb));
+    assert_eq!((fs, fh), (0, 0), "the uncapped viewer lost nothing");
+    for n in [&capped, &free, &cam] {
+        n.shutdown();
+    }
+}

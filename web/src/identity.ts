@@ -119,3 +119,23 @@ export async function loadIdentity (): Promise<Identity> {
     db.close()
   }
 }
+
+/** Another value kept beside the node key (the membership certificate, grants). */
+export async function loadValue<T> (key: string): Promise<T | undefined> {
+  const db = await openDb()
+  try {
+    return await request(db.transaction(STORE, 'readonly').objectStore(STORE).get(key)) as T | undefined
+  } finally {
+    db.close()
+  }
+}
+
+export async function storeValue (key: string, value: unknown): Promise<void> {
+  if (key === KEY) throw new Error('the node key is never overwritten')
+  const db = await openDb()
+  try {
+    await request(db.transaction(STORE, 'readwrite').objectStore(STORE).put(value, key))
+  } finally {
+    db.close()
+  }
+}

@@ -1,15 +1,62 @@
 // The page: shows the node identity (made once, kept in IndexedDB), starts the libp2p
-// node, reads a pasted invite (signature and expiry checked here; the admin node checks
-// the rest when it is redeemed) and, when the invite lists WebRTC-direct addresses,
-// dials its admin node. The camera grid is a placeholder until the media protocol is
-// wired in.
+// node, reads an invite (pasted, or from the link `mesh fleet invite` prints: the
+// invite is the URL's fragment, which no server sees), checks its signature and expiry,
+// and redeems it with its admin node over WebRTC-direct (`/camesh/admin/1`): the page
+// keeps the certificate it is issued. The camera grid is a placeholder until the media
+// protocol is wired in.
+//
+// `window.camesh` holds what the page did (for tests and curious users); with `?report`
+// in its URL the page also POSTs it, as JSON, to `report` on its own origin after each
+// change (the tests' static server reads it; a gateway answers 404 and nothing else).
 
+import { loadMembership, redeemInvite, redeemTimes } from './enroll.ts'
 import { loadIdentity } from './identity.ts'
-import { parseInvite } from './invite.ts'
+import { parseInvite, PREFIX } from './invite.ts'
 import { dialable, startNode } from './net.ts'
+import { Grid, GRANT_PREFIX } from './grid.ts'
+import type { CertInfo, Membership } from './enroll.ts'
+import type { GridState } from './grid.ts'
 import type { InviteInfo } from './invite.ts'
 import type { Identity } from './identity.ts'
 import type { Libp2p } from '@libp2p/interface'
+
+/** What the page did, for tests (`window.camesh`). */
+interface PageState {
+  peerId?: string
+  storage?: string
+  libp2p?: string
+  phase: string
+  member?: { fleet: string, role: string, name: string, notAfterUnixS: string, cameras: string[] }
+  error?: string
+  redeemMs?: number
+  redeemTimes?: typeof redeemTimes
+  grid?: GridState
+  serviceWorker?: string
+}
+
+const state: PageState = { phase: 'loading' }
+;(globalThis as unknown as { camesh: PageState }).camesh = state
+const reporting = new URLSearchParams(location.search).has('report')
+if (reporting) setInterval(report, 1000)
+
+function report (): void {
+  if (!reporting) return
+  fetch('report', { method: 'POST', body: JSON.stringify(state), headers: { 'content-type': 'application/json' } }).catch(() => {})
+}
+
+function showMember (info: CertInfo): void {
+  state.member = {
+    fleet: info.fleetId,
+    role: info.role.replace('MEMBER_ROLE_', '').toLowerCase(),
+    name: info.name,
+    notAfterUnixS: info.notAfterUnixS.toString(),
+    cameras: info.cameras
+  }
+  document.body.classList.add('member')
+  const m = el('membership')
+  m.textContent = `${state.member.role} "${info.name}" in fleet ${info.fleetId}, until ${new Date(Number(info.notAfterUnixS) * 1000).toISOString()}`
+  m.dataset.state = 'ready'
+}
 
 function el<T extends HTMLElement> (id: string): T {
   const e = document.getElementById(id)
@@ -17,10 +64,13 @@ function el<T extends HTMLElement> (id: string): T {
   return e as T
 }
 
-function status (text: string, state: 'busy' | 'ready' | 'error'): void {
+function status (text: string, st: 'busy' | 'ready' | 'error'): void {
   const s = el('status')
   s.textContent = text
-  s.dataset.state = state
+  s.dataset.state = st
+  state.phase = text
+  if (st === 'error') state.error = text
+  report()
 }
 
 function row (dl: HTMLElement, term: string, value: string): void {
@@ -50,10 +100,70 @@ function showInvite (info: InviteInfo, node: Libp2p | undefined): void {
     out.append(p)
     return
   }
-  status(`dialing the admin node ${info.adminPeer.toString()}...`, 'busy')
-  node.dial(addrs, { signal: AbortSignal.timeout(10_000) }).then(
-    c => status(`connected to the admin node ${c.remotePeer.toString()}`, 'ready'),
-    (e: unknown) => status(`could not reach the admin node: ${String(e)}`, 'error')
+  status(`redeeming the invite with the admin node ${info.adminPeer.toString()}...`, 'busy')
+  const t0 = performance.now()
+  redeemInvite(node, info).then(
+    cert => {
+      state.redeemMs = Math.round(performance.now() - t0)
+      state.redeemTimes = { ...redeemTimes }
+      showMember(cert)
+      status(`joined fleet ${cert.fleetId} as ${state.member?.role ?? ''} "${cert.name}"`, 'ready')
+      loadMembership(node.peerId).then(k => { if (k != null) void startGrid(node, k.m) }, () => {})
+    },
+    (e: unknown) => status(`could not join: ${e instanceof Error ? e.message : String(e)}`, 'error')
+  )
+}
+
+/**
+ * The link's other parts (joined by '&'): `camesh-grant:...`, `peer=<addr>`,
+ * `watch=<camera>`, `via=<peer id>` (watch through that peer), `play=<camera>`,
+ * `nvr=<peer id>`, `at=<Unix ms>` (play a recording from that time).
+ */
+let pending: string[] = []
+let grid: Grid | undefined
+
+async function startGrid (node: Libp2p, m: Membership): Promise<void> {
+  grid = new Grid(node, m, el('grid'), report)
+  await grid.load()
+  state.grid = grid.state
+  let watch: string | undefined
+  let via: string | undefined
+  let play: string | undefined
+  let at: number | undefined
+  let nvr: string | undefined
+  for (const part of pending) {
+    try {
+      if (part.startsWith(GRANT_PREFIX)) await grid.addGrant(part)
+      else if (part.startsWith('peer=')) await grid.addPeer(part.slice(5))
+      else if (part.startsWith('watch=')) watch = part.slice(6)
+      else if (part.startsWith('via=')) via = part.slice(4)
+      else if (part.startsWith('play=')) play = part.slice(5)
+      else if (part.startsWith('at=')) at = Number(part.slice(3))
+      else if (part.startsWith('nvr=')) nvr = part.slice(4)
+    } catch (e) {
+      grid.state.errors.push(e instanceof Error ? e.message : String(e))
+    }
+  }
+  pending = []
+  const started = performance.now()
+  await grid.refresh()
+  if (watch != null) await grid.watch(watch, via == null ? undefined : grid.peerAddr(via), 'main', started)
+  const nvrAddr = nvr == null ? undefined : grid.peerAddr(nvr)
+  if (play != null && nvrAddr != null) {
+    await grid.playback(play, nvrAddr, (at ?? Date.now() - 60_000) * 1000, performance.now()).catch((e: unknown) => {
+      grid?.state.errors.push(`playback: ${e instanceof Error ? e.message : String(e)}`)
+    })
+  }
+}
+
+function readInvite (text: string, node: Libp2p | undefined): void {
+  parseInvite(text, BigInt(Math.floor(Date.now() / 1000))).then(
+    info => showInvite(info, node),
+    (e: unknown) => {
+      const msg = `not a valid invite: ${e instanceof Error ? e.message : String(e)}`
+      el('invite-result').textContent = msg
+      status(msg, 'error')
+    }
   )
 }
 
@@ -68,16 +178,32 @@ async function main (): Promise<void> {
   }
   const peer = el('peer-id')
   peer.textContent = id.peerId.toString()
+  state.peerId = id.peerId.toString()
+  state.storage = id.storage
   peer.dataset.state = 'ready'
   el('key-storage').textContent = id.storage === 'webcrypto-non-extractable'
     ? 'Ed25519 in WebCrypto, non-extractable, kept in IndexedDB'
     : 'Ed25519 in script memory (this browser has no WebCrypto Ed25519), kept in IndexedDB'
+  // A link: the invite, grants, peers and a camera to watch are the fragment. Take it
+  // out of the address bar and history first.
+  const parts = decodeURIComponent(location.hash.slice(1)).split('&').filter(p => p !== '')
+  if (parts.length > 0) history.replaceState(null, '', location.pathname + location.search)
+  const invite = parts.find(p => p.startsWith(PREFIX))
+  pending = parts.filter(p => !p.startsWith(PREFIX))
   let node: Libp2p | undefined
   try {
     node = await startNode(id.privateKey)
     if (!node.peerId.equals(id.peerId)) throw new Error('libp2p derived another peer id')
     el('node').textContent = `libp2p ${node.status}, WebRTC-direct dialer`
-    status('ready: paste an invite to join a fleet', 'ready')
+    state.libp2p = node.status
+    const kept = await loadMembership(id.peerId)
+    if (kept != null) {
+      showMember(kept.info)
+      status(`member of fleet ${kept.info.fleetId}`, 'ready')
+      if (invite == null) void startGrid(node, kept.m)
+    } else {
+      status('ready: paste an invite to join a fleet', 'ready')
+    }
   } catch (e) {
     el('node').textContent = `libp2p failed to start: ${String(e)}`
     status('identity ready; libp2p failed to start', 'error')
@@ -85,14 +211,35 @@ async function main (): Promise<void> {
   const form = el<HTMLFormElement>('invite-form')
   form.addEventListener('submit', ev => {
     ev.preventDefault()
-    const text = el<HTMLTextAreaElement>('invite').value
-    parseInvite(text, BigInt(Math.floor(Date.now() / 1000))).then(
-      info => showInvite(info, node),
-      (e: unknown) => {
-        el('invite-result').textContent = `not a valid invite: ${e instanceof Error ? e.message : String(e)}`
-      }
-    )
+    readInvite(el<HTMLTextAreaElement>('invite').value, node)
   })
+  el<HTMLFormElement>('grant-form').addEventListener('submit', ev => {
+    ev.preventDefault()
+    const text = el<HTMLTextAreaElement>('grant').value
+    const p = grid?.addGrant(text).then(() => { el('grant-result').textContent = 'grant kept' })
+    if (p == null) el('grant-result').textContent = 'join a fleet first'
+    p?.catch((e: unknown) => { el('grant-result').textContent = String(e) })
+  })
+  el<HTMLFormElement>('peer-form').addEventListener('submit', ev => {
+    ev.preventDefault()
+    const text = el<HTMLInputElement>('peer').value
+    const p = grid?.addPeer(text).then(async () => await grid?.refresh())
+    if (p == null) el('grant-result').textContent = 'join a fleet first'
+    p?.catch((e: unknown) => { el('grant-result').textContent = String(e) })
+  })
+  if (invite != null) {
+    el<HTMLTextAreaElement>('invite').value = invite
+    readInvite(invite, node)
+  }
+}
+
+// The app shell (sw.js) for installing and starting offline; where there are no service
+// workers (or on plain http other than localhost) the page simply runs without one.
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.register('sw.js').then(
+    () => { state.serviceWorker = 'registered' },
+    (e: unknown) => { state.serviceWorker = `not registered: ${String(e)}` }
+  )
 }
 
 void main()

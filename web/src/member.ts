@@ -25,8 +25,8 @@ export function uvarint (n: number): Uint8Array {
 }
 
 /** One message on the wire: its length as a varint, then its bytes. */
-export function frame (body: Uint8Array): Uint8Array {
-  if (body.length > MAX_MSG) throw new Error(`message of ${body.length} bytes is over ${MAX_MSG}`)
+export function frame (body: Uint8Array, max: number = MAX_MSG): Uint8Array {
+  if (body.length > max) throw new Error(`message of ${body.length} bytes is over ${max}`)
   return concat(uvarint(body.length), body)
 }
 

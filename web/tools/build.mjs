@@ -8,7 +8,7 @@ import { build } from 'esbuild'
 
 const web = join(dirname(fileURLToPath(import.meta.url)), '..')
 const out = process.argv[2] ?? join(web, 'dist')
-const STATIC = ['index.html', 'style.css', 'manifest.json', 'icon.svg']
+const STATIC = ['index.html', 'style.css', 'manifest.json', 'icon.svg', 'sw.js']
 
 await rm(out, { recursive: true, force: true })
 await mkdir(out, { recursive: true })

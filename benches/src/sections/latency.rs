@@ -2,8 +2,9 @@
 //! to one viewer, then in one window three viewers at once: direct, through one
 //! forwarder (camera → F1 → viewer) and through two (camera → F1 → F2 → viewer). The
 //! forwarders are real nodes with only the `forward` right (ciphertext, no keys); the
-//! viewers decrypt every frame. The latency a hop adds is the forwarded viewer's
-//! percentile minus the direct viewer's in the same window, divided by the hops.
+//! viewers decrypt every frame. The latency a hop adds is taken frame by frame: each
+//! frame's latency at the forwarded viewer minus the same frame's (same sequence number)
+//! at the direct viewer, divided by the hops; the percentiles are of those differences.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Ctx;
 use crate::report::Figure;
 use crate::server::{ServeOpts, ServerProc};
-use crate::stats::Latency;
+use crate::stats::{paired_added_us, Latency};
 use crate::synth::SynthSpec;
 use crate::viewer::{spawn_reader, Collector, Open, Viewer};
 
@@ -144,17 +145,16 @@ async fn hops(ctx: &mut Ctx) -> anyhow::Result<()> {
     let camera_streams = s1.streams_served;
     let camera_mbit = (s1.sent_bytes - s0.sent_bytes) as f64 * 8.0 / window.as_secs_f64() / 1e6;
     for (i, hops) in [(1usize, "1 forwarding hop"), (2, "2 forwarding hops")] {
-        let per_hop = |via: f64, direct: f64| (via - direct) / i as f64;
-        let p50 = per_hop(lat[i].p50_ms, lat[0].p50_ms);
-        let p99 = per_hop(lat[i].p99_ms, lat[0].p99_ms);
+        let added = Latency::from_us(&mut paired_added_us(&w[0].by_seq, &w[i].by_seq, i as i64));
+        let (p50, p99) = (added.p50_ms, added.p99_ms);
         let note = format!(
-            "per hop; viewer behind {hops} p50 {:.2} / p99 {:.2} ms vs direct p50 {:.2} / p99 {:.2} ms in the same window ({} s, n = {}); frames lost or skipped {}",
+            "per hop, frame by frame ({} frames paired by sequence); viewer behind {hops} p50 {:.2} / p99 {:.2} ms vs direct p50 {:.2} / p99 {:.2} ms in the same window ({} s); frames lost or skipped {}",
+            added.n,
             lat[i].p50_ms,
             lat[i].p99_ms,
             lat[0].p50_ms,
             lat[0].p99_ms,
             window.as_secs(),
-            lat[i].n,
             lost[i]
         );
         ctx.push(

@@ -1,7 +1,8 @@
 //! Time to first frame for a new viewer: cold (a fresh node: connect, open the stream,
 //! first frame) and warm (an already-connected node opens a new stream), against 2 s and
 //! 10 s GOP sources, with the GOP cache on and, as the baseline, off. Joins happen at
-//! random moments of the GOP; the median is reported.
+//! random moments of the GOP; the target is judged on the slowest join (a median of a
+//! few joins hides the one a user waits on), the median is printed beside it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,11 +181,11 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         for gop_s in [2u32, 10] {
             let (m_on, max_on, ok_on, n_on) = med(true, gop_s, cold);
             let (m_off, max_off, ok_off, n_off) = med(false, gop_s, cold);
-            let mut f = Figure::new(S, &format!("{kind}, {gop_s} s GOP, cache on, median"), m_on, "ms")
-                .target("< 100 ms, any GOP", m_on < 100.0 && ok_on == n_on)
-                .baseline("GOP cache off", m_off)
+            let mut f = Figure::new(S, &format!("{kind}, {gop_s} s GOP, cache on, slowest join"), max_on, "ms")
+                .target("< 100 ms, any GOP", max_on < 100.0 && ok_on == n_on)
+                .baseline("GOP cache off, slowest join", max_off)
                 .note(format!(
-                    "{ok_on}/{n_on} joins ok, max {max_on:.1} ms; cache off: {ok_off}/{n_off} ok, median {m_off:.0} ms, max {max_off:.0} ms (waits for the next IDR)"
+                    "{ok_on}/{n_on} joins ok, median {m_on:.1} ms; cache off: {ok_off}/{n_off} ok, median {m_off:.0} ms, max {max_off:.0} ms (waits for the next IDR)"
                 ));
             if cold {
                 if let Some(h) = ctx.base.quinn_handshake_ms {

@@ -33,6 +33,9 @@ enum RoleArg {
     Camera,
     Nvr,
     Viewer,
+    /// A depot or shore server: relay and DHT server, WebRTC-direct, no cameras (a
+    /// viewer member with those keys set; the written config comments each key).
+    Relay,
 }
 
 impl From<RoleArg> for Role {
@@ -40,7 +43,7 @@ impl From<RoleArg> for Role {
         match r {
             RoleArg::Camera => Role::Camera,
             RoleArg::Nvr => Role::Nvr,
-            RoleArg::Viewer => Role::Viewer,
+            RoleArg::Viewer | RoleArg::Relay => Role::Viewer,
         }
     }
 }
@@ -86,6 +89,10 @@ enum Cmd {
         /// /metrics) on this address, e.g. 127.0.0.1:8090. Loopback only.
         #[arg(long, value_name = "ADDR")]
         gateway: Option<std::net::SocketAddr>,
+        /// With --gateway: also serve the web app's static files (its built folder,
+        /// web/dist) under /app/, so a browser can load the page from this node.
+        #[arg(long, value_name = "DIR", env = "CAMESH_WEB_APP", requires = "gateway")]
+        web_app: Option<PathBuf>,
     },
     /// Print this node's peer id.
     Id,
@@ -124,10 +131,7 @@ async fn main() {
 
 async fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
-        .with_writer(std::io::stderr)
-        .init();
+    camesh_node::logs::init(&cli.log).map_err(anyhow::Error::msg)?;
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     match cli.cmd {
         Cmd::Init {
@@ -144,9 +148,17 @@ async fn real_main() -> Result<()> {
             config.node.fleet_id = fleet;
             config.node.fleet_root = fleet_root;
             config.validate()?;
+            let text = match role {
+                RoleArg::Relay => {
+                    let text = camesh_node::config::relay_preset_toml(&config.node.fleet_id, &config.node.fleet_root);
+                    Config::parse(&text)?.validate()?;
+                    text
+                }
+                _ => config.init_text(),
+            };
             std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             let key = camesh_node::identity::load_or_create(&data_dir)?;
-            camesh_node::identity::replace_private(&path, config.to_toml().as_bytes())
+            camesh_node::identity::replace_private(&path, text.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             println!("peer id: {}", key.public().to_peer_id());
             println!("config:  {}", path.display());
@@ -213,6 +225,7 @@ async fn real_main() -> Result<()> {
             fleet_root,
             no_mdns,
             gateway,
+            web_app,
         } => {
             let path = config.unwrap_or_else(|| data_dir.join("config.toml"));
             let mut config = if path.exists() {
@@ -233,6 +246,7 @@ async fn real_main() -> Result<()> {
                     rtsp_transport: Default::default(),
                     looping: true,
                     tags: Vec::new(),
+                    onvif: None,
                 });
             }
             if !listen.is_empty() {
@@ -261,12 +275,16 @@ async fn real_main() -> Result<()> {
                 Some(listen) => {
                     let opts = camesh_node::gateway::GatewayOptions {
                         listen,
+                        web_app: web_app.clone(),
                         ..Default::default()
                     };
                     let gw = camesh_node::gateway::Gateway::start(node.clone(), opts)
                         .await
                         .context("starting the HTTP gateway")?;
                     println!("gateway: http://{}/", gw.local_addr());
+                    if web_app.is_some() {
+                        println!("web app: http://{}/app/", gw.local_addr());
+                    }
                     Some(gw)
                 }
                 None => None,

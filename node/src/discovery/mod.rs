@@ -91,6 +91,11 @@ impl Discovery {
         self.provider.provide(now)
     }
 
+    /// A provide put off by the gap between provides, once it may go (housekeeping).
+    pub fn provide_owed(&mut self, now: Instant) -> Vec<RecordKey> {
+        self.provider.owed(now)
+    }
+
     /// The announce tick: announcements of this node's cameras at `addrs`, and provider
     /// records to refresh (only while peers are `connected`).
     pub fn announce(&mut self, now: Instant, connected: bool, addrs: &[Multiaddr]) -> Announce {

@@ -112,6 +112,9 @@ pub struct Provider {
     local: LocalCameras,
     /// When provider records were last put in the DHT.
     last_provide: Option<Instant>,
+    /// A provide was asked for within `PROVIDE_GAP` of the last one: it is owed, and
+    /// goes out once the gap has passed ([`Self::owed`]) rather than 30 s later.
+    owed: bool,
 }
 
 impl Provider {
@@ -120,6 +123,7 @@ impl Provider {
             me,
             local,
             last_provide: None,
+            owed: false,
         }
     }
 
@@ -127,10 +131,23 @@ impl Provider {
     /// camera's key; none without cameras or within `PROVIDE_GAP` of the last time.
     pub fn provide(&mut self, now: Instant) -> Vec<RecordKey> {
         if self.last_provide.is_some_and(|t| now.duration_since(t) < PROVIDE_GAP) {
+            // A DHT server that joined just after the last provide (a relay whose
+            // identify came after its membership) must still get the records soon.
+            self.owed = true;
             return Vec::new();
         }
+        self.owed = false;
         let cameras = self.local.announcements(self.me, &[]);
         self.provide_keys(now, &cameras)
+    }
+
+    /// The provide that was put off by `PROVIDE_GAP`, once the gap has passed.
+    pub fn owed(&mut self, now: Instant) -> Vec<RecordKey> {
+        if self.owed {
+            self.provide(now)
+        } else {
+            Vec::new()
+        }
     }
 
     fn provide_keys(&mut self, now: Instant, cameras: &[CameraAnnouncement]) -> Vec<RecordKey> {
@@ -192,6 +209,20 @@ mod tests {
             })
         };
         (Provider::new(PeerId::random(), local), ids)
+    }
+
+    #[test]
+    fn a_provide_put_off_by_the_gap_is_owed_not_dropped() {
+        let (mut p, ids) = node();
+        ids.lock().expect("test lock").push("cam1".into());
+        let t0 = Instant::now();
+        assert_eq!(p.provide(t0).len(), 2, "the cameras key and cam1's");
+        assert!(p.owed(t0 + Duration::from_secs(1)).is_empty(), "nothing owed yet");
+        // A DHT server joins 0.5 s later: too soon, owed.
+        assert!(p.provide(t0 + Duration::from_millis(500)).is_empty());
+        assert!(p.owed(t0 + Duration::from_secs(1)).is_empty(), "still within the gap");
+        assert_eq!(p.owed(t0 + PROVIDE_GAP).len(), 2, "paid once the gap has passed");
+        assert!(p.owed(t0 + PROVIDE_GAP * 2).is_empty(), "and only once");
     }
 
     #[test]

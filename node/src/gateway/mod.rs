@@ -10,6 +10,7 @@
 //! | `GET /cam/<id>/live.mp4[?profile=sub]` | the camera live as fragmented MP4 (VLC, ffplay, ffprobe, browsers), starting at a keyframe |
 //! | `GET /cam/<id>/snapshot.jpg[?profile=sub]` | the latest keyframe as JPEG |
 //! | `GET /metrics` | Prometheus text: streams, bitrate, latency, skips, gaps, peers, paths |
+//! | `GET /app/` | the web app's static files (`web/dist`), when given their folder ([`app`]) |
 //!
 //! Video reaches the gateway through [`tap::Taps`]: one subscription per camera, shared by
 //! every HTTP client and snapshot, started on demand and stopped when unused. Everything
@@ -28,6 +29,7 @@
 //! and the request counters). Files: `page`, `cameras` (`/api/cameras`), `live`
 //! over [`fmp4`] (in `media`), [`snapshot`], [`metrics`] over [`exposition`]; [`tap`] feeds them all.
 
+mod app;
 mod cameras;
 pub mod exposition;
 pub use crate::media::fmp4;
@@ -81,6 +83,8 @@ pub struct GatewayOptions {
     pub start_timeout: Duration,
     /// How often the camera list is refreshed from the mesh.
     pub discover_every: Duration,
+    /// The web app's folder (`web/dist`), served under `/app/`; `None`: not served.
+    pub web_app: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayOptions {
@@ -94,6 +98,7 @@ impl Default for GatewayOptions {
             idle: Duration::from_secs(30),
             start_timeout: Duration::from_secs(15),
             discover_every: Duration::from_secs(10),
+            web_app: None,
         }
     }
 }
@@ -285,6 +290,9 @@ fn router(shared: Arc<Shared>) -> Router {
             "/cam/{id}/snapshot.jpg",
             get(snapshot::snapshot_jpg).route_layer(guarded(Route::Snapshot)),
         )
+        .route("/app", get(app::app_root).route_layer(guarded(Route::Page)))
+        .route("/app/", get(app::app_index).route_layer(guarded(Route::Page)))
+        .route("/app/{name}", get(app::app_file).route_layer(guarded(Route::Page)))
         .route(
             "/metrics",
             get(metrics::metrics_text).route_layer(guarded(Route::Metrics)),
@@ -296,7 +304,7 @@ fn router(shared: Arc<Shared>) -> Router {
 async fn not_found() -> Response {
     text(
         StatusCode::NOT_FOUND,
-        "not found: try /, /api/cameras, /cam/<id>/live.mp4, /cam/<id>/snapshot.jpg or /metrics",
+        "not found: try /, /api/cameras, /cam/<id>/live.mp4, /cam/<id>/snapshot.jpg, /metrics or /app/",
     )
 }
 

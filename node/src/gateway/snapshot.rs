@@ -37,14 +37,11 @@ pub fn keyframe_to_jpeg(params: &CodecParams, keyframe: &[u8]) -> Result<Bytes, 
     use ffmpeg_next::software::scaling;
 
     static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    INIT.get_or_init(|| {
-        crate::media::init_ffmpeg()?;
-        // swscale's notes on JPEG's full-range formats are not worth a daemon's stderr.
-        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
-        Ok(())
-    })
-    .clone()
-    .map_err(SnapshotError::Init)?;
+    // libav's messages (swscale's notes on JPEG's full-range formats) go to `tracing`
+    // at debug level (media::avlog).
+    INIT.get_or_init(crate::media::init_ffmpeg)
+        .clone()
+        .map_err(SnapshotError::Init)?;
     // Annex B: parameter sets, then the picture's NAL units.
     let mut annexb = Vec::with_capacity(keyframe.len() + 256);
     let mut has_params = false;

@@ -5,8 +5,9 @@
 //! parsing it relies on (Annex B and AVCC framing, NAL types, SPS fields, access-unit
 //! boundaries). Access units are carried as AVCC (4-byte big-endian length + NAL) in one
 //! `Bytes`, which is what goes on the wire unchanged. [`init_ffmpeg`] is the one place
-//! ffmpeg is initialised.
+//! ffmpeg is initialised; [`avlog`] routes libav's messages into `tracing`.
 
+pub mod avlog;
 pub mod fmp4;
 pub mod h264;
 pub mod source;
@@ -20,8 +21,12 @@ use bytes::Bytes;
 /// message, the same on every later call.
 pub fn init_ffmpeg() -> Result<(), String> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| ffmpeg_next::init().map_err(|e| e.to_string()))
-        .clone()
+    INIT.get_or_init(|| {
+        ffmpeg_next::init().map_err(|e| e.to_string())?;
+        avlog::install();
+        Ok(())
+    })
+    .clone()
 }
 
 /// 90 kHz: the RTP/MPEG clock every timestamp in camesh uses.

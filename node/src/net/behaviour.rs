@@ -261,7 +261,9 @@ pub fn build_swarm(
                             .with_max_established_per_peer(Some(MAX_PER_PEER)),
                     ),
                     identify: MembersOnly::new(identify),
-                    ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+                    // Frequent pings: a connection that stops answering is closed within
+                    // about 2 s (`super::liveness`), not at QUIC's idle timeout.
+                    ping: ping::Behaviour::new(ping::Config::new().with_interval(super::liveness::PING_INTERVAL)),
                     mdns: Toggle::from(mdns),
                     kad: MembersOnly::new(kad),
                     gossipsub: MembersOnly::new(gossipsub),

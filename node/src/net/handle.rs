@@ -58,6 +58,9 @@ pub(super) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     FindProviders {
         key: kad::RecordKey,
+        /// Answer with the first providers found and end the query (a camera's key has
+        /// one provider, its node), rather than after every peer asked has answered.
+        first: bool,
         reply: oneshot::Sender<Vec<PeerId>>,
     },
     Disconnect(PeerId),
@@ -154,7 +157,24 @@ impl NetHandle {
 
     /// Kademlia providers of `key` (dials them as they are found).
     pub async fn find_providers(&self, key: kad::RecordKey) -> Result<Vec<PeerId>, NetError> {
-        self.ask(|reply| Command::FindProviders { key, reply }).await
+        self.ask(|reply| Command::FindProviders {
+            key,
+            first: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`Self::find_providers`], but answers as soon as any provider is found (a
+    /// query waits for its slowest peer otherwise: up to the 10 s query timeout when a
+    /// closer peer it learned of cannot be dialed).
+    pub async fn find_first_providers(&self, key: kad::RecordKey) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::FindProviders {
+            key,
+            first: true,
+            reply,
+        })
+        .await
     }
 
     /// Dials the configured bootstrap peers.

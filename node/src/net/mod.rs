@@ -26,6 +26,7 @@ pub mod addr;
 pub mod behaviour;
 mod handle;
 pub mod ip_limits;
+pub mod liveness;
 pub mod members_only;
 pub mod path;
 mod peers;

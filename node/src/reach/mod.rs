@@ -261,7 +261,7 @@ impl Reach {
             .map(|e| (e.peer, e.addrs()))
             .collect();
         if found.is_empty() {
-            if let Ok(peers) = self.net.find_providers(discovery::camera_key(camera)).await {
+            if let Ok(peers) = self.net.find_first_providers(discovery::camera_key(camera)).await {
                 found = peers.into_iter().map(|p| (p, Vec::new())).collect();
             }
         }
@@ -312,10 +312,8 @@ impl Reach {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(ClientError::Rejected {
-            peer: self.me,
-            code: pb::RejectCode::RejectUnknownCamera,
-            reason: format!("no peer serving camera {camera:?} was found"),
+        Err(last.unwrap_or(ClientError::NotFound {
+            camera: camera.to_owned(),
         }))
     }
 

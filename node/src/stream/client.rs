@@ -25,6 +25,10 @@ use crate::config::Limits;
 pub enum ClientError {
     #[error("cannot open a stream to {peer}: {reason}")]
     Open { peer: PeerId, reason: String },
+    /// No peer that serves the camera is known: the directory, the DHT and a discovery
+    /// round over the connected members all came back empty (nobody refused anything).
+    #[error("no fleet member this node can reach knows camera {camera:?} (asked the directory, the DHT and the connected members)")]
+    NotFound { camera: String },
     #[error("refused by {peer}: {reason}")]
     Rejected {
         peer: PeerId,

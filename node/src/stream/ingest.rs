@@ -104,6 +104,7 @@ async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, source: std::path::PathBuf
             Some(url) => {
                 let opts = RtspOptions {
                     transport: cam.rtsp_transport,
+                    camera: hub.id.clone(),
                     ..RtspOptions::default()
                 };
                 tokio::spawn(RtspSource::new(url.clone(), opts).run(tx, token.clone()))

@@ -9,8 +9,10 @@
 //! - [`io`]: the framing codec over async streams; [`accept`]: the one bounded accept
 //!   loop every protocol a node serves runs on.
 //! - [`ingest`]: camera tasks, a source feeding its hub.
+//! - [`budget`]: per-peer caps on what the node sends (`[[link]]`), live first.
 
 pub mod accept;
+pub mod budget;
 pub mod client;
 pub mod fanout;
 pub mod fresh;

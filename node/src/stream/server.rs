@@ -47,6 +47,8 @@ pub struct MediaServer {
     pub limits: Limits,
     pub slots: Arc<StreamSlots>,
     pub trust: Arc<Trust>,
+    /// Caps on what this node sends each peer (`[[link]]`), live first.
+    pub budgets: Arc<super::budget::LinkBudgets>,
 }
 
 impl MediaServer {
@@ -225,13 +227,14 @@ impl MediaServer {
             grant: &grant,
             send_keys,
         };
+        let budget = self.budgets.cap(&peer).map(|_| (&*self.budgets, peer));
         // Whichever ends first ends the session. Not a `select!`: that polls every branch
         // on each wake-up, i.e. for every frame the pump is woken for, and the hang-up
         // branch's read locks the QUIC connection each time. `FuturesUnordered` polls only
         // the branch whose waker fired.
         let mut ends: FuturesUnordered<Pin<Box<dyn Future<Output = End> + Send + '_>>> = FuturesUnordered::new();
         ends.push(Box::pin(async {
-            End::Pump(pump(&sub, &mut wr, LengthCodec::new(max_frame), &keys).await)
+            End::Pump(pump(&sub, &mut wr, LengthCodec::new(max_frame), &keys, budget).await)
         }));
         ends.push(Box::pin(async {
             wait_hangup(&mut rd).await;
@@ -289,6 +292,7 @@ async fn pump<W: futures::AsyncWrite + Unpin>(
     wr: &mut W,
     codec: LengthCodec,
     keys: &KeyGate<'_>,
+    budget: Option<(&super::budget::LinkBudgets, PeerId)>,
 ) -> Result<(), IoError> {
     let mut scratch = BytesMut::with_capacity(64);
     let mut epoch = None;
@@ -344,6 +348,12 @@ async fn pump<W: futures::AsyncWrite + Unpin>(
             sub.sent_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             sub.sent_bytes
                 .fetch_add(frame.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some((budgets, peer)) = budget {
+                // Over the cap: flush what is written and wait out the debt; meanwhile the
+                // queue fills and, past its bound, skips to the next keyframe.
+                wr.flush().await?;
+                budgets.pace_live(&peer, frame.payload.len()).await;
+            }
         }
         wr.flush().await?;
     }

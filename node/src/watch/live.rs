@@ -185,6 +185,11 @@ mod tests {
             Fault::Impostor
         );
         assert_eq!(Fault::of(&ClientError::Closed { peer }), Fault::Retry);
+        // Nobody knows the camera yet: it may be announced any moment (a camera coming
+        // online, a relay's DHT filling up), so the watch looks again.
+        let missing = ClientError::NotFound { camera: "c".into() };
+        assert_eq!(Fault::of(&missing), Fault::Retry);
+        assert!(!is_final(&missing));
         assert!(!is_final(&ClientError::Closed { peer }));
     }
 }

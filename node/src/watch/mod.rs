@@ -11,6 +11,8 @@
 //! - [`run`] (IO): the one loop that drives the machine: feeds are tasks that open a
 //!   subscription and push frames into a small bounded channel; outputs become
 //!   subscriptions, closed connections, events and timers.
+//! - [`adapt`] (pure) and [`profiles`] (IO): adaptive live, main <-> sub by what the
+//!   viewer measures (skips, late frames, ping RTT), make before break at a keyframe.
 //! - [`options`]: what callers pass ([`WatchOptions`], [`RouteOptions`]) and hear
 //!   ([`WatchEvent`]).
 //!
@@ -19,11 +21,13 @@
 //! reads, QUIC flow control pushes back to the source, and the source's queue for this
 //! viewer skips to the next keyframe. Nothing here grows without bound.
 
+pub mod adapt;
 pub mod event;
 pub mod live;
 pub mod machine;
 pub mod options;
 pub mod path;
+pub mod profiles;
 pub mod run;
 pub mod splice;
 

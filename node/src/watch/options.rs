@@ -53,6 +53,12 @@ pub enum WatchEvent {
         error: String,
         retry_in: Duration,
     },
+    /// An adaptive watch moved to another profile (`mesh watch --profile auto`); a
+    /// `Started` with the new profile's accept and its keyframe follow.
+    Switched {
+        profile: pb::Profile,
+        reason: String,
+    },
     /// Stopped for good (refused, or out of attempts).
     Failed {
         error: String,

@@ -21,10 +21,12 @@
 //! The nodes of the lab are in [`lab`], the frame log and tracing lines in [`frames`];
 //! the tests by topic: [`punching`], [`relayed`], [`loss`], [`autonat`].
 
+mod adaptive;
 mod autonat;
 mod frames;
 mod lab;
 mod loss;
+mod mobile;
 mod punching;
 mod relayed;
 

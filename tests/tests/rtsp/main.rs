@@ -3,9 +3,11 @@
 //! byte for byte as ffmpeg reads them directly ([`identity`]), over TCP and UDP, with
 //! credentials, the server restarting, and clear refusals of H.265 and audio-only
 //! streams ([`source`]); a main and a sub profile, and B-frames through the gateway
-//! ([`viewers`]).
+//! ([`viewers`]); a camera daemon's log file holds log lines only, libav's included
+//! ([`logs`]).
 
 mod identity;
+mod logs;
 mod source;
 mod viewers;
 
@@ -31,6 +33,7 @@ fn rtsp_camera(id: &str, url: &str, transport: RtspTransport) -> CameraConfig {
         rtsp_transport: transport,
         looping: true,
         tags: vec![],
+        onvif: None,
     }
 }
 

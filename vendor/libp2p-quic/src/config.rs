@@ -156,10 +156,12 @@ impl From<Config> for QuinnConfig {
 
         let mut server_config = quinn::ServerConfig::with_crypto(server_tls_config);
         server_config.transport = Arc::clone(&transport);
-        // Disables connection migration.
-        // Long-term this should be enabled, however we then need to handle address change
-        // on connections in the `Connection`.
-        server_config.migration(false);
+        // camesh patch (see vendor/README.md): connection migration on. A client whose
+        // NAT rebinds or whose address changes (LTE carrier NAT, a router reboot) keeps its
+        // connection: quinn validates the new path and moves to it. Upstream disables it
+        // because `Connection` keeps the dial-time remote address; that address is only
+        // metadata here (nothing re-dials it while the connection lives).
+        server_config.migration(true);
 
         let mut client_config = quinn::ClientConfig::new(client_tls_config);
         client_config.transport_config(transport);

@@ -74,6 +74,8 @@ pub(super) async fn run_remote(node: &GatewayNode, tap: &Tap) {
                 tap.set_status(error, true);
                 return;
             }
+            // The gateway watches one profile (not adaptive).
+            WatchEvent::Switched { .. } => {}
         }
     }
 }

@@ -26,7 +26,7 @@
 //! through [`crate::addr::redact`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,6 +53,8 @@ pub struct RtspOptions {
     /// No video for this long ends the connection (the camera stalled or the network
     /// dropped); the caller reconnects.
     pub stall_timeout: Duration,
+    /// The camera this source feeds, named in libav's log messages (empty: none).
+    pub camera: String,
 }
 
 impl Default for RtspOptions {
@@ -61,6 +63,7 @@ impl Default for RtspOptions {
             transport: RtspTransport::Tcp,
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(5),
+            camera: String::new(),
         }
     }
 }
@@ -148,6 +151,7 @@ impl RtspSource {
         let thread_stop = stop.clone();
         let thread_tx = tx.clone();
         let spawned = std::thread::Builder::new().name("rtsp-source".into()).spawn(move || {
+            let _camera = crate::media::avlog::camera_scope(&self.opts.camera);
             let result = session(&self.url, &self.opts, &thread_tx, &thread_stop);
             let event = match result {
                 Ok(()) => None,
@@ -178,15 +182,6 @@ impl RtspSource {
     }
 }
 
-fn set_ffmpeg_log_level() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        // ffmpeg's RTP/H.264 warnings (lost packets, probing) would flood a daemon's stderr;
-        // camesh reports what matters itself.
-        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
-    });
-}
-
 /// The reorder depth (`has_b_frames`) ffmpeg found for a stream.
 #[allow(unsafe_code)]
 fn video_delay(params: &ffmpeg_next::codec::Parameters) -> usize {
@@ -211,8 +206,9 @@ fn session(
         url: shown.clone(),
         reason,
     })?;
+    // ffmpeg's RTP/H.264 warnings (lost packets, probing) go to `tracing` at debug level
+    // with this camera's id (media::avlog); camesh reports what matters itself.
     init_ffmpeg().map_err(|e| RtspError::Init(SourceError::FfmpegInit(e).to_string()))?;
-    set_ffmpeg_log_level();
 
     let deadline = Arc::new(AtomicU64::new(process_ms() + millis(opts.connect_timeout)));
     let interrupt = {

@@ -81,8 +81,10 @@ impl NetTask {
             } => {
                 self.punch
                     .closed(peer_id, connection_id, self.swarm.behaviour().stream.paths());
+                self.liveness.closed(connection_id);
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
+                    self.relay_lost(peer_id);
                     // A stranger leaves nothing behind (peer ids cost nothing, so keeping
                     // each one's record would grow without bound); members' addresses stay
                     // for redialing and `mesh peers`.
@@ -208,9 +210,12 @@ impl NetTask {
                 info!(peer = %ev.remote_peer_id, result = ?ev.result.as_ref().map(|_| "direct").map_err(|e| e.to_string()), "hole punch");
             }
             BehaviourEvent::Ping(ping::Event {
-                peer, result: Ok(rtt), ..
+                peer,
+                connection,
+                result: Ok(rtt),
             }) => {
                 self.peers.entry(peer).or_default().rtt = Some(rtt);
+                self.liveness.pong(peer, connection, rtt, Instant::now());
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -282,16 +287,26 @@ impl NetTask {
                                     .build(),
                             );
                         }
-                        if let Some((found, _)) = self.provider_queries.get_mut(&id) {
+                        if let Some((found, _, _)) = self.provider_queries.get_mut(&id) {
                             if !found.contains(&p) {
                                 found.push(p);
                             }
                         }
                     }
                 }
-                if step.last {
-                    if let Some((found, reply)) = self.provider_queries.remove(&id) {
+                let early = self
+                    .provider_queries
+                    .get(&id)
+                    .is_some_and(|(found, first, _)| *first && !found.is_empty());
+                if step.last || early {
+                    if let Some((found, _, reply)) = self.provider_queries.remove(&id) {
                         let _ = reply.send(found);
+                    }
+                    if early {
+                        // The dials above already took the provider's addresses.
+                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                            q.finish();
+                        }
                     }
                 }
             }

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::addr::prefer_quic;
 use super::behaviour::Behaviour;
 use super::handle::{Command, NetError, NetEvent};
+use super::liveness::{Liveness, RelayRefresh};
 use super::peers::{self, PeerState};
 use super::punch::{Action, Punch};
 use crate::addr::split_p2p;
@@ -33,10 +34,13 @@ use crate::discovery::{Discovery, Publish};
 /// How often configured relays we are not connected to are dialed again (a relay that
 /// restarted gets our reservation back once it is up).
 const RELAY_REDIAL: Duration = Duration::from_secs(5);
-/// How often the punch schedule and the relay redial run.
-const HOUSEKEEPING: Duration = Duration::from_millis(500);
+/// How often the punch schedule, the liveness check and the relay redial run.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
 type DialReply = oneshot::Sender<Result<PeerId, NetError>>;
+/// A provider lookup: the providers found so far, whether the first ones end it, and
+/// who waits for the answer.
+type ProviderQuery = (Vec<PeerId>, bool, oneshot::Sender<Vec<PeerId>>);
 
 pub(super) struct NetTask {
     pub(super) swarm: Swarm<Behaviour>,
@@ -50,9 +54,14 @@ pub(super) struct NetTask {
     reachability: Arc<AtomicI32>,
     peers: HashMap<PeerId, PeerState>,
     punch: Punch,
+    /// Which connections stopped answering pings.
+    liveness: Liveness,
+    relay_refresh: RelayRefresh,
     dial_by_peer: HashMap<PeerId, Vec<DialReply>>,
     dial_by_conn: HashMap<ConnectionId, DialReply>,
-    provider_queries: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    /// Open provider lookups: providers found so far, whether the first ones end it,
+    /// and who is waiting.
+    provider_queries: HashMap<kad::QueryId, ProviderQuery>,
     /// When configured relays we lost are dialed next.
     relay_redial_at: Instant,
 }
@@ -77,6 +86,8 @@ impl NetTask {
             reachability,
             peers: HashMap::new(),
             punch: Punch::default(),
+            liveness: Liveness::default(),
+            relay_refresh: RelayRefresh::default(),
             dial_by_peer: HashMap::new(),
             dial_by_conn: HashMap::new(),
             provider_queries: HashMap::new(),
@@ -98,6 +109,9 @@ impl NetTask {
                 },
                 _ = announce.tick() => self.announce(),
                 _ = housekeeping.tick() => {
+                    self.close_silent();
+                    let owed = self.discovery.provide_owed(Instant::now());
+                    self.start_providing(owed);
                     self.punch_tick();
                     self.redial_relays();
                 }
@@ -116,9 +130,9 @@ impl NetTask {
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
-            Command::FindProviders { key, reply } => {
+            Command::FindProviders { key, first, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
-                self.provider_queries.insert(id, (Vec::new(), reply));
+                self.provider_queries.insert(id, (Vec::new(), first, reply));
             }
             Command::Bootstrap => {
                 // One dial per peer with all its addresses (QUIC before WebRTC-direct);
@@ -272,6 +286,53 @@ impl NetTask {
                     }
                 }
             }
+        }
+    }
+
+    /// Closes connections that stopped answering pings (a NAT moved one end): streams take
+    /// another path, a lost relay is dialed again at once ([`Self::relay_lost`]).
+    fn close_silent(&mut self) {
+        let now = Instant::now();
+        let dead = self.liveness.dead(now);
+        for (peer, conn, silent) in &dead {
+            info!(%peer, silent_ms = silent.as_millis() as u64, "closing a silent connection");
+            self.swarm.close_connection(*conn);
+        }
+        if self.relay_refresh.due(dead.len(), now) {
+            self.refresh_relays();
+        }
+    }
+
+    /// A fresh connection to each configured relay (next to any that survived): a new
+    /// observed address for hole punches, and a new reservation once it is verified.
+    fn refresh_relays(&mut self) {
+        for relay in self.config.node.relays.clone() {
+            let (Some(peer), addr) = split_p2p(relay) else {
+                continue;
+            };
+            info!(relay = %peer, "connections died silently: a fresh connection to the relay");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(relay = %peer, error = %e, "relay not dialed");
+            }
+        }
+    }
+
+    /// The last connection to `peer` closed: if it is a configured relay, dial it again
+    /// on the next housekeeping tick (the reservation went with the connection).
+    pub(super) fn relay_lost(&mut self, peer: PeerId) {
+        let is_relay = self
+            .config
+            .node
+            .relays
+            .iter()
+            .any(|r| split_p2p(r.clone()).0 == Some(peer));
+        if is_relay {
+            info!(relay = %peer, "connection to a relay lost; dialing it again");
+            self.relay_redial_at = Instant::now();
         }
     }
 

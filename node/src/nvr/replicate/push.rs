@@ -276,6 +276,10 @@ async fn session(
         // entry can be ahead of what the file shows, so only what was read counts there;
         // a stretch with no frame far from the live edge is a hole in the recording.
         let newest = mine.last().map_or(i64::MIN, |m| m.to);
+        // The live edge exists only while the camera records: once its newest footage is
+        // older than the edge (ignition off), a chunk with no frame is just empty.
+        let recording = newest >= crate::clock::now_unix_us().saturating_sub(LIVE_EDGE_US);
+        let newest = if recording { newest } else { i64::MAX };
         match s.last_us {
             Some(last) if chunk.to >= newest.saturating_sub(LIVE_EDGE_US) => {
                 shore_has.push(Span::new(chunk.from, last))

@@ -1,0 +1,258 @@
+// The fleet's cameras in a grid: the page joins the peers it knows (addresses pasted or
+// from the link's `peer=` part, kept in IndexedDB), asks each for its cameras, and shows
+// one tile per camera: a canvas, its path and latency, main/sub, full screen and a PNG
+// snapshot. Grants are pasted (`camesh-grant:` text from `mesh grant`) and kept.
+
+import { multiaddr } from '@multiformats/multiaddr'
+import { Signed } from './gen/camesh.ts'
+import { loadValue, storeValue } from './identity.ts'
+import { dialable } from './net.ts'
+import { bs58Decode } from './peer.ts'
+import { decodeSigned } from './signed.ts'
+import { coverage, joinPeer, listCameras, Refused, Watch } from './watch.ts'
+
+/** Times a broken stream is opened again before the tile gives up. */
+const REOPEN = 5
+import type { Membership } from './enroll.ts'
+import type { Span, TileStats } from './watch.ts'
+import type { Connection, Libp2p } from '@libp2p/interface'
+
+export const GRANT_PREFIX = 'camesh-grant:'
+
+export interface GridState {
+  peers: string[]
+  grants: number
+  cameras: string[]
+  tiles: Record<string, TileStats>
+  errors: string[]
+  /** NVR playback: the coverage shown on the timeline, and the playing view. */
+  coverage?: Span[]
+  playback?: TileStats
+}
+
+export class Grid {
+  readonly state: GridState = { peers: [], grants: 0, cameras: [], tiles: {}, errors: [] }
+  private grants: Uint8Array[] = []
+  private readonly conns = new Map<string, Connection>()
+  private readonly watches = new Map<string, Watch>()
+  /** The peer each camera was listed by (where the tile watches it from). */
+  private readonly homes = new Map<string, string>()
+
+  constructor (private readonly node: Libp2p, private readonly m: Membership, private readonly root: HTMLElement, private readonly changed: () => void) {}
+
+  async load (): Promise<void> {
+    this.grants = await loadValue<Uint8Array[]>('grants') ?? []
+    this.state.peers = await loadValue<string[]>('peers') ?? []
+    this.state.grants = this.grants.length
+  }
+
+  /** Keeps a pasted grant (`camesh-grant:...`). */
+  async addGrant (text: string): Promise<void> {
+    const t = text.trim()
+    if (!t.startsWith(GRANT_PREFIX)) throw new Error(`not a grant: expected text starting with ${GRANT_PREFIX}`)
+    const s = decodeSigned('grant', bs58Decode(t.slice(GRANT_PREFIX.length)))
+    this.grants.push(Signed.encode(s))
+    if (this.grants.length > 32) this.grants.shift()
+    await storeValue('grants', this.grants)
+    this.state.grants = this.grants.length
+    this.changed()
+  }
+
+  /** Keeps a peer address (a node's WebRTC-direct address with /p2p/). */
+  async addPeer (addr: string): Promise<void> {
+    const a = multiaddr(addr.trim())
+    if (dialable([a]).length === 0) throw new Error(`${addr}: not a WebRTC-direct address`)
+    if (!this.state.peers.includes(a.toString())) this.state.peers.push(a.toString())
+    await storeValue('peers', this.state.peers)
+    this.changed()
+  }
+
+  /** Joins every known peer and lists its cameras. */
+  async refresh (): Promise<void> {
+    for (const p of this.state.peers) {
+      try {
+        const conn = await this.connect(p).catch((e: unknown) => { throw new Error(`joining: ${e instanceof Error ? e.message : String(e)}`) })
+        const cams = await listCameras(conn, AbortSignal.timeout(10_000)).catch((e: unknown) => { throw new Error(`listing cameras: ${e instanceof Error ? e.message : String(e)}`) })
+        for (const c of cams) {
+          if (!this.state.cameras.includes(c.cameraId)) {
+            this.state.cameras.push(c.cameraId)
+            this.homes.set(c.cameraId, p)
+            this.tile(c.cameraId, p)
+          }
+        }
+      } catch (e) {
+        this.state.errors.push(`${p}: ${e instanceof Error ? e.message : String(e)}`)
+      }
+    }
+    this.changed()
+  }
+
+  private async connect (p: string): Promise<Connection> {
+    const have = this.conns.get(p)
+    if (have != null && have.status === 'open') return have
+    const conn = await joinPeer(this.node, [multiaddr(p)], this.m, AbortSignal.timeout(15_000))
+    this.conns.set(p, conn)
+    return conn
+  }
+
+  private tile (camera: string, peer: string): void {
+    this.root.querySelector('.empty')?.remove()
+    const fig = document.createElement('figure')
+    fig.className = 'tile'
+    fig.dataset.camera = camera
+    const canvas = document.createElement('canvas')
+    canvas.width = 320
+    canvas.height = 180
+    const cap = document.createElement('figcaption')
+    const label = document.createElement('span')
+    label.className = 'label'
+    label.textContent = camera
+    const info = document.createElement('output')
+    info.className = 'info'
+    const profile = document.createElement('select')
+    for (const p of ['main', 'sub']) profile.append(new Option(p, p))
+    const play = document.createElement('button')
+    play.textContent = 'Watch'
+    const full = document.createElement('button')
+    full.textContent = 'Full screen'
+    const snap = document.createElement('button')
+    snap.textContent = 'Snapshot'
+    cap.append(label, info, profile, play, full, snap)
+    fig.append(canvas, cap)
+    this.root.append(fig)
+    play.addEventListener('click', () => { void this.watch(camera, peer, profile.value === 'sub' ? 'sub' : 'main') })
+    profile.addEventListener('change', () => { if (this.watches.has(camera)) void this.watch(camera, peer, profile.value === 'sub' ? 'sub' : 'main') })
+    canvas.addEventListener('dblclick', () => { void fig.requestFullscreen?.() })
+    full.addEventListener('click', () => { void fig.requestFullscreen?.() })
+    snap.addEventListener('click', () => {
+      canvas.toBlob(b => {
+        if (b == null) return
+        const a = document.createElement('a')
+        a.href = URL.createObjectURL(b)
+        a.download = `${camera}-${new Date().toISOString().replace(/[:.]/g, '-')}.png`
+        a.click()
+        setTimeout(() => URL.revokeObjectURL(a.href), 10_000)
+      }, 'image/png')
+    })
+    setInterval(() => {
+      const s = this.state.tiles[camera]
+      if (s == null) return
+      const l = [...s.latencyMs].sort((x, y) => x - y)
+      const p50 = l.length > 0 ? l[Math.floor(l.length / 2)] : undefined
+      info.textContent = `${s.state} · ${s.path} · ${s.width}x${s.height} · ${s.decoded} frames` + (p50 != null ? ` · ${p50} ms` : '')
+    }, 500)
+  }
+
+  private player?: Watch
+
+  /**
+   * Plays `camera` from the NVR at `nvrAddr`, starting at `fromUs` (the NVR starts at the
+   * keyframe before it): the coverage of the hour around it on a timeline, a click or tap
+   * on which seeks there.
+   */
+  async playback (camera: string, nvrAddr: string, fromUs: number, started = performance.now()): Promise<void> {
+    const section = document.getElementById('playback-section')
+    const canvas = document.getElementById('playback-canvas') as HTMLCanvasElement | null
+    const line = document.getElementById('timeline')
+    const info = document.getElementById('playback-info')
+    if (section == null || canvas == null || line == null || info == null) throw new Error('the page lacks its playback view')
+    section.hidden = false
+    const grant = this.grants.length > 0 ? Signed.decode(this.grants[this.grants.length - 1] ?? new Uint8Array(0)) : undefined
+    const conn = await this.connect(nvrAddr)
+    const qlo = fromUs - 30 * 60e6
+    const qhi = Math.max(fromUs + 30 * 60e6, Date.now() * 1000)
+    const spans = await coverage(conn, camera, grant, BigInt(Math.round(qlo)), BigInt(Math.round(qhi)), AbortSignal.timeout(20_000))
+    this.state.coverage = spans
+    // The timeline shows what was recorded and the time asked for, with a margin (at
+    // least a minute), so a short recording is not a hairline in an hour.
+    const rec = spans.filter(x => x.recorded)
+    const first = Math.min(fromUs, ...rec.map(x => x.fromUs))
+    const last = Math.max(fromUs, ...rec.map(x => x.toUs))
+    const pad = Math.max(60e6 - (last - first), (last - first) * 0.2) / 2
+    const lo = first - pad
+    const hi = last + pad
+    line.replaceChildren()
+    const pct = (us: number): string => `${Math.max(0, Math.min(100, (us - lo) / (hi - lo) * 100))}%`
+    for (const sp of spans.filter(x => x.recorded)) {
+      const d = document.createElement('div')
+      d.className = 'span'
+      d.style.left = pct(sp.fromUs)
+      d.style.width = `calc(${pct(sp.toUs)} - ${pct(sp.fromUs)})`
+      d.title = `${new Date(sp.fromUs / 1000).toISOString()} to ${new Date(sp.toUs / 1000).toISOString()}`
+      line.append(d)
+    }
+    const cursor = document.createElement('div')
+    cursor.className = 'cursor'
+    cursor.style.left = pct(fromUs)
+    line.append(cursor)
+    line.onpointerdown = ev => {
+      const r = line.getBoundingClientRect()
+      const at = lo + (ev.clientX - r.left) / r.width * (hi - lo)
+      void this.playback(camera, nvrAddr, at)
+    }
+    this.player?.stop()
+    const w = new Watch(camera, 'main', canvas, this.changed)
+    this.player = w
+    this.state.playback = w.stats
+    const show = setInterval(() => {
+      const c = w.stats.firstCaptureUnixUs
+      info.textContent = `${camera} from ${new Date(fromUs / 1000).toISOString()} · ${w.stats.state} · ${w.stats.decoded} frames` +
+        (c != null ? ` · first frame captured ${new Date(c / 1000).toISOString()}` : '')
+    }, 250)
+    try {
+      await w.run(conn, grant, started, undefined, BigInt(Math.round(fromUs)))
+    } catch (e) {
+      w.stats.state = 'stopped'
+      w.stats.refusal ??= e instanceof Error ? `${e.name}: ${e.message} (${w.stats.phase ?? ''})` : String(e)
+    } finally {
+      w.stats.endedUnixMs = Date.now()
+      clearInterval(show)
+      this.changed()
+    }
+  }
+
+  /** The known peer address of peer id `id`. */
+  peerAddr (id: string): string | undefined {
+    return this.state.peers.find(p => p.endsWith(`/p2p/${id}`))
+  }
+
+  /** Watches `camera` (again, with `profile`); `started` is when the user asked. */
+  async watch (camera: string, peer?: string, profile: 'main' | 'sub' = 'main', started = performance.now()): Promise<void> {
+    this.watches.get(camera)?.stop()
+    const fig = this.root.querySelector<HTMLElement>(`figure[data-camera="${CSS.escape(camera)}"]`)
+    const canvas = fig?.querySelector('canvas')
+    const from = peer ?? this.homes.get(camera) ?? this.state.peers[0]
+    if (canvas == null || from == null) throw new Error(`no camera ${camera} in the grid`)
+    const w = new Watch(camera, profile, canvas, this.changed)
+    this.watches.set(camera, w)
+    this.state.tiles[camera] = w.stats
+    const grant = this.grants.length > 0 ? Signed.decode(this.grants[this.grants.length - 1] ?? new Uint8Array(0)) : undefined
+    // A stream that breaks is opened again (a few times, half a second apart), as a
+    // node's viewer resumes; a refusal (no grant, not a member) and a stream the node
+    // ended (revocation, the grant's expiry) are final.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const conn = await this.connect(from)
+        await w.run(conn, grant, started, async cameraPeer => {
+          const at = this.state.peers.find(p => p.endsWith(`/p2p/${cameraPeer.toString()}`))
+          if (at == null) throw new Refused(`the camera's node ${cameraPeer.toString()} is not among this page's peers: add its address for keys`)
+          return await this.connect(at)
+        })
+        break
+      } catch (e) {
+        const why = e instanceof Error ? e.message : String(e)
+        if (w.stopped || e instanceof Refused || attempt >= REOPEN) {
+          w.stats.state = 'stopped'
+          w.stats.refusal ??= why
+          break
+        }
+        w.stats.lastBreak = why
+      }
+      w.stats.reopened++
+      this.changed()
+      await new Promise(resolve => setTimeout(resolve, 500))
+    }
+    w.stats.endedUnixMs = Date.now()
+    this.changed()
+  }
+}
