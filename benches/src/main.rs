@@ -60,15 +60,18 @@ enum Section {
     Fanout,
     /// RSS per stream and per subscriber.
     Memory,
+    /// The web app in headless Chromium: cold time to first frame, capture-to-drawn latency.
+    Browser,
 }
 
-const ALL: [Section; 6] = [
+const ALL: [Section; 7] = [
     Section::Quinn,
     Section::Latency,
     Section::Ttff,
     Section::Throughput,
     Section::Fanout,
     Section::Memory,
+    Section::Browser,
 ];
 
 /// Child processes the harness starts itself.
@@ -147,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
             Section::Throughput => sections::throughput::run(&mut ctx).await,
             Section::Fanout => sections::fanout::run(&mut ctx).await,
             Section::Memory => sections::memory::run(&mut ctx).await,
+            Section::Browser => sections::browser::run(&mut ctx).await,
         };
         if let Err(e) = result {
             eprintln!("   {s:?} failed: {e:#}");

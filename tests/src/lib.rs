@@ -17,6 +17,7 @@ pub mod nvr;
 pub mod prom;
 pub mod rtsp_server;
 pub mod watch;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -185,10 +186,14 @@ pub fn can_run(test: &str, available: Result<(), String>) -> bool {
 /// first (`cargo build --workspace --bins`, as the test command does); a missing one
 /// fails loudly.
 pub fn bin(name: &str) -> PathBuf {
-    // Test executables live in target/<profile>/deps; binaries one level up.
+    // Test executables live in target/<profile>/deps, binaries one level up; a binary
+    // using these helpers (camesh-bench) lives beside them.
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-    let path = dir.join(name);
+    let here = exe.parent().expect("exe dir");
+    let path = match here.join(name) {
+        p if p.exists() => p,
+        _ => here.parent().expect("target dir").join(name),
+    };
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace --bins` first",

@@ -10,113 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use camesh_tests::web::*;
 use camesh_tests::*;
 use libp2p::PeerId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn dist() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist")
-}
-
-fn content_type(name: &str) -> &'static str {
-    match name.rsplit_once('.').map(|(_, e)| e) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("json") => "application/manifest+json",
-        Some("svg") => "image/svg+xml",
-        _ => "application/octet-stream",
-    }
-}
-
-/// Serves the files of `root` (flat: names of letters, digits, '.', '-', '_') on
-/// 127.0.0.1; anything else is 404. Returns the base URL.
-async fn static_server(root: PathBuf) -> String {
-    static_server_with_reports(root).await.0
-}
-
-/// [`static_server`], and the bodies of `POST /report` (the page's `?report` hook: its
-/// state as JSON after each change), in order.
-async fn static_server_with_reports(root: PathBuf) -> (String, tokio::sync::mpsc::Receiver<String>) {
-    let (reports, rx) = tokio::sync::mpsc::channel::<String>(256);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let root = root.clone();
-            let reports = reports.clone();
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 16 << 10 {
-                    match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-                        _ => return,
-                    }
-                }
-                let line = String::from_utf8_lossy(&got).lines().next().unwrap_or("").to_owned();
-                if line.starts_with("POST /report ") {
-                    let head_end = got
-                        .windows(4)
-                        .position(|w| w == b"\r\n\r\n")
-                        .map_or(got.len(), |p| p + 4);
-                    let len = String::from_utf8_lossy(&got[..head_end])
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0)
-                        .min(1 << 20);
-                    let mut body = got[head_end..].to_vec();
-                    while body.len() < len {
-                        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
-                            Ok(Ok(n)) if n > 0 => body.extend_from_slice(&buf[..n]),
-                            _ => break,
-                        }
-                    }
-                    let _ = reports.try_send(String::from_utf8_lossy(&body).into_owned());
-                    let _ = s
-                        .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                        .await;
-                    let _ = s.shutdown().await;
-                    return;
-                }
-                let target = line.split_whitespace().nth(1).unwrap_or("/");
-                let path = target.split('?').next().unwrap_or("/");
-                let name = match path.trim_start_matches('/') {
-                    "" => "index.html",
-                    n => n,
-                };
-                let safe =
-                    name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) && !name.starts_with('.');
-                let body = if safe {
-                    std::fs::read(root.join(name)).ok()
-                } else {
-                    None
-                };
-                let head = match &body {
-                    Some(b) => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-                        content_type(name),
-                        b.len()
-                    ),
-                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
-                };
-                let _ = s.write_all(head.as_bytes()).await;
-                if let Some(b) = body {
-                    let _ = s.write_all(&b).await;
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    (format!("http://{addr}/"), rx)
-}
+use tokio::io::AsyncReadExt;
 
 /// What one page load showed: the DOM after the page settled, and Chromium's log.
 struct Load {
@@ -273,12 +170,6 @@ async fn headless_chromium_makes_and_keeps_the_page_identity() {
     assert_ne!(first, other, "another browser profile makes its own key");
 }
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| have(b))
-}
-
 /// Chromium and the built app, or why this test cannot run here.
 fn web_ready(test: &str) -> Option<&'static str> {
     let chromium = chromium();
@@ -295,57 +186,6 @@ fn web_ready(test: &str) -> Option<&'static str> {
     }
 }
 
-/// Headless Chromium showing `url` with `profile`, until the child is dropped.
-fn open_page(chromium: &str, url: &str, profile: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=390,844",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromium starts")
-}
-
-/// The page's reports until one satisfies `done` (returned) or one says it failed
-/// (`error` set: panics with it), within `limit`.
-async fn wait_report(
-    reports: &mut tokio::sync::mpsc::Receiver<String>,
-    what: &str,
-    limit: Duration,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, reports.recv()).await {
-            Ok(Some(r)) => {
-                let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_else(|e| panic!("report {r:?}: {e}"));
-                if done(&v) {
-                    return v;
-                }
-                if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
-                    panic!("{what}: the page failed: {e}\nstate: {v}");
-                }
-                last = v;
-            }
-            Ok(None) => panic!("{what}: the report channel closed"),
-            Err(_) => panic!("{what}: not within {limit:?}; last report: {last}"),
-        }
-    }
-}
-
 /// `mesh fleet init` in a fresh admin folder, then `mesh fleet invite --role viewer`
 /// waiting as the admin node on 127.0.0.1 (QUIC and WebRTC-direct): the child and the
 /// invite and link lines it printed.
@@ -353,52 +193,6 @@ async fn admin_inviting(admin: &Path, fleet_id: &str) -> (tokio::process::Child,
     let (ok, _, err) = cli::mesh_in(admin, &["fleet", "init", "--id", fleet_id]);
     assert!(ok, "mesh fleet init: {err}");
     invite_from(admin).await
-}
-
-/// `mesh fleet invite --role viewer` in the admin folder `admin`.
-async fn invite_from(admin: &Path) -> (tokio::process::Child, String, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(bin("mesh"))
-        .env_remove("CAMESH_FLEET")
-        .env_remove("CAMESH_FLEET_ROOT")
-        .arg("--data-dir")
-        .arg(admin)
-        .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
-        .args([
-            "fleet",
-            "invite",
-            "--role",
-            "viewer",
-            "--name",
-            "phone",
-            "--expires",
-            "2m",
-        ])
-        .args(["--web-url", "http://127.0.0.1:9/app/"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mesh fleet invite starts");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut invite, mut link) = (None, None);
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(l)) = lines.next_line().await {
-            if l.starts_with("camesh-invite:") {
-                invite = Some(l);
-            } else if let Some(u) = l.strip_prefix("link: ") {
-                link = Some(u.to_owned());
-            }
-            if invite.is_some() && link.is_some() {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("mesh fleet invite prints its invite in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, invite.expect("an invite line"), link.expect("a link line"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,36 +332,6 @@ async fn page_shot(chromium: &str, profile: &Path, url: &str, cond: &str, out: &
     let png = std::fs::read(out).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     state
-}
-
-/// Ends a page as a user closing the browser does (SIGTERM, so IndexedDB is flushed).
-async fn close_page(mut page: tokio::process::Child) {
-    if let Some(pid) = page.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-    }
-    if tokio::time::timeout(Duration::from_secs(10), page.wait())
-        .await
-        .is_err()
-    {
-        let _ = page.kill().await;
-    }
-}
-
-fn grant_text(g: &camesh_proto::pb::Signed) -> String {
-    format!(
-        "camesh-grant:{}",
-        camesh_node::auth::invite::bs58_encode(&camesh_node::auth::signed::encode(g))
-    )
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s.get(((s.len() as f64 - 1.0) * p).round() as usize)
-        .copied()
-        .unwrap_or(f64::NAN)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

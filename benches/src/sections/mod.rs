@@ -1,6 +1,7 @@
 //! The measured sections. Each one starts what it needs (serving process, viewers),
 //! measures, pushes [`Figure`]s and raw numbers into the [`Ctx`], and stops everything.
 
+pub mod browser;
 pub mod fanout;
 pub mod latency;
 pub mod memory;
