@@ -237,7 +237,7 @@ impl Node {
             .start(&mut control, shutdown.child_token())
             .map_err(NetError::Other)?;
         info!(peer = %peer_id, role = %config.node.role, fleet = %config.node.fleet_id, cameras = hubs.ids().len(), "node started");
-        let reach = Reach::new(peer_id, net, control, directory, trust, config.limits.clone());
+        let reach = Reach::new(peer_id, net, control, directory, trust, config.limits.clone()).with_budgets(budgets);
         let handle = NodeHandle {
             config,
             reach,

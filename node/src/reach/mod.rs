@@ -30,6 +30,7 @@ use crate::auth::{self, Rights, Trust};
 use crate::config::Limits;
 use crate::discovery::{self, CameraEntry, Directory, Via};
 use crate::net::{self, NetError, NetHandle, PeerSummary};
+use crate::stream::budget::LinkBudgets;
 use crate::stream::client::{self, ClientError, Subscription};
 use crate::stream::keys::KeySource;
 
@@ -70,6 +71,8 @@ pub struct Reach {
     directory: Arc<Directory>,
     trust: Arc<Trust>,
     limits: Arc<Limits>,
+    /// Caps on what this node sends each peer (`[[link]]`), for bulk senders.
+    budgets: Arc<LinkBudgets>,
 }
 
 impl std::fmt::Debug for Reach {
@@ -94,7 +97,19 @@ impl Reach {
             directory,
             trust,
             limits: Arc::new(limits),
+            budgets: Arc::new(LinkBudgets::new(&[])),
         }
+    }
+
+    /// With the node's link budgets (bulk transfers take what live video leaves).
+    pub fn with_budgets(mut self, budgets: Arc<LinkBudgets>) -> Self {
+        self.budgets = budgets;
+        self
+    }
+
+    /// The node's link budgets (`[[link]]`).
+    pub fn budgets(&self) -> &Arc<LinkBudgets> {
+        &self.budgets
     }
 
     /// This node's peer id.

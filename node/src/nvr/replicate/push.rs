@@ -64,6 +64,7 @@ pub(crate) async fn run(node: Reach, state: Arc<NvrState>, rule: ReplicateRule, 
     let mut pace = Pace {
         bucket: TokenBucket::new(rule.rate_kbps, BURST_MS),
         start: Instant::now(),
+        link: None,
     };
     let mut backoff = Duration::ZERO;
     let mut failures = 0u32;
@@ -107,6 +108,9 @@ pub(crate) async fn run(node: Reach, state: Arc<NvrState>, rule: ReplicateRule, 
 struct Pace {
     bucket: TokenBucket,
     start: Instant,
+    /// The node's `[[link]]` budget toward the shore: replication takes only what live
+    /// video to that peer leaves (crate::stream::budget).
+    link: Option<(Arc<crate::stream::budget::LinkBudgets>, PeerId)>,
 }
 
 impl Pace {
@@ -147,6 +151,7 @@ async fn round(
     node.connect_member(shore, addrs.to_vec())
         .await
         .map_err(|e| e.to_string())?;
+    pace.link = node.budgets().cap(&shore).map(|_| (node.budgets().clone(), shore));
     let index = state.recorder.index().clone();
     let cameras = tokio::task::spawn_blocking(move || index.cameras())
         .await
@@ -381,6 +386,9 @@ async fn send_chunk<W: futures::AsyncWrite + Unpin>(
                 let wait = pace.wait_for(len + 64);
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
+                }
+                if let Some((budgets, peer)) = &pace.link {
+                    budgets.pace_bulk(peer, len + 64).await;
                 }
                 let frame = pb::ReplicaFrame {
                     header: Some(f.header()),
