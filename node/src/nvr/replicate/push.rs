@@ -212,7 +212,12 @@ async fn session(
     let offer = pb::ReplicaOffer {
         camera_id: camera.to_owned(),
         grant: signed::encode(&grant),
-        recorded: to_ranges(&plan::merge(&mine, crate::record::playback::DEFAULT_JOIN_US)),
+        // Merging joins spans closer than the join tolerance; a stretch this NVR cannot
+        // play (lost when it was killed) must not be joined back into what it offers.
+        recorded: to_ranges(&plan::subtract(
+            &plan::merge(&mine, crate::record::playback::DEFAULT_JOIN_US),
+            unplayable,
+        )),
         locks: locks
             .iter()
             .take(super::MAX_RANGES)
@@ -253,7 +258,9 @@ async fn session(
     let mut sent = Sent::default();
     let frame_codec = LengthCodec::new(limits.max_frame_bytes + (64 << 10));
     loop {
-        let missing = plan::subtract(&plan::merge(&mine, JOIN_US), &plan::merge(&shore_has, JOIN_US));
+        // As in the offer: joining over a stretch this NVR cannot play would ask for it again.
+        let offered = plan::subtract(&plan::merge(&mine, JOIN_US), unplayable);
+        let missing = plan::subtract(&offered, &plan::merge(&shore_has, JOIN_US));
         let Some((chunk, why)) = plan::next_chunk(&missing, &lock_spans, priority, rule.order, CHUNK_US) else {
             break;
         };
