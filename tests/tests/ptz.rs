@@ -30,14 +30,26 @@ impl Drop for Device {
 }
 
 fn device(user: &str, password: &str, log: &Path) -> Device {
+    device_in(None, user, password, log)
+}
+
+/// The device; with `at` = (namespace, address), in that namespace on that address, where
+/// it also answers WS-Discovery probes.
+fn device_in(at: Option<(&str, &str)>, user: &str, password: &str, log: &Path) -> Device {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onvif_ptz.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args([user, password])
-        .arg(log)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
+    let mut cmd = match at {
+        Some((ns, _)) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "python3"]);
+            c
+        }
+        None => Command::new("python3"),
+    };
+    cmd.arg(script).args([user, password]).arg(log);
+    if let Some((_, host)) = at {
+        cmd.arg(host);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("python3 runs");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -287,28 +299,7 @@ fn mesh_cameras_onvif_finds_a_device_on_the_lan_and_prints_its_stream_uris() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_lab, [cam_ns, lan_ns], [cam_ip, _]) = Lab::pair("od", 93).expect("namespaces");
     let log = dir.path().join("onvif-calls.jsonl");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onvif_ptz.py");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &cam_ns, "python3"])
-        .arg(script)
-        .args(["operator", "s3cret"])
-        .arg(&log)
-        .arg(&cam_ip)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port line");
-    let dev = Device {
-        port: line
-            .trim()
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .expect("port"),
-        child,
-    };
+    let dev = device_in(Some((&cam_ns, &cam_ip)), "operator", "s3cret", &log);
     let run = |args: &[&str]| {
         let out = Lab::exec(&lan_ns, &bin("mesh"))
             .arg("--data-dir")
