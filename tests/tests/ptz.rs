@@ -96,25 +96,26 @@ fn mesh_ptz(data: &Path, cam: &NodeHandleAddrs, args: &[&str]) -> (bool, String)
 
 struct NodeHandleAddrs(Vec<camesh_node::Multiaddr>);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mesh_ptz_makes_exactly_the_onvif_calls_and_needs_the_ptz_right() {
-    init_tracing();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("onvif-calls.jsonl");
-    let dev = device("operator", "s3cret", &log);
+/// A camera node (`<dir>/cam`) whose cam1 has `dev` as its ONVIF service, signing in as
+/// "operator" with `password`, and a `mesh` folder (`<dir>/operator`) holding live + ptz.
+async fn ptz_camera(
+    dir: &Path,
+    dev: &Device,
+    password: &str,
+    profile: &str,
+) -> (camesh_node::NodeHandle, NodeHandleAddrs, std::path::PathBuf) {
     let mut c = loopback_config(Role::Camera, FLEET);
     let mut cam1 = camera("cam1", "cam-640x360-30fps-gop2s.h264");
     cam1.onvif = Some(OnvifConfig {
         url: format!("http://127.0.0.1:{}/onvif/device_service", dev.port),
         user: "operator".into(),
-        password: "s3cret".into(),
-        profile: String::new(),
+        password: password.into(),
+        profile: profile.into(),
     });
     c.cameras = vec![cam1];
-    let cam_dir = dir.path().join("cam");
-    let cam = spawn_node(c, &cam_dir).await;
+    let cam = spawn_node(c, &dir.join("cam")).await;
     let addrs = NodeHandleAddrs(cam.dial_addrs().await.expect("addrs"));
-    let ptz = dir.path().join("operator");
+    let ptz = dir.join("operator");
     mesh_folder(
         &ptz,
         FLEET,
@@ -122,6 +123,17 @@ async fn mesh_ptz_makes_exactly_the_onvif_calls_and_needs_the_ptz_right() {
         &["cam1"],
         Rights(Rights::LIVE.0 | Rights::PTZ.0),
     );
+    (cam, addrs, ptz)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_ptz_makes_exactly_the_onvif_calls_and_needs_the_ptz_right() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("onvif-calls.jsonl");
+    let dev = device("operator", "s3cret", &log);
+    let cam_dir = dir.path().join("cam");
+    let (cam, addrs, ptz) = ptz_camera(dir.path(), &dev, "s3cret", "").await;
     let watcher = dir.path().join("watcher");
     mesh_folder(&watcher, FLEET, "watcher", &["cam1"], Rights::LIVE);
 
@@ -223,25 +235,7 @@ async fn a_camera_that_refuses_the_credentials_gives_a_clear_error_and_a_request
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("onvif-calls.jsonl");
     let dev = device("operator", "right", &log);
-    let mut c = loopback_config(Role::Camera, FLEET);
-    let mut cam1 = camera("cam1", "cam-640x360-30fps-gop2s.h264");
-    cam1.onvif = Some(OnvifConfig {
-        url: format!("http://127.0.0.1:{}/onvif/device_service", dev.port),
-        user: "operator".into(),
-        password: "wrong".into(),
-        profile: "profile_main".into(),
-    });
-    c.cameras = vec![cam1];
-    let cam = spawn_node(c, &dir.path().join("cam")).await;
-    let addrs = NodeHandleAddrs(cam.dial_addrs().await.expect("addrs"));
-    let ptz = dir.path().join("operator");
-    mesh_folder(
-        &ptz,
-        FLEET,
-        "operator",
-        &["cam1"],
-        Rights(Rights::LIVE.0 | Rights::PTZ.0),
-    );
+    let (cam, addrs, ptz) = ptz_camera(dir.path(), &dev, "wrong", "profile_main").await;
     let (ok, out) = tokio::task::block_in_place(|| mesh_ptz(&ptz, &addrs, &["--home"]));
     assert!(!ok, "{out}");
     assert!(out.contains("Sender not authorized"), "the camera's fault text: {out}");

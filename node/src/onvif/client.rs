@@ -74,15 +74,7 @@ impl Onvif {
     /// The device's media profiles, each with its RTSP URI (`None` where GetStreamUri
     /// failed).
     pub async fn media_profiles(&self) -> Result<Vec<(soap::ProfileInfo, Option<String>)>, OnvifError> {
-        let caps = self
-            .post(
-                &self.cfg.url,
-                soap::DEVICE_NS,
-                "GetCapabilities",
-                &soap::get_capabilities(),
-            )
-            .await?;
-        let media_url = caps.media_xaddr.unwrap_or_else(|| self.cfg.url.clone());
+        let media_url = self.services().await?.0;
         let profiles = self
             .post(&media_url, soap::MEDIA_NS, "GetProfiles", &soap::get_profiles())
             .await?
@@ -104,11 +96,9 @@ impl Onvif {
         Ok(out)
     }
 
-    async fn target(&self) -> Result<Target, OnvifError> {
-        let mut t = self.target.lock().await;
-        if let Some(t) = t.as_ref() {
-            return Ok(t.clone());
-        }
+    /// The media and PTZ service addresses (device GetCapabilities; the device service's
+    /// own address where one is not given).
+    async fn services(&self) -> Result<(String, String), OnvifError> {
         let caps = self
             .post(
                 &self.cfg.url,
@@ -117,9 +107,17 @@ impl Onvif {
                 &soap::get_capabilities(),
             )
             .await?;
-        let ptz_url = caps.ptz_xaddr.unwrap_or_else(|| self.cfg.url.clone());
+        let or_device = |x: Option<String>| x.unwrap_or_else(|| self.cfg.url.clone());
+        Ok((or_device(caps.media_xaddr), or_device(caps.ptz_xaddr)))
+    }
+
+    async fn target(&self) -> Result<Target, OnvifError> {
+        let mut t = self.target.lock().await;
+        if let Some(t) = t.as_ref() {
+            return Ok(t.clone());
+        }
+        let (media_url, ptz_url) = self.services().await?;
         let profile = if self.cfg.profile.is_empty() {
-            let media_url = caps.media_xaddr.unwrap_or_else(|| self.cfg.url.clone());
             let profiles = self
                 .post(&media_url, soap::MEDIA_NS, "GetProfiles", &soap::get_profiles())
                 .await?;
