@@ -179,9 +179,16 @@ async fn session(
     pace: &mut Pace,
     unplayable: &mut Vec<Span>,
 ) -> Result<Sent, String> {
-    let Some(grant) = node.trust().grant_for(camera, Rights::RECORD) else {
-        debug!(%camera, "no record grant for this camera: not replicated");
-        return Ok(Sent::default());
+    // A camera node replicating its own footage needs no grant: its certificate names
+    // the camera, and the shore checks that.
+    let own = node.trust().own_cert_info().is_some_and(|c| c.may_serve(camera));
+    let grant = match node.trust().grant_for(camera, Rights::RECORD) {
+        Some(g) => signed::encode(&g),
+        None if own => bytes::Bytes::new(),
+        None => {
+            debug!(%camera, "no record grant for this camera: not replicated");
+            return Ok(Sent::default());
+        }
     };
     let (index, cam) = (state.recorder.index().clone(), camera.to_owned());
     let (mine, locks) = tokio::task::spawn_blocking(move || {
@@ -211,13 +218,12 @@ async fn session(
     let (read, mut write) = stream.split();
     let offer = pb::ReplicaOffer {
         camera_id: camera.to_owned(),
-        grant: signed::encode(&grant),
-        // Merging joins spans closer than the join tolerance; a stretch this NVR cannot
-        // play (lost when it was killed) must not be joined back into what it offers.
-        recorded: to_ranges(&plan::subtract(
-            &plan::merge(&mine, crate::record::playback::DEFAULT_JOIN_US),
-            unplayable,
-        )),
+        grant,
+        // Offered exactly as the loop below plans: merged over holes shorter than a frame
+        // interval only (a playback-style 2 s join offered holes the vehicle has no frame
+        // for, which the shore then listed as missing for ever), and without a stretch
+        // this NVR cannot play (lost when it was killed).
+        recorded: to_ranges(&plan::subtract(&plan::merge(&mine, JOIN_US), unplayable)),
         locks: locks
             .iter()
             .take(super::MAX_RANGES)
