@@ -16,6 +16,8 @@ packages=(
   chromium
   # gateway tests: VLC plays /cam/<id>/live.mp4 (runs as nobody: VLC refuses root)
   vlc-bin vlc-plugin-base
+  # NVR tests: a camera daemon whose clock steps back (libfaketime, LD_PRELOAD)
+  faketime
 )
 # The web app (scripts/web.sh): node and npm, from Debian unless already on PATH (a
 # newer node that bundles npm counts).

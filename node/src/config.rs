@@ -495,10 +495,10 @@ impl Config {
 
     fn validate_nvr(&self) -> Result<(), ConfigError> {
         let n = &self.nvr;
-        if !n.records.is_empty() && self.node.role != Role::Nvr {
+        if (!n.records.is_empty() || !n.replicates.is_empty()) && self.node.role == Role::Viewer {
             return Err(invalid(
                 "nvr.record",
-                format!("only role = \"nvr\" records (role is {})", self.node.role),
+                "only role = \"nvr\" or \"camera\" records (role is viewer)",
             ));
         }
         for (field, v, lo, hi) in [

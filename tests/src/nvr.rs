@@ -123,6 +123,17 @@ pub fn start_daemon(dir: &Path, log: &str, filter: &str, ready: &'static str) ->
 /// [`start_daemon`] inside network namespace `ns` (`ip netns exec` execs the daemon, so
 /// the child is the daemon itself: SIGKILL reaches it).
 pub fn start_daemon_in(ns: Option<&str>, dir: &Path, log: &str, filter: &str, ready: &'static str) -> NvrProc {
+    start_daemon_env(ns, dir, (log, filter), ready, &[])
+}
+
+/// [`start_daemon_in`] with extra environment variables for the daemon.
+pub fn start_daemon_env(
+    ns: Option<&str>,
+    dir: &Path,
+    (log, filter): (&str, &str),
+    ready: &'static str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> NvrProc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -137,6 +148,7 @@ pub fn start_daemon_in(ns: Option<&str>, dir: &Path, log: &str, filter: &str, re
         .arg(dir)
         .args(["--log", filter])
         .arg("run")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()

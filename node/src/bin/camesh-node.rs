@@ -289,8 +289,10 @@ async fn real_main() -> Result<()> {
                 }
                 None => None,
             };
-            let nvr = if role == Role::Nvr {
-                let nvr = camesh_node::nvr::Nvr::start(node.reach(), nvr_section, &data_dir)
+            // An NVR, or a camera node that records its own cameras ([[nvr.record]]).
+            let nvr = if role == Role::Nvr || !nvr_section.records.is_empty() {
+                let own = (role == Role::Camera).then(|| node.hubs().clone());
+                let nvr = camesh_node::nvr::Nvr::start_with(node.reach(), nvr_section, &data_dir, own)
                     .await
                     .context("starting the NVR")?;
                 let s = &nvr.state;

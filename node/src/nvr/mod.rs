@@ -33,6 +33,7 @@
 pub mod attestations;
 pub mod client;
 pub mod export;
+pub mod feed;
 pub mod keystore;
 pub mod recording;
 pub mod replicate;
@@ -52,6 +53,8 @@ use crate::config::NvrSection;
 use crate::reach::Reach;
 use crate::record::recorder::CameraPolicy;
 use crate::record::{RecordError, Recorder};
+use crate::stream::fanout::QueueLimits;
+use crate::stream::hub::{Hub, Hubs};
 use keystore::{KeyStore, KeyStoreError};
 use recording::CameraCounters;
 
@@ -92,6 +95,8 @@ pub struct NvrState {
     pub exports: export::ExportSlots,
     /// Recorders replicating to this NVR and what they offered.
     pub replicas: replicate::Sources,
+    /// This node's own camera hubs, when it is a camera node recording itself.
+    pub(crate) own: Option<Arc<Hubs>>,
 }
 
 /// A running NVR (dropping it does not stop it; call [`Nvr::stop`]).
@@ -105,6 +110,17 @@ impl Nvr {
     /// Opens the recordings (recovering from an unclean shutdown), starts recording the
     /// configured cameras and serves `/camesh/nvr/1`.
     pub async fn start(node: &Reach, section: NvrSection, data_dir: &Path) -> Result<Nvr, NvrError> {
+        Self::start_with(node, section, data_dir, None).await
+    }
+
+    /// Like [`Nvr::start`], on a node that serves cameras itself (`own`: its hubs): those
+    /// the rules name are recorded straight from their hubs, with no grant and no network.
+    pub async fn start_with(
+        node: &Reach,
+        section: NvrSection,
+        data_dir: &Path,
+        own: Option<Arc<Hubs>>,
+    ) -> Result<Nvr, NvrError> {
         let folder = if section.recordings_dir.as_os_str().is_empty() {
             data_dir.join("recordings")
         } else {
@@ -139,6 +155,7 @@ impl Nvr {
             folder,
             cameras: Mutex::new(HashMap::new()),
             exports: export::ExportSlots::default(),
+            own,
         });
         let cancel = CancellationToken::new();
         let incoming = node
@@ -191,6 +208,11 @@ impl Nvr {
     }
 }
 
+/// `camera`'s hub if this node serves it itself (not a forwarded one).
+fn own_hub(state: &NvrState, camera: &str) -> Option<Arc<Hub>> {
+    state.own.as_ref()?.get(camera).filter(|h| h.origin.is_none())
+}
+
 /// Starts a recording task for each camera the rules name, now and as cameras appear.
 async fn supervise(node: Reach, state: Arc<NvrState>, cancel: CancellationToken) {
     let rules = state.section.records.clone();
@@ -206,6 +228,15 @@ async fn supervise(node: Reach, state: Arc<NvrState>, cancel: CancellationToken)
         let counters = Arc::new(CameraCounters::default());
         cams.insert(camera.to_owned(), counters.clone());
         policies.insert(camera.to_owned(), select::camera_policy(&state.section, rule, camera));
+        let limits = node.limits();
+        let own = own_hub(&state, camera).map(|hub| recording::Own {
+            hub,
+            key: state.signer.clone(),
+            queue: QueueLimits {
+                max_frames: limits.subscriber_queue_frames,
+                max_bytes: limits.subscriber_queue_bytes,
+            },
+        });
         tokio::spawn(recording::run(
             node.clone(),
             state.recorder.clone(),
@@ -213,11 +244,18 @@ async fn supervise(node: Reach, state: Arc<NvrState>, cancel: CancellationToken)
             camera.to_owned(),
             counters,
             state.folder.clone(),
+            own,
             cancel.child_token(),
         ));
     };
     for camera in select::named_cameras(&rules) {
         start(&camera, &[], &mut policies);
+    }
+    // This node's own cameras that a tag or `*` rule names.
+    for hub in state.own.as_ref().map(|h| h.all()).unwrap_or_default() {
+        if hub.origin.is_none() {
+            start(&hub.id, &hub.tags, &mut policies);
+        }
     }
     let set = |p: &HashMap<String, CameraPolicy>| {
         if let Err(e) = state.recorder.set_camera_policies(p.values().cloned().collect()) {

@@ -7,14 +7,18 @@
 //! exports ffprobe reads and `mesh verify` checks, playback from the middle of a GOP;
 //! [`pickup`]: a grant installed into a running NVR starts its recording, no restart;
 //! [`restarts`]: one export across two camera restarts and an NVR kill, gaps named;
-//! [`replicate`]: a vehicle NVR's footage reaches a shore NVR over a flapping link.
+//! [`replicate`]: a vehicle NVR's footage reaches a shore NVR over a flapping link;
+//! [`dock`]: a camera with no NVR records itself and replicates when it docks;
+//! [`clock`]: a camera clock that steps back loses nothing.
 //! The daemon and its data folder are in [`daemon`].
 //!
 //! Assertions are about frames and files, never about wall time: waits are bounded
 //! polls, and the one time-derived bound (frames older than the fsync interval survive a
 //! SIGKILL) is the durability promise itself.
 
+mod clock;
 mod daemon;
+mod dock;
 mod durability;
 mod export;
 mod pickup;

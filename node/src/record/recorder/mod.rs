@@ -505,4 +505,6 @@ impl Drop for Recorder {
 }
 
 #[cfg(test)]
+mod clock_tests;
+#[cfg(test)]
 pub(crate) mod tests;

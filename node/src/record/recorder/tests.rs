@@ -9,9 +9,9 @@ use crate::record::playback::{frames, PlaybackItem};
 use crate::record::segment::FrameRecord;
 use crate::record::testutil::{xor, Feed, GOP2S};
 
-const CAM: &str = "cam-1";
+pub(super) const CAM: &str = "cam-1";
 
-fn cfg() -> RecorderConfig {
+pub(super) fn cfg() -> RecorderConfig {
     RecorderConfig {
         segment_duration: Duration::from_secs(4),
         fsync_interval: Duration::from_millis(50),
@@ -38,7 +38,7 @@ pub(crate) fn played_frames(index: &Index, camera: &str) -> Vec<FrameRecord> {
         .collect()
 }
 
-fn record(rec: &Recorder, feed: &Feed, range: std::ops::Range<u64>) {
+pub(super) fn record(rec: &Recorder, feed: &Feed, range: std::ops::Range<u64>) {
     for i in range {
         // A full queue is not expected here: give the writer a moment and retry once.
         if rec.write(CAM, &feed.frame(i)).is_err() {

@@ -216,7 +216,11 @@ impl Writer {
                 .first_us
                 .map_or(0, |first| rec.capture_unix_us.saturating_sub(first));
             let wall = cam.opened.elapsed();
+            // The camera's clock stepped back: the footage goes on in a new segment (its
+            // key stays after this one's), so each segment runs forward in time.
+            let clock_back = seg.summary().last_us.is_some_and(|l| rec.capture_unix_us < l);
             seg.is_broken()
+                || clock_back
                 || seg.len() >= max_bytes
                 || (cam.codec.is_some() && cam.codec != cam.seg_codec)
                 || (rec.keyframe && (age_by_capture >= duration_us || wall >= duration))
