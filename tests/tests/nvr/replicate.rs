@@ -180,11 +180,6 @@ fn chunk_totals(log: &str) -> (u64, u64, u64) {
         })
 }
 
-// Not in the default run yet: it passed in 1 of 4 runs. In the others, shore's catch-up
-// never completed because the vehicle kept offering a few stretches with no playable frame
-// (a lock's edge before its first frame, the second after an NVR SIGKILL); see the issue
-// note. Run it with `cargo test -p camesh-tests --test nvr -- --ignored replicate`.
-#[ignore = "flaky: replication's catch-up sometimes never completes (stretches with no playable frame offered again)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vehicle_footage_reaches_shore_over_a_flapping_link() {
     init_tracing();
