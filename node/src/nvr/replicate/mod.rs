@@ -33,8 +33,11 @@
 //! in playback (over the authenticated connection) and are stored wrapped under the
 //! shore's own storage key.
 //!
-//! Not done here: replication does not yet yield to live video on the same link (issue
-//! #16 item 3); the rate cap is what leaves room for live.
+//! Live video comes first: pushes also draw on the node's `[[link]]` budget toward the
+//! shore as bulk (crate::stream::budget), besides the rule's own rate cap. The plan is
+//! in capture time: after a camera's clock stepped back, footage whose times overlap
+//! what the shore holds already is not sent (the vehicle keeps it; its own exports have
+//! it).
 
 pub mod accept;
 pub mod plan;
