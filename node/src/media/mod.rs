@@ -10,6 +10,8 @@
 pub mod avlog;
 pub mod fmp4;
 pub mod h264;
+pub mod luma;
+pub mod motion;
 pub mod source;
 
 use std::sync::OnceLock;
