@@ -12,10 +12,13 @@
 //! - [`quic_baseline`]: plain quinn (same crypto provider as libp2p-quic) in a child
 //!   process (`camesh-bench serve-quinn`): bulk throughput, paced-frame latency, handshake;
 //! - [`viewer`]: viewer nodes in the harness process and the frame collector;
+//! - [`fleet`]: a simulated fleet of hundreds to thousands of full nodes in this process
+//!   (the scale section);
 //! - [`sections`]: one module per measured figure group;
 //! - [`report`]: the table on stdout and the JSON file;
 //! - [`procstat`], [`stats`]: CPU seconds and RSS from `/proc`, percentiles.
 
+pub mod fleet;
 pub mod procstat;
 pub mod quic_baseline;
 pub mod report;

@@ -62,9 +62,12 @@ enum Section {
     Memory,
     /// The web app in headless Chromium: cold time to first frame, capture-to-drawn latency.
     Browser,
+    /// A simulated fleet of 100 and 1,000 nodes: discovery, revocation, gossip and DHT
+    /// bytes at rest, RSS per node.
+    Scale,
 }
 
-const ALL: [Section; 7] = [
+const ALL: [Section; 8] = [
     Section::Quinn,
     Section::Latency,
     Section::Ttff,
@@ -72,6 +75,7 @@ const ALL: [Section; 7] = [
     Section::Fanout,
     Section::Memory,
     Section::Browser,
+    Section::Scale,
 ];
 
 /// Child processes the harness starts itself.
@@ -151,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
             Section::Fanout => sections::fanout::run(&mut ctx).await,
             Section::Memory => sections::memory::run(&mut ctx).await,
             Section::Browser => sections::browser::run(&mut ctx).await,
+            Section::Scale => sections::scale::run(&mut ctx).await,
         };
         if let Err(e) = result {
             eprintln!("   {s:?} failed: {e:#}");

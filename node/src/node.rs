@@ -137,7 +137,8 @@ impl Node {
         } else {
             None
         };
-        let mut swarm = net::behaviour::build_swarm(key, &config, &trust, &relay_enabled, webrtc)?;
+        let traffic = Arc::new(net::traffic::Traffic::default());
+        let mut swarm = net::behaviour::build_swarm(key, &config, &trust, &relay_enabled, webrtc, &traffic)?;
         let mut control = swarm.behaviour_mut().stream.new_control();
         let mut accept = |p: libp2p::StreamProtocol| control.accept(p).map_err(|e| NetError::Other(e.to_string()));
         let media_in = accept(client::media_protocol())?;
@@ -159,6 +160,7 @@ impl Node {
             discovery,
             trust.clone(),
             relay_enabled.clone(),
+            traffic,
             shutdown.clone(),
         )
         .await?;

@@ -19,7 +19,7 @@ use libp2p::core::transport::OptionalTransport;
 use libp2p::{
     autonat, connection_limits, dcutr, gossipsub, identify, identity::Keypair, kad, mdns, memory_connection_limits,
     noise, ping, relay, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp, yamux, Multiaddr, PeerId,
-    StreamProtocol, Swarm,
+    StreamProtocol, Swarm, Transport,
 };
 
 use super::ip_limits;
@@ -170,13 +170,15 @@ fn provider_store_config() -> kad::store::MemoryStoreConfig {
 const MAX_GOSSIP_BYTES: usize = 16 << 10;
 
 /// Builds the Swarm. `webrtc` is the node's WebRTC-direct certificate when the transport
-/// is on ([`crate::identity::webrtc_certificate`]), `None` to leave it out.
+/// is on ([`crate::identity::webrtc_certificate`]), `None` to leave it out; the bytes of
+/// QUIC streams are counted into `traffic` by protocol.
 pub fn build_swarm(
     key: Keypair,
     config: &Config,
     trust: &Arc<Trust>,
     relay_enabled: &Arc<AtomicBool>,
     webrtc: Option<libp2p_webrtc::tokio::Certificate>,
+    traffic: &Arc<super::traffic::Traffic>,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     if webrtc.is_some() {
         // webrtc-rs's DTLS builds rustls configs from the process-wide provider, which
@@ -203,11 +205,16 @@ pub fn build_swarm(
             yamux::Config::default,
         )
         .map_err(build_err)?
-        .with_quic_config(|mut c| {
+        // QUIC as `with_quic_config` builds it, with its streams counted by protocol.
+        .with_other_transport(|key| {
+            let mut c = libp2p::quic::Config::new(key);
             c.max_stream_data = stream_window;
             c.max_connection_data = conn_window;
-            c
+            let traffic = traffic.clone();
+            libp2p::quic::tokio::Transport::new(c)
+                .map(move |(peer, conn), _| (peer, super::traffic::Counted::new(conn, traffic.clone())))
         })
+        .map_err(build_err)?
         .with_other_transport(|key| match webrtc {
             Some(cert) => OptionalTransport::some(libp2p_webrtc::tokio::Transport::new(key.clone(), cert)),
             None => OptionalTransport::none(),

@@ -96,6 +96,8 @@ pub struct NetHandle {
     pub(super) reachability: Arc<AtomicI32>,
     /// Commands dropped because the swarm task was swamped.
     pub(super) dropped: Arc<AtomicU64>,
+    /// Bytes of QUIC streams by protocol (counted by the transport).
+    pub(super) traffic: Arc<super::traffic::Traffic>,
 }
 
 impl NetHandle {
@@ -212,5 +214,10 @@ impl NetHandle {
 
     pub fn subscribe(&self) -> broadcast::Receiver<NetEvent> {
         self.events.subscribe()
+    }
+
+    /// Bytes this node's QUIC streams carried so far, by protocol family.
+    pub fn traffic(&self) -> super::traffic::TrafficSnapshot {
+        self.traffic.snapshot()
     }
 }

@@ -20,7 +20,7 @@
 //! libp2p behaviour and how the Swarm is built), [`members_only`] (identify, Kademlia
 //! and gossipsub open to a peer only once it is verified), [`ip_limits`] (handshakes
 //! per remote address), `peers.rs` (what the task knows of each
-//! peer), [`addr`].
+//! peer), [`traffic`] (bytes of QUIC streams by protocol), [`addr`].
 
 pub mod addr;
 pub mod behaviour;
@@ -33,6 +33,7 @@ mod peers;
 pub mod prefer_direct;
 pub mod punch;
 mod task;
+pub mod traffic;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64};
 use std::sync::Arc;
@@ -70,6 +71,7 @@ pub(crate) async fn spawn(
     discovery: Discovery,
     trust: Arc<Trust>,
     relay_enabled: Arc<AtomicBool>,
+    traffic: Arc<traffic::Traffic>,
     shutdown: CancellationToken,
 ) -> Result<NetHandle, NetError> {
     let listen: Vec<Multiaddr> = config
@@ -108,6 +110,7 @@ pub(crate) async fn spawn(
         relay_enabled: relay_enabled.clone(),
         reachability: reachability.clone(),
         dropped: Arc::new(AtomicU64::new(0)),
+        traffic,
     };
     let mut task = task::NetTask::new(
         swarm,
