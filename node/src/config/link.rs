@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkConfig {
-    /// A peer id, or `*` for every peer without an entry of its own.
+    /// A peer id, or `*`: one budget shared by every peer without an entry of its own
+    /// (the node's uplink).
     pub peer: String,
     /// The cap in kbit/s, live and bulk together (live first).
     pub kbit: u32,

@@ -2,7 +2,9 @@
 //! a vehicle's LTE uplink to shore, a ship's satellite link), shared by live video and
 //! bulk transfers (replication), live first.
 //!
-//! One token bucket per peer ([`Bucket`], pure: tests drive it with byte counts and
+//! One token bucket per capped peer, and one shared by every peer without an entry of
+//! its own under `peer = "*"` (the node's uplink: a viewer's live video and a push to
+//! shore draw on the same bucket) ([`Bucket`], pure: tests drive it with byte counts and
 //! time). Live takes tokens as it sends and waits out any deficit, so live is paced at
 //! the cap and never waits for bulk; when live needs more than the cap, the viewer's
 //! queue overflows and the source skips to the next keyframe, as on any thin link. Bulk
@@ -80,12 +82,13 @@ impl Bucket {
     }
 }
 
-/// The node's buckets, one per capped peer, made on first use.
+/// The node's buckets, one per capped peer and one for `*`, made on first use.
 #[derive(Debug)]
 pub struct LinkBudgets {
     caps: HashMap<PeerId, u32>,
     every: Option<u32>,
-    buckets: Mutex<HashMap<PeerId, Bucket>>,
+    /// Keyed by the peer with an entry of its own, or `None`: the shared `*` bucket.
+    buckets: Mutex<HashMap<Option<PeerId>, Bucket>>,
 }
 
 /// Buckets of peers no longer talked to are forgotten beyond this many.
@@ -120,14 +123,22 @@ impl LinkBudgets {
         self.caps.get(peer).copied().or(self.every)
     }
 
+    /// Which bucket `peer` draws on, and its rate: its own, or the shared `*` one.
+    fn key(&self, peer: &PeerId) -> Option<(Option<PeerId>, u32)> {
+        match self.caps.get(peer) {
+            Some(kbit) => Some((Some(*peer), *kbit)),
+            None => self.every.map(|kbit| (None, kbit)),
+        }
+    }
+
     fn with<T>(&self, peer: &PeerId, f: impl FnOnce(&mut Bucket, Instant) -> T) -> Option<T> {
-        let kbit = self.cap(peer)?;
+        let (key, kbit) = self.key(peer)?;
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_BUCKETS && !map.contains_key(peer) {
+        if map.len() >= MAX_BUCKETS && !map.contains_key(&key) {
             map.clear();
         }
-        Some(f(map.entry(*peer).or_insert_with(|| Bucket::new(kbit, now)), now))
+        Some(f(map.entry(key).or_insert_with(|| Bucket::new(kbit, now)), now))
     }
 
     /// Live video of `bytes` to `peer` was (or is about to be) sent: waits out any debt.
@@ -238,5 +249,30 @@ mod tests {
         assert_eq!(caps.cap(&q), Some(2000));
         assert!(LinkBudgets::new(&[]).cap(&p).is_none());
         assert!(LinkBudgets::new(&[]).is_empty());
+    }
+
+    /// `*` is one budget for all the peers it covers: live to a viewer and bulk to shore
+    /// share it, live first; a peer with its own entry has its own.
+    #[test]
+    fn star_is_one_shared_budget() {
+        let (p, viewer, shore) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let caps = LinkBudgets::new(&[
+            LinkConfig {
+                peer: p.to_string(),
+                kbit: 800,
+            },
+            LinkConfig {
+                peer: "*".into(),
+                kbit: 800,
+            },
+        ]);
+        assert_eq!(caps.key(&viewer).map(|k| k.0), Some(None));
+        assert_eq!(caps.key(&shore), caps.key(&viewer));
+        assert_eq!(caps.key(&p), Some((Some(p), 800)));
+        // Live to the viewer drains the shared bucket: bulk to shore must wait.
+        caps.with(&viewer, |b, now| b.live(100_000, now));
+        assert!(caps.with(&shore, |b, now| b.bulk(8_000, now)).unwrap().is_err());
+        // ...while the peer with its own entry is untouched.
+        assert!(caps.with(&p, |b, now| b.bulk(8_000, now)).unwrap().is_ok());
     }
 }
