@@ -17,8 +17,11 @@ bench: bench-criterion bench-harness
 bench-criterion:
 	$(CARGO) bench -p camesh-bench
 
+# The harness starts camesh-node and mesh as children (replication section): build them too.
 bench-harness:
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) run --release -p camesh-bench -- --json $(BENCH_JSON) $(BENCH_ARGS)
 
 bench-quick:
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) run --release -p camesh-bench -- --quick --json $(BENCH_JSON) $(BENCH_ARGS)

@@ -65,9 +65,12 @@ enum Section {
     /// A simulated fleet of 100 and 1,000 nodes: discovery, revocation, gossip and DHT
     /// bytes at rest, RSS per node.
     Scale,
+    /// Store-and-forward over a 4 Mbit/s link in network namespaces: replication goodput,
+    /// shore's catch-up time, live latency while replication runs (root; release bins).
+    Replication,
 }
 
-const ALL: [Section; 8] = [
+const ALL: [Section; 9] = [
     Section::Quinn,
     Section::Latency,
     Section::Ttff,
@@ -76,6 +79,7 @@ const ALL: [Section; 8] = [
     Section::Memory,
     Section::Browser,
     Section::Scale,
+    Section::Replication,
 ];
 
 /// Child processes the harness starts itself.
@@ -156,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             Section::Memory => sections::memory::run(&mut ctx).await,
             Section::Browser => sections::browser::run(&mut ctx).await,
             Section::Scale => sections::scale::run(&mut ctx).await,
+            Section::Replication => sections::replication::run(&mut ctx).await,
         };
         if let Err(e) = result {
             eprintln!("   {s:?} failed: {e:#}");

@@ -6,6 +6,7 @@ pub mod fanout;
 pub mod latency;
 pub mod memory;
 pub mod quinn;
+pub mod replication;
 pub mod scale;
 pub mod throughput;
 pub mod ttff;
