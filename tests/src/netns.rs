@@ -363,6 +363,23 @@ impl NatLab {
     }
 }
 
+/// A TCP listener bound to `addr` inside namespace `ns` (e.g. its 127.0.0.1, which only
+/// programs in that namespace reach). A socket belongs to the namespace it was made in,
+/// so a thread of its own enters `ns` (setns), binds, and ends; the listener is used from
+/// anywhere in this process. Non-blocking, ready for `tokio::net::TcpListener::from_std`.
+pub fn bind_tcp_in(ns: &str, addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns {path}: {e}"))?;
+        let l = std::net::TcpListener::bind(addr).map_err(|e| format!("bind {addr} in {path}: {e}"))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(l)
+    })
+    .join()
+    .map_err(|_| "the binding thread panicked".to_owned())?
+}
+
 /// Runs an nft script (`nft -f -`, one command a line) inside namespace `ns`.
 pub fn nft_script(ns: &str, script: &str) -> Result<(), String> {
     use std::io::Write;

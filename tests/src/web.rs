@@ -35,8 +35,23 @@ pub async fn static_server(root: PathBuf) -> String {
 /// [`static_server`], and the bodies of `POST /report` (the page's `?report` hook: its
 /// state as JSON after each change), in order.
 pub async fn static_server_with_reports(root: PathBuf) -> (String, tokio::sync::mpsc::Receiver<String>) {
-    let (reports, rx) = tokio::sync::mpsc::channel::<String>(256);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    serve_with_reports(listener, root)
+}
+
+/// [`static_server_with_reports`] on 127.0.0.1 inside network namespace `ns`: only a
+/// browser in that namespace reaches it (as a page on the loopback address, a secure
+/// context: WebCrypto, WebCodecs).
+pub fn static_server_in(ns: &str, root: PathBuf) -> (String, tokio::sync::mpsc::Receiver<String>) {
+    let std = crate::netns::bind_tcp_in(ns, ([127, 0, 0, 1], 0).into()).expect("bind in the namespace");
+    serve_with_reports(tokio::net::TcpListener::from_std(std).expect("tokio listener"), root)
+}
+
+fn serve_with_reports(
+    listener: tokio::net::TcpListener,
+    root: PathBuf,
+) -> (String, tokio::sync::mpsc::Receiver<String>) {
+    let (reports, rx) = tokio::sync::mpsc::channel::<String>(256);
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
@@ -123,25 +138,38 @@ pub fn chromium() -> Option<&'static str> {
 
 /// Headless Chromium showing `url` with `profile`, until the child is dropped.
 pub fn open_page(chromium: &str, url: &str, profile: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=390,844",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromium starts")
+    open_page_in(None, chromium, url, profile)
+}
+
+/// [`open_page`] with Chromium inside network namespace `ns` (`ip netns exec`, which
+/// execs it: the child is Chromium itself).
+pub fn open_page_in(ns: Option<&str>, chromium: &str, url: &str, profile: &Path) -> tokio::process::Child {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", ns, chromium]);
+            c
+        }
+        None => tokio::process::Command::new(chromium),
+    };
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=390,844",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(url)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("chromium starts")
 }
 
 /// The page's reports until one satisfies `done` (returned) or one says it failed
@@ -174,12 +202,26 @@ pub async fn wait_report(
 
 /// `mesh fleet invite --role viewer` in the admin folder `admin`.
 pub async fn invite_from(admin: &Path) -> (tokio::process::Child, String, String) {
-    let mut child = tokio::process::Command::new(bin("mesh"))
+    invite_from_in(None, "127.0.0.1", admin).await
+}
+
+/// [`invite_from`] with the admin node inside network namespace `ns`, listening on `ip`
+/// there (QUIC, and WebRTC-direct beside it: the addresses the invite lists).
+pub async fn invite_from_in(ns: Option<&str>, ip: &str, admin: &Path) -> (tokio::process::Child, String, String) {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(bin("mesh"));
+            c
+        }
+        None => tokio::process::Command::new(bin("mesh")),
+    };
+    let mut child = cmd
         .env_remove("CAMESH_FLEET")
         .env_remove("CAMESH_FLEET_ROOT")
         .arg("--data-dir")
         .arg(admin)
-        .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+        .args(["--no-mdns", "--listen", &format!("/ip4/{ip}/udp/0/quic-v1")])
         .args([
             "fleet",
             "invite",

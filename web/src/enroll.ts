@@ -76,7 +76,7 @@ export async function redeemInvite (node: Libp2p, invite: InviteInfo, timeoutMs 
   redeemTimes.dialMs = Math.round(performance.now() - t)
   t = performance.now()
   if (!conn.remotePeer.equals(invite.adminPeer)) throw new Error(`dialed ${conn.remotePeer.toString()}, not the invite's admin node`)
-  const stream = await conn.newStream(ADMIN_PROTOCOL, { signal })
+  const stream = await conn.newStream(ADMIN_PROTOCOL, { signal, runOnLimitedConnection: true })
   redeemTimes.streamMs = Math.round(performance.now() - t)
   t = performance.now()
   const wire = new Framed(stream, MAX_MSG)

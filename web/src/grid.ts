@@ -58,7 +58,7 @@ export class Grid {
     this.changed()
   }
 
-  /** Keeps a peer address (a node's WebRTC-direct address with /p2p/). */
+  /** Keeps a peer address (a node's WebRTC-direct address with /p2p/, or a circuit through one). */
   async addPeer (addr: string): Promise<void> {
     const a = multiaddr(addr.trim())
     if (dialable([a]).length === 0) throw new Error(`${addr}: not a WebRTC-direct address`)
@@ -90,6 +90,12 @@ export class Grid {
   private async connect (p: string): Promise<Connection> {
     const have = this.conns.get(p)
     if (have != null && have.status === 'open') return have
+    // Through a relay (`<relay>/p2p-circuit/p2p/<camera>`): the relay opens circuits for
+    // fleet members only, so the page proves membership to it first; the circuit then
+    // runs over that connection, with Noise end to end to the camera's node (the relay
+    // gets no grant and carries sealed frames).
+    const at = p.indexOf('/p2p-circuit')
+    if (at > 0) await this.connect(p.slice(0, at))
     const conn = await joinPeer(this.node, [multiaddr(p)], this.m, AbortSignal.timeout(15_000))
     this.conns.set(p, conn)
     return conn

@@ -35,13 +35,18 @@ const MAX_HEADER = 1024
 
 export class Refused extends Error {}
 
-/** Dials `addrs` and proves membership to the node there; returns the connection. */
+/**
+ * Dials `addrs` and proves membership to the node there; returns the connection. A
+ * connection through a relay circuit is "limited" to js-libp2p (the relay states a
+ * duration), and it opens streams on one only when asked to: every stream the page opens
+ * says `runOnLimitedConnection`, as the circuit carries the whole session.
+ */
 export async function joinPeer (node: Libp2p, addrs: Multiaddr[], m: Membership, signal: AbortSignal): Promise<Connection> {
   const conn = await node.dial(addrs, { signal })
   const key = await proofKey(m.fleetRoot)
   const me = node.peerId.toMultihash().bytes
   const them = conn.remotePeer.toMultihash().bytes
-  const stream = await conn.newStream(MEMBER_PROTOCOL, { signal })
+  const stream = await conn.newStream(MEMBER_PROTOCOL, { signal, runOnLimitedConnection: true })
   const wire = new Framed(stream, MAX_MSG)
   await wire.send(await dialerProof(key, me, them))
   const theirs = await wire.next(signal)
@@ -99,7 +104,7 @@ export function fields (buf: Uint8Array): Field[] {
 
 /** An epoch's media key from the camera's own node (`/camesh/key/1`): for streams from a forwarder, which never hands out keys. */
 export async function fetchKey (conn: Connection, camera: string, profile: 'main' | 'sub', grant: Signed | undefined, epoch: bigint, signal: AbortSignal): Promise<MediaKey> {
-  const stream = await conn.newStream(KEY_PROTOCOL, { signal })
+  const stream = await conn.newStream(KEY_PROTOCOL, { signal, runOnLimitedConnection: true })
   const wire = new Framed(stream, MAX_CONTROL)
   await wire.send(KeyRequest.encode({ cameraId: camera, grant, epoch, profile: profile === 'sub' ? Profile.PROFILE_SUB : Profile.PROFILE_MAIN }))
   const raw = await wire.next(signal)
@@ -167,7 +172,7 @@ export function nvrResponse (raw: Uint8Array): { accept?: StreamAccept, spans?: 
 
 /** A camera's coverage on an NVR between two times (`/camesh/nvr/1` recordings). */
 export async function coverage (conn: Connection, camera: string, grant: Signed | undefined, fromUs: bigint, toUs: bigint, signal: AbortSignal): Promise<Span[]> {
-  const stream = await conn.newStream(NVR_PROTOCOL, { signal })
+  const stream = await conn.newStream(NVR_PROTOCOL, { signal, runOnLimitedConnection: true })
   const wire = new Framed(stream, MAX_CONTROL)
   await wire.send(nvrRequest(camera, grant, fromUs, toUs, 'recordings'))
   const raw = await wire.next(signal)
@@ -182,7 +187,7 @@ export interface CameraEntry { cameraId: string, name: string, width: number, he
 
 /** The cameras a node serves (`/camesh/info/1` ListCameras). */
 export async function listCameras (conn: Connection, signal: AbortSignal): Promise<CameraEntry[]> {
-  const stream = await conn.newStream(INFO_PROTOCOL, { signal })
+  const stream = await conn.newStream(INFO_PROTOCOL, { signal, runOnLimitedConnection: true })
   const wire = new Framed(stream, MAX_CONTROL)
   await wire.send(ControlRequest.encode({ listCameras: {} }))
   const raw = await wire.next(signal)
@@ -303,9 +308,9 @@ export class Watch {
     try { this.decoder?.close() } catch {}
     this.lastSeq = -1n
     this.freshSeen = false
-    this.stats.path = `direct ${conn.remoteAddr.toString()}`
+    this.stats.path = `${conn.remoteAddr.toString().includes('/p2p-circuit') ? 'relayed' : 'direct'} ${conn.remoteAddr.toString()}`
     const playback = playFromUs != null
-    const stream = await conn.newStream(playback ? NVR_PROTOCOL : MEDIA_PROTOCOL, { signal })
+    const stream = await conn.newStream(playback ? NVR_PROTOCOL : MEDIA_PROTOCOL, { signal, runOnLimitedConnection: true })
     const wire = new Framed(stream, MAX_CONTROL)
     if (playback) {
       this.stats.path = `playback from ${conn.remoteAddr.toString()}`
