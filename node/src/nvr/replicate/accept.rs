@@ -141,6 +141,12 @@ async fn session(node: &Reach, state: &Arc<NvrState>, peer: PeerId, stream: Stre
     reader.set_max(limits.max_frame_bytes + (64 << 10));
     let mut keys: HashMap<u64, MediaKey> = HashMap::new();
     let mut run: Option<Span> = state.replicas.run(&camera);
+    // Where the footage shore holds contiguously ends (the last frame written, or the
+    // end of the last chunk written whole), the chunk being received, whether it starts
+    // there, and whether a frame of it was written yet.
+    let mut cover_to: Option<i64> = run.map(|r| r.to);
+    let mut chunk: Option<(i64, i64)> = None;
+    let (mut chunk_continues, mut first_in_chunk) = (true, false);
     let (mut stored, mut dups, mut queued) = (0u64, 0u64, 0u64);
     let (mut total_stored, mut total_dups) = (0u64, 0u64);
     let mut chunk_span: Option<Span> = None;
@@ -164,6 +170,11 @@ async fn session(node: &Reach, state: &Arc<NvrState>, peer: PeerId, stream: Stre
         };
         match item.item {
             Some(pb::replica_item::Item::Chunk(c)) => {
+                if chunk != Some((c.from_unix_us, c.to_unix_us)) {
+                    chunk = Some((c.from_unix_us, c.to_unix_us));
+                    chunk_continues = cover_to.is_some_and(|e| c.from_unix_us <= e.saturating_add(1));
+                    first_in_chunk = true;
+                }
                 if let Some(codec) = &c.codec {
                     if let Err(e) = rec.set_codec(&camera, &codec_params(codec)) {
                         break Err(format!("codec not recorded: {e}"));
@@ -189,7 +200,8 @@ async fn session(node: &Reach, state: &Arc<NvrState>, peer: PeerId, stream: Stre
                 let t = header.capture_unix_us;
                 let mut held_now = have.clone();
                 held_now.extend(run);
-                let what = plan::arriving(t, run.map(|r| r.to), &held_now);
+                let continues = !first_in_chunk || chunk_continues;
+                let what = plan::arriving(t, run.map(|r| r.to), &held_now, continues);
                 if what == Arriving::Duplicate {
                     dups += 1;
                     continue;
@@ -223,6 +235,7 @@ async fn session(node: &Reach, state: &Arc<NvrState>, peer: PeerId, stream: Stre
                 }
                 queued += 1;
                 stored += 1;
+                first_in_chunk = false;
                 run = Some(run.map_or(Span::new(t, t), |r| Span::new(r.from, t)));
                 chunk_span = Some(chunk_span.map_or(Span::new(t, t), |c| Span::new(c.from.min(t), c.to.max(t))));
             }
@@ -255,6 +268,13 @@ async fn session(node: &Reach, state: &Arc<NvrState>, peer: PeerId, stream: Stre
                     },
                     Err(e) => break Err(format!("recorder: {e}")),
                 };
+                // The chunk's frames are all on shore now: footage is contiguous up to
+                // its end (the vehicle sent everything it holds in it).
+                if let (Some((from, to)), Some(r)) = (chunk, run) {
+                    if r.to >= from {
+                        cover_to = Some(to.max(r.to));
+                    }
+                }
                 total_stored += stored;
                 total_dups += dups;
                 (stored, dups, chunk_span) = (0, 0, None);

@@ -193,16 +193,21 @@ pub fn link_allowed(via: &[String], connected: &[(String, String)]) -> bool {
             .any(|(peer, name)| via.iter().any(|v| v == peer || (!name.is_empty() && v == name)))
 }
 
-/// The shore's check for one arriving frame (pure): `Some(true)` a duplicate (held
-/// already: dropped and counted), else whether it needs a new segment first: its capture
-/// time is not after the last frame written in this session, or something held lies
-/// between the two (segments never overlap, and a segment's frames go forward in time).
-pub fn arriving(t: i64, last_written: Option<i64>, held: &[Span]) -> Arriving {
+/// The shore's check for one arriving frame (pure): a duplicate (held already: dropped
+/// and counted), else whether it needs a new segment first: its capture time is not after
+/// the last frame written, or something held lies between the two (segments never
+/// overlap, and a segment's frames go forward in time), or the frame does not `continue`
+/// what was written last: it opens a chunk that does not start where shore's footage
+/// ends. Appending it would make the run of footage written span a hole, which would then
+/// count as held and never be asked for (newest-first order sends a later chunk before
+/// the hole is filled).
+pub fn arriving(t: i64, last_written: Option<i64>, held: &[Span], continues: bool) -> Arriving {
     if held.iter().any(|s| s.contains(t)) {
         return Arriving::Duplicate;
     }
     match last_written {
         None => Arriving::NewSegment,
+        Some(_) if !continues => Arriving::NewSegment,
         Some(l) if t <= l => Arriving::NewSegment,
         Some(l) if held.iter().any(|s| s.from > l && s.from < t) => Arriving::NewSegment,
         Some(_) => Arriving::Append,
@@ -337,14 +342,17 @@ mod tests {
     #[test]
     fn shore_never_stores_twice_and_segments_go_forward() {
         let held = [s(100, 200)];
-        assert_eq!(arriving(150, None, &held), Arriving::Duplicate);
-        assert_eq!(arriving(200, Some(10), &held), Arriving::Duplicate);
-        assert_eq!(arriving(50, None, &held), Arriving::NewSegment);
-        assert_eq!(arriving(60, Some(50), &held), Arriving::Append);
+        assert_eq!(arriving(150, None, &held, true), Arriving::Duplicate);
+        assert_eq!(arriving(200, Some(10), &held, true), Arriving::Duplicate);
+        assert_eq!(arriving(50, None, &held, true), Arriving::NewSegment);
+        assert_eq!(arriving(60, Some(50), &held, true), Arriving::Append);
+        // A chunk that starts past a hole after what was written: a new segment, so the
+        // hole is not taken for held footage.
+        assert_eq!(arriving(60, Some(50), &held, false), Arriving::NewSegment);
         // Across something held: a new segment, so segments do not overlap.
-        assert_eq!(arriving(250, Some(60), &held), Arriving::NewSegment);
+        assert_eq!(arriving(250, Some(60), &held, true), Arriving::NewSegment);
         // Backwards (newest first): a new segment.
-        assert_eq!(arriving(40, Some(60), &held), Arriving::NewSegment);
-        assert_eq!(arriving(60, Some(60), &held), Arriving::NewSegment);
+        assert_eq!(arriving(40, Some(60), &held, true), Arriving::NewSegment);
+        assert_eq!(arriving(60, Some(60), &held, true), Arriving::NewSegment);
     }
 }
