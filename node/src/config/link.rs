@@ -13,7 +13,8 @@ pub struct LinkConfig {
     /// A peer id, or `*`: one budget shared by every peer without an entry of its own
     /// (the node's uplink).
     pub peer: String,
-    /// The cap in kbit/s, live and bulk together (live first).
+    /// The cap in kbit/s on the wire (QUIC, UDP and IP headers counted: about 5% over the
+    /// payload), live and bulk together (live first).
     pub kbit: u32,
 }
 

@@ -332,6 +332,27 @@ async fn send<W: futures::AsyncWrite + Unpin>(
     write_message(write, codec, &item(i)).await.map_err(|e| e.to_string())
 }
 
+/// Under a `[[link]]` budget, an item goes in slices of at most this many bytes, each
+/// paced: a keyframe does not reach the link's queue at once, ahead of live frames.
+const SLICE: usize = 8 << 10;
+
+/// [`send`] under the node's link budget toward `peer`, in paced slices.
+async fn send_paced<W: futures::AsyncWrite + Unpin>(
+    write: &mut W,
+    codec: &LengthCodec,
+    i: pb::replica_item::Item,
+    budgets: &crate::stream::budget::LinkBudgets,
+    peer: &PeerId,
+) -> Result<(), String> {
+    let mut buf = bytes::BytesMut::new();
+    codec.encode_message(&item(i), &mut buf).map_err(|e| e.to_string())?;
+    for slice in buf.chunks(SLICE) {
+        budgets.pace_bulk(peer, slice.len()).await;
+        write.write_all(slice).await.map_err(|e| e.to_string())?;
+    }
+    write.flush().await.map_err(|e| e.to_string())
+}
+
 /// Sends one chunk's codec, keys, frames (those inside it), gaps and attestations.
 async fn send_chunk<W: futures::AsyncWrite + Unpin>(
     state: &Arc<NvrState>,
@@ -400,14 +421,16 @@ async fn send_chunk<W: futures::AsyncWrite + Unpin>(
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                if let Some((budgets, peer)) = &pace.link {
-                    budgets.pace_bulk(peer, len + 64).await;
-                }
                 let frame = pb::ReplicaFrame {
                     header: Some(f.header()),
                     payload: f.payload,
                 };
-                send(write, codec, pb::replica_item::Item::Frame(frame)).await?;
+                match &pace.link {
+                    Some((budgets, peer)) => {
+                        send_paced(write, codec, pb::replica_item::Item::Frame(frame), budgets, peer).await?
+                    }
+                    None => send(write, codec, pb::replica_item::Item::Frame(frame)).await?,
+                }
                 sent.frames += 1;
                 sent.bytes += len as u64;
                 sent.last_us = Some(t);
