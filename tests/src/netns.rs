@@ -381,6 +381,23 @@ pub fn bind_tcp_in(ns: &str, addr: std::net::SocketAddr) -> Result<std::net::Tcp
 }
 
 /// Runs an nft script (`nft -f -`, one command a line) inside namespace `ns`.
+/// Takes the link through `dev` in namespace `ns` down (everything through it dropped,
+/// both ways, by an nft table `flap`) or up again.
+pub fn set_link(ns: &str, dev: &str, up: bool) -> Result<(), String> {
+    let rules = if up {
+        "delete table inet flap\n".to_owned()
+    } else {
+        format!(
+            "add table inet flap\n\
+             add chain inet flap input {{ type filter hook input priority -10; }}\n\
+             add chain inet flap output {{ type filter hook output priority -10; }}\n\
+             add rule inet flap input iifname \"{dev}\" drop\n\
+             add rule inet flap output oifname \"{dev}\" drop\n"
+        )
+    };
+    nft_script(ns, &rules)
+}
+
 pub fn nft_script(ns: &str, script: &str) -> Result<(), String> {
     use std::io::Write;
     let mut child = Command::new("ip")

@@ -183,3 +183,18 @@ pub fn start_daemon_env(
 pub fn log_text(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("nvr.log")).unwrap_or_default()
 }
+
+/// Sums over a replicating node's "replicated chunk" log lines: (chunks, bytes, ms).
+pub fn replicated_chunks(log: &str) -> (u64, u64, u64) {
+    let field = |l: &str, name: &str| -> u64 {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.trim_matches('"').parse().ok())
+            .unwrap_or(0)
+    };
+    log.lines()
+        .filter(|l| l.contains("replicated chunk"))
+        .fold((0, 0, 0), |(n, b, ms), l| {
+            (n + 1, b + field(l, "bytes="), ms + field(l, "ms="))
+        })
+}

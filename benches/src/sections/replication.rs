@@ -27,8 +27,8 @@ use camesh_node::config::{Config, LinkConfig, RecordRule, ReplicateRule, Role};
 use camesh_node::{Multiaddr, PeerId};
 use camesh_proto::pb::MemberRole;
 use camesh_tests::cli::mesh_folder;
-use camesh_tests::netns::{nft_script, Lab};
-use camesh_tests::nvr::{start_daemon_in, NvrProc};
+use camesh_tests::netns::{set_link, Lab};
+use camesh_tests::nvr::{replicated_chunks, start_daemon_in, NvrProc};
 use camesh_tests::{camera, fleet, loopback_config};
 use serde::Serialize;
 
@@ -197,20 +197,9 @@ fn sh(ns: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The link down (everything through `dev` dropped, both ways) or up again.
+/// The link down or up again.
 fn link(ns: &str, dev: &str, up: bool) -> anyhow::Result<()> {
-    let rules = if up {
-        "delete table inet flap\n".to_owned()
-    } else {
-        format!(
-            "add table inet flap\n\
-             add chain inet flap input {{ type filter hook input priority -10; }}\n\
-             add chain inet flap output {{ type filter hook output priority -10; }}\n\
-             add rule inet flap input iifname \"{dev}\" drop\n\
-             add rule inet flap output oifname \"{dev}\" drop\n"
-        )
-    };
-    nft_script(ns, &rules).map_err(anyhow::Error::msg)
+    set_link(ns, dev, up).map_err(anyhow::Error::msg)
 }
 
 fn quic(ip: &str, port: u16) -> Multiaddr {
@@ -248,18 +237,7 @@ fn mesh(ns: &str, data: &Path, bootstrap: &Multiaddr, args: &[&str]) -> anyhow::
 
 /// Sums over the camera node's "replicated chunk" log lines: (chunks, bytes, ms).
 fn chunk_totals(log: &Path) -> (u64, u64, u64) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let field = |l: &str, name: &str| -> u64 {
-        l.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .and_then(|v| v.trim_matches('"').parse().ok())
-            .unwrap_or(0)
-    };
-    text.lines()
-        .filter(|l| l.contains("replicated chunk"))
-        .fold((0, 0, 0), |(n, b, ms), l| {
-            (n + 1, b + field(l, "bytes="), ms + field(l, "ms="))
-        })
+    replicated_chunks(&std::fs::read_to_string(log).unwrap_or_default())
 }
 
 /// The last lines of a log, for an error.

@@ -23,8 +23,8 @@ use camesh_node::config::{Config, ReplicateRule, Role};
 use camesh_node::{Multiaddr, PeerId};
 use camesh_proto::pb::MemberRole;
 use camesh_tests::cli::{mesh_folder, run_mesh};
-use camesh_tests::netns::{nft_script, Lab};
-use camesh_tests::nvr::{start_daemon_in, NvrProc};
+use camesh_tests::netns::{nft_script, set_link, Lab};
+use camesh_tests::nvr::{replicated_chunks, start_daemon_in, NvrProc};
 use camesh_tests::*;
 
 use super::daemon::check_segments;
@@ -90,20 +90,9 @@ fn shape(ns: &str, dev: &str) {
     nft_script(ns, &rules).expect("loss rule");
 }
 
-/// The link down (everything through `dev` dropped, both ways) or up again.
+/// The link down or up again.
 fn link(ns: &str, dev: &str, up: bool) {
-    let rules = if up {
-        "delete table inet flap\n".to_owned()
-    } else {
-        format!(
-            "add table inet flap\n\
-             add chain inet flap input {{ type filter hook input priority -10; }}\n\
-             add chain inet flap output {{ type filter hook output priority -10; }}\n\
-             add rule inet flap input iifname \"{dev}\" drop\n\
-             add rule inet flap output oifname \"{dev}\" drop\n"
-        )
-    };
-    nft_script(ns, &rules).expect("link rule");
+    set_link(ns, dev, up).expect("link rule");
 }
 
 fn quic(ip: &str, port: u16) -> Multiaddr {
@@ -165,19 +154,7 @@ fn nvr_in(ns: &str, dir: &Path) -> NvrProc {
 
 /// Sum of `bytes=` and `ms=` over the vehicle's "replicated chunk" log lines.
 fn chunk_totals(log: &str) -> (u64, u64, u64) {
-    let field = |l: &str, name: &str| -> u64 {
-        l.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .and_then(|v| v.trim_matches('"').parse().ok())
-            .unwrap_or(0)
-    };
-    let plain = strip_ansi(log);
-    plain
-        .lines()
-        .filter(|l| l.contains("replicated chunk"))
-        .fold((0, 0, 0), |(n, b, ms), l| {
-            (n + 1, b + field(l, "bytes="), ms + field(l, "ms="))
-        })
+    replicated_chunks(&strip_ansi(log))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
