@@ -54,6 +54,13 @@ pub(super) enum Command {
         addrs: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<PeerId, NetError>>,
     },
+    /// A new dial to `peer` even while one is under way (that one may be stuck in its
+    /// handshake's retransmission backoff from before a link came back).
+    Redial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<PeerId, NetError>>,
+    },
     Peers(oneshot::Sender<Vec<PeerSummary>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     FindProviders {
@@ -74,6 +81,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Command::Connect { .. } => "Connect",
+            Command::Redial { .. } => "Redial",
             Command::Peers(_) => "Peers",
             Command::ListenAddrs(_) => "ListenAddrs",
             Command::FindProviders { .. } => "FindProviders",
@@ -147,6 +155,14 @@ impl NetHandle {
             }
         }
         self.ask(|reply| Command::Connect { peer, addrs, reply }).await?
+    }
+
+    /// Like [`Self::connect`] for a known peer, but starts a fresh dial even while an
+    /// earlier one is still under way: for a sender that retries while a link is down
+    /// (store-and-forward), so the first attempt after the link returns goes out at once
+    /// instead of waiting for a stale handshake's next retransmission.
+    pub async fn redial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<PeerId, NetError> {
+        self.ask(|reply| Command::Redial { peer, addrs, reply }).await?
     }
 
     pub async fn peers(&self) -> Result<Vec<PeerSummary>, NetError> {

@@ -150,13 +150,26 @@ impl Reach {
     /// Connects to `peer` (at `addrs`, or wherever the swarm knows) and waits for its
     /// membership proof on that connection.
     pub async fn connect_member(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<auth::CertInfo, ClientError> {
-        self.net
-            .connect(Some(peer), addrs)
-            .await
-            .map_err(|e| ClientError::Open {
-                peer,
-                reason: e.to_string(),
-            })?;
+        let dialed = self.net.connect(Some(peer), addrs).await;
+        self.member_after(peer, dialed).await
+    }
+
+    /// [`Self::connect_member`] with a fresh dial even while an earlier one is under way
+    /// (`NetHandle::redial`): for a sender retrying while a link is down.
+    pub async fn redial_member(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<auth::CertInfo, ClientError> {
+        let dialed = self.net.redial(peer, addrs).await;
+        self.member_after(peer, dialed).await
+    }
+
+    async fn member_after(
+        &self,
+        peer: PeerId,
+        dialed: Result<PeerId, crate::net::NetError>,
+    ) -> Result<auth::CertInfo, ClientError> {
+        dialed.map_err(|e| ClientError::Open {
+            peer,
+            reason: e.to_string(),
+        })?;
         self.trust
             .wait_member(&peer, self.proof_wait())
             .await

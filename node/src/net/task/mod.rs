@@ -124,6 +124,7 @@ impl NetTask {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Connect { peer, addrs, reply } => self.connect(peer, addrs, reply),
+            Command::Redial { peer, addrs, reply } => self.redial(peer, addrs, reply),
             Command::Peers(reply) => {
                 let _ = reply.send(peers::summaries(&self.peers, self.swarm.behaviour().stream.paths()));
             }
@@ -242,6 +243,31 @@ impl NetTask {
             Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
                 self.dial_by_peer.entry(peer).or_default().push(reply)
             }
+            Err(e) => {
+                let _ = reply.send(Err(NetError::Dial {
+                    target: peer.to_string(),
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    /// A fresh dial to `peer` (direct addresses only), beside any under way.
+    fn redial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, reply: DialReply) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
+        let known = self.peers.entry(peer).or_default();
+        for a in addrs {
+            known.remember(split_p2p(a).1);
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(prefer_quic(known.addrs.clone()))
+            .condition(PeerCondition::Always)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.dial_by_peer.entry(peer).or_default().push(reply),
             Err(e) => {
                 let _ = reply.send(Err(NetError::Dial {
                     target: peer.to_string(),

@@ -40,6 +40,11 @@ const LIVE_EDGE_US: i64 = 5_000_000;
 const BURST_MS: u64 = 250;
 /// How often a rule looks for new footage or a link when nothing was missing.
 const IDLE: Duration = Duration::from_secs(1);
+/// How long one dial to the shore may take before the next round dials afresh.
+const REDIAL: Duration = Duration::from_secs(1);
+/// After a dial that did not reach the shore in time, the next round starts after this.
+const REDIAL_AFTER: Duration = Duration::from_millis(250);
+const NOT_REACHED: &str = "shore not reached within";
 /// How long the shore may take to put a chunk on disk.
 const ACK_WAIT: Duration = Duration::from_secs(60);
 
@@ -94,8 +99,13 @@ pub(crate) async fn run(node: Reach, state: Arc<NvrState>, rule: ReplicateRule, 
                 } else {
                     debug!(to = %rule.to, error = %e, "replication waits for the shore");
                 }
-                backoff = next_backoff(backoff, Duration::from_millis(250), Duration::from_secs(2));
-                backoff
+                if e.starts_with(NOT_REACHED) {
+                    // A link that is down: dial afresh soon (each dial is a few packets).
+                    REDIAL_AFTER
+                } else {
+                    backoff = next_backoff(backoff, Duration::from_millis(250), Duration::from_secs(2));
+                    backoff
+                }
             }
         };
         tokio::select! {
@@ -148,9 +158,16 @@ async fn round(
             .map(|(p, _)| *p)
             .ok_or_else(|| format!("no connected member is named {:?}", rule.to))?,
     };
-    node.connect_member(shore, addrs.to_vec())
-        .await
-        .map_err(|e| e.to_string())?;
+    // While the link is down every attempt hangs in its handshake's retransmission
+    // backoff; give each at most REDIAL and start a fresh one on the next round, so the
+    // first dial after the link returns goes out within a round, not at a stale
+    // handshake's next retransmission (seconds later).
+    match tokio::time::timeout(REDIAL, node.redial_member(shore, addrs.to_vec())).await {
+        Ok(r) => {
+            r.map_err(|e| e.to_string())?;
+        }
+        Err(_) => return Err(format!("{NOT_REACHED} {REDIAL:?}")),
+    }
     pace.link = node.budgets().cap(&shore).map(|_| (node.budgets().clone(), shore));
     let index = state.recorder.index().clone();
     let cameras = tokio::task::spawn_blocking(move || index.cameras())
