@@ -180,6 +180,70 @@ fn member_hellos() -> Value {
     })
 }
 
+/// Membership certificates an admin signed (its own certificate, signed by the root,
+/// embedded): one the node accepts, and two it refuses (a validity beyond the admin's;
+/// an admin that may not admit). Fixed serials and times, so the bytes are stable.
+fn admin_certs() -> Value {
+    use camesh_node::auth::cert;
+    use camesh_node::auth::Rights;
+    let root = fixed_key(0x01);
+    let admin = fixed_key(0x05);
+    let page = fixed_key(0x02).public().to_peer_id();
+    let now = 1_765_010_000i64;
+    let admin_cert = |may_admit: bool| {
+        signed::sign(
+            Kind::Admin,
+            &pb::AdminCertBody {
+                fleet_id: "depot".into(),
+                admin: admin.public().to_peer_id().to_bytes().into(),
+                name: "depot-laptop".into(),
+                cameras: vec!["*".into()],
+                tags: vec![],
+                rights: Rights::ALL.0,
+                may_revoke: true,
+                may_admit,
+                not_before_unix_s: 1_765_000_000,
+                not_after_unix_s: 1_765_500_000,
+                serial: 3,
+            },
+            &root,
+        )
+    };
+    let member = |ac: pb::Signed, not_after: i64| {
+        signed::sign(
+            Kind::Cert,
+            &pb::MembershipCert {
+                fleet_id: "depot".into(),
+                peer_id: page.to_bytes().into(),
+                role: pb::MemberRole::Viewer as i32,
+                name: "dispatch browser".into(),
+                not_before_unix_s: 1_765_000_000,
+                not_after_unix_s: not_after,
+                serial: 10,
+                cameras: vec![],
+                admin: Some(ac),
+            },
+            &admin,
+        )
+    };
+    let ok = member(admin_cert(true), 1_765_086_400);
+    let too_long = member(admin_cert(true), 1_765_600_000);
+    let may_not_admit = member(admin_cert(false), 1_765_086_400);
+    let verify = |c: &pb::Signed| cert::verify(c, &root.public(), "depot", &page, now);
+    assert!(verify(&ok).is_ok());
+    assert!(verify(&too_long).is_err());
+    assert!(verify(&may_not_admit).is_err());
+    json!({
+        "root_protobuf_hex": hex(&root.public().encode_protobuf()),
+        "page_peer_hex": hex(&page.to_bytes()),
+        "admin_peer_id": admin.public().to_peer_id().to_base58(),
+        "now_unix_s": now.to_string(),
+        "ok_hex": hex(&signed::encode(&ok)),
+        "too_long_hex": hex(&signed::encode(&too_long)),
+        "may_not_admit_hex": hex(&signed::encode(&may_not_admit)),
+    })
+}
+
 fn invite_vector() -> Value {
     // What `invite::issue` makes, with a fixed token so the text is stable.
     let root = fixed_key(0x01);
@@ -233,6 +297,7 @@ fn vectors() -> String {
         "keyframe": keyframe,
         "proof": proofs(),
         "member_hello": member_hellos(),
+        "admin_certs": admin_certs(),
         "invite": invite_vector(),
     });
     serde_json::to_string_pretty(&v).expect("json") + "\n"

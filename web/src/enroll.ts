@@ -7,11 +7,12 @@
 // whose own certificate the root signed; its fleet; that it is this page's peer id) and
 // keeps it in IndexedDB beside the node key.
 
-import { AdminRequest, AdminResponse, MembershipCert, Signed } from './gen/camesh.ts'
+import { verifyCert } from './cert.ts'
+import { AdminRequest, AdminResponse, Signed } from './gen/camesh.ts'
+import type { CertInfo } from './cert.ts'
 import { loadValue, storeValue } from './identity.ts'
 import { dialable } from './net.ts'
-import { peerFromBytes } from './peer.ts'
-import { AuthError, MAX_SIGNED_BYTES, openSigned } from './signed.ts'
+import { AuthError, MAX_SIGNED_BYTES } from './signed.ts'
 import { Framed } from './wire.ts'
 import type { InviteInfo } from './invite.ts'
 import type { Libp2p, PeerId } from '@libp2p/interface'
@@ -30,38 +31,8 @@ export interface Membership {
   cert: Uint8Array
 }
 
-export interface CertInfo {
-  fleetId: string
-  peer: PeerId
-  role: string
-  name: string
-  notAfterUnixS: bigint
-  cameras: string[]
-}
-
-function sameBytes (a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i])
-}
-
-/** Verifies a membership certificate for `me` in fleet `fleetId` under `root` (a port of auth/cert.rs's checks the page needs). */
-export async function verifyCert (s: Signed, root: Uint8Array, fleetId: string, me: PeerId, nowUnixS: bigint): Promise<CertInfo> {
-  const { body } = await openSigned('certificate', 'cert', s)
-  if (!sameBytes(s.signer, root)) {
-    // Issued by an admin: its admin certificate must be the root's.
-    throw new AuthError('certificate: not signed by the fleet root (admin-issued certificates are not checked by the page yet)')
-  }
-  let c: MembershipCert
-  try {
-    c = MembershipCert.decode(body)
-  } catch (e) {
-    throw new AuthError(`malformed certificate: ${String(e)}`)
-  }
-  if (c.fleetId !== fleetId) throw new AuthError(`certificate for fleet ${c.fleetId}, not ${fleetId}`)
-  const peer = peerFromBytes(c.peerId)
-  if (!peer.equals(me)) throw new AuthError(`certificate for ${peer.toString()}, not this page`)
-  if (nowUnixS > c.notAfterUnixS) throw new AuthError('certificate expired')
-  return { fleetId: c.fleetId, peer, role: c.role, name: c.name, notAfterUnixS: c.notAfterUnixS, cameras: c.cameras }
-}
+export { verifyCert } from './cert.ts'
+export type { CertInfo } from './cert.ts'
 
 /** Redeems `invite` with its admin node; returns the verified certificate, stored. */
 /** Milliseconds the last redemption spent dialing, opening its stream, and in the exchange. */

@@ -11,10 +11,12 @@ import { importVerifyKey, signedBytes, verifyKeyframe } from '../src/fresh.ts'
 import { FrameHeader, MemberRole, Signed } from '../src/gen/camesh.ts'
 import { fromWebCrypto, generateWebCrypto } from '../src/identity.ts'
 import { parseInvite } from '../src/invite.ts'
+import { verifyCert } from '../src/cert.ts'
 import { MediaKey, aad } from '../src/media.ts'
 import { MemberHello, certHello, dialerProof, frame } from '../src/member.ts'
 import { ed25519OfPeer, peerFromBytes } from '../src/peer.ts'
 import { check, proofKey, prove } from '../src/proof.ts'
+import type { CertInfo } from '../src/cert.ts'
 
 interface HeaderJson {
   sequence: string
@@ -129,6 +131,25 @@ test('MemberHello messages encode to the node\'s bytes, framed as the node frame
   assert.equal(toHex(certHello(cert)), m.cert_hello_hex)
   assert.equal(toHex(MemberHello.encode({ error: 'certificate expired' })), m.error_hello_hex)
   assert.equal(MemberHello.decode(fromHex(m.error_hello_hex)).error, 'certificate expired')
+})
+
+test('certificates an admin signed: accepted within its scope, refused beyond it, as the node decides', async () => {
+  const a = v.admin_certs
+  const root = fromHex(a.root_protobuf_hex)
+  const page = peerFromBytes(fromHex(a.page_peer_hex))
+  const now = BigInt(a.now_unix_s)
+  const open = async (hex: string, at = now): Promise<CertInfo> => await verifyCert(Signed.decode(fromHex(hex)), root, 'depot', page, at)
+  const info = await open(a.ok_hex)
+  assert.equal(info.admin?.peer, a.admin_peer_id)
+  assert.equal(info.admin?.name, 'depot-laptop')
+  assert.equal(info.role, MemberRole.MEMBER_ROLE_VIEWER)
+  await assert.rejects(open(a.too_long_hex), /beyond admin depot-laptop/)
+  await assert.rejects(open(a.may_not_admit_hex), /may not admit/)
+  // The admin's own certificate ends before the member's would.
+  await assert.rejects(open(a.ok_hex, 1_765_500_001n), /expired/)
+  // Another fleet's root, another holder.
+  await assert.rejects(verifyCert(Signed.decode(fromHex(a.ok_hex)), fromHex(v.invite.root_protobuf_hex).slice(0, 4), 'depot', page, now))
+  await assert.rejects(verifyCert(Signed.decode(fromHex(a.ok_hex)), root, 'depot', peerFromBytes(fromHex(v.member_hello.listener_peer_hex)), now), /not this page/)
 })
 
 test('an invite from the node parses, with its signature and expiry checked', async () => {
