@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-use crate::{bin, have};
+use crate::{bin, can_run, have};
 
 pub fn dist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist")
@@ -134,6 +134,23 @@ pub fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| have(b))
+}
+
+/// Chromium, when a web test can run: Chromium installed, `web/dist` built, and `more`
+/// (e.g. the NAT lab) available; otherwise `can_run` says why the test is skipped.
+pub fn web_test_ready(test: &str, more: impl FnOnce() -> Result<(), String>) -> Option<&'static str> {
+    let chromium = chromium();
+    let built = dist().join("index.html").exists() && dist().join("app.js").exists();
+    let available = match (chromium, built) {
+        (None, _) => Err("no chromium (scripts/setup.sh installs it)".to_owned()),
+        (_, false) => Err(format!("{} is not built: run scripts/web.sh", dist().display())),
+        (Some(_), true) => more(),
+    };
+    if can_run(test, available) {
+        chromium
+    } else {
+        None
+    }
 }
 
 /// Headless Chromium showing `url` with `profile`, until the child is dropped.

@@ -95,20 +95,9 @@ fn webrtc_addr(d: &mut Daemon, ip: &str) -> Multiaddr {
 
 /// Chromium, web/dist and the NAT lab, or why this test cannot run here.
 fn ready(test: &str) -> Option<&'static str> {
-    let chromium = chromium();
-    let built = dist().join("index.html").exists() && dist().join("app.js").exists();
-    let available = match (chromium, built) {
-        (None, _) => Err("no chromium (scripts/setup.sh installs it)".to_owned()),
-        (_, false) => Err(format!("{} is not built: run scripts/web.sh", dist().display())),
-        (Some(_), true) => {
-            NatLab::available().map_err(|why| format!("the NAT lab needs root, ip netns, nft and tc ({why})"))
-        }
-    };
-    if can_run(test, available) {
-        chromium
-    } else {
-        None
-    }
+    web_test_ready(test, || {
+        NatLab::available().map_err(|why| format!("the NAT lab needs root, ip netns, nft and tc ({why})"))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,24 @@ struct CatchUp {
 }
 
 impl CatchUp {
+    /// What the camera node's log says of a catch-up that began when the link returned
+    /// at `up_us`, given the chunk totals `before` it.
+    fn measured(log: &Path, before: (u64, u64, u64), up_us: i64, backlog_s: f64, caught_up_s: f64) -> Self {
+        let after = chunk_totals(log);
+        let (reconnect_s, transfer_s) = chunk_times(log, up_us)
+            .map(|(a, b)| ((a - up_us) as f64 / 1e6, (b - a) as f64 / 1e6))
+            .unwrap_or((f64::NAN, f64::NAN));
+        CatchUp {
+            backlog_s,
+            reconnect_s,
+            transfer_s,
+            caught_up_s,
+            chunks: after.0 - before.0,
+            bytes: after.1 - before.1,
+            sending_ms: after.2 - before.2,
+        }
+    }
+
     /// Footage bytes per second of catch-up, as kbit/s.
     fn wall_kbit(&self) -> f64 {
         self.bytes as f64 * 8.0 / self.caught_up_s.max(0.001) / 1000.0
@@ -484,24 +502,14 @@ fn measure(backlog: Duration, watch_for: Duration) -> anyhow::Result<Results> {
     link(&vns, &vdev, true)?;
     let up = (Instant::now(), now_unix_us());
     let caught_up_s = wait_caught_up(&sns, &mesh_dir, &shore_local, t0, up)?;
-    let after = chunk_totals(&cam_log);
     // Everything recorded before shore first appeared counts as backlog too.
     let backlog_s = (up.1 - t0) as f64 / 1e6;
-    let (reconnect_s, transfer_s) = chunk_times(&cam_log, up.1)
-        .map(|(a, b)| ((a - up.1) as f64 / 1e6, (b - a) as f64 / 1e6))
-        .unwrap_or((f64::NAN, f64::NAN));
-    let catch_up = CatchUp {
-        backlog_s,
-        reconnect_s,
-        transfer_s,
-        caught_up_s,
-        chunks: after.0 - before.0,
-        bytes: after.1 - before.1,
-        sending_ms: after.2 - before.2,
-    };
+    let catch_up = CatchUp::measured(&cam_log, before, up.1, backlog_s, caught_up_s);
     eprintln!(
-        "   caught up {caught_up_s:.1} s after the link returned ({:.0} kbit/s): first chunk after {reconnect_s:.2} s, transfer {transfer_s:.1} s",
-        catch_up.wall_kbit()
+        "   caught up {caught_up_s:.1} s after the link returned ({:.0} kbit/s): first chunk after {:.2} s, transfer {:.1} s",
+        catch_up.wall_kbit(),
+        catch_up.reconnect_s,
+        catch_up.transfer_s
     );
 
     // (4) A second backlog, then live and catch-up together.
@@ -523,22 +531,10 @@ fn measure(backlog: Duration, watch_for: Duration) -> anyhow::Result<Results> {
             tail(&shore_dir.join("nvr.log"))
         )
     })?;
-    let after = chunk_totals(&cam_log);
+    let beside_live = CatchUp::measured(&cam_log, before, up.1, backlog.as_secs_f64(), caught_up_s);
     let busy = viewer
         .join()
         .map_err(|_| anyhow::anyhow!("the viewer thread panicked"))??;
-    let (reconnect_s, transfer_s) = chunk_times(&cam_log, up.1)
-        .map(|(a, b)| ((a - up.1) as f64 / 1e6, (b - a) as f64 / 1e6))
-        .unwrap_or((f64::NAN, f64::NAN));
-    let beside_live = CatchUp {
-        backlog_s: backlog.as_secs_f64(),
-        reconnect_s,
-        transfer_s,
-        caught_up_s,
-        chunks: after.0 - before.0,
-        bytes: after.1 - before.1,
-        sending_ms: after.2 - before.2,
-    };
     Ok(Results {
         idle,
         catch_up,
