@@ -32,7 +32,7 @@ use crate::auth::proof::Side;
 use crate::auth::{self, AuthError, Trust, MAX_SIGNED_BYTES};
 use crate::net::{NetEvent, NetHandle};
 use crate::stream::accept;
-use crate::stream::io::{write_message, FramedRead};
+use crate::stream::io::{write_message, FramedRead, IoError};
 
 const MAX_MSG: usize = 2 * MAX_SIGNED_BYTES;
 /// How long the dialing side waits for the other's answer (the other side enforces
@@ -60,13 +60,16 @@ async fn read_one<M: prost::Message + Default>(
     what: &'static str,
     stream: &mut Stream,
     limit: Duration,
-) -> Result<M, String> {
+) -> Result<M, Unproven> {
     let mut r = FramedRead::new(stream, LengthCodec::new(MAX_MSG));
     match tokio::time::timeout(limit, r.next()).await {
-        Ok(Ok(Some(body))) => decode_message(what, body).map_err(|e| e.to_string()),
-        Ok(Ok(None)) => Err(format!("no {what}: stream closed")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no {what} within {limit:?}")),
+        Ok(Ok(Some(body))) => decode_message(what, body).map_err(|e| Unproven::Refused(e.to_string())),
+        // The stream or the connection ended mid-exchange: the peer went away (a `mesh`
+        // command that finished), which says nothing about its membership.
+        Ok(Ok(None)) => Err(Unproven::Gone(format!("no {what}: stream closed"))),
+        Ok(Err(e @ IoError::Io(_))) => Err(Unproven::Gone(e.to_string())),
+        Ok(Err(e)) => Err(Unproven::Refused(e.to_string())),
+        Err(_) => Err(Unproven::Refused(format!("no {what} within {limit:?}"))),
     }
 }
 
@@ -123,14 +126,14 @@ async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stre
     let result = match read_one::<pb::MemberHello>("member hello", &mut stream, trust.grace()).await {
         Ok(h) => {
             certless = h.cert.is_none();
-            check_hello(&trust, peer, h).map_err(|e| e.to_string())
+            check_hello(&trust, peer, h).map_err(|e| Unproven::Refused(e.to_string()))
         }
         Err(e) => Err(e),
     };
     // 4. This node's certificate only to a proven member; anyone else is told why not.
     let answer = match &result {
         Ok(()) => hello(&trust),
-        Err(e) => pb::MemberHello {
+        Err(Unproven::Gone(e) | Unproven::Refused(e)) => pb::MemberHello {
             error: e.clone(),
             ..Default::default()
         },
@@ -139,15 +142,21 @@ async fn answer_member(trust: Arc<Trust>, net: NetHandle, peer: PeerId, mut stre
     let _ = stream.close().await;
     match result {
         Ok(()) => net.verified(peer).await,
+        // It went away mid-exchange (a `mesh` command that finished): the grace timer
+        // drops the connection if it is somehow still there.
+        Err(Unproven::Gone(e)) => {
+            debug!(%peer, error = %e, "the peer went away before proving fleet membership");
+            trust.mark_unproven(peer);
+        }
         // A node without a certificate may be here to redeem an invite (`/camesh/admin/1`):
         // it gets the grace period like any unproven peer (and is admitted at once if it
         // redeems), rather than losing the connection mid-redemption. Nothing is served
         // to it meanwhile.
-        Err(e) if certless => {
+        Err(Unproven::Refused(e)) if certless => {
             debug!(%peer, error = %e, "no certificate presented; the grace period decides");
             trust.mark_unproven(peer);
         }
-        Err(e) => {
+        Err(Unproven::Refused(e)) => {
             warn!(%peer, error = %e, "not a fleet member; disconnecting");
             net.disconnect(peer).await;
         }
@@ -170,6 +179,14 @@ enum Unproven {
 impl From<String> for Unproven {
     fn from(s: String) -> Self {
         Unproven::Refused(s)
+    }
+}
+
+impl From<Unproven> for String {
+    fn from(u: Unproven) -> Self {
+        match u {
+            Unproven::Gone(s) | Unproven::Refused(s) => s,
+        }
     }
 }
 

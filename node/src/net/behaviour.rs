@@ -229,7 +229,10 @@ pub fn build_swarm(
                 let peer_id = key.public().to_peer_id();
                 let identify = identify::Behaviour::new(
                     identify::Config::new(identify_version(&fleet), key.public())
-                        .with_agent_version(format!("camesh-node/{}", env!("CARGO_PKG_VERSION"))),
+                        .with_agent_version(format!("camesh-node/{}", env!("CARGO_PKG_VERSION")))
+                        // A new listen address (a relay reservation accepted) reaches
+                        // connected members at once, so the DHT hands out the circuit.
+                        .with_push_listen_addr_updates(true),
                 );
                 let mdns = if mdns_on {
                     Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)

@@ -131,6 +131,7 @@ impl NetTask {
                 let st = self.peers.entry(peer_id).or_default();
                 st.agent = info.agent_version.clone();
                 st.protocol_version = info.protocol_version.clone();
+                st.relays = info.protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME);
                 if info.protocol_version != fleet_version {
                     debug!(peer = %peer_id, version = %info.protocol_version, "peer of another fleet or program");
                     return;

@@ -24,6 +24,7 @@ use super::addr::prefer_quic;
 use super::behaviour::Behaviour;
 use super::handle::{Command, NetError, NetEvent};
 use super::liveness::{Liveness, RelayRefresh};
+use super::path::is_circuit;
 use super::peers::{self, PeerState};
 use super::punch::{Action, Punch};
 use crate::addr::split_p2p;
@@ -229,7 +230,8 @@ impl NetTask {
         for a in plain {
             known.remember(a);
         }
-        let all = prefer_quic(known.addrs.clone());
+        let mut all = prefer_quic(known.addrs.clone());
+        all.extend(peers::relay_fallbacks(peer, &all, &self.relays_connected()));
         // Also the addresses identify and Kademlia learned (e.g. circuits through every
         // relay the peer holds a reservation on).
         let opts = DialOpts::peer_id(peer)
@@ -250,6 +252,31 @@ impl NetTask {
                 }));
             }
         }
+    }
+
+    /// Relays this node is connected to, each with the address it is reached at:
+    /// configured relays, bootstrap peers (`mesh -b <relay>`: a short-lived command
+    /// dials before identify has told it which peers relay; one that does not refuses
+    /// the circuit at once) and peers whose identify lists the hop protocol.
+    fn relays_connected(&self) -> Vec<(PeerId, Multiaddr)> {
+        let node = &self.config.node;
+        let configured: Vec<PeerId> = node
+            .relays
+            .iter()
+            .chain(&node.bootstrap)
+            .filter_map(|r| split_p2p(r.clone()).0)
+            .collect();
+        self.peers
+            .iter()
+            .filter(|(p, s)| (s.relays || configured.contains(p)) && self.swarm.is_connected(p))
+            .filter_map(|(p, s)| {
+                let addr = s
+                    .addrs
+                    .iter()
+                    .find(|a| !is_circuit(a) && !crate::addr::is_webrtc_direct(a))?;
+                Some((*p, addr.clone()))
+            })
+            .collect()
     }
 
     /// A fresh dial to `peer` (direct addresses only), beside any under way.
