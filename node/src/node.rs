@@ -223,6 +223,7 @@ impl Node {
             me: peer_id,
             role: config.node.role.to_string(),
             started: std::time::Instant::now(),
+            directory: directory.clone(),
         };
         crate::stream::server::run_info(info_in, info, config.limits.clone(), shutdown.child_token());
         // Camera-signed GOP digests of this node's cameras, for recorders (`/camesh/attest/1`).

@@ -1,9 +1,10 @@
 //! The web app across NATs (#15): headless Chromium in a network namespace of its own,
 //! behind a NAT router, enrolls with the link of `mesh fleet invite --role viewer` and
 //! watches a camera that sits behind another NAT, through a relay on the public segment:
-//! the page dials the relay over WebRTC-direct, proves membership to it, and opens a
-//! circuit-relay-v2 circuit to the camera's node, with Noise end to end over it. The
-//! relay holds no grant and sees only sealed frames; the page opens them itself.
+//! the page dials the relay over WebRTC-direct, proves membership to it, learns of the
+//! camera from the relay's camera list, and opens a circuit-relay-v2 circuit to the
+//! camera's node, with Noise end to end over it. The relay holds no grant and sees only
+//! sealed frames; the page opens them itself.
 //!
 //! The NAT lab is [`NatLab`] (tests/src/netns.rs): a public segment 100.64.77.0/24, the
 //! relay and the admin node on it, the camera and the page each behind a NAT router
@@ -26,6 +27,9 @@ use camesh_tests::*;
 const FLEET: &str = "t-web-nat";
 const PORT: u16 = 4001;
 const CLIP: &str = "cam-640x360-30fps-gop2s.h264";
+/// Frames in 30 s of the clip (30 fps): well past the 15 s after which the page's
+/// connections used to be aborted.
+const LONG_FRAMES: u64 = 900;
 /// The clip's picture size.
 const SIZE: (u64, u64) = (640, 360);
 /// Frames the page must decode: five seconds of the clip at 30 fps, well past the cached
@@ -170,8 +174,10 @@ async fn page_behind_nat_enrolls_and_watches_a_camera_behind_another_nat_through
     let page_peer: PeerId = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
     close_page(page).await;
 
-    // 2. With a grant for cam1 and the camera's circuit address through the relay, it
-    // watches: the click is the watch starting (the page's `started`).
+    // 2. With a grant for cam1 and nothing but the relay's address, it finds the camera
+    // through the relay (the relay's camera list names the cameras it heard of; cam1 holds
+    // a reservation there) and watches through a circuit: the click is the watch starting
+    // (the page's `started`).
     let now = now_s();
     let g = f.grant(&GrantRequest {
         holder: page_peer,
@@ -181,8 +187,10 @@ async fn page_behind_nat_enrolls_and_watches_a_camera_behind_another_nat_through
         not_before_unix_s: now - 60,
         not_after_unix_s: now + 3600,
     });
-    let circuit = format!("{relay_webrtc}/p2p-circuit/p2p/{}", cam.peer);
-    let url = format!("{site}index.html?report#{}&peer={circuit}&watch=cam1", grant_text(&g));
+    let url = format!(
+        "{site}index.html?report#{}&peer={relay_webrtc}&watch=cam1",
+        grant_text(&g)
+    );
     let page = open_page_in(ns, chromium, &url, &profile);
     let playing = wait_report(
         &mut reports,
@@ -238,6 +246,22 @@ async fn page_behind_nat_enrolls_and_watches_a_camera_behind_another_nat_through
         path.starts_with("relayed ") && path.contains(&format!("/p2p/{}/p2p-circuit", relay.peer)),
         "a circuit through the relay: {path}"
     );
+    // It keeps playing on the same connections: nothing closes them after a while (the
+    // page's heartbeat used to abort its connection about 15 s after it opened).
+    let long = wait_report(&mut reports, "watching for 30 s", Duration::from_secs(90), |v| {
+        let t = &v["grid"]["tiles"]["cam1"];
+        t["decoded"].as_u64().is_some_and(|n| n >= LONG_FRAMES)
+            || t["reopened"].as_u64().is_some_and(|n| n > 0)
+            || t["endedUnixMs"].is_i64()
+    })
+    .await;
+    let t = &long["grid"]["tiles"]["cam1"];
+    println!(
+        "after {} frames (30 s at 30 fps): streams reopened {}, last break {}",
+        t["decoded"], t["reopened"], t["lastBreak"]
+    );
+    assert_eq!(t["reopened"], 0, "{t}");
+    assert!(t["endedUnixMs"].is_null(), "{t}");
     close_page(page).await;
     let relay_log = relay.proc.output();
     assert!(

@@ -244,6 +244,101 @@ fn admin_certs() -> Value {
     })
 }
 
+/// Grants as the node makes them (root-signed, admin-signed within or outside its scope,
+/// delegated within or beyond the parent), each with the node's own `grant::verify`
+/// verdict for the page, so the page's port decides the same.
+fn grants() -> Value {
+    use camesh_node::auth::{grant, Rights};
+    let root = fixed_key(0x01);
+    let admin = fixed_key(0x05);
+    let page = fixed_key(0x02).public().to_peer_id();
+    let other = fixed_key(0x03).public().to_peer_id();
+    let now = 1_765_010_000i64;
+    let body = |holder: libp2p::PeerId, cameras: &[&str], rights: Rights, serial: u64| pb::GrantBody {
+        fleet_id: "depot".into(),
+        holder: holder.to_bytes().into(),
+        cameras: cameras.iter().map(|c| c.to_string()).collect(),
+        tags: vec![],
+        rights: rights.0,
+        not_before_unix_s: 1_765_000_000,
+        not_after_unix_s: 1_765_086_400,
+        serial,
+        parent: None,
+        admin: None,
+    };
+    let admin_cert = signed::sign(
+        Kind::Admin,
+        &pb::AdminCertBody {
+            fleet_id: "depot".into(),
+            admin: admin.public().to_peer_id().to_bytes().into(),
+            name: "depot-laptop".into(),
+            cameras: vec!["cam1".into(), "cam2".into()],
+            tags: vec![],
+            rights: Rights::LIVE.union(Rights::PLAYBACK).0,
+            may_revoke: false,
+            may_admit: false,
+            not_before_unix_s: 1_765_000_000,
+            not_after_unix_s: 1_765_500_000,
+            serial: 3,
+        },
+        &root,
+    );
+    let by_admin = |cameras: &[&str], serial: u64| {
+        let mut b = body(page, cameras, Rights::LIVE, serial);
+        b.admin = Some(admin_cert.clone());
+        signed::sign(Kind::Grant, &b, &admin)
+    };
+    let delegated = |parent_rights: Rights, rights: Rights, serial: u64| {
+        let parent = signed::sign(
+            Kind::Grant,
+            &body(admin.public().to_peer_id(), &["*"], parent_rights, serial),
+            &root,
+        );
+        let mut b = body(page, &["cam1"], rights, serial + 1);
+        b.parent = Some(parent);
+        signed::sign(Kind::Grant, &b, &admin)
+    };
+    let cases = [
+        (
+            "root",
+            signed::sign(Kind::Grant, &body(page, &["cam1"], Rights::LIVE, 20), &root),
+        ),
+        (
+            "other_holder",
+            signed::sign(Kind::Grant, &body(other, &["cam1"], Rights::LIVE, 21), &root),
+        ),
+        ("admin", by_admin(&["cam1"], 22)),
+        ("admin_outside", by_admin(&["cam9"], 23)),
+        (
+            "delegated",
+            delegated(Rights::LIVE.union(Rights::DELEGATE), Rights::LIVE, 24),
+        ),
+        (
+            "delegated_wider",
+            delegated(Rights::LIVE.union(Rights::DELEGATE), Rights::PLAYBACK, 26),
+        ),
+        ("delegated_no_right", delegated(Rights::LIVE, Rights::LIVE, 28)),
+    ];
+    let mut out = serde_json::Map::new();
+    for (name, g) in cases {
+        let verdict = grant::verify(&g, &root.public(), "depot", &page, now);
+        out.insert(
+            name.into(),
+            json!({
+                "hex": hex(&signed::encode(&g)),
+                "ok": verdict.is_ok(),
+                "error": verdict.err().map(|e| e.to_string()),
+            }),
+        );
+    }
+    json!({
+        "root_protobuf_hex": hex(&root.public().encode_protobuf()),
+        "page_peer_hex": hex(&page.to_bytes()),
+        "now_unix_s": now.to_string(),
+        "cases": out,
+    })
+}
+
 fn invite_vector() -> Value {
     // What `invite::issue` makes, with a fixed token so the text is stable.
     let root = fixed_key(0x01);
@@ -298,6 +393,7 @@ fn vectors() -> String {
         "proof": proofs(),
         "member_hello": member_hellos(),
         "admin_certs": admin_certs(),
+        "grants": grants(),
         "invite": invite_vector(),
     });
     serde_json::to_string_pretty(&v).expect("json") + "\n"

@@ -33,7 +33,7 @@ function decode<T> (what: string, f: () => T): T {
 }
 
 /** The admin certificate `s` (signed by `root`, for `fleetId`), checked against the key that signed the member's certificate. */
-async function openAdmin (s: Signed | undefined, signerRaw: Uint8Array, root: Uint8Array, fleetId: string, nowUnixS: bigint): Promise<AdminCertBody> {
+export async function openAdmin (s: Signed | undefined, signerRaw: Uint8Array, root: Uint8Array, fleetId: string, nowUnixS: bigint): Promise<AdminCertBody> {
   if (s == null) throw new AuthError('certificate: signed neither by the fleet root nor by an admin')
   const { body } = await openSigned('admin certificate', 'admin-cert', s)
   if (!sameBytes(s.signer, root)) throw new AuthError('admin certificate: not signed by the fleet root')

@@ -1,28 +1,51 @@
 // The fleet's cameras in a grid: the page joins the peers it knows (addresses pasted or
 // from the link's `peer=` part, kept in IndexedDB), asks each for its cameras, and shows
 // one tile per camera: a canvas, its path and latency, main/sub, full screen and a PNG
-// snapshot. Grants are pasted (`camesh-grant:` text from `mesh grant`) and kept.
+// snapshot. Grants are pasted (`camesh-grant:` text from `mesh grant`), checked for this
+// page (grant.ts) and kept.
 
 import { multiaddr } from '@multiformats/multiaddr'
+import { WebRTCDirect } from '@multiformats/multiaddr-matcher'
 import { Signed } from './gen/camesh.ts'
 import { loadValue, storeValue } from './identity.ts'
 import { dialable } from './net.ts'
 import { bs58Decode } from './peer.ts'
+import { verifyGrant } from './grant.ts'
 import { decodeSigned } from './signed.ts'
 import { coverage, joinPeer, listCameras, Refused, Watch } from './watch.ts'
 
 /** Times a broken stream is opened again before the tile gives up. */
 const REOPEN = 5
 import type { Membership } from './enroll.ts'
-import type { Span, TileStats } from './watch.ts'
-import type { Connection, Libp2p } from '@libp2p/interface'
+import type { CertInfo } from './cert.ts'
+import type { KnownCamera, Span, TileStats } from './watch.ts'
+import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
 
 export const GRANT_PREFIX = 'camesh-grant:'
+
+/**
+ * How the page reaches a camera that the peer at `from` (an address the page joined)
+ * told of: through that peer's relay when the camera holds a reservation on it (one of
+ * its addresses is a circuit through that peer), else at a WebRTC-direct address of its
+ * own (a camera on the page's LAN or a public one); undefined when neither exists.
+ */
+export function knownRoute (from: string, k: KnownCamera): string | undefined {
+  const cam = k.peer.toString()
+  const via = /\/p2p\/([^/]+)$/.exec(from)?.[1]
+  if (via != null && !from.includes('/p2p-circuit') && k.addrs.some(a => a.toString().includes(`/p2p/${via}/p2p-circuit`))) {
+    return `${from}/p2p-circuit/p2p/${cam}`
+  }
+  const direct = k.addrs.find(a => WebRTCDirect.matches(a) && a.toString().includes('/certhash/'))
+  if (direct != null) return direct.toString().includes('/p2p/') ? direct.toString() : `${direct.toString()}/p2p/${cam}`
+  return undefined
+}
 
 export interface GridState {
   peers: string[]
   grants: number
   cameras: string[]
+  /** Cameras other members told of that this page has no route to (no relay it knows holds their reservation, no WebRTC-direct address). */
+  unreachable: string[]
   tiles: Record<string, TileStats>
   errors: string[]
   /** NVR playback: the coverage shown on the timeline, and the playing view. */
@@ -31,9 +54,11 @@ export interface GridState {
 }
 
 export class Grid {
-  readonly state: GridState = { peers: [], grants: 0, cameras: [], tiles: {}, errors: [] }
+  readonly state: GridState = { peers: [], grants: 0, cameras: [], unreachable: [], tiles: {}, errors: [] }
   private grants: Uint8Array[] = []
   private readonly conns = new Map<string, Connection>()
+  /** Checked certificates of the nodes joined, by peer id. */
+  private readonly certs = new Map<string, CertInfo>()
   private readonly watches = new Map<string, Watch>()
   /** The peer each camera was listed by (where the tile watches it from). */
   private readonly homes = new Map<string, string>()
@@ -51,6 +76,8 @@ export class Grid {
     const t = text.trim()
     if (!t.startsWith(GRANT_PREFIX)) throw new Error(`not a grant: expected text starting with ${GRANT_PREFIX}`)
     const s = decodeSigned('grant', bs58Decode(t.slice(GRANT_PREFIX.length)))
+    // As a node installs a grant (Trust::add_grant): only one that verifies for this page.
+    await verifyGrant(s, this.m.fleetRoot, this.m.fleetId, this.node.peerId, BigInt(Math.floor(Date.now() / 1000)))
     this.grants.push(Signed.encode(s))
     if (this.grants.length > 32) this.grants.shift()
     await storeValue('grants', this.grants)
@@ -67,25 +94,46 @@ export class Grid {
     this.changed()
   }
 
-  /** Joins every known peer and lists its cameras. */
+  /**
+   * Joins every known peer and lists its cameras, then the cameras those peers have
+   * heard of (a relay knows the fleet's): each gets a tile with a route through the peer
+   * that told of it ([`knownRoute`]).
+   */
   async refresh (): Promise<void> {
+    const heard: Array<{ from: string, known: KnownCamera[] }> = []
     for (const p of this.state.peers) {
       try {
         const conn = await this.connect(p).catch((e: unknown) => { throw new Error(`joining: ${e instanceof Error ? e.message : String(e)}`) })
-        const cams = await listCameras(conn, AbortSignal.timeout(10_000)).catch((e: unknown) => { throw new Error(`listing cameras: ${e instanceof Error ? e.message : String(e)}`) })
-        for (const c of cams) {
-          if (!this.state.cameras.includes(c.cameraId)) {
-            this.state.cameras.push(c.cameraId)
-            this.homes.set(c.cameraId, p)
-            this.tile(c.cameraId, p)
-          }
-        }
+        const list = await listCameras(conn, AbortSignal.timeout(10_000)).catch((e: unknown) => { throw new Error(`listing cameras: ${e instanceof Error ? e.message : String(e)}`) })
+        for (const c of list.cameras) this.addTile(c.cameraId, p)
+        heard.push({ from: p, known: list.known })
       } catch (e) {
         this.state.errors.push(`${p}: ${e instanceof Error ? e.message : String(e)}`)
       }
     }
+    for (const { from, known } of heard) {
+      for (const k of known) {
+        if (this.state.cameras.includes(k.cameraId)) continue
+        const route = knownRoute(from, k)
+        if (route == null) {
+          if (!this.state.unreachable.includes(k.cameraId)) this.state.unreachable.push(k.cameraId)
+          continue
+        }
+        this.addTile(k.cameraId, route)
+      }
+    }
     this.changed()
   }
+
+  private addTile (camera: string, route: string): void {
+    if (this.state.cameras.includes(camera)) return
+    this.state.cameras.push(camera)
+    this.homes.set(camera, route)
+    this.tile(camera, route)
+  }
+
+  /** The checked certificate of a node this page joined. */
+  private readonly certOf = (peer: PeerId): CertInfo | undefined => this.certs.get(peer.toString())
 
   private async connect (p: string): Promise<Connection> {
     const have = this.conns.get(p)
@@ -96,8 +144,9 @@ export class Grid {
     // gets no grant and carries sealed frames).
     const at = p.indexOf('/p2p-circuit')
     if (at > 0) await this.connect(p.slice(0, at))
-    const conn = await joinPeer(this.node, [multiaddr(p)], this.m, AbortSignal.timeout(15_000))
+    const { conn, cert } = await joinPeer(this.node, [multiaddr(p)], this.m, AbortSignal.timeout(15_000))
     this.conns.set(p, conn)
+    this.certs.set(conn.remotePeer.toString(), cert)
     return conn
   }
 
@@ -197,7 +246,7 @@ export class Grid {
       void this.playback(camera, nvrAddr, at)
     }
     this.player?.stop()
-    const w = new Watch(camera, 'main', canvas, this.changed)
+    const w = new Watch(camera, 'main', canvas, this.changed, this.certOf)
     this.player = w
     this.state.playback = w.stats
     const show = setInterval(() => {
@@ -229,7 +278,7 @@ export class Grid {
     const canvas = fig?.querySelector('canvas')
     const from = peer ?? this.homes.get(camera) ?? this.state.peers[0]
     if (canvas == null || from == null) throw new Error(`no camera ${camera} in the grid`)
-    const w = new Watch(camera, profile, canvas, this.changed)
+    const w = new Watch(camera, profile, canvas, this.changed, this.certOf)
     this.watches.set(camera, w)
     this.state.tiles[camera] = w.stats
     const grant = this.grants.length > 0 ? Signed.decode(this.grants[this.grants.length - 1] ?? new Uint8Array(0)) : undefined
@@ -240,7 +289,7 @@ export class Grid {
       try {
         const conn = await this.connect(from)
         await w.run(conn, grant, started, async cameraPeer => {
-          const at = this.state.peers.find(p => p.endsWith(`/p2p/${cameraPeer.toString()}`))
+          const at = [...this.state.peers, ...this.homes.values()].find(p => p.endsWith(`/p2p/${cameraPeer.toString()}`))
           if (at == null) throw new Refused(`the camera's node ${cameraPeer.toString()} is not among this page's peers: add its address for keys`)
           return await this.connect(at)
         })

@@ -147,6 +147,12 @@ async function startGrid (node: Libp2p, m: Membership): Promise<void> {
   pending = []
   const started = performance.now()
   await grid.refresh()
+  // A camera named in the link that no peer has heard of yet (it came up a moment ago,
+  // its announcement is on its way): ask again, a few times, a second apart.
+  for (let i = 0; i < 5 && watch != null && !grid.state.cameras.includes(watch); i++) {
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    await grid.refresh()
+  }
   if (watch != null) await grid.watch(watch, via == null ? undefined : grid.peerAddr(via), 'main', started)
   const nvrAddr = nvr == null ? undefined : grid.peerAddr(nvr)
   if (play != null && nvrAddr != null) {

@@ -21,6 +21,12 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 export async function startNode (privateKey: PrivateKey): Promise<Libp2p> {
   return await createLibp2p({
     privateKey,
+    // No ping heartbeat: js-libp2p's connection monitor closes each ping stream and
+    // waits for the FIN_ACK that WebRTC-direct streams end with, which rust-libp2p does
+    // not send (rust-libp2p#5687, open); every heartbeat failed and aborted the
+    // connection to the node about 15 s after it opened, cutting a watch off. WebRTC's
+    // own consent checks (ICE) still end a connection whose far end went away.
+    connectionMonitor: { enabled: false },
     // No DNS: libp2p's browser default resolves over HTTPS at third-party servers, which
     // the page's CSP (connect-src 'self') would block anyway. Invites carry IP addresses.
     dns: dns({

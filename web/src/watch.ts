@@ -12,13 +12,16 @@
 import { ControlRequest, FrameHeader, KeyRequest, KeyResponse, MemberHello, Profile, Signed as SignedCodec, StreamAccept, StreamReject, StreamRequest, StreamResponse } from './gen/camesh.ts'
 import { importVerifyKey, verifyKeyframe } from './fresh.ts'
 import { MediaKey } from './media.ts'
+import { verifyCert } from './cert.ts'
 import { certHello, dialerProof, MAX_MSG } from './member.ts'
 import { ed25519OfPeer, peerFromBytes } from './peer.ts'
 import { check, proofKey } from './proof.ts'
 import { Framed } from './wire.ts'
+import type { CertInfo } from './cert.ts'
 import type { Membership } from './enroll.ts'
 import type { CodecConfig, Signed } from './gen/camesh.ts'
 import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 const MEMBER_PROTOCOL = '/camesh/member/1'
@@ -41,7 +44,7 @@ export class Refused extends Error {}
  * duration), and it opens streams on one only when asked to: every stream the page opens
  * says `runOnLimitedConnection`, as the circuit carries the whole session.
  */
-export async function joinPeer (node: Libp2p, addrs: Multiaddr[], m: Membership, signal: AbortSignal): Promise<Connection> {
+export async function joinPeer (node: Libp2p, addrs: Multiaddr[], m: Membership, signal: AbortSignal): Promise<Joined> {
   const conn = await node.dial(addrs, { signal })
   const key = await proofKey(m.fleetRoot)
   const me = node.peerId.toMultihash().bytes
@@ -62,7 +65,24 @@ export async function joinPeer (node: Libp2p, addrs: Multiaddr[], m: Membership,
   const h = MemberHello.decode(answer)
   if (h.error !== '') throw new Refused(`the node refused this page's certificate: ${h.error.slice(0, 200)}`)
   if (h.cert == null) throw new Refused('the node showed no certificate')
-  return conn
+  // As a node does (Trust::admit): the certificate must be the fleet's, for the very key
+  // this connection authenticated, and current; the membership proof alone is no proof.
+  let cert: CertInfo
+  try {
+    cert = await verifyCert(h.cert, m.fleetRoot, m.fleetId, conn.remotePeer, BigInt(Math.floor(Date.now() / 1000)))
+  } catch (e) {
+    conn.close().catch(() => {})
+    throw new Refused(`${conn.remotePeer.toString()} showed a certificate this page does not accept: ${e instanceof Error ? e.message : String(e)}`)
+  }
+  return { conn, cert }
+}
+
+/** A connection to a node whose membership certificate checked. */
+export interface Joined { conn: Connection, cert: CertInfo }
+
+/** Whether `cert` binds `camera` to its holder (node/src/auth/cert.rs `may_serve`). */
+export function mayServe (cert: CertInfo | undefined, camera: string): boolean {
+  return cert != null && cert.cameras.includes(camera)
 }
 
 /** One protobuf field: its number, and its varint value or its bytes. */
@@ -185,11 +205,17 @@ export async function coverage (conn: Connection, camera: string, grant: Signed 
 
 export interface CameraEntry { cameraId: string, name: string, width: number, height: number }
 
-/** The cameras a node serves (`/camesh/info/1` ListCameras). */
-export async function listCameras (conn: Connection, signal: AbortSignal): Promise<CameraEntry[]> {
+/** A camera another member has heard of: who serves it, and at which addresses. */
+export interface KnownCamera { cameraId: string, peer: PeerId, addrs: Multiaddr[] }
+
+/**
+ * The cameras a node serves (`/camesh/info/1` ListCameras), and the other members'
+ * cameras it has heard of (`known`: hints; dialing one checks the camera's certificate).
+ */
+export async function listCameras (conn: Connection, signal: AbortSignal): Promise<{ cameras: CameraEntry[], known: KnownCamera[] }> {
   const stream = await conn.newStream(INFO_PROTOCOL, { signal, runOnLimitedConnection: true })
   const wire = new Framed(stream, MAX_CONTROL)
-  await wire.send(ControlRequest.encode({ listCameras: {} }))
+  await wire.send(ControlRequest.encode({ listCameras: { known: true } }))
   const raw = await wire.next(signal)
   stream.close().catch(() => {})
   if (raw == null) throw new Error('no camera list')
@@ -198,13 +224,27 @@ export async function listCameras (conn: Connection, signal: AbortSignal): Promi
   const err = top.find(f => f.num === 3)?.bytes
   if (err != null) throw new Refused(dec.decode(fields(err).find(f => f.num === 2)?.bytes ?? new Uint8Array(0)))
   const list = top.find(f => f.num === 1)?.bytes
-  if (list == null) return []
-  return fields(list).filter(f => f.num === 1 && f.bytes != null).map(f => {
+  if (list == null) return { cameras: [], known: [] }
+  const entries = fields(list)
+  const cameras = entries.filter(f => f.num === 1 && f.bytes != null).map(f => {
     const a = fields(f.bytes ?? new Uint8Array(0))
     const str = (n: number): string => dec.decode(a.find(x => x.num === n)?.bytes ?? new Uint8Array(0))
     const int = (n: number): number => Number(a.find(x => x.num === n)?.varint ?? 0n)
     return { cameraId: str(1), name: str(2), width: int(5), height: int(6) }
   })
+  const known: KnownCamera[] = []
+  for (const f of entries.filter(f => f.num === 4 && f.bytes != null).slice(0, 256)) {
+    try {
+      const a = fields(f.bytes ?? new Uint8Array(0))
+      const peer = peerFromBytes(a.find(x => x.num === 3)?.bytes ?? new Uint8Array(0))
+      const addrs: Multiaddr[] = []
+      for (const x of a.filter(x => x.num === 11 && x.bytes != null).slice(0, 32)) {
+        try { addrs.push(multiaddr(x.bytes)) } catch {}
+      }
+      known.push({ cameraId: dec.decode(a.find(x => x.num === 1)?.bytes ?? new Uint8Array(0)), peer, addrs })
+    } catch {}
+  }
+  return { cameras, known }
 }
 
 /** What a tile counts (window.camesh.tiles[camera]). */
@@ -287,7 +327,11 @@ export class Watch {
   private readonly captured = new Map<number, bigint>()
   private liveFromUs?: number
 
-  constructor (readonly camera: string, readonly profile: 'main' | 'sub', private readonly canvas: HTMLCanvasElement, private readonly onChange: () => void) {
+  /**
+   * `certOf` names the checked certificate of a connected node (from [`joinPeer`]): a live
+   * stream plays only from the node whose certificate binds the camera.
+   */
+  constructor (readonly camera: string, readonly profile: 'main' | 'sub', private readonly canvas: HTMLCanvasElement, private readonly onChange: () => void, private readonly certOf: (peer: PeerId) => CertInfo | undefined) {
     this.stats = { camera, profile, path: '', state: 'starting', received: 0, decoded: 0, decodeErrors: 0, rejected: 0, width: 0, height: 0, latencyMs: [], reopened: 0, rejectReasons: [] }
   }
 
@@ -349,6 +393,14 @@ export class Watch {
       keyConn = await keySource(cameraPeer)
       this.stats.path = `forwarded by ${conn.remoteAddr.toString()}, keys from ${cameraPeer.toString()}`
       this.keys.push(await fetchKey(keyConn, this.camera, this.profile, grant, accept.keyEpoch, signal))
+    }
+    // Viewers dial keys: the sealing node must hold a certificate that binds the camera
+    // (an impostor member announcing someone else's camera is refused here).
+    if (!playback && !mayServe(this.certOf(cameraPeer), this.camera)) {
+      this.stats.refusal = `${cameraPeer.toString()} holds no certificate for camera ${this.camera}: not watched`
+      this.stats.state = 'refused'
+      this.onChange()
+      throw new Refused(this.stats.refusal)
     }
     const raw32 = ed25519OfPeer(cameraPeer)
     if (raw32 == null) throw new Error('the camera node has no Ed25519 key')

@@ -12,6 +12,7 @@ import { FrameHeader, MemberRole, Signed } from '../src/gen/camesh.ts'
 import { fromWebCrypto, generateWebCrypto } from '../src/identity.ts'
 import { parseInvite } from '../src/invite.ts'
 import { verifyCert } from '../src/cert.ts'
+import { verifyGrant } from '../src/grant.ts'
 import { MediaKey, aad } from '../src/media.ts'
 import { MemberHello, certHello, dialerProof, frame } from '../src/member.ts'
 import { ed25519OfPeer, peerFromBytes } from '../src/peer.ts'
@@ -192,4 +193,20 @@ test('a non-extractable WebCrypto key is a libp2p Ed25519 key: peer id, signatur
   const sig = await key.sign(msg)
   assert.equal(await key.publicKey.verify(msg, sig), true, 'libp2p verifies what WebCrypto signed')
   assert.equal(await key.publicKey.verify(new TextEncoder().encode('other'), sig), false)
+})
+
+test('grants: the page accepts and refuses exactly what the node does', async () => {
+  const g = v.grants
+  const root = fromHex(g.root_protobuf_hex)
+  const page = peerFromBytes(fromHex(g.page_peer_hex))
+  const now = BigInt(g.now_unix_s)
+  const names = Object.keys(g.cases)
+  assert.ok(names.length >= 7)
+  for (const name of names) {
+    const c = g.cases[name]
+    const got = await verifyGrant(Signed.decode(fromHex(c.hex)), root, 'depot', page, now).then(() => null, (e: unknown) => String(e))
+    assert.equal(got == null, c.ok, `${name}: the node says ${c.ok ? 'ok' : c.error}, the page ${got ?? 'ok'}`)
+  }
+  // After its end, any of them is refused.
+  await assert.rejects(verifyGrant(Signed.decode(fromHex(g.cases.root.hex)), root, 'depot', page, 1_765_086_401n), /expired/)
 })

@@ -292,7 +292,9 @@ pub async fn list_cameras(
 /// Asks a peer which cameras it serves and which other nodes' cameras it forwards.
 pub async fn list(control: &mut Control, peer: PeerId, limits: &Limits) -> Result<pb::CameraList, ClientError> {
     let req = pb::ControlRequest {
-        request: Some(pb::control_request::Request::ListCameras(pb::ListCameras {})),
+        request: Some(pb::control_request::Request::ListCameras(pb::ListCameras {
+            known: false,
+        })),
     };
     let (resp, _): (pb::ControlResponse, _) =
         request(control, peer, info_protocol(), "control response", &req, limits).await?;

@@ -26,6 +26,7 @@ use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
 use libp2p_stream::IncomingStreams;
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -436,6 +437,8 @@ pub struct Info {
     pub me: PeerId,
     pub role: String,
     pub started: std::time::Instant,
+    /// Other members' cameras heard of (answers `ListCameras.known`).
+    pub directory: Arc<crate::discovery::Directory>,
 }
 
 impl Info {
@@ -450,6 +453,33 @@ impl Info {
             relaying: self.net.relaying(),
         }
     }
+}
+
+/// Room kept free in a camera list answer for the response's own framing.
+const KNOWN_SLACK: usize = 64;
+
+/// The directory's cameras of other members (not `me`'s, not the asker's own) for a
+/// `ListCameras.known` answer: newest announcement first, as many as fit in `room`
+/// encoded bytes.
+fn known_cameras(
+    entries: &[crate::discovery::CameraEntry],
+    me: PeerId,
+    asker: &PeerId,
+    room: usize,
+) -> Vec<pb::CameraAnnouncement> {
+    let mut sorted: Vec<_> = entries.iter().filter(|e| e.peer != me && e.peer != *asker).collect();
+    sorted.sort_by_key(|e| std::cmp::Reverse(e.seen));
+    let mut out = Vec::new();
+    let mut used = 0;
+    for e in sorted {
+        let n = e.announcement.encoded_len() + 8;
+        if used + n > room {
+            break;
+        }
+        used += n;
+        out.push(e.announcement.clone());
+    }
+    out
 }
 
 /// Serves `/camesh/info/1` on the bounded accept loop: one `ControlRequest`, one
@@ -494,12 +524,20 @@ async fn answer_info(
     };
     let response = match req {
         Ok(pb::ControlRequest {
-            request: Some(pb::control_request::Request::ListCameras(_)),
-        }) => pb::control_response::Response::Cameras(pb::CameraList {
-            cameras: hubs.announcements(info.me, &[]),
-            forwarding: forwarding(hubs),
-            node: Some(info.status()),
-        }),
+            request: Some(pb::control_request::Request::ListCameras(ask)),
+        }) => {
+            let mut list = pb::CameraList {
+                cameras: hubs.announcements(info.me, &[]),
+                forwarding: forwarding(hubs),
+                node: Some(info.status()),
+                known: Vec::new(),
+            };
+            if ask.known {
+                let room = codec.max().saturating_sub(list.encoded_len() + KNOWN_SLACK);
+                list.known = known_cameras(&info.directory.cameras(), info.me, &peer, room);
+            }
+            pb::control_response::Response::Cameras(list)
+        }
         Ok(pb::ControlRequest {
             request: Some(pb::control_request::Request::Status(_)),
         }) => pb::control_response::Response::Status(info.status()),
@@ -516,4 +554,42 @@ async fn answer_info(
     }
     let _ = stream.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::{CameraEntry, Via};
+    use std::time::Instant;
+
+    fn entry(camera: &str, peer: PeerId, age_s: u64) -> CameraEntry {
+        CameraEntry {
+            peer,
+            announcement: pb::CameraAnnouncement {
+                camera_id: camera.into(),
+                peer_id: peer.to_bytes().into(),
+                addrs: vec![vec![0u8; 40].into()],
+                ..Default::default()
+            },
+            via: Via::Gossip,
+            seen: Instant::now() - Duration::from_secs(age_s),
+        }
+    }
+
+    #[test]
+    fn known_cameras_are_others_newest_first_within_the_room() {
+        let (me, asker, a, b) = (PeerId::random(), PeerId::random(), PeerId::random(), PeerId::random());
+        let entries = vec![
+            entry("old", a, 30),
+            entry("mine", me, 1),
+            entry("askers", asker, 1),
+            entry("new", b, 2),
+        ];
+        let ids = |v: Vec<pb::CameraAnnouncement>| v.into_iter().map(|a| a.camera_id).collect::<Vec<_>>();
+        assert_eq!(ids(known_cameras(&entries, me, &asker, 4096)), ["new", "old"]);
+        // Room for one: the newest.
+        let one = entries[3].announcement.encoded_len() + 8;
+        assert_eq!(ids(known_cameras(&entries, me, &asker, one)), ["new"]);
+        assert!(known_cameras(&entries, me, &asker, 10).is_empty());
+    }
 }
