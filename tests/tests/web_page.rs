@@ -420,6 +420,44 @@ async fn page_watches_a_camera_with_its_grant_and_is_refused_without() {
     assert!(t["refusal"].is_null(), "{t}");
     close_page(page).await;
 
+    // The MSE fallback (what a browser without WebCodecs plays through; `?mse` forces it
+    // here): the same opened frames as fragmented MP4 into a MediaSource and a <video>.
+    let page = open_page(chromium, &format!("{site}index.html?report&mse#watch=cam1"), &profile);
+    let mse = wait_report(&mut reports, "watching through MSE", Duration::from_secs(60), |v| {
+        let t = &v["grid"]["tiles"]["cam1"];
+        t["decoded"].as_u64().is_some_and(|n| n >= 90)
+            || t["endedUnixMs"].is_i64()
+            || t["decodeErrors"].as_u64() > Some(0)
+    })
+    .await;
+    let t = &mse["grid"]["tiles"]["cam1"];
+    let lat: Vec<f64> = t["latencyMs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default();
+    println!(
+        "page watched cam1 through MSE: {} frames presented, {} received, decode errors {}, {}x{}, first frame {} ms, capture-to-presented p50 {:.1} ms p99 {:.1} ms over {} frames",
+        t["decoded"],
+        t["received"],
+        t["decodeErrors"],
+        t["width"],
+        t["height"],
+        t["firstFrameMs"],
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.len()
+    );
+    assert_eq!(t["player"], "mse", "{t}");
+    assert!(t["decoded"].as_u64().is_some_and(|n| n >= 90), "{t}");
+    assert_eq!(t["decodeErrors"], 0, "{t}");
+    assert_eq!(t["rejected"], 0, "{t}");
+    assert_eq!(
+        (t["width"].as_u64(), t["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{t}"
+    );
+    close_page(page).await;
+
     // A phone-sized (390x844) screenshot of the grid playing, into the test output.
     let shot = shot_path("grid-390x844.png");
     let state = page_shot(

@@ -12,6 +12,7 @@
 import { ControlRequest, FrameHeader, KeyRequest, KeyResponse, MemberHello, Profile, Signed as SignedCodec, StreamAccept, StreamReject, StreamRequest, StreamResponse } from './gen/camesh.ts'
 import { importVerifyKey, verifyKeyframe } from './fresh.ts'
 import { MediaKey } from './media.ts'
+import { MsePlayer, mseWanted } from './mse.ts'
 import { verifyCert } from './cert.ts'
 import { certHello, dialerProof, MAX_MSG } from './member.ts'
 import { ed25519OfPeer, peerFromBytes } from './peer.ts'
@@ -278,6 +279,8 @@ export interface TileStats {
   phase?: string
   /** The first distinct reasons frames were rejected. */
   rejectReasons: string[]
+  /** What decodes: WebCodecs to the canvas, or the MSE fallback (a <video>). */
+  player?: 'webcodecs' | 'mse'
 }
 
 function hex2 (n: number): string {
@@ -321,6 +324,8 @@ export class Watch {
   readonly stats: TileStats
   private readonly abort = new AbortController()
   private decoder?: VideoDecoder
+  /** The MSE fallback's player, where WebCodecs is missing. */
+  private mse?: MsePlayer
   private readonly keys: MediaKey[] = []
   private lastSeq = -1n
   private freshSeen = false
@@ -342,6 +347,7 @@ export class Watch {
   stop (): void {
     this.abort.abort()
     try { this.decoder?.close() } catch {}
+    this.mse?.close()
   }
 
   /** Runs until the stream ends, is refused, or `stop()`. */
@@ -408,41 +414,55 @@ export class Watch {
     const { codec, description } = avcDescription(accept.codec)
     this.canvas.width = accept.codec.width
     this.canvas.height = accept.codec.height
-    const ctx = this.canvas.getContext('2d')
-    if (ctx == null) throw new Error('no 2D canvas')
-    this.decoder = new VideoDecoder({
-      output: f => {
-        const cap = this.captured.get(f.timestamp)
-        this.captured.delete(f.timestamp)
-        ctx.drawImage(f, 0, 0, this.canvas.width, this.canvas.height)
-        this.stats.width = f.displayWidth
-        this.stats.height = f.displayHeight
-        f.close()
-        this.stats.decoded++
-        this.stats.lastDrawnUnixMs = Date.now()
-        if (this.stats.firstFrameMs == null) {
-          this.liveFromUs = Date.now() * 1000
-          if (cap != null) this.stats.firstCaptureUnixUs = Number(cap)
-          this.stats.firstFrameMs = Math.round(performance.now() - started)
-          this.stats.state = 'playing'
-          this.onChange()
-        }
-        // Latency counts live frames only: those captured after the first frame was drawn
-        // (the cached GOP a stream starts with is up to a GOP old by design).
-        if (cap != null && this.liveFromUs != null && Number(cap) >= this.liveFromUs) {
-          const ms = (Date.now() * 1000 - Number(cap)) / 1000
-          if (this.stats.latencyMs.length >= 600) this.stats.latencyMs.shift()
-          this.stats.latencyMs.push(Math.round(ms * 10) / 10)
-        }
-      },
-      error: e => {
-        this.stats.decodeErrors++
-        this.stats.lastReject = `decoder: ${e.message}`
+    const presented = (ts: number, width: number, height: number): void => {
+      const cap = this.captured.get(ts) ?? this.captured.get(ts - 1) ?? this.captured.get(ts + 1)
+      this.captured.delete(ts)
+      this.stats.width = width
+      this.stats.height = height
+      this.stats.decoded++
+      this.stats.lastDrawnUnixMs = Date.now()
+      if (this.stats.firstFrameMs == null) {
+        this.liveFromUs = Date.now() * 1000
+        if (cap != null) this.stats.firstCaptureUnixUs = Number(cap)
+        this.stats.firstFrameMs = Math.round(performance.now() - started)
+        this.stats.state = 'playing'
         this.onChange()
       }
-    })
+      // Latency counts live frames only: those captured after the first frame was drawn
+      // (the cached GOP a stream starts with is up to a GOP old by design).
+      if (cap != null && this.liveFromUs != null && Number(cap) >= this.liveFromUs) {
+        const ms = (Date.now() * 1000 - Number(cap)) / 1000
+        if (this.stats.latencyMs.length >= 600) this.stats.latencyMs.shift()
+        this.stats.latencyMs.push(Math.round(ms * 10) / 10)
+      }
+    }
+    const failed = (why: string): void => {
+      this.stats.decodeErrors++
+      this.stats.lastReject = `decoder: ${why}`
+      this.onChange()
+    }
     this.stats.phase = 'configuring'
-    this.decoder.configure({ codec, description, optimizeForLatency: true, codedWidth: accept.codec.width, codedHeight: accept.codec.height })
+    if (mseWanted()) {
+      // No WebCodecs: fragmented MP4 into a MediaSource (mse.ts), the video in the tile.
+      this.mse?.close()
+      this.mse = new MsePlayer(this.mse?.video ?? this.canvas, presented, failed)
+      this.stats.player = 'mse'
+      await this.mse.open(codec, description, accept.codec.width, accept.codec.height)
+    } else {
+      const ctx = this.canvas.getContext('2d')
+      if (ctx == null) throw new Error('no 2D canvas')
+      this.stats.player = 'webcodecs'
+      this.decoder = new VideoDecoder({
+        output: f => {
+          ctx.drawImage(f, 0, 0, this.canvas.width, this.canvas.height)
+          const [ts, w, h] = [f.timestamp, f.displayWidth, f.displayHeight]
+          f.close()
+          presented(ts, w, h)
+        },
+        error: e => failed(e.message)
+      })
+      this.decoder.configure({ codec, description, optimizeForLatency: true, codedWidth: accept.codec.width, codedHeight: accept.codec.height })
+    }
     this.stats.state = 'waiting for a keyframe'
     this.onChange()
     this.stats.phase = 'frames'
@@ -496,7 +516,8 @@ export class Watch {
       this.captured.set(ts, h.captureUnixUs)
       if (this.captured.size > 256) this.captured.delete(this.captured.keys().next().value as number)
       try {
-        this.decoder.decode(new EncodedVideoChunk({ type: h.keyframe ? 'key' : 'delta', timestamp: ts, data: au }))
+        if (this.mse != null) this.mse.push(h.keyframe, h.dts_90k, h.pts_90k, au)
+        else this.decoder?.decode(new EncodedVideoChunk({ type: h.keyframe ? 'key' : 'delta', timestamp: ts, data: au }))
       } catch (e) {
         this.stats.decodeErrors++
         this.stats.lastReject = `decode: ${String(e)}`

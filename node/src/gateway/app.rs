@@ -19,7 +19,7 @@ use super::{text, Shared};
 pub const MAX_FILE: u64 = 16 * 1024 * 1024;
 
 /// The page's own policy (web/index.html carries it as a meta tag).
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src blob:; \
 connect-src 'self'; manifest-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Whether `name` is a file name the app folder may serve.
