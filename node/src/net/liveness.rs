@@ -13,12 +13,7 @@
 //!
 //! Connections that never answered a ping (a peer without the protocol) are never
 //! judged. A stall of this node's own loop (a busy machine) is no evidence against its
-//! peers: after one, every connection gets a fresh period. Nor is most of its connections
-//! going silent at once (at least [`MASS_MIN`] of them): on a saturated machine every pong
-//! comes late together, and closing them all only makes the load worse (a 100-node fleet
-//! on 2 cores closed 7.5 connections a second at rest). Those get one fresh period, at
-//! most every [`MASS_GAP`]; still silent after it (a NAT that moved under all of them),
-//! they are closed, one period later than a single silent path.
+//! peers: after one, every connection gets a fresh period.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,11 +29,6 @@ pub const MIN_DEAD_AFTER: Duration = Duration::from_millis(1500);
 pub const MAX_DEAD_AFTER: Duration = Duration::from_secs(8);
 /// A gap this long between two checks means this node itself stalled.
 pub const OWN_STALL: Duration = Duration::from_millis(1000);
-/// Connections it takes before "most of them went silent at once" says more about this
-/// node than about its paths.
-pub const MASS_MIN: usize = 4;
-/// The least time between two fresh periods granted for a mass silence.
-pub const MASS_GAP: Duration = Duration::from_secs(10);
 
 /// How long a connection with round-trip time `rtt` may stay without a pong: a ping
 /// interval, four round trips (a lost ping or pong is retransmitted after about one to
@@ -59,10 +49,6 @@ struct Seen {
 pub struct Liveness {
     conns: HashMap<ConnectionId, Seen>,
     last_check: Option<Instant>,
-    /// When a mass silence last got a fresh period.
-    last_mass: Option<Instant>,
-    /// Fresh periods granted for a mass silence so far (for the log).
-    pub mass_deferrals: u64,
 }
 
 impl Liveness {
@@ -97,21 +83,6 @@ impl Liveness {
                 (silent >= dead_after(s.rtt)).then_some((s.peer, *c, silent))
             })
             .collect();
-        let mass = self.conns.len() >= MASS_MIN && dead.len() * 2 > self.conns.len();
-        if mass
-            && self
-                .last_mass
-                .is_none_or(|t| now.saturating_duration_since(t) >= MASS_GAP)
-        {
-            self.last_mass = Some(now);
-            self.mass_deferrals += 1;
-            for (_, c, _) in &dead {
-                if let Some(s) = self.conns.get_mut(c) {
-                    s.at = now;
-                }
-            }
-            return Vec::new();
-        }
         for (_, c, _) in &dead {
             self.conns.remove(c);
         }
@@ -220,86 +191,6 @@ mod tests {
             now += TICK;
             assert!(now < back + Duration::from_secs(5));
         }
-    }
-
-    /// `n` connections that answered at `t0` with a 2 ms round trip.
-    fn answered(l: &mut Liveness, n: u32, t0: Instant) -> Vec<(PeerId, ConnectionId)> {
-        (0..n)
-            .map(|i| {
-                let (p, c) = (PeerId::random(), ConnectionId::new_unchecked(100 + i as usize));
-                l.pong(p, c, Duration::from_millis(2), t0);
-                (p, c)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn most_connections_late_at_once_get_one_fresh_period_and_late_pongs_save_them() {
-        let t0 = Instant::now();
-        let mut l = Liveness::default();
-        let conns = answered(&mut l, 10, t0);
-        // A saturated node: every pong is late together; checks keep running.
-        let mut now = t0;
-        while now < t0 + MIN_DEAD_AFTER + TICK {
-            now += TICK;
-            assert!(l.dead(now).is_empty(), "closed at {:?}", now - t0);
-        }
-        assert_eq!(l.mass_deferrals, 1);
-        // The late pongs arrive within the fresh period: nothing is closed.
-        for (p, c) in &conns {
-            l.pong(*p, *c, Duration::from_millis(900), now);
-        }
-        for _ in 0..4 {
-            now += TICK;
-            assert!(l.dead(now).is_empty());
-        }
-    }
-
-    #[test]
-    fn a_nat_that_moved_under_every_connection_closes_them_one_period_later() {
-        let t0 = Instant::now();
-        let mut l = Liveness::default();
-        answered(&mut l, 6, t0);
-        let mut now = t0;
-        let found = loop {
-            now += TICK;
-            let d = l.dead(now);
-            if !d.is_empty() {
-                break d;
-            }
-            assert!(now < t0 + Duration::from_secs(6), "never closed");
-        };
-        assert_eq!(found.len(), 6);
-        // One fresh period (the first deadline, then a second one), no more.
-        assert!(
-            now - t0 >= MIN_DEAD_AFTER * 2 && now - t0 <= MIN_DEAD_AFTER * 2 + TICK * 2,
-            "{:?}",
-            now - t0
-        );
-        assert_eq!(l.mass_deferrals, 1);
-    }
-
-    #[test]
-    fn one_silent_path_among_many_answering_is_closed_at_once() {
-        let t0 = Instant::now();
-        let mut l = Liveness::default();
-        let conns = answered(&mut l, 8, t0);
-        let mut now = t0;
-        let found = loop {
-            now += TICK;
-            // All but the first keep answering.
-            for (p, c) in &conns[1..] {
-                l.pong(*p, *c, Duration::from_millis(2), now);
-            }
-            let d = l.dead(now);
-            if !d.is_empty() {
-                break d;
-            }
-        };
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].1, conns[0].1);
-        assert!(now - t0 <= MIN_DEAD_AFTER + TICK);
-        assert_eq!(l.mass_deferrals, 0);
     }
 
     #[test]

@@ -346,14 +346,7 @@ impl NetTask {
     /// another path, a lost relay is dialed again at once ([`Self::relay_lost`]).
     fn close_silent(&mut self) {
         let now = Instant::now();
-        let deferred = self.liveness.mass_deferrals;
         let dead = self.liveness.dead(now);
-        if self.liveness.mass_deferrals != deferred {
-            info!(
-                times = self.liveness.mass_deferrals,
-                "most connections went silent at once: one more period before closing any (this node may be saturated)"
-            );
-        }
         for (peer, conn, silent) in &dead {
             info!(%peer, silent_ms = silent.as_millis() as u64, "closing a silent connection");
             self.swarm.close_connection(*conn);
