@@ -441,10 +441,15 @@ async fn start_peer(cli: &Cli, dir: &std::path::Path, discover: bool) -> Result<
         cli.listen.clone()
     };
     let node = Node::spawn(config, dir).await?;
-    // Give bootstrap connections a moment; discovery keeps going while commands run.
+    // Bootstrap peers first, each until it has proven membership (and so has verified
+    // this node: a relay serves circuits to verified members only); discovery keeps going
+    // while commands run.
     for addr in &bootstrap {
-        if let Err(e) = node.connect(addr.clone()).await {
-            eprintln!("mesh: warning: {e}");
+        match node.connect(addr.clone()).await {
+            Ok(peer) => {
+                let _ = node.trust().wait_member(&peer, Duration::from_secs(3)).await;
+            }
+            Err(e) => eprintln!("mesh: warning: {e}"),
         }
     }
     Ok(node)

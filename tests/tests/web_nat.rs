@@ -1,8 +1,9 @@
 //! The web app across NATs (#15): headless Chromium in a network namespace of its own,
 //! behind a NAT router, enrolls with the link of `mesh fleet invite --role viewer` and
 //! watches a camera that sits behind another NAT, through a relay on the public segment:
-//! the page dials the relay over WebRTC-direct, proves membership to it, learns of the
-//! camera from the relay's camera list, and opens a circuit-relay-v2 circuit to the
+//! the page dials the relay over WebRTC-direct, proves membership to it, keeps a
+//! reservation there (an admin hands it its grant over the mesh through it), learns of
+//! the camera from the relay's camera list, and opens a circuit-relay-v2 circuit to the
 //! camera's node, with Noise end to end over it. The relay holds no grant and sees only
 //! sealed frames; the page opens them itself.
 //!
@@ -106,8 +107,6 @@ fn ready(test: &str) -> Option<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_behind_nat_enrolls_and_watches_a_camera_behind_another_nat_through_a_relay() {
-    use camesh_node::auth::grant::GrantRequest;
-    use camesh_node::auth::{now_s, Rights};
     init_tracing();
     let test = "page_behind_nat_enrolls_and_watches_a_camera_behind_another_nat_through_a_relay";
     let Some(chromium) = ready(test) else {
@@ -174,23 +173,70 @@ async fn page_behind_nat_enrolls_and_watches_a_camera_behind_another_nat_through
     let page_peer: PeerId = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
     close_page(page).await;
 
-    // 2. With a grant for cam1 and nothing but the relay's address, it finds the camera
-    // through the relay (the relay's camera list names the cameras it heard of; cam1 holds
-    // a reservation there) and watches through a circuit: the click is the watch starting
-    // (the page's `started`).
-    let now = now_s();
-    let g = f.grant(&GrantRequest {
-        holder: page_peer,
-        cameras: vec!["cam1".into()],
-        tags: vec![],
-        rights: Rights::LIVE,
-        not_before_unix_s: now - 60,
-        not_after_unix_s: now + 3600,
-    });
-    let url = format!(
-        "{site}index.html?report#{}&peer={relay_webrtc}&watch=cam1",
-        grant_text(&g)
+    // 2. Given nothing but the relay's address, the page joins it and keeps a reservation
+    // there; the admin, on the public segment and knowing only the relay, hands it a grant
+    // for cam1 over the mesh (`mesh grant --send`, through the page's reservation).
+    let url = format!("{site}index.html?report#peer={relay_webrtc}");
+    let page = open_page_in(ns, chromium, &url, &profile);
+    let reserved = wait_report(
+        &mut reports,
+        "a reservation on the relay",
+        Duration::from_secs(60),
+        |v| v["reachableAt"].as_array().is_some_and(|a| !a.is_empty()),
+    )
+    .await;
+    println!("page reachable at {}", reserved["reachableAt"]);
+    // The admin's laptop: an admin certificate (what `mesh fleet init` gives it) and its
+    // membership, beside the root key the invite came from.
+    f.admin_dir(&admin, "admin", 7200).expect("admin certificate");
+    f.enroll_dir(&admin, MemberRole::Admin, "admin", &[], 3600)
+        .expect("enrolled");
+    let granted = Command::new("ip")
+        .args(["netns", "exec", &admin_host.ns])
+        .arg(bin("mesh"))
+        .env_remove("CAMESH_FLEET")
+        .env_remove("CAMESH_FLEET_ROOT")
+        .arg("--data-dir")
+        .arg(&admin)
+        .args([
+            "--no-mdns",
+            "--listen",
+            &format!("/ip4/{}/udp/0/quic-v1", admin_host.ip),
+        ])
+        .args(["-b", &relay.quic.to_string()])
+        .args([
+            "grant",
+            &page_peer.to_string(),
+            "--cameras",
+            "cam1",
+            "--rights",
+            "live",
+            "--until",
+            "1h",
+            "--send",
+        ])
+        .output()
+        .expect("mesh grant --send");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&granted.stdout),
+        String::from_utf8_lossy(&granted.stderr)
     );
+    println!("mesh grant --send: {}", said.trim());
+    assert!(granted.status.success(), "the grant did not reach the page:\n{said}");
+    let kept = wait_report(&mut reports, "the grant kept", Duration::from_secs(30), |v| {
+        v["grantsReceived"].as_u64().is_some_and(|n| n >= 1) || v["grantRefusal"].is_string()
+    })
+    .await;
+    assert_eq!(kept["grantsReceived"], 1, "{}", kept["grantRefusal"]);
+    assert_eq!(kept["grid"]["grants"], 1);
+    close_page(page).await;
+
+    // 3. With that grant and nothing but the relay's address, it finds the camera through
+    // the relay (the relay's camera list names the cameras it heard of; cam1 holds a
+    // reservation there) and watches through a circuit: the click is the watch starting
+    // (the page's `started`).
+    let url = format!("{site}index.html?report#watch=cam1");
     let page = open_page_in(ns, chromium, &url, &profile);
     let playing = wait_report(
         &mut reports,

@@ -1,8 +1,8 @@
 // The fleet's cameras in a grid: the page joins the peers it knows (addresses pasted or
 // from the link's `peer=` part, kept in IndexedDB), asks each for its cameras, and shows
 // one tile per camera: a canvas, its path and latency, main/sub, full screen and a PNG
-// snapshot. Grants are pasted (`camesh-grant:` text from `mesh grant`), checked for this
-// page (grant.ts) and kept.
+// snapshot. Grants are pasted (`camesh-grant:` text from `mesh grant`) or handed over the
+// mesh (inbound.ts), checked for this page (grant.ts) and kept.
 
 import { multiaddr } from '@multiformats/multiaddr'
 import { WebRTCDirect } from '@multiformats/multiaddr-matcher'
@@ -78,6 +78,15 @@ export class Grid {
     const s = decodeSigned('grant', bs58Decode(t.slice(GRANT_PREFIX.length)))
     // As a node installs a grant (Trust::add_grant): only one that verifies for this page.
     await verifyGrant(s, this.m.fleetRoot, this.m.fleetId, this.node.peerId, BigInt(Math.floor(Date.now() / 1000)))
+    this.grants.push(Signed.encode(s))
+    if (this.grants.length > 32) this.grants.shift()
+    await storeValue('grants', this.grants)
+    this.state.grants = this.grants.length
+    this.changed()
+  }
+
+  /** Keeps a grant a member handed over the mesh (inbound.ts; already checked for this page). */
+  async keepGrant (s: Signed): Promise<void> {
     this.grants.push(Signed.encode(s))
     if (this.grants.length > 32) this.grants.shift()
     await storeValue('grants', this.grants)

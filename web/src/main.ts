@@ -17,6 +17,7 @@ import { Grid, GRANT_PREFIX } from './grid.ts'
 import type { CertInfo, Membership } from './enroll.ts'
 import type { GridState } from './grid.ts'
 import type { InviteInfo } from './invite.ts'
+import { Inbound } from './inbound.ts'
 import type { Identity } from './identity.ts'
 import type { Libp2p } from '@libp2p/interface'
 
@@ -32,6 +33,11 @@ interface PageState {
   redeemTimes?: typeof redeemTimes
   grid?: GridState
   serviceWorker?: string
+  /** Where members reach this page: its circuit addresses through the relays it holds a reservation on. */
+  reachableAt?: string[]
+  /** Grants members handed it over the mesh, and the last one it refused. */
+  grantsReceived?: number
+  grantRefusal?: string
 }
 
 const state: PageState = { phase: 'loading' }
@@ -126,6 +132,17 @@ async function startGrid (node: Libp2p, m: Membership): Promise<void> {
   grid = new Grid(node, m, el('grid'), report)
   await grid.load()
   state.grid = grid.state
+  // Members reach the page through its relay reservation: grants arrive over the mesh.
+  const g = grid
+  const inbound = new Inbound(node, m, async s => { await g.keepGrant(s) })
+  await inbound.start()
+  const reachable = (): void => {
+    state.reachableAt = node.getMultiaddrs().map(a => a.toString()).filter(a => a.includes('/p2p-circuit'))
+    state.grantsReceived = inbound.received
+    state.grantRefusal = inbound.lastRefusal
+  }
+  node.addEventListener('self:peer:update', () => { reachable(); report() })
+  setInterval(reachable, 1000)
   let watch: string | undefined
   let via: string | undefined
   let play: string | undefined

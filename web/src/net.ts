@@ -17,16 +17,15 @@ import { Circuit, WebRTCDirect } from '@multiformats/multiaddr-matcher'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
-/** A node that only dials: a page cannot listen on WebRTC-direct. */
+/**
+ * A page cannot listen on WebRTC-direct; it dials, and is reachable through a relay: it
+ * listens on `/p2p-circuit`, which makes a reservation on one relay it is connected to
+ * (a peer whose identify lists the hop protocol; camesh relays serve members only).
+ */
 export async function startNode (privateKey: PrivateKey): Promise<Libp2p> {
   return await createLibp2p({
     privateKey,
-    // No ping heartbeat: js-libp2p's connection monitor closes each ping stream and
-    // waits for the FIN_ACK that WebRTC-direct streams end with, which rust-libp2p does
-    // not send (rust-libp2p#5687, open); every heartbeat failed and aborted the
-    // connection to the node about 15 s after it opened, cutting a watch off. WebRTC's
-    // own consent checks (ICE) still end a connection whose far end went away.
-    connectionMonitor: { enabled: false },
+    addresses: { listen: ['/p2p-circuit'] },
     // No DNS: libp2p's browser default resolves over HTTPS at third-party servers, which
     // the page's CSP (connect-src 'self') would block anyway. Invites carry IP addresses.
     dns: dns({
@@ -34,6 +33,12 @@ export async function startNode (privateKey: PrivateKey): Promise<Libp2p> {
         '.': async (name: string) => { throw new Error(`this page resolves no DNS names (${name})`) }
       }
     }),
+    // No ping heartbeat: js-libp2p's connection monitor aborted the page's connections
+    // about 15 s after they opened (a watch through a relay ended at 442 frames). Half of
+    // it was the FIN_ACK rust-libp2p's WebRTC streams did not send (vendor/README.md);
+    // with that fixed the watch still ended, at 491 frames, so the monitor stays off.
+    // WebRTC's own consent checks (ICE) still end a connection whose far end went away.
+    connectionMonitor: { enabled: false },
     transports: [webRTCDirect(), circuitRelayTransport()],
     // A relayed connection needs Noise and a muxer of its own (the circuit is a plain
     // stream), and the circuit transport needs identify on the relay connection.

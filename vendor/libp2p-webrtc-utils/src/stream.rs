@@ -22,6 +22,10 @@
 use std::{
     io,
     pin::Pin,
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 
@@ -65,6 +69,61 @@ pub struct Stream<T> {
     read_buffer: Bytes,
     /// Dropping this will close the oneshot and notify the receiver by emitting `Canceled`.
     drop_notifier: Option<oneshot::Sender<GracefullyClosed>>,
+    /// camesh patch: the remote's `FIN` and our `FIN_ACK` ([`FinAck`]), shared with the
+    /// [`DropListener`], which answers a `FIN` that arrives after this stream is dropped.
+    fin: Arc<FinAck>,
+    /// camesh patch: dropped with the stream; tells the [`DropListener`] it may read.
+    _dropped: oneshot::Sender<()>,
+}
+
+/// camesh patch: where a stream's `FIN_ACK` stands. js-libp2p ends a stream's close only
+/// once the remote acknowledges its `FIN` (libp2p's WebRTC spec), and upstream never does:
+/// every close from a browser waited 5-10 s and then failed (identify, circuit relay
+/// reservations, pings).
+#[derive(Debug, Default)]
+pub struct FinAck(AtomicU8);
+
+impl FinAck {
+    const OWED: u8 = 1;
+    const SENT: u8 = 2;
+
+    fn owe(&self) {
+        let _ = self.0.compare_exchange(0, Self::OWED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub(crate) fn owed(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::OWED
+    }
+
+    pub(crate) fn seen(&self) -> bool {
+        self.0.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn sent(&self) {
+        self.0.store(Self::SENT, Ordering::Release);
+    }
+}
+
+/// camesh patch: sends an owed `FIN_ACK` if the channel takes it now (never waits).
+fn poll_send_fin_ack<T>(io: &mut FramedDc<T>, fin: &FinAck, cx: &mut Context<'_>) -> io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    if !fin.owed() {
+        return Ok(());
+    }
+    if let Poll::Ready(r) = io.poll_ready_unpin(cx) {
+        r?;
+        io.start_send_unpin(Message {
+            flag: Some(Flag::FinAck as i32),
+            message: None,
+        })?;
+        fin.sent();
+        if let Poll::Ready(r) = io.poll_flush_unpin(cx) {
+            r?;
+        }
+    }
+    Ok(())
 }
 
 impl<T> Stream<T>
@@ -75,14 +134,18 @@ where
     /// which will notify the receiver when/if the stream is dropped.
     pub fn new(data_channel: T) -> (Self, DropListener<T>) {
         let (sender, receiver) = oneshot::channel();
+        let (dropped, dropped_rx) = oneshot::channel();
+        let fin = Arc::new(FinAck::default());
 
         let stream = Self {
             io: framed_dc::new(data_channel.clone()),
             state: State::Open,
             read_buffer: Bytes::default(),
             drop_notifier: Some(sender),
+            fin: fin.clone(),
+            _dropped: dropped,
         };
-        let listener = DropListener::new(framed_dc::new(data_channel), receiver);
+        let listener = DropListener::new(framed_dc::new(data_channel), receiver, dropped_rx, fin);
 
         (stream, listener)
     }
@@ -139,13 +202,19 @@ where
                 read_buffer,
                 io,
                 state,
+                fin,
                 ..
             } = &mut *self;
 
+            poll_send_fin_ack(io, fin, cx)?;
             match ready!(io_poll_next(io, cx))? {
                 Some((flag, message)) => {
                     if let Some(flag) = flag {
                         state.handle_inbound_flag(flag, read_buffer);
+                        if flag == Flag::Fin {
+                            fin.owe();
+                            poll_send_fin_ack(io, fin, cx)?;
+                        }
                     }
 
                     debug_assert!(read_buffer.is_empty());
@@ -186,6 +255,7 @@ where
                 read_buffer,
                 io,
                 state,
+                fin,
                 ..
             } = &mut *self;
 
@@ -194,13 +264,20 @@ where
                     // Read side is closed. Discard any incoming messages.
                     drop(message);
                     // But still handle flags, e.g. a `Flag::StopSending`.
-                    state.handle_inbound_flag(flag, read_buffer)
+                    state.handle_inbound_flag(flag, read_buffer);
+                    if flag == Flag::Fin {
+                        fin.owe();
+                    }
                 }
                 Poll::Ready(Some((None, message))) => drop(message),
                 Poll::Ready(None) | Poll::Pending => break,
             }
         }
 
+        {
+            let Self { io, fin, .. } = &mut *self;
+            poll_send_fin_ack(io, fin, cx)?;
+        }
         self.state.write_barrier()?;
 
         ready!(self.io.poll_ready_unpin(cx))?;

@@ -254,7 +254,7 @@ impl NetTask {
         }
     }
 
-    /// Relays this node is connected to, each with the address it is reached at:
+    /// Relays this node is connected to and verified, each with the address it is reached at:
     /// configured relays, bootstrap peers (`mesh -b <relay>`: a short-lived command
     /// dials before identify has told it which peers relay; one that does not refuses
     /// the circuit at once) and peers whose identify lists the hop protocol.
@@ -268,7 +268,11 @@ impl NetTask {
             .collect();
         self.peers
             .iter()
-            .filter(|(p, s)| (s.relays || configured.contains(p)) && self.swarm.is_connected(p))
+            // Verified members only: our exchange with a relay ends once it has verified
+            // us too, and a camesh relay serves circuits to verified members only.
+            .filter(|(p, s)| {
+                (s.relays || configured.contains(p)) && self.swarm.is_connected(p) && self.trust.member(p).is_some()
+            })
             .filter_map(|(p, s)| {
                 let addr = s
                     .addrs

@@ -29,6 +29,9 @@ pub mod message {
         /// The sender abruptly terminates the sending part of the stream. The
         /// receiver can discard any data that it already received on that stream.
         Reset = 2,
+        /// camesh patch (see vendor/README.md): the sender received the receiver's `FIN`
+        /// (libp2p's WebRTC spec; js-libp2p waits for it before a stream's close ends).
+        FinAck = 3,
     }
     impl Flag {
         /// String value of the enum field names used in the ProtoBuf definition.
@@ -40,6 +43,7 @@ pub mod message {
                 Self::Fin => "FIN",
                 Self::StopSending => "STOP_SENDING",
                 Self::Reset => "RESET",
+                Self::FinAck => "FIN_ACK",
             }
         }
         /// Creates an enum from field names used in the ProtoBuf definition.
@@ -48,6 +52,7 @@ pub mod message {
                 "FIN" => Some(Self::Fin),
                 "STOP_SENDING" => Some(Self::StopSending),
                 "RESET" => Some(Self::Reset),
+                "FIN_ACK" => Some(Self::FinAck),
                 _ => None,
             }
         }

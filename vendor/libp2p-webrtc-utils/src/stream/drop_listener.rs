@@ -22,31 +22,47 @@ use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use futures::{
-    AsyncRead, AsyncWrite, FutureExt, SinkExt,
+    AsyncRead, AsyncWrite, FutureExt, SinkExt, StreamExt,
     channel::{oneshot, oneshot::Canceled},
 };
 
 use crate::{
     proto::{Flag, Message},
-    stream::framed_dc::FramedDc,
+    stream::{framed_dc::FramedDc, FinAck},
 };
 
 #[must_use]
 pub struct DropListener<T> {
     state: State<T>,
+    /// camesh patch: `Canceled` once the stream is dropped.
+    dropped: oneshot::Receiver<()>,
+    /// camesh patch: the stream's `FIN`/`FIN_ACK` standing.
+    fin: Arc<FinAck>,
 }
 
 impl<T> DropListener<T> {
-    pub fn new(stream: FramedDc<T>, receiver: oneshot::Receiver<GracefullyClosed>) -> Self {
+    pub fn new(
+        stream: FramedDc<T>,
+        receiver: oneshot::Receiver<GracefullyClosed>,
+        dropped: oneshot::Receiver<()>,
+        fin: Arc<FinAck>,
+    ) -> Self {
         Self {
             state: State::Idle { stream, receiver },
+            dropped,
+            fin,
         }
     }
 }
+
+/// camesh patch: messages read at most, after a gracefully closed stream was dropped,
+/// while waiting for the remote's `FIN` to acknowledge.
+const MAX_DISCARDED: usize = 64;
 
 enum State<T> {
     /// The [`DropListener`] is idle and waiting to be activated.
@@ -61,6 +77,20 @@ enum State<T> {
     Flushing {
         stream: FramedDc<T>,
     },
+    /// camesh patch: closed gracefully; once the stream is dropped, the remote's `FIN` is
+    /// read here and acknowledged (unless the stream already did).
+    Closed {
+        stream: FramedDc<T>,
+    },
+    /// camesh patch: the stream is dropped; reading for the remote's `FIN`.
+    AwaitingFin {
+        stream: FramedDc<T>,
+        left: usize,
+    },
+    /// camesh patch: sending `FIN_ACK`.
+    SendingFinAck {
+        stream: FramedDc<T>,
+    },
     /// Bad state transition.
     Poisoned,
 }
@@ -72,7 +102,8 @@ where
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let state = &mut self.get_mut().state;
+        let this = self.get_mut();
+        let state = &mut this.state;
 
         loop {
             match std::mem::replace(state, State::Poisoned) {
@@ -81,7 +112,8 @@ where
                     mut receiver,
                 } => match receiver.poll_unpin(cx) {
                     Poll::Ready(Ok(GracefullyClosed {})) => {
-                        return Poll::Ready(Ok(()));
+                        *state = State::Closed { stream };
+                        continue;
                     }
                     Poll::Ready(Err(Canceled)) => {
                         tracing::info!("Stream dropped without graceful close, sending Reset");
@@ -111,6 +143,57 @@ where
                     Poll::Ready(()) => return Poll::Ready(Ok(())),
                     Poll::Pending => {
                         *state = State::Flushing { stream };
+                        return Poll::Pending;
+                    }
+                },
+                State::Closed { stream } => match this.dropped.poll_unpin(cx) {
+                    Poll::Pending => {
+                        *state = State::Closed { stream };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(_) if this.fin.owed() => {
+                        *state = State::SendingFinAck { stream };
+                        continue;
+                    }
+                    Poll::Ready(_) if this.fin.seen() => return Poll::Ready(Ok(())),
+                    Poll::Ready(_) => {
+                        *state = State::AwaitingFin {
+                            stream,
+                            left: MAX_DISCARDED,
+                        };
+                        continue;
+                    }
+                },
+                State::AwaitingFin { mut stream, left } => match stream.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(Message { flag: Some(f), .. }))) if f == Flag::Fin as i32 => {
+                        *state = State::SendingFinAck { stream };
+                        continue;
+                    }
+                    Poll::Ready(Some(Ok(_))) if left > 1 => {
+                        *state = State::AwaitingFin {
+                            stream,
+                            left: left - 1,
+                        };
+                        continue;
+                    }
+                    Poll::Ready(_) => return Poll::Ready(Ok(())),
+                    Poll::Pending => {
+                        *state = State::AwaitingFin { stream, left };
+                        return Poll::Pending;
+                    }
+                },
+                State::SendingFinAck { mut stream } => match stream.poll_ready_unpin(cx)? {
+                    Poll::Ready(()) => {
+                        stream.start_send_unpin(Message {
+                            flag: Some(Flag::FinAck as i32),
+                            message: None,
+                        })?;
+                        this.fin.sent();
+                        *state = State::Flushing { stream };
+                        continue;
+                    }
+                    Poll::Pending => {
+                        *state = State::SendingFinAck { stream };
                         return Poll::Pending;
                     }
                 },
