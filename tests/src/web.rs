@@ -277,6 +277,12 @@ pub async fn invite_from_in(ns: Option<&str>, ip: &str, admin: &Path) -> (tokio:
 }
 
 /// Ends a page as a user closing the browser does (SIGTERM, so IndexedDB is flushed).
+/// Drops the reports already received (from pages closed since): the next
+/// [`wait_report`] then judges only the page opened after this.
+pub fn drain_reports(reports: &mut tokio::sync::mpsc::Receiver<String>) {
+    while reports.try_recv().is_ok() {}
+}
+
 pub async fn close_page(mut page: tokio::process::Child) {
     if let Some(pid) = page.id() {
         let _ = std::process::Command::new("kill")

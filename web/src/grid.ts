@@ -78,14 +78,10 @@ export class Grid {
     const s = decodeSigned('grant', bs58Decode(t.slice(GRANT_PREFIX.length)))
     // As a node installs a grant (Trust::add_grant): only one that verifies for this page.
     await verifyGrant(s, this.m.fleetRoot, this.m.fleetId, this.node.peerId, BigInt(Math.floor(Date.now() / 1000)))
-    this.grants.push(Signed.encode(s))
-    if (this.grants.length > 32) this.grants.shift()
-    await storeValue('grants', this.grants)
-    this.state.grants = this.grants.length
-    this.changed()
+    await this.keepGrant(s)
   }
 
-  /** Keeps a grant a member handed over the mesh (inbound.ts; already checked for this page). */
+  /** Keeps a grant already checked for this page (pasted, or handed over the mesh: inbound.ts). */
   async keepGrant (s: Signed): Promise<void> {
     this.grants.push(Signed.encode(s))
     if (this.grants.length > 32) this.grants.shift()
@@ -189,6 +185,14 @@ export class Grid {
     canvas.addEventListener('dblclick', () => { void fig.requestFullscreen?.() })
     full.addEventListener('click', () => { void fig.requestFullscreen?.() })
     snap.addEventListener('click', () => {
+      // Under the MSE fallback the tile shows a <video> in the canvas's place: draw its
+      // current frame onto the canvas first.
+      const video = fig.querySelector('video')
+      if (video != null && video.videoWidth > 0) {
+        canvas.width = video.videoWidth
+        canvas.height = video.videoHeight
+        canvas.getContext('2d')?.drawImage(video, 0, 0)
+      }
       canvas.toBlob(b => {
         if (b == null) return
         const a = document.createElement('a')

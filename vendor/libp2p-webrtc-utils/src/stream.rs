@@ -69,8 +69,10 @@ pub struct Stream<T> {
     read_buffer: Bytes,
     /// Dropping this will close the oneshot and notify the receiver by emitting `Canceled`.
     drop_notifier: Option<oneshot::Sender<GracefullyClosed>>,
-    /// camesh patch: the remote's `FIN` and our `FIN_ACK` ([`FinAck`]), shared with the
-    /// [`DropListener`], which answers a `FIN` that arrives after this stream is dropped.
+    /// camesh patch: whether the remote's `FIN` came ([`FinAck`]), shared with the
+    /// [`DropListener`], which sends the `FIN_ACK` once this stream is dropped after a
+    /// graceful close (reading for the `FIN` first if it has not come yet). Sent from
+    /// here, in the middle of a read, it broke rust-to-rust handshakes now and then.
     fin: Arc<FinAck>,
     /// camesh patch: dropped with the stream; tells the [`DropListener`] it may read.
     _dropped: oneshot::Sender<()>,
@@ -87,7 +89,7 @@ impl FinAck {
     const OWED: u8 = 1;
     const SENT: u8 = 2;
 
-    fn owe(&self) {
+    pub(crate) fn owe(&self) {
         let _ = self.0.compare_exchange(0, Self::OWED, Ordering::AcqRel, Ordering::Acquire);
     }
 
@@ -102,28 +104,6 @@ impl FinAck {
     pub(crate) fn sent(&self) {
         self.0.store(Self::SENT, Ordering::Release);
     }
-}
-
-/// camesh patch: sends an owed `FIN_ACK` if the channel takes it now (never waits).
-fn poll_send_fin_ack<T>(io: &mut FramedDc<T>, fin: &FinAck, cx: &mut Context<'_>) -> io::Result<()>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    if !fin.owed() {
-        return Ok(());
-    }
-    if let Poll::Ready(r) = io.poll_ready_unpin(cx) {
-        r?;
-        io.start_send_unpin(Message {
-            flag: Some(Flag::FinAck as i32),
-            message: None,
-        })?;
-        fin.sent();
-        if let Poll::Ready(r) = io.poll_flush_unpin(cx) {
-            r?;
-        }
-    }
-    Ok(())
 }
 
 impl<T> Stream<T>
@@ -206,14 +186,12 @@ where
                 ..
             } = &mut *self;
 
-            poll_send_fin_ack(io, fin, cx)?;
             match ready!(io_poll_next(io, cx))? {
                 Some((flag, message)) => {
                     if let Some(flag) = flag {
                         state.handle_inbound_flag(flag, read_buffer);
                         if flag == Flag::Fin {
                             fin.owe();
-                            poll_send_fin_ack(io, fin, cx)?;
                         }
                     }
 
@@ -274,10 +252,6 @@ where
             }
         }
 
-        {
-            let Self { io, fin, .. } = &mut *self;
-            poll_send_fin_ack(io, fin, cx)?;
-        }
         self.state.write_barrier()?;
 
         ready!(self.io.poll_ready_unpin(cx))?;
