@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = plan::next_chunk(&missing, &have, &ranges, ReplicateOrder::Newest, 10_000_000);
             let _ = plan::next_chunk(&missing, &[], &[], ReplicateOrder::Oldest, 1);
             if let Some(s) = missing.first() {
-                let _ = plan::arriving(s.from, Some(s.to), &have);
+                // Both ways: a chunk that continues the last one, and one after a hole.
+                let _ = plan::arriving(s.from, Some(s.to), &have, true);
+                let _ = plan::arriving(s.from, Some(s.to), &have, false);
             }
         }
         let _ = decode_message::<pb::ReplicaAck>("x", body.clone());
