@@ -5,19 +5,11 @@
 // A fragment per frame keeps the added latency to the browser's own buffering; the
 // decrypting, freshness and signature checks before it are the same as for WebCodecs.
 
+import { concat } from './bytes.ts'
+
 /** Whether the page plays through MSE: no WebCodecs here, or `?mse` in the page's URL. */
 export function mseWanted (): boolean {
   return typeof VideoDecoder === 'undefined' || new URLSearchParams(globalThis.location?.search ?? '').has('mse')
-}
-
-function cat (parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
 }
 
 function u8 (...v: number[]): Uint8Array {
@@ -33,7 +25,7 @@ function u32 (v: number): Uint8Array {
 }
 
 function u64 (v: bigint): Uint8Array {
-  return cat([u32(Number((v >> 32n) & 0xffffffffn)), u32(Number(v & 0xffffffffn))])
+  return concat(u32(Number((v >> 32n) & 0xffffffffn)), u32(Number(v & 0xffffffffn)))
 }
 
 function zeros (n: number): Uint8Array {
@@ -42,15 +34,15 @@ function zeros (n: number): Uint8Array {
 
 /** An ISO BMFF box: its size, its four-character type, its payload. */
 export function box (type: string, ...payload: Uint8Array[]): Uint8Array {
-  const body = cat(payload)
-  return cat([u32(8 + body.length), new TextEncoder().encode(type), body])
+  const body = concat(...payload)
+  return concat(u32(8 + body.length), new TextEncoder().encode(type), body)
 }
 
 function fullBox (type: string, version: number, flags: number, ...payload: Uint8Array[]): Uint8Array {
   return box(type, u8(version, (flags >> 16) & 0xff, (flags >> 8) & 0xff, flags & 0xff), ...payload)
 }
 
-const MATRIX = cat([u32(0x00010000), u32(0), u32(0), u32(0), u32(0x00010000), u32(0), u32(0), u32(0), u32(0x40000000)])
+const MATRIX = concat(u32(0x00010000), u32(0), u32(0), u32(0), u32(0x00010000), u32(0), u32(0), u32(0), u32(0x40000000))
 /** Ticks per second of the frame headers' pts/dts. */
 export const TIMESCALE = 90_000
 
@@ -67,7 +59,7 @@ export function initSegment (avcC: Uint8Array, width: number, height: number): U
   const stbl = box('stbl', fullBox('stsd', 0, 0, u32(1), avc1), fullBox('stts', 0, 0, u32(0)), fullBox('stsc', 0, 0, u32(0)), fullBox('stsz', 0, 0, u32(0), u32(0)), fullBox('stco', 0, 0, u32(0)))
   const trak = box('trak', tkhd, box('mdia', mdhd, hdlr, box('minf', vmhd, dinf, stbl)))
   const mvex = box('mvex', fullBox('trex', 0, 0, u32(1), u32(1), u32(0), u32(0), u32(0)))
-  return cat([ftyp, box('moov', mvhd, trak, mvex)])
+  return concat(ftyp, box('moov', mvhd, trak, mvex))
 }
 
 /** One sample of the track. */
@@ -92,7 +84,7 @@ export function fragment (seq: number, s: Sample): Uint8Array {
     fullBox('mfhd', 0, 0, u32(seq)),
     box('traf', fullBox('tfhd', 0, 0x020000, u32(1)), fullBox('tfdt', 1, 0, u64(s.dts)), trun(offset)))
   const size = moofWith(0).length
-  return cat([moofWith(size + 8), box('mdat', s.data)])
+  return concat(moofWith(size + 8), box('mdat', s.data))
 }
 
 /**
