@@ -277,6 +277,14 @@ pub async fn invite_from_in(ns: Option<&str>, ip: &str, admin: &Path) -> (tokio:
 }
 
 /// Ends a page as a user closing the browser does (SIGTERM, so IndexedDB is flushed).
+/// A tile's capture-to-drawn latencies (ms) from a page report (`tiles[camera]`).
+pub fn tile_latencies(tile: &serde_json::Value) -> Vec<f64> {
+    tile["latencyMs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default()
+}
+
 /// Drops the reports already received (from pages closed since): the next
 /// [`wait_report`] then judges only the page opened after this.
 pub fn drain_reports(reports: &mut tokio::sync::mpsc::Receiver<String>) {

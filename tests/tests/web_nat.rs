@@ -251,10 +251,7 @@ async fn page_behind_nat_enrolls_and_watches_a_camera_behind_another_nat_through
     )
     .await;
     let t = &playing["grid"]["tiles"]["cam1"];
-    let lat: Vec<f64> = t["latencyMs"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-        .unwrap_or_default();
+    let lat = tile_latencies(t);
     println!(
         "page watched cam1 over {}: {} decoded, {} received, decode errors {}, rejected {}, {}x{}, \
          first frame {} ms after the watch began (relay dial, membership with relay and camera, circuit, \

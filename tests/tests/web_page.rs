@@ -395,10 +395,7 @@ async fn page_watches_a_camera_with_its_grant_and_is_refused_without() {
     })
     .await;
     let t = &playing["grid"]["tiles"]["cam1"];
-    let lat: Vec<f64> = t["latencyMs"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-        .unwrap_or_default();
+    let lat = tile_latencies(t);
     println!(
         "page watched cam1 over {} (streams reopened: {}): {} decoded, {} received, first frame {} ms after the watch began (dial, membership, stream, keyframe, decode), capture-to-drawn (frames captured after the first was drawn) p50 {:.1} ms p99 {:.1} ms over {} frames",
         t["path"],
@@ -431,10 +428,7 @@ async fn page_watches_a_camera_with_its_grant_and_is_refused_without() {
     })
     .await;
     let t = &mse["grid"]["tiles"]["cam1"];
-    let lat: Vec<f64> = t["latencyMs"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-        .unwrap_or_default();
+    let lat = tile_latencies(t);
     println!(
         "page watched cam1 through MSE: {} frames presented, {} received, decode errors {}, {}x{}, first frame {} ms, capture-to-presented p50 {:.1} ms p99 {:.1} ms over {} frames",
         t["decoded"],
