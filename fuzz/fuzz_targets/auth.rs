@@ -25,17 +25,19 @@ fuzz_target!(|data: &[u8]| {
         let _ = invite::open(&s, 1_000_000);
         let _ = admin::open(&s, &root, "f");
         let _ = admin::signer("fuzz", &root, Some(&s), &root, "f");
+        let _ = camesh_node::events::open(&s);
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = invite::parse(text, 1_000_000);
     }
     // The input as a body the root signed, for every kind.
-    for kind in [Kind::Cert, Kind::Grant, Kind::Admin, Kind::Invite] {
+    for kind in [Kind::Cert, Kind::Grant, Kind::Admin, Kind::Invite, Kind::Event] {
         let s = signed::sign_raw(kind, data.to_vec(), self::root());
         let _ = cert::verify(&s, &root, "f", &peer, 1_000_000);
         let _ = grant::verify(&s, &root, "f", &peer, 1_000_000);
         let _ = invite::open(&s, 1_000_000);
         let _ = admin::open(&s, &root, "f");
         let _ = admin::signer("fuzz", &root, Some(&s), &root, "f");
+        let _ = camesh_node::events::open(&s);
     }
 });

@@ -25,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = decode_message::<pb::MemberHello>("x", body.clone());
         let _ = decode_message::<pb::AdminRequest>("x", body.clone());
         let _ = decode_message::<pb::PtzRequest>("x", body.clone());
-        let _ = decode_message::<pb::PtzResponse>("x", body);
+        let _ = decode_message::<pb::PtzResponse>("x", body.clone());
+        let _ = decode_message::<pb::EventsRequest>("x", body.clone());
+        let _ = decode_message::<pb::EventItem>("x", body.clone());
+        // An NVR's event file: length-prefixed items up to a torn tail.
+        let _ = camesh_node::nvr::events::read_items(&body);
     }
 });

@@ -104,6 +104,7 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
             looping: true,
             tags: vec!["demo".into()],
             onvif: None,
+            motion: None,
         });
         let node_dir = dir.join(format!("node-{}", i + 1));
         fleet

@@ -3,6 +3,7 @@
 //! bootstrap addresses and Kademlia, does its job and exits.
 
 mod demo;
+mod events;
 mod fleet;
 mod install;
 mod nvr;
@@ -86,6 +87,8 @@ enum Cmd {
     ViewUser(view::UserCmd),
     /// Pan, tilt, zoom or presets of a camera (ONVIF, through its node; needs the ptz right).
     Ptz(ptz::Args),
+    /// A camera's events (motion, ONVIF): live with --follow, stored with --from.
+    Events(events::Args),
     /// Live terminal view of the fleet: cameras, viewers, paths, bitrate, latency.
     Top(top::Args),
     /// How a camera's stream reaches this peer: direct, relayed via X, forwarded via Y (NAT status, RTT, cost, choice).
@@ -354,6 +357,7 @@ async fn real_main() -> Result<()> {
         Cmd::View(args) => view::run(&node, &dir, args).await,
         Cmd::Top(args) => top::run(&node, args).await,
         Cmd::Ptz(args) => ptz::run(&node, args).await,
+        Cmd::Events(args) => events::run(&node, args).await,
         Cmd::Peers { timeout } => peers(&node, *timeout).await,
         Cmd::Path(args) => path::run(&node, args).await,
         Cmd::Fleet(fleet::FleetCmd::Invite {

@@ -15,12 +15,16 @@ use serde::{Deserialize, Serialize};
 use crate::addr;
 use crate::ids::{root_key_from_text, valid_id};
 
+mod camera;
 mod link;
+mod motion;
 pub mod nvr;
 mod onvif;
 mod preset;
 mod relay;
+pub use camera::{CameraConfig, RtspTransport};
 pub use link::LinkConfig;
+pub use motion::MotionSection;
 pub use nvr::{NvrSection, RecordRule, ReplicateOrder, ReplicateRule};
 pub use onvif::OnvifConfig;
 pub use relay::relay_preset_toml;
@@ -198,59 +202,6 @@ impl Default for Limits {
             autonat_only_global_ips: true,
             autonat_boot_delay_ms: 15_000,
             autonat_retry_interval_ms: 90_000,
-        }
-    }
-}
-
-/// One camera a camera node serves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CameraConfig {
-    /// Fleet-unique id (`[a-z0-9_-]`, 1..=64): what viewers ask for.
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    /// A file (Annex B `.h264` or any container ffmpeg opens; relative paths are relative
-    /// to the config file), or an `rtsp://[user:password@]host[:port]/path` URL of an IP
-    /// camera (pulled with ffmpeg, passed through without decoding; the password is never
-    /// logged).
-    pub source: PathBuf,
-    /// The camera's sub (low-resolution) stream, a file or an `rtsp://` URL: what viewers
-    /// get when they ask for profile `sub`. Without it, both profiles get `source`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub_source: Option<PathBuf>,
-    /// How RTSP sources carry RTP: `tcp` (interleaved in the RTSP connection; the
-    /// default, it passes NAT and firewalls) or `udp`.
-    #[serde(default)]
-    pub rtsp_transport: RtspTransport,
-    #[serde(default = "yes")]
-    pub looping: bool,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// The camera's ONVIF device service, for PTZ (`mesh ptz`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub onvif: Option<OnvifConfig>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// RTP transport for `rtsp://` sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RtspTransport {
-    #[default]
-    Tcp,
-    Udp,
-}
-
-impl RtspTransport {
-    /// The value of ffmpeg's `rtsp_transport` option.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RtspTransport::Tcp => "tcp",
-            RtspTransport::Udp => "udp",
         }
     }
 }
@@ -440,6 +391,9 @@ impl Config {
         for (i, cam) in self.cameras.iter().enumerate() {
             if let Some(Err(e)) = cam.onvif.as_ref().map(OnvifConfig::check) {
                 return Err(invalid(format!("camera[{i}].onvif.url"), e));
+            }
+            if let Some(Err((field, e))) = cam.motion.as_ref().map(MotionSection::check) {
+                return Err(invalid(format!("camera[{i}].motion.{field}"), e));
             }
             if !valid_id(&cam.id) {
                 return Err(invalid(
@@ -643,6 +597,7 @@ mod tests {
             looping: true,
             tags: vec![],
             onvif: None,
+            motion: None,
         });
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].id"), "{e}");
@@ -660,6 +615,7 @@ mod tests {
             looping: true,
             tags: vec![],
             onvif: None,
+            motion: None,
         });
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].source"), "{e}");

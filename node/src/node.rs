@@ -28,11 +28,15 @@ use tracing::info;
 use crate::auth::{self, Trust};
 use crate::config::{Config, Role};
 use crate::discovery::{self, CameraEntry, Directory};
+use crate::events;
+use crate::events::bus::EventBus;
+use crate::events::serve::{Recorded, RecordedSlot};
 use crate::gateway::GatewayNode;
 use crate::net::{self, NetError, NetHandle, PeerSummary};
 use crate::reach::Reach;
 use crate::relay::forward::{self, Forwarding};
 use crate::stream::client::{self, ClientError, Subscription};
+use crate::stream::fanout::QueueLimits;
 use crate::stream::fresh::FrameSigner;
 use crate::stream::hub::{Hub, Hubs};
 use crate::stream::server::{MediaServer, StreamSlots};
@@ -70,6 +74,8 @@ pub struct NodeHandle {
     sync_table: fleetsync::SyncTable,
     /// Signs the keyframes of cameras added with [`NodeHandle::add_hub`].
     signer: FrameSigner,
+    /// Where an NVR on this node puts the events it records, to serve them.
+    recorded_events: RecordedSlot,
     shutdown: CancellationToken,
 }
 
@@ -132,6 +138,7 @@ impl Node {
         ));
         // The camera's signing key for GOP attestations (recorders fetch them).
         let attest_key = key.clone();
+        let events_key = key.clone();
         let webrtc = if config.webrtc() {
             Some(crate::identity::webrtc_certificate(data_dir)?)
         } else {
@@ -239,6 +246,7 @@ impl Node {
         crate::ptz::serve::PtzServer::new(&config.cameras, trust.clone(), config.limits.clone())
             .start(&mut control, shutdown.child_token())
             .map_err(NetError::Other)?;
+        let events = start_events(&config, &hubs, &trust, &directory, events_key, &mut control, &shutdown)?;
         info!(peer = %peer_id, role = %config.node.role, fleet = %config.node.fleet_id, cameras = hubs.ids().len(), "node started");
         let reach = Reach::new(peer_id, net, control, directory, trust, config.limits.clone()).with_budgets(budgets);
         let handle = NodeHandle {
@@ -248,6 +256,7 @@ impl Node {
             slots,
             sync_table,
             signer,
+            recorded_events: events,
             shutdown,
         };
         for f in &handle.config.forwards {
@@ -255,6 +264,52 @@ impl Node {
         }
         Ok(handle)
     }
+}
+
+/// Camera events (`/camesh/events/1`): motion detection of the cameras with a
+/// `[camera.motion]` section, and serving their events (and, once an NVR on this node
+/// sets it, those it records).
+fn start_events(
+    config: &Config,
+    hubs: &Arc<Hubs>,
+    trust: &Arc<Trust>,
+    directory: &Arc<Directory>,
+    key: libp2p::identity::Keypair,
+    control: &mut libp2p_stream::Control,
+    shutdown: &CancellationToken,
+) -> Result<RecordedSlot, NetError> {
+    let bus = Arc::new(EventBus::new(events::bus::CAMERA_KEEPS));
+    let publisher = Arc::new(events::bus::Publisher::new(bus.clone(), key.clone()));
+    let queue = QueueLimits {
+        max_frames: config.limits.subscriber_queue_frames,
+        max_bytes: config.limits.subscriber_queue_bytes,
+    };
+    for cam in &config.cameras {
+        if let Some(motion) = &cam.motion {
+            bus.add_camera(&cam.id);
+            tokio::spawn(events::detect::run(
+                cam.id.clone(),
+                motion.clone(),
+                hubs.clone(),
+                publisher.clone(),
+                key.public().to_peer_id(),
+                queue,
+                shutdown.child_token(),
+            ));
+        }
+    }
+    let recorded = RecordedSlot::default();
+    events::serve::EventsServer {
+        own: bus,
+        hubs: hubs.clone(),
+        trust: trust.clone(),
+        directory: directory.clone(),
+        limits: config.limits.clone(),
+        recorded: recorded.clone(),
+    }
+    .start(control, shutdown.child_token())
+    .map_err(NetError::Other)?;
+    Ok(recorded)
 }
 
 /// Re-reads the data folder every [`PICKUP_INTERVAL`] until `shutdown` (file reads on the
@@ -306,6 +361,12 @@ impl NodeHandle {
     /// What the last fleet-state exchange with `peer` showed (lag, clock offset).
     pub fn fleet_state_of(&self, peer: &PeerId) -> Option<fleetsync::PeerState> {
         self.sync_table.get(peer)
+    }
+
+    /// Serves the events an NVR on this node records (`/camesh/events/1` with the
+    /// `playback` right).
+    pub fn serve_recorded_events(&self, recorded: Arc<Recorded>) {
+        *self.recorded_events.write().unwrap_or_else(|e| e.into_inner()) = Some(recorded);
     }
 
     /// What a gateway on this node needs.

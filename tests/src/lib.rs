@@ -111,6 +111,7 @@ pub fn camera(id: &str, clip: &str) -> CameraConfig {
         looping: true,
         tags: vec![],
         onvif: None,
+        motion: None,
     }
 }
 

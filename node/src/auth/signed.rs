@@ -20,6 +20,8 @@ pub enum Kind {
     FleetEntry,
     Invite,
     Manifest,
+    /// A camera event ([`pb::CameraEvent`]), signed by the camera's node.
+    Event,
 }
 
 impl Kind {
@@ -31,6 +33,7 @@ impl Kind {
             Kind::FleetEntry => "fleet-entry",
             Kind::Invite => "invite",
             Kind::Manifest => "manifest",
+            Kind::Event => "event",
         }
     }
 }

@@ -247,6 +247,7 @@ async fn real_main() -> Result<()> {
                     looping: true,
                     tags: Vec::new(),
                     onvif: None,
+                    motion: None,
                 });
             }
             if !listen.is_empty() {
@@ -295,6 +296,7 @@ async fn real_main() -> Result<()> {
                 let nvr = camesh_node::nvr::Nvr::start_with(node.reach(), nvr_section, &data_dir, own)
                     .await
                     .context("starting the NVR")?;
+                node.serve_recorded_events(nvr.events());
                 let s = &nvr.state;
                 let beside = if s.key_beside_recordings {
                     " (on the recordings' filesystem: a stolen disk can be played; see [nvr] storage_key)"

@@ -33,6 +33,13 @@ pub struct NvrSection {
     /// Cameras to record, by id or tag, each with its own retention.
     #[serde(rename = "record", skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RecordRule>,
+    /// Event kinds that lock the recording around them against retention, as evidence
+    /// (e.g. `["motion"]`; a kind ending in `/` is a prefix, `onvif/`); locks go first
+    /// when replicating. Empty: events are indexed but lock nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lock_events: Vec<String>,
+    /// Seconds locked before and after such an event (motion: its start and its end).
+    pub event_margin_s: u64,
     /// Where this NVR's recordings go when a link allows (store-and-forward to shore).
     #[serde(rename = "replicate", skip_serializing_if = "Vec::is_empty")]
     pub replicates: Vec<ReplicateRule>,
@@ -51,6 +58,8 @@ impl Default for NvrSection {
             exports_at_once: 2,
             storage_key: String::new(),
             records: Vec::new(),
+            lock_events: Vec::new(),
+            event_margin_s: 30,
             replicates: Vec::new(),
         }
     }

@@ -32,6 +32,7 @@
 
 pub mod attestations;
 pub mod client;
+pub mod events;
 pub mod export;
 pub mod feed;
 pub mod keystore;
@@ -97,6 +98,9 @@ pub struct NvrState {
     pub replicas: replicate::Sources,
     /// This node's own camera hubs, when it is a camera node recording itself.
     pub(crate) own: Option<Arc<Hubs>>,
+    /// The events of the recorded cameras ([`events`]), served by the node once
+    /// [`Nvr::events`] is handed to it.
+    pub events: Arc<crate::events::serve::Recorded>,
 }
 
 /// A running NVR (dropping it does not stop it; call [`Nvr::stop`]).
@@ -133,6 +137,10 @@ impl Nvr {
             .map_err(|e| NvrError::Join(e.to_string()))??;
         export::remove_leftovers(&folder);
         let key = KeyStore::open(&section.storage_key, data_dir, &folder)?;
+        let events_in = folder.clone();
+        let recorded = tokio::task::spawn_blocking(move || events::load(&events_in))
+            .await
+            .map_err(|e| NvrError::Join(e.to_string()))?;
         if key.beside_recordings {
             warn!(key = %key.place, recordings = %folder.display(), "the NVR storage key is on the same filesystem as the recordings: whoever takes that disk can play every recording; put the key elsewhere with [nvr] storage_key (file:<path on another device>, env:<VAR> or credential:<name>)");
         }
@@ -156,6 +164,7 @@ impl Nvr {
             cameras: Mutex::new(HashMap::new()),
             exports: export::ExportSlots::default(),
             own,
+            events: Arc::new(recorded),
         });
         let cancel = CancellationToken::new();
         let incoming = node
@@ -179,6 +188,12 @@ impl Nvr {
         tokio::spawn(supervise(node.clone(), state.clone(), cancel.child_token()));
         info!(folder = %state.folder.display(), rules = state.section.records.len(), "NVR started");
         Ok(Nvr { state, cancel })
+    }
+
+    /// The recorded cameras' events, for the node to serve
+    /// (`NodeHandle::serve_recorded_events`).
+    pub fn events(&self) -> Arc<crate::events::serve::Recorded> {
+        self.state.events.clone()
     }
 
     /// Cameras being recorded.
@@ -237,6 +252,19 @@ async fn supervise(node: Reach, state: Arc<NvrState>, cancel: CancellationToken)
                 max_bytes: limits.subscriber_queue_bytes,
             },
         });
+        if own.is_none() {
+            state.events.bus.add_camera(camera);
+            let follow = events::Follow {
+                node: node.clone(),
+                camera: camera.to_owned(),
+                recorded: state.events.clone(),
+                recorder: state.recorder.clone(),
+                folder: state.folder.clone(),
+                lock_kinds: state.section.lock_events.clone(),
+                margin_us: i64::try_from(state.section.event_margin_s.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+            };
+            tokio::spawn(events::follow(follow, cancel.child_token()));
+        }
         tokio::spawn(recording::run(
             node.clone(),
             state.recorder.clone(),

@@ -9,7 +9,7 @@ use libp2p::{PeerId, StreamProtocol};
 
 use super::PTZ_PROTOCOL;
 use crate::auth::{signed, Rights};
-use crate::reach::Reach;
+use crate::reach::{CameraNodeError, Reach};
 use crate::stream::io::{write_message, FramedRead};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,31 +35,11 @@ pub async fn request(
         .trust()
         .grant_for(camera, Rights::PTZ)
         .ok_or_else(|| PtzError::NoGrant(camera.to_owned()))?;
-    // Discovery may still be under way right after start: ask again for a while.
-    let look = Duration::from_secs(reach.limits().request_timeout_s.max(1));
-    let deadline = tokio::time::Instant::now() + look;
-    let (peer, addrs) = loop {
-        if let Some(found) = reach.resolve(camera).await.into_iter().next() {
-            break found;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(PtzError::NoCamera(camera.to_owned()));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let peer = reach.camera_node(camera).await.map_err(|e| match e {
+        CameraNodeError::NotFound(c) => PtzError::NoCamera(c),
+        CameraNodeError::Unreachable { peer, reason } => PtzError::Open { peer, reason },
+    })?;
     let open = |reason: String| PtzError::Open { peer, reason };
-    let connected = reach
-        .peers()
-        .await
-        .map(|ps| ps.iter().any(|p| p.peer == peer && p.connected))
-        .unwrap_or(false);
-    if !connected {
-        reach
-            .net()
-            .connect(Some(peer), addrs)
-            .await
-            .map_err(|e| open(e.to_string()))?;
-    }
     let timeout = Duration::from_secs(reach.limits().request_timeout_s.max(1));
     let mut control = reach.control();
     let mut stream = tokio::time::timeout(timeout, control.open_stream(peer, StreamProtocol::new(PTZ_PROTOCOL)))

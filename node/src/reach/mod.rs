@@ -39,6 +39,15 @@ const MIN_PROOF_WAIT: Duration = Duration::from_secs(2);
 /// How long a viewer looks for a camera nobody has announced yet.
 const DISCOVER_ON_MISS: Duration = Duration::from_secs(2);
 
+/// Why [`Reach::camera_node`] found no node to talk to.
+#[derive(Debug, thiserror::Error)]
+pub enum CameraNodeError {
+    #[error("no node serving camera {0:?} was found (is it running, and does a bootstrap peer know it?)")]
+    NotFound(String),
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable { peer: PeerId, reason: String },
+}
+
 /// A live `StreamRequest` for `camera` (`profile`); the grant is filled in when sent.
 pub fn live_request(camera: &str, profile: pb::Profile, user_agent: &str) -> pb::StreamRequest {
     pb::StreamRequest {
@@ -294,6 +303,37 @@ impl Reach {
             }
         }
         found
+    }
+
+    /// The node serving `camera`, connected: asks discovery again for up to the request
+    /// timeout (right after start it may still be under way). `Err` says why not.
+    pub async fn camera_node(&self, camera: &str) -> Result<PeerId, CameraNodeError> {
+        let look = Duration::from_secs(self.limits.request_timeout_s.max(1));
+        let deadline = tokio::time::Instant::now() + look;
+        let (peer, addrs) = loop {
+            if let Some(found) = self.resolve(camera).await.into_iter().next() {
+                break found;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CameraNodeError::NotFound(camera.to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let connected = self
+            .peers()
+            .await
+            .map(|ps| ps.iter().any(|p| p.peer == peer && p.connected))
+            .unwrap_or(false);
+        if !connected {
+            self.net
+                .connect(Some(peer), addrs)
+                .await
+                .map_err(|e| CameraNodeError::Unreachable {
+                    peer,
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(peer)
     }
 
     /// Connects to a peer that serves `camera` (or `peer`, if given) and subscribes; the

@@ -34,6 +34,7 @@ fn rtsp_camera(id: &str, url: &str, transport: RtspTransport) -> CameraConfig {
         looping: true,
         tags: vec![],
         onvif: None,
+        motion: None,
     }
 }
 
