@@ -69,6 +69,7 @@ pub async fn run(timeout: Duration, user: Option<&str>, password: Option<&str>) 
             user: user.to_owned(),
             password: password.to_owned(),
             profile: String::new(),
+            events: false,
         };
         let profiles = match Onvif::new(cfg).media_profiles().await {
             Ok(p) => p,

@@ -267,7 +267,8 @@ impl Node {
 }
 
 /// Camera events (`/camesh/events/1`): motion detection of the cameras with a
-/// `[camera.motion]` section, and serving their events (and, once an NVR on this node
+/// `[camera.motion]` section, the ONVIF events of those with `[camera.onvif] events`, and
+/// serving their events (and, once an NVR on this node
 /// sets it, those it records).
 fn start_events(
     config: &Config,
@@ -294,6 +295,17 @@ fn start_events(
                 publisher.clone(),
                 key.public().to_peer_id(),
                 queue,
+                shutdown.child_token(),
+            ));
+        }
+    }
+    for cam in &config.cameras {
+        if let Some(onvif) = cam.onvif.as_ref().filter(|o| o.events) {
+            bus.add_camera(&cam.id);
+            tokio::spawn(events::pullpoint::run(
+                cam.id.clone(),
+                onvif.clone(),
+                publisher.clone(),
                 shutdown.child_token(),
             ));
         }

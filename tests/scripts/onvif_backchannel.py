@@ -18,10 +18,14 @@ Every RTSP request is logged to stderr as one line, e.g.
   RTSP DESCRIBE rtsp://127.0.0.1:N/cam cseq=2 require=www.onvif.org/ver20/backchannel
   RTSP SETUP rtsp://127.0.0.1:N/cam/stream=1 cseq=4 require=... transport=RTP/AVP/TCP;...
 (require=- when the header is absent), followed by the backchannel's events:
-  BACKCHANNEL first-audio / BACKCHANNEL session-end samples=N / CLIENT closed.
+  BACKCHANNEL first-audio / BACKCHANNEL session-end samples=N wall=SECONDS /
+  SESSION expired count=N / CLIENT closed
+(wall: seconds between the first and last decoded packet: about samples/8000 - 0.2 (the
+jitter buffer) for a client that paces its RTP in real time, ~0 for one that bursts; the
+WAV records both alike).
 With --log FILE the same events are also appended to FILE as JSON lines, e.g.
   {"method": "DESCRIBE", "uri": "...", "cseq": "2", "require": "www.onvif.org/...", ...}
-  {"event": "backchannel-end", "samples": 24000}
+  {"event": "backchannel-end", "samples": 24000, "wall_seconds": 2.8}
 
 Like a camera, it lets a client SETUP any subset of the tracks (just the backchannel is
 fine) and expires sessions nobody keeps alive (RTSP session timeout 60 s, or
@@ -195,7 +199,7 @@ def serve(args):
         sink = media.get_element().get_by_name("backchannel_sink")
         if sink is None:
             return  # DESCRIBE without the Require header: video only
-        count = {"samples": 0}
+        count = {"samples": 0, "first": 0.0, "last": 0.0}
 
         def new_sample(appsink):
             sample = appsink.emit("pull-sample")
@@ -203,15 +207,21 @@ def serve(args):
                 return Gst.FlowReturn.EOS
             buf = sample.get_buffer()
             data = buf.extract_dup(0, buf.get_size())
+            now = time.monotonic()
             if count["samples"] == 0:
+                count["first"] = now
                 log("BACKCHANNEL first-audio", {"event": "backchannel-first-audio"})
             count["samples"] += len(data) // 2
+            count["last"] = now
             out.write(data)
             return Gst.FlowReturn.OK
 
         def unprepared(_media):
-            n = count["samples"]
-            log(f"BACKCHANNEL session-end samples={n}", {"event": "backchannel-end", "samples": n})
+            # wall: seconds between the first and the last decoded packet, to tell a client
+            # that paces its RTP in real time (wall ~ samples / 8000 - 0.2) from one that bursts.
+            n, wall = count["samples"], round(count["last"] - count["first"], 2)
+            log(f"BACKCHANNEL session-end samples={n} wall={wall}",
+                {"event": "backchannel-end", "samples": n, "wall_seconds": wall})
 
         sink.connect("new-sample", new_sample)
         media.connect("unprepared", unprepared)

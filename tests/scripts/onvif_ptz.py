@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A small ONVIF device for the PTZ tests: device, media and PTZ services on 127.0.0.1.
+"""A small ONVIF device for the PTZ and events tests: device, media, PTZ and event
+services on 127.0.0.1.
 
 It checks what a real camera checks and records every call:
 - the SOAP 1.2 envelope parses, and its Body names one known operation;
@@ -10,6 +11,12 @@ It checks what a real camera checks and records every call:
 A call that fails a check gets a SOAP fault (HTTP 400, or 401 for bad credentials) and is
 recorded with its error. Each call is one JSON line in the log file:
 {"op": "ContinuousMove", "pan": 0.3, "tilt": 0.0, "zoom": 0.0, "ok": true, "t": 1712.3}
+
+Events: CreatePullPointSubscription hands out /onvif/subscription?id=N; PullMessages
+waits up to its Timeout for notifications; Renew and Unsubscribe are honoured. A test
+makes the camera "see" something with a plain `GET /trigger?topic=T&name=N&value=V`
+(no SOAP, no credentials: the test's hand, not a camera API), which queues one
+notification (PropertyOperation Changed, data item N=V) for every live subscription.
 
 It also answers GetStreamUri (rtsp://<host>:554/<profile>), and with a fourth argument
 HOST it listens on HOST (default 127.0.0.1) and answers WS-Discovery Probes for
@@ -29,6 +36,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 import xml.etree.ElementTree as ET
 
 USER, PASSWORD, LOG = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -41,6 +49,8 @@ NS = {
     "wsu": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd",
     "tt": "http://www.onvif.org/ver10/schema",
     "tptz": "http://www.onvif.org/ver20/ptz/wsdl",
+    "tev": "http://www.onvif.org/ver10/events/wsdl",
+    "wsnt": "http://docs.oasis-open.org/wsn/b-2",
 }
 SERVICES = {
     "/onvif/device_service": {"GetCapabilities"},
@@ -49,7 +59,13 @@ SERVICES = {
         "ContinuousMove", "Stop", "AbsoluteMove", "RelativeMove",
         "GotoPreset", "GotoHomePosition", "GetPresets",
     },
+    "/onvif/events": {"CreatePullPointSubscription"},
+    "/onvif/subscription": {"PullMessages", "Renew", "Unsubscribe"},
 }
+# Live subscriptions: id -> {"queue": [...], "until": time}
+subscriptions = {}
+next_sub = [1]
+news = threading.Condition()
 seen_nonces = set()
 lock = threading.Lock()
 
@@ -108,7 +124,91 @@ def vector(op_el, child):
     return {"pan": unit(pt, "x"), "tilt": unit(pt, "y"), "zoom": unit(zm, "x")}
 
 
+def seconds(text, default):
+    """PT<n>S, as ONVIF durations come here."""
+    try:
+        return float(text.strip().removeprefix("PT").removesuffix("S"))
+    except (AttributeError, ValueError):
+        return default
+
+
+def events_op(op, op_el, query, rec):
+    host = "http://%s:%d" % (HOST, PORT)
+    if op == "CreatePullPointSubscription":
+        ttl = seconds(op_el.findtext("tev:InitialTerminationTime", namespaces=NS), 60)
+        with news:
+            sid = next_sub[0]
+            next_sub[0] += 1
+            subscriptions[sid] = {"queue": [], "until": time.time() + ttl}
+        rec["subscription"] = sid
+        return (
+            '<tev:CreatePullPointSubscriptionResponse xmlns:wsa5="http://www.w3.org/2005/08/addressing">'
+            f"<tev:SubscriptionReference><wsa5:Address>{host}/onvif/subscription?id={sid}</wsa5:Address>"
+            "</tev:SubscriptionReference></tev:CreatePullPointSubscriptionResponse>"
+        )
+    try:
+        sid = int(query.get("id", ["0"])[0])
+    except ValueError:
+        sid = 0
+    with news:
+        sub = subscriptions.get(sid)
+        if sub is None or sub["until"] < time.time():
+            subscriptions.pop(sid, None)
+            raise Refused(400, "no such subscription (expired?)")
+    rec["subscription"] = sid
+    if op == "Renew":
+        ttl = seconds(op_el.findtext("wsnt:TerminationTime", namespaces=NS), 60)
+        with news:
+            sub["until"] = time.time() + ttl
+        return "<wsnt:RenewResponse/>"
+    if op == "Unsubscribe":
+        with news:
+            subscriptions.pop(sid, None)
+        return "<wsnt:UnsubscribeResponse/>"
+    wait = min(seconds(op_el.findtext("tev:Timeout", namespaces=NS), 1), 10)
+    limit = int(op_el.findtext("tev:MessageLimit", namespaces=NS) or "10")
+    deadline = time.time() + wait
+    with news:
+        while not sub["queue"] and time.time() < deadline:
+            news.wait(deadline - time.time())
+        msgs, sub["queue"] = sub["queue"][:limit], sub["queue"][limit:]
+    rec["messages"] = len(msgs)
+    body = "".join(
+        "<wsnt:NotificationMessage>"
+        f'<wsnt:Topic Dialect="http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet">{m["topic"]}</wsnt:Topic>'
+        f'<wsnt:Message><tt:Message UtcTime="{m["time"]}" PropertyOperation="Changed">'
+        '<tt:Source><tt:SimpleItem Name="VideoSourceConfigurationToken" Value="vsc1"/></tt:Source>'
+        f'<tt:Data><tt:SimpleItem Name="{m["name"]}" Value="{m["value"]}"/></tt:Data>'
+        "</tt:Message></wsnt:Message></wsnt:NotificationMessage>"
+        for m in msgs
+    )
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"<tev:PullMessagesResponse><tev:CurrentTime>{now}</tev:CurrentTime>"
+        f"<tev:TerminationTime>{now}</tev:TerminationTime>{body}</tev:PullMessagesResponse>"
+    )
+
+
+def trigger(query):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    m = {
+        "topic": query.get("topic", ["tns1:VideoSource/MotionAlarm"])[0],
+        "name": query.get("name", ["State"])[0],
+        "value": query.get("value", ["true"])[0],
+        "time": now.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (now.microsecond // 1000),
+    }
+    with news:
+        for sub in subscriptions.values():
+            sub["queue"].append(m)
+        n = len(subscriptions)
+        news.notify_all()
+    log({"op": "trigger", "ok": True, "subscriptions": n, **m})
+    return n
+
+
 def handle(path, body):
+    path, _, qs = path.partition("?")
+    query = urllib.parse.parse_qs(qs)
     env = ET.fromstring(body)
     if env.tag != "{%s}Envelope" % NS["s"]:
         raise Refused(400, "not a SOAP 1.2 envelope")
@@ -128,6 +228,7 @@ def handle(path, body):
             "<tds:Capabilities>"
             f"<tt:Media><tt:XAddr>{host}/onvif/media</tt:XAddr></tt:Media>"
             f"<tt:PTZ><tt:XAddr>{host}/onvif/ptz</tt:XAddr></tt:PTZ>"
+            f"<tt:Events><tt:XAddr>{host}/onvif/events</tt:XAddr></tt:Events>"
             "</tds:Capabilities></tds:GetCapabilitiesResponse>"
         )
     if op == "GetProfiles":
@@ -151,6 +252,8 @@ def handle(path, body):
             f"<tt:Uri>rtsp://{HOST}:554/{token}</tt:Uri><tt:InvalidAfterConnect>false</tt:InvalidAfterConnect>"
             "</trt:MediaUri></trt:GetStreamUriResponse>"
         )
+    if path in ("/onvif/events", "/onvif/subscription"):
+        return rec, events_op(op, op_el, query, rec)
     if op_el.findtext("tptz:ProfileToken", namespaces=NS) != PROFILE:
         raise Refused(400, "unknown ProfileToken")
     if op == "ContinuousMove":
@@ -178,7 +281,8 @@ def handle(path, body):
 def envelope(inner):
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
-        f'<s:Envelope xmlns:s="{NS["s"]}" xmlns:tt="{NS["tt"]}" xmlns:tptz="{NS["tptz"]}">'
+        f'<s:Envelope xmlns:s="{NS["s"]}" xmlns:tt="{NS["tt"]}" xmlns:tptz="{NS["tptz"]}" '
+        f'xmlns:tev="{NS["tev"]}" xmlns:wsnt="{NS["wsnt"]}">'
         f"<s:Body>{inner}</s:Body></s:Envelope>"
     )
 
@@ -197,6 +301,17 @@ def log(rec):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        path, _, qs = self.path.partition("?")
+        if path != "/trigger":
+            self.send_error(404)
+            return
+        data = b"%d\n" % trigger(urllib.parse.parse_qs(qs))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(min(length, 1 << 20))

@@ -1,5 +1,6 @@
 //! A camera's ONVIF device service (`[camera.onvif]`): where the camera node sends PTZ
-//! calls (#17) and the WS-Security credentials it signs them with.
+//! calls (#17) and reads the camera's events, and the WS-Security credentials it signs
+//! them with.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,10 @@ pub struct OnvifConfig {
     /// The media profile PTZ calls name; empty: the camera's first profile.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub profile: String,
+    /// Forward the camera's own ONVIF events (motion, tampering, inputs; read from its
+    /// event service with a PullPoint subscription) as `onvif/<topic>` events.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub events: bool,
 }
 
 /// Never prints the password.
@@ -25,6 +30,7 @@ impl std::fmt::Debug for OnvifConfig {
             .field("url", &self.url)
             .field("user", &self.user)
             .field("profile", &self.profile)
+            .field("events", &self.events)
             .finish_non_exhaustive()
     }
 }

@@ -22,6 +22,7 @@ pub mod bus;
 pub mod client;
 pub mod detect;
 pub mod log;
+pub mod pullpoint;
 pub mod serve;
 
 use camesh_proto::pb;

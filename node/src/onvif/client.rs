@@ -15,6 +15,7 @@ use rand::RngCore;
 use tokio::sync::Mutex;
 use tracing::debug;
 
+use super::events::{self, Notification};
 use super::soap::{self, Answer, Credentials, Op, MAX_ANSWER};
 use crate::clock::{now_unix_us, rfc3339_s};
 use crate::config::OnvifConfig;
@@ -96,6 +97,48 @@ impl Onvif {
         Ok(out)
     }
 
+    /// Starts a PullPoint subscription on the camera's event service lasting `seconds`
+    /// unless renewed; its address.
+    pub async fn subscribe_events(&self, seconds: u32) -> Result<String, OnvifError> {
+        let caps = self
+            .post(
+                &self.cfg.url,
+                soap::DEVICE_NS,
+                "GetCapabilities",
+                &soap::get_capabilities(),
+            )
+            .await?;
+        let url = caps.events_xaddr.unwrap_or_else(|| self.cfg.url.clone());
+        let op = "CreatePullPointSubscription";
+        let raw = self
+            .post_raw(&url, events::EVENTS_NS, op, &events::create_pull_point(seconds))
+            .await?;
+        events::parse_subscription(&raw).map_err(|reason| OnvifError::BadAnswer { op, reason })
+    }
+
+    /// Waits up to `timeout_s` (keep it under the call deadline of 5 s) for the
+    /// subscription's next notifications.
+    pub async fn pull_events(&self, subscription: &str, timeout_s: u32) -> Result<Vec<Notification>, OnvifError> {
+        let op = "PullMessages";
+        let body = events::pull_messages(timeout_s, events::MAX_MESSAGES as u32);
+        let raw = self.post_raw(subscription, events::EVENTS_NS, op, &body).await?;
+        events::parse_notifications(&raw).map_err(|reason| OnvifError::BadAnswer { op, reason })
+    }
+
+    /// Extends the subscription by `seconds`.
+    pub async fn renew_events(&self, subscription: &str, seconds: u32) -> Result<(), OnvifError> {
+        self.post_raw(subscription, events::WSN_NS, "Renew", &events::renew(seconds))
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends the subscription.
+    pub async fn unsubscribe_events(&self, subscription: &str) -> Result<(), OnvifError> {
+        self.post_raw(subscription, events::WSN_NS, "Unsubscribe", &events::unsubscribe())
+            .await
+            .map(|_| ())
+    }
+
     /// The media and PTZ service addresses (device GetCapabilities; the device service's
     /// own address where one is not given).
     async fn services(&self) -> Result<(String, String), OnvifError> {
@@ -143,6 +186,24 @@ impl Onvif {
             nonce,
             created: rfc3339_s(now_unix_us() / 1_000_000),
         })
+    }
+
+    /// Posts and returns the answer's bytes once it is known not to be a fault.
+    async fn post_raw(&self, url: &str, ns: &str, op: &'static str, body: &str) -> Result<Bytes, OnvifError> {
+        let xml = soap::envelope(body, self.credentials().as_ref());
+        let action = format!("{ns}/{op}");
+        let (status, answer) = tokio::time::timeout(CALL_TIMEOUT, post_xml(url, &action, xml))
+            .await
+            .map_err(|_| OnvifError::Unreachable {
+                url: url.to_owned(),
+                reason: format!("no answer within {CALL_TIMEOUT:?}"),
+            })??;
+        let fault = soap::parse_answer(&answer).ok().and_then(|a| a.fault);
+        match (status, fault) {
+            (200..=299, None) => Ok(answer),
+            (200..=299, Some(fault)) => Err(OnvifError::Fault { op, fault }),
+            (status, fault) => Err(OnvifError::Http { op, status, fault }),
+        }
     }
 
     async fn post(&self, url: &str, ns: &str, op: &'static str, body: &str) -> Result<Answer, OnvifError> {

@@ -163,6 +163,8 @@ pub struct Answer {
     /// `XAddr` of the Media and PTZ capabilities (GetCapabilities).
     pub media_xaddr: Option<String>,
     pub ptz_xaddr: Option<String>,
+    /// `XAddr` of the Events capability (GetCapabilities).
+    pub events_xaddr: Option<String>,
     /// Profile tokens (GetProfiles), in order.
     pub profiles: Vec<String>,
     /// (token, name) of each preset (GetPresets).
@@ -218,6 +220,7 @@ pub fn parse_answer(xml: &[u8]) -> Result<Answer, String> {
                 match local.as_str() {
                     "XAddr" if parent == "Media" => a.media_xaddr = Some(text.trim().to_owned()),
                     "XAddr" if parent == "PTZ" => a.ptz_xaddr = Some(text.trim().to_owned()),
+                    "XAddr" if parent == "Events" => a.events_xaddr = Some(text.trim().to_owned()),
                     "Name" if parent == "Preset" => {
                         if let Some(p) = preset.as_mut() {
                             p.1 = text.trim().to_owned();
