@@ -28,6 +28,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = decode_message::<pb::PtzResponse>("x", body.clone());
         let _ = decode_message::<pb::EventsRequest>("x", body.clone());
         let _ = decode_message::<pb::EventItem>("x", body.clone());
+        let _ = decode_message::<pb::TalkRequest>("x", body.clone());
+        let _ = decode_message::<pb::TalkAccept>("x", body.clone());
+        let _ = decode_message::<pb::TalkFrame>("x", body.clone());
+        let _ = decode_message::<pb::TalkDone>("x", body.clone());
         // An NVR's event file: length-prefixed items up to a torn tail.
         let _ = camesh_node::nvr::events::read_items(&body);
     }

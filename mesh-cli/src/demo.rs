@@ -105,6 +105,7 @@ async fn run_in(args: &Args, dir: &std::path::Path) -> Result<()> {
             tags: vec!["demo".into()],
             onvif: None,
             motion: None,
+            talkback: None,
         });
         let node_dir = dir.join(format!("node-{}", i + 1));
         fleet

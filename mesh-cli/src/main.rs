@@ -10,6 +10,7 @@ mod nvr;
 mod onvif;
 mod path;
 mod ptz;
+mod talk;
 mod top;
 mod view;
 mod watch;
@@ -89,6 +90,8 @@ enum Cmd {
     Ptz(ptz::Args),
     /// A camera's events (motion, ONVIF): live with --follow, stored with --from.
     Events(events::Args),
+    /// Talk through a camera's speaker: a file or the microphone (needs the talk right).
+    Talk(talk::Args),
     /// Live terminal view of the fleet: cameras, viewers, paths, bitrate, latency.
     Top(top::Args),
     /// How a camera's stream reaches this peer: direct, relayed via X, forwarded via Y (NAT status, RTT, cost, choice).
@@ -358,6 +361,7 @@ async fn real_main() -> Result<()> {
         Cmd::Top(args) => top::run(&node, args).await,
         Cmd::Ptz(args) => ptz::run(&node, args).await,
         Cmd::Events(args) => events::run(&node, args).await,
+        Cmd::Talk(args) => talk::run(&node, args).await,
         Cmd::Peers { timeout } => peers(&node, *timeout).await,
         Cmd::Path(args) => path::run(&node, args).await,
         Cmd::Fleet(fleet::FleetCmd::Invite {

@@ -395,6 +395,8 @@ impl Config {
             if let Some(Err((field, e))) = cam.motion.as_ref().map(MotionSection::check) {
                 return Err(invalid(format!("camera[{i}].motion.{field}"), e));
             }
+            cam.check_talkback()
+                .map_err(|e| invalid(format!("camera[{i}].talkback"), e))?;
             if !valid_id(&cam.id) {
                 return Err(invalid(
                     format!("camera[{i}].id"),
@@ -598,6 +600,7 @@ mod tests {
             tags: vec![],
             onvif: None,
             motion: None,
+            talkback: None,
         });
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].id"), "{e}");
@@ -616,6 +619,7 @@ mod tests {
             tags: vec![],
             onvif: None,
             motion: None,
+            talkback: None,
         });
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("camera[0].source"), "{e}");

@@ -30,7 +30,7 @@
 //! | swarm | [`net`] | the one task that owns the Swarm; the pure punch schedule; one record of each peer's path |
 //! | media protocol | [`stream`] | hubs and fan-out (pure), the media/info/key servers and client, camera tasks, the accept loop |
 //! | seams | [`reach`], [`member`], [`grants`], [`fleetsync`], [`attest`] | reaching a camera (connect, prove membership, resolve, subscribe); membership and admin protocols; grants handed to their holders; fleet-state reconciliation; camera-signed GOP digests |
-//! | users of a camera | [`watch`], [`relay`], [`ptz`], [`events`] | one viewer (a pure state machine and its IO loop); forwarding for peers with a worse path; PTZ over the mesh into ONVIF calls; camera-signed events (motion, ONVIF) |
+//! | users of a camera | [`watch`], [`relay`], [`ptz`], [`events`], [`talk`] | one viewer (a pure state machine and its IO loop); forwarding for peers with a worse path; PTZ over the mesh into ONVIF calls; camera-signed events (motion, ONVIF); talkback into the camera's RTSP backchannel |
 //! | roles | [`nvr`], [`gateway`] | recording and serving recordings; local HTTP for players and metrics |
 //! | facade | [`node`] | `Node::spawn` wires the parts; `NodeHandle` for binaries and tests |
 //!
@@ -66,6 +66,7 @@ pub mod reach;
 pub mod record;
 pub mod relay;
 pub mod stream;
+pub mod talk;
 pub mod watch;
 
 pub use config::{Config, Role};

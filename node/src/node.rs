@@ -242,6 +242,10 @@ impl Node {
             slots: Default::default(),
         };
         crate::attest::serve::start(&mut control, attester, shutdown.child_token()).map_err(NetError::Other)?;
+        // Talkback for cameras with a backchannel (`/camesh/talk/1`); other nodes refuse plainly.
+        crate::talk::serve::TalkServer::new(&config.cameras, trust.clone(), config.limits.clone())
+            .start(&mut control, shutdown.child_token())
+            .map_err(NetError::Other)?;
         // PTZ for cameras with an ONVIF service (`/camesh/ptz/1`); other nodes refuse plainly.
         crate::ptz::serve::PtzServer::new(&config.cameras, trust.clone(), config.limits.clone())
             .start(&mut control, shutdown.child_token())

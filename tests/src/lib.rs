@@ -112,6 +112,7 @@ pub fn camera(id: &str, clip: &str) -> CameraConfig {
         tags: vec![],
         onvif: None,
         motion: None,
+        talkback: None,
     }
 }
 

@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["net/"],
     &["stream/"],
     &["member.rs", "grants.rs", "fleetsync.rs", "reach/", "attest/"],
-    &["watch/", "relay/", "ptz/", "events/"],
+    &["watch/", "relay/", "ptz/", "events/", "talk/"],
     &["nvr/", "gateway/"],
     &["node.rs", "lib.rs"],
 ];

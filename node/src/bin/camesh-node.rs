@@ -248,6 +248,7 @@ async fn real_main() -> Result<()> {
                     tags: Vec::new(),
                     onvif: None,
                     motion: None,
+                    talkback: None,
                 });
             }
             if !listen.is_empty() {

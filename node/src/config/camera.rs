@@ -39,6 +39,32 @@ pub struct CameraConfig {
     /// `mesh events`, the NVR and the web page. Off without the section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub motion: Option<MotionSection>,
+    /// Talkback (`mesh talk`): the camera's RTSP URL that offers the ONVIF audio
+    /// backchannel (`rtsp://[user:password@]host[:port]/path`), or `source` for the
+    /// camera's own `source` URL. Off without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talkback: Option<String>,
+}
+
+impl CameraConfig {
+    /// The RTSP URL talkback goes to, when configured.
+    pub fn talkback_url(&self) -> Option<String> {
+        match self.talkback.as_deref()? {
+            "source" => Some(self.source.to_string_lossy().into_owned()),
+            url => Some(url.to_owned()),
+        }
+    }
+
+    /// `Err(reason)` when talkback is set but names no `rtsp://` URL.
+    pub fn check_talkback(&self) -> Result<(), String> {
+        match self.talkback_url() {
+            Some(u) if !u.starts_with("rtsp://") => Err(format!(
+                "{:?} is not an rtsp:// URL (talkback = \"source\" needs an rtsp:// source)",
+                self.talkback.as_deref().unwrap_or_default()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn yes() -> bool {

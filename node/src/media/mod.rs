@@ -7,8 +7,10 @@
 //! `Bytes`, which is what goes on the wire unchanged. [`init_ffmpeg`] is the one place
 //! ffmpeg is initialised; [`avlog`] routes libav's messages into `tracing`.
 
+pub mod audio_in;
 pub mod avlog;
 pub mod fmp4;
+pub mod g711;
 pub mod h264;
 pub mod luma;
 pub mod motion;

@@ -35,6 +35,7 @@ fn rtsp_camera(id: &str, url: &str, transport: RtspTransport) -> CameraConfig {
         tags: vec![],
         onvif: None,
         motion: None,
+        talkback: None,
     }
 }
 
