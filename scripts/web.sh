@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the web app (web/dist: index.html, app.js, style, manifest) reproducibly from
 # web/package-lock.json: `npm ci` (install scripts off: nothing is compiled or fetched at
-# install time), protobuf codecs generated from proto/proto/camesh.proto, a type check,
-# and one esbuild bundle.
+# install time), protobuf codecs generated from proto/proto/camesh.proto and device.proto,
+# a type check, and one esbuild bundle.
 #
 #   scripts/web.sh          build web/dist
 #   scripts/web.sh --check  build, run the web unit tests (the ports checked against

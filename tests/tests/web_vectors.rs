@@ -1,6 +1,7 @@
 //! Golden vectors for the web app's ports of the node's pure code (web/src): a sealed
-//! frame and its key, a camera-signed keyframe, fleet proofs, MemberHello messages and an
-//! invite, all made here by the node's own code and written to web/test/vectors.json.
+//! frame and its key, a camera-signed keyframe, fleet proofs, MemberHello messages, an
+//! invite and camera events, all made here by the node's own code and written to
+//! web/test/vectors.json.
 //! The web unit tests (`scripts/web.sh --check`) open, verify and compute the same bytes.
 //!
 //! The file is checked in; this test fails when it differs from what the node's code
@@ -339,6 +340,192 @@ fn grants() -> Value {
     })
 }
 
+/// Camera events (`/camesh/events/1`) as the camera's node signs them
+/// (`events::sign`), the camera's membership certificate, the items and the request on
+/// the wire, and cases the page must decide as the node's events client does: the event
+/// opens (`events::open`: signature of kind "event", a sane body), is of the tile's
+/// camera, its signer is the peer the page talks to, and that peer's certificate
+/// (checked for it) names the camera. Each case carries the node's verdict.
+fn events() -> Value {
+    use camesh_node::auth::cert;
+    use camesh_node::events;
+    let root = fixed_key(0x01);
+    let camera = fixed_key(0x06);
+    let stranger = fixed_key(0x07);
+    let now = 1_765_010_000i64;
+    // `cert::issue` draws a random serial; vectors must not change from run to run, so
+    // the certificate is the same body with a fixed one.
+    let cert_of = |peer: libp2p::PeerId, cameras: &[&str], serial: u64| {
+        signed::sign(
+            Kind::Cert,
+            &pb::MembershipCert {
+                fleet_id: "depot".into(),
+                peer_id: peer.to_bytes().into(),
+                role: pb::MemberRole::Camera as i32,
+                name: "gate camera".into(),
+                not_before_unix_s: 1_765_000_000,
+                not_after_unix_s: 1_765_086_400,
+                serial,
+                cameras: cameras.iter().map(|c| c.to_string()).collect(),
+                admin: None,
+            },
+            &root,
+        )
+    };
+    let cam_peer = camera.public().to_peer_id();
+    let stranger_peer = stranger.public().to_peer_id();
+    let cert_cam1 = cert_of(cam_peer, &["cam1"], 30);
+    let cert_cam2 = cert_of(cam_peer, &["cam2"], 31);
+    let cert_stranger = cert_of(stranger_peer, &["cam9"], 32);
+    let motion = pb::CameraEvent {
+        camera_id: "cam1".into(),
+        sequence: 5,
+        run: 77,
+        unix_us: 1_765_010_000_250_000,
+        pts_90k: 90_000 * 12,
+        kind: events::MOTION.into(),
+        state: pb::EventState::Start as i32,
+        area: 0.25,
+        detail: String::new(),
+    };
+    let onvif = pb::CameraEvent {
+        sequence: 6,
+        unix_us: 1_765_010_003_000_000,
+        pts_90k: 0,
+        kind: "onvif/tns1:RuleEngine/CellMotionDetector/Motion".into(),
+        state: pb::EventState::End as i32,
+        area: 0.0,
+        detail: "IsMotion=false".into(),
+        ..motion.clone()
+    };
+    let ok = events::sign(&motion, &camera);
+    let mut tampered = ok.clone();
+    let mut body = tampered.body.to_vec();
+    body[1] ^= 1;
+    tampered.body = body.into();
+    let area = pb::CameraEvent {
+        area: 1.5,
+        ..motion.clone()
+    };
+    let cam2 = pb::CameraEvent {
+        camera_id: "cam2".into(),
+        ..motion.clone()
+    };
+    // (name, signed event, certificate of the peer the page talks to, that peer)
+    let cases = [
+        ("motion_start", ok.clone(), &cert_cam1, cam_peer),
+        ("onvif_end", events::sign(&onvif, &camera), &cert_cam1, cam_peer),
+        ("tampered_body", tampered, &cert_cam1, cam_peer),
+        (
+            "grant_signature",
+            signed::sign(Kind::Grant, &motion, &camera),
+            &cert_cam1,
+            cam_peer,
+        ),
+        (
+            "signer_not_the_peer",
+            events::sign(&motion, &stranger),
+            &cert_cam1,
+            cam_peer,
+        ),
+        (
+            "peer_not_the_certificates",
+            events::sign(&motion, &stranger),
+            &cert_cam1,
+            stranger_peer,
+        ),
+        ("certificate_of_another_camera", ok.clone(), &cert_cam2, cam_peer),
+        (
+            "stranger_certificate_without_camera",
+            events::sign(&motion, &stranger),
+            &cert_stranger,
+            stranger_peer,
+        ),
+        (
+            "event_of_another_camera",
+            events::sign(&cam2, &camera),
+            &cert_cam1,
+            cam_peer,
+        ),
+        ("area_out_of_range", events::sign(&area, &camera), &cert_cam1, cam_peer),
+    ];
+    // What the node's events client decides for a stream from `from` (client.rs
+    // `Events::check`, the direct case: the answering camera node itself).
+    let decide = |s: &pb::Signed, c: &pb::Signed, from: &libp2p::PeerId| -> Result<pb::CameraEvent, String> {
+        let (signer, e) = events::open(s).map_err(|e| e.to_string())?;
+        if e.camera_id != "cam1" {
+            return Err(format!("an event of camera {:?}", e.camera_id));
+        }
+        if &signer != from {
+            return Err(format!("signer {signer} is not {from}"));
+        }
+        let info = cert::verify(c, &root.public(), "depot", from, now).map_err(|e| e.to_string())?;
+        if !info.may_serve("cam1") {
+            return Err("the certificate does not name this camera".into());
+        }
+        Ok(e)
+    };
+    let mut out = serde_json::Map::new();
+    for (name, s, c, from) in cases {
+        let verdict = decide(&s, c, &from);
+        out.insert(
+            name.into(),
+            json!({
+                "signed_hex": hex(&signed::encode(&s)),
+                "cert_hex": hex(&signed::encode(c)),
+                "from_peer_hex": hex(&from.to_bytes()),
+                "ok": verdict.is_ok(),
+                "error": verdict.as_ref().err(),
+                "kind": verdict.as_ref().ok().map(|e| e.kind.clone()),
+                "state": verdict.as_ref().ok().map(|e| events::state_word(e.state)),
+                "unix_us": verdict.as_ref().ok().map(|e| e.unix_us.to_string()),
+            }),
+        );
+    }
+    let item = |i: pb::event_item::Item| hex(&pb::EventItem { item: Some(i) }.encode_to_vec());
+    let grant = signed::sign(
+        Kind::Grant,
+        &pb::GrantBody {
+            fleet_id: "depot".into(),
+            holder: fixed_key(0x02).public().to_peer_id().to_bytes().into(),
+            cameras: vec!["cam1".into()],
+            rights: camesh_node::auth::Rights::LIVE.0,
+            not_before_unix_s: 1_765_000_000,
+            not_after_unix_s: 1_765_086_400,
+            serial: 40,
+            ..Default::default()
+        },
+        &root,
+    );
+    let request = pb::EventsRequest {
+        camera_id: "cam1".into(),
+        grant: signed::encode(&grant),
+        from_unix_us: 1_765_009_940_000_000,
+        to_unix_us: 0,
+        follow: true,
+        kinds: vec![],
+        max_events: 0,
+        user_agent: "camesh-web/0.1".into(),
+    };
+    json!({
+        "root_protobuf_hex": hex(&root.public().encode_protobuf()),
+        "now_unix_s": now.to_string(),
+        "camera": "cam1",
+        "camera_peer_id": cam_peer.to_base58(),
+        "motion_body_hex": hex(&motion.encode_to_vec()),
+        "onvif_body_hex": hex(&onvif.encode_to_vec()),
+        "request_hex": hex(&request.encode_to_vec()),
+        "grant_hex": hex(&signed::encode(&grant)),
+        "items": {
+            "camera_cert": item(pb::event_item::Item::CameraCert(cert_cam1.clone())),
+            "event": item(pb::event_item::Item::Event(ok)),
+            "done": item(pb::event_item::Item::Done(pb::EventsDone { sent: 3, more: true })),
+            "refused": item(pb::event_item::Item::Refused("this node has no events of camera \"cam1\"".into())),
+        },
+        "cases": out,
+    })
+}
+
 fn invite_vector() -> Value {
     // What `invite::issue` makes, with a fixed token so the text is stable.
     let root = fixed_key(0x01);
@@ -394,6 +581,7 @@ fn vectors() -> String {
         "member_hello": member_hellos(),
         "admin_certs": admin_certs(),
         "grants": grants(),
+        "events": events(),
         "invite": invite_vector(),
     });
     serde_json::to_string_pretty(&v).expect("json") + "\n"

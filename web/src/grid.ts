@@ -1,8 +1,10 @@
 // The fleet's cameras in a grid: the page joins the peers it knows (addresses pasted or
 // from the link's `peer=` part, kept in IndexedDB), asks each for its cameras, and shows
 // one tile per camera: a canvas, its path and latency, main/sub, full screen and a PNG
-// snapshot. Grants are pasted (`camesh-grant:` text from `mesh grant`) or handed over the
-// mesh (inbound.ts), checked for this page (grant.ts) and kept.
+// snapshot, and a badge while the camera's events say something goes on (events.ts,
+// badges.ts: the events stream opens beside the watch and closes with it). Grants are
+// pasted (`camesh-grant:` text from `mesh grant`) or handed over the mesh (inbound.ts),
+// checked for this page (grant.ts) and kept.
 
 import { multiaddr } from '@multiformats/multiaddr'
 import { WebRTCDirect } from '@multiformats/multiaddr-matcher'
@@ -12,13 +14,15 @@ import { dialable } from './net.ts'
 import { bs58Decode } from './peer.ts'
 import { verifyGrant } from './grant.ts'
 import { decodeSigned } from './signed.ts'
-import { coverage, joinPeer, listCameras, Refused, Watch } from './watch.ts'
+import { coverage, joinPeer, listCameras, mayServe, Refused, Watch } from './watch.ts'
+import { EventsFollower } from './events.ts'
 
 /** Times a broken stream is opened again before the tile gives up. */
 const REOPEN = 5
 import type { Membership } from './enroll.ts'
 import type { CertInfo } from './cert.ts'
 import type { KnownCamera, Span, TileStats } from './watch.ts'
+import type { Route } from './events.ts'
 import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
 
 export const GRANT_PREFIX = 'camesh-grant:'
@@ -62,6 +66,9 @@ export class Grid {
   private readonly watches = new Map<string, Watch>()
   /** The peer each camera was listed by (where the tile watches it from). */
   private readonly homes = new Map<string, string>()
+  /** Each watched tile's events, and when each camera's events stream last opened. */
+  private readonly followers = new Map<string, EventsFollower>()
+  private readonly eventsTried = new Map<string, number>()
 
   constructor (private readonly node: Libp2p, private readonly m: Membership, private readonly root: HTMLElement, private readonly changed: () => void) {}
 
@@ -178,7 +185,19 @@ export class Grid {
     const snap = document.createElement('button')
     snap.textContent = 'Snapshot'
     cap.append(label, info, profile, play, full, snap)
-    fig.append(canvas, cap)
+    // The events badge, over the picture: text (the dot is decoration), announced politely.
+    const badge = document.createElement('span')
+    badge.className = 'badge'
+    badge.hidden = true
+    badge.setAttribute('role', 'status')
+    const dot = document.createElement('span')
+    dot.className = 'dot'
+    dot.setAttribute('aria-hidden', 'true')
+    dot.textContent = '●'
+    const what = document.createElement('span')
+    what.className = 'what'
+    badge.append(dot, ' ', what)
+    fig.append(canvas, badge, cap)
     this.root.append(fig)
     play.addEventListener('click', () => { void this.watch(camera, peer, profile.value === 'sub' ? 'sub' : 'main') })
     profile.addEventListener('change', () => { if (this.watches.has(camera)) void this.watch(camera, peer, profile.value === 'sub' ? 'sub' : 'main') })
@@ -203,6 +222,8 @@ export class Grid {
       }, 'image/png')
     })
     setInterval(() => {
+      // A pulse's flash ends on time.
+      this.followers.get(camera)?.show()
       const s = this.state.tiles[camera]
       if (s == null) return
       const l = [...s.latencyMs].sort((x, y) => x - y)
@@ -287,6 +308,7 @@ export class Grid {
   /** Watches `camera` (again, with `profile`); `started` is when the user asked. */
   async watch (camera: string, peer?: string, profile: 'main' | 'sub' = 'main', started = performance.now()): Promise<void> {
     this.watches.get(camera)?.stop()
+    this.followers.get(camera)?.stop()
     const fig = this.root.querySelector<HTMLElement>(`figure[data-camera="${CSS.escape(camera)}"]`)
     const canvas = fig?.querySelector('canvas')
     const from = peer ?? this.homes.get(camera) ?? this.state.peers[0]
@@ -298,9 +320,13 @@ export class Grid {
     // A stream that breaks is opened again (a few times, half a second apart), as a
     // node's viewer resumes; a refusal (no grant, not a member) and a stream the node
     // ended (revocation, the grant's expiry) are final.
+    let events: EventsFollower | undefined
+    let current: Connection | undefined
     for (let attempt = 0; ; attempt++) {
       try {
         const conn = await this.connect(from)
+        current = conn
+        if (!w.stopped) events ??= this.startEvents(camera, w, grant, () => current)
         await w.run(conn, grant, started, async cameraPeer => {
           const at = [...this.state.peers, ...this.homes.values()].find(p => p.endsWith(`/p2p/${cameraPeer.toString()}`))
           if (at == null) throw new Refused(`the camera's node ${cameraPeer.toString()} is not among this page's peers: add its address for keys`)
@@ -320,7 +346,33 @@ export class Grid {
       this.changed()
       await new Promise(resolve => setTimeout(resolve, 500))
     }
+    events?.stop()
+    if (this.followers.get(camera) === events) this.followers.delete(camera)
     w.stats.endedUnixMs = Date.now()
     this.changed()
+  }
+
+  /**
+   * The events of a watched camera (its badge), from a node this page joined whose
+   * certificate names the camera: the watch's own connection first. It opens once the
+   * first frame is drawn (or 2 s on), so it never delays the picture.
+   */
+  private startEvents (camera: string, w: Watch, grant: Signed | undefined, preferred: () => Connection | undefined): EventsFollower {
+    const fig = this.root.querySelector<HTMLElement>(`figure[data-camera="${CSS.escape(camera)}"]`)
+    const route = (): Route | undefined => {
+      const fit = (c: Connection | undefined): Route | undefined => {
+        const cert = c == null ? undefined : this.certOf(c.remotePeer)
+        return c != null && c.status === 'open' && mayServe(cert, camera) ? { conn: c, cert } : undefined
+      }
+      return fit(preferred()) ?? [...this.conns.values()].map(fit).find(r => r != null)
+    }
+    const f = new EventsFollower(camera, grant, route, this.eventsTried, fig?.querySelector<HTMLElement>('.badge') ?? undefined, this.changed)
+    this.followers.set(camera, f)
+    w.stats.events = f.stats
+    void (async () => {
+      for (let i = 0; i < 20 && w.stats.firstFrameMs == null && !f.stopped; i++) await new Promise(resolve => setTimeout(resolve, 100))
+      if (!f.stopped) await f.run()
+    })()
+    return f
   }
 }

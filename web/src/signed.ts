@@ -1,4 +1,4 @@
-// Signed objects (certificates, grants, invites): a port of node/src/auth/signed.rs's
+// Signed objects (certificates, grants, invites, camera events): a port of node/src/auth/signed.rs's
 // check. The signature is Ed25519 over "camesh-v1/" || kind || 0x00 || body, by the key
 // in `signer` (protobuf form), verified here with WebCrypto.
 
@@ -9,7 +9,7 @@ import { ed25519OfProtobuf } from './peer.ts'
 /** Bound on any signed object's bytes and body (the node's MAX_SIGNED_BYTES). */
 export const MAX_SIGNED_BYTES = 16 << 10
 
-export type Kind = 'cert' | 'grant' | 'admin-cert' | 'fleet-entry' | 'invite' | 'manifest'
+export type Kind = 'cert' | 'grant' | 'admin-cert' | 'fleet-entry' | 'invite' | 'manifest' | 'event'
 
 export class AuthError extends Error {}
 

@@ -19,6 +19,7 @@ import { ed25519OfPeer, peerFromBytes } from './peer.ts'
 import { check, proofKey } from './proof.ts'
 import { Framed } from './wire.ts'
 import type { CertInfo } from './cert.ts'
+import type { EventStats } from './events.ts'
 import type { Membership } from './enroll.ts'
 import type { CodecConfig, Signed } from './gen/camesh.ts'
 import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
@@ -154,7 +155,7 @@ function pbBytes (num: number, b: Uint8Array): number[] {
   return [...pbVarint(BigInt((num << 3) | 2)), ...pbVarint(BigInt(b.length)), ...b]
 }
 
-/** An `NvrRequest` (proto/proto/nvr.proto), written by hand: the page's codecs come from camesh.proto only. */
+/** An `NvrRequest` (proto/proto/nvr.proto), written by hand: the page's codecs come from camesh.proto and device.proto only. */
 export function nvrRequest (camera: string, grant: Signed | undefined, fromUs: bigint, toUs: bigint, kind: 'play' | 'recordings'): Uint8Array {
   const out: number[] = [...pbBytes(1, new TextEncoder().encode(camera))]
   if (grant != null) out.push(...pbBytes(2, SignedCodec.encode(grant)))
@@ -281,6 +282,8 @@ export interface TileStats {
   rejectReasons: string[]
   /** What decodes: WebCodecs to the canvas, or the MSE fallback (a <video>). */
   player?: 'webcodecs' | 'mse'
+  /** The camera's events beside the video (events.ts): the badge's state. */
+  events?: EventStats
 }
 
 function hex2 (n: number): string {

@@ -8,11 +8,12 @@ import { publicKeyFromRaw } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { fromHex, toHex } from '../src/bytes.ts'
 import { importVerifyKey, signedBytes, verifyKeyframe } from '../src/fresh.ts'
-import { FrameHeader, MemberRole, Signed } from '../src/gen/camesh.ts'
+import { CameraEvent, EventItem, EventsRequest, EventState, FrameHeader, MemberRole, Signed } from '../src/gen/camesh.ts'
 import { fromWebCrypto, generateWebCrypto } from '../src/identity.ts'
 import { parseInvite } from '../src/invite.ts'
 import { verifyCert } from '../src/cert.ts'
 import { verifyGrant } from '../src/grant.ts'
+import { checkEvent, word } from '../src/events.ts'
 import { MediaKey, aad } from '../src/media.ts'
 import { MemberHello, certHello, dialerProof, frame } from '../src/member.ts'
 import { ed25519OfPeer, peerFromBytes } from '../src/peer.ts'
@@ -209,4 +210,52 @@ test('grants: the page accepts and refuses exactly what the node does', async ()
   }
   // After its end, any of them is refused.
   await assert.rejects(verifyGrant(Signed.decode(fromHex(g.cases.root.hex)), root, 'depot', page, 1_765_086_401n), /expired/)
+})
+
+test('camera events: the codecs write the node\'s bytes, and the page shows and refuses exactly what the node does', async () => {
+  const ev = v.events
+  const root = fromHex(ev.root_protobuf_hex)
+  const now = BigInt(ev.now_unix_s)
+  // device.proto's codecs, generated with camesh.proto's, read and write prost's bytes.
+  for (const hex of [ev.motion_body_hex, ev.onvif_body_hex]) assert.equal(toHex(CameraEvent.encode(CameraEvent.decode(fromHex(hex)))), hex)
+  const motion = CameraEvent.decode(fromHex(ev.motion_body_hex))
+  assert.equal(motion.state, EventState.EVENT_STATE_START)
+  assert.equal(motion.area, 0.25)
+  const req = EventsRequest.encode({
+    cameraId: 'cam1',
+    grant: fromHex(ev.grant_hex),
+    fromUnixUs: 1_765_009_940_000_000n,
+    toUnixUs: 0n,
+    follow: true,
+    kinds: [],
+    maxEvents: 0,
+    userAgent: 'camesh-web/0.1'
+  })
+  assert.equal(toHex(req), ev.request_hex)
+  const it = ev.items
+  assert.equal(EventItem.decode(fromHex(it.done)).done?.sent, 3)
+  assert.equal(EventItem.decode(fromHex(it.done)).done?.more, true)
+  assert.match(EventItem.decode(fromHex(it.refused)).refused ?? '', /no events of camera "cam1"/)
+  assert.equal(toHex(Signed.encode(EventItem.decode(fromHex(it.camera_cert)).cameraCert as Signed)), ev.cases.motion_start.cert_hex)
+  assert.equal(toHex(Signed.encode(EventItem.decode(fromHex(it.event)).event as Signed)), ev.cases.motion_start.signed_hex)
+  for (const hex of Object.values(it) as string[]) assert.equal(toHex(EventItem.encode(EventItem.decode(fromHex(hex)))), hex)
+  const names = Object.keys(ev.cases)
+  assert.ok(names.length >= 8)
+  for (const name of names) {
+    const c = ev.cases[name]
+    const from = peerFromBytes(fromHex(c.from_peer_hex))
+    // As the page does: the node's certificate checked when it joined, then the event.
+    const got = await verifyCert(Signed.decode(fromHex(c.cert_hex)), root, 'depot', from, now)
+      .then(async cert => await checkEvent(Signed.decode(fromHex(c.signed_hex)), ev.camera, from, cert))
+      .then(e => ({ e }), (err: unknown) => ({ err: String(err) }))
+    assert.equal('e' in got, c.ok, `${name}: the node says ${c.ok ? 'ok' : c.error}, the page ${'err' in got ? got.err : 'ok'}`)
+    if ('e' in got) {
+      assert.equal(got.e.kind, c.kind, name)
+      assert.equal(word(got.e.state), c.state, name)
+      assert.equal(got.e.unixUs.toString(), c.unix_us, name)
+    }
+  }
+  // No certificate at all (a node the page never checked): refused.
+  const ok = ev.cases.motion_start
+  await assert.rejects(checkEvent(Signed.decode(fromHex(ok.signed_hex)), 'cam1', peerFromBytes(fromHex(ok.from_peer_hex)), undefined), /no checked certificate/)
 })
