@@ -116,6 +116,27 @@ pub fn camera(id: &str, clip: &str) -> CameraConfig {
     }
 }
 
+/// Makes a 6 s 640x360 H.264 clip in `dir`: a white box over grey at `x` (an ffmpeg
+/// expression of the time `t`), with temporal noise like a real sensor's. For motion
+/// tests (a box that moves, or stays).
+pub fn box_clip(dir: &Path, name: &str, x: &str) -> PathBuf {
+    let path = dir.join(name);
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "color=c=gray:s=640x360:r=30:d=6[bg];color=c=white:s=80x80:r=30[box];[bg][box]overlay=x='{x}':y=120:shortest=1,noise=alls=6:allf=t"
+        ))
+        .args(["-c:v", "libx264", "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "h264"])
+        .arg(&path)
+        .output()
+        .expect("ffmpeg must be installed (scripts/setup.sh)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
+/// The box of [`box_clip`] moving from 2 s to 4 s of each 6 s pass, back where it started.
+pub const MOVING_BOX: &str = "if(lt(t,2),40,if(lt(t,3),40+(t-2)*300,if(lt(t,4),340-(t-3)*300,40)))";
+
 /// Starts a camera node serving `cams`.
 pub async fn camera_node(dir: &Path, fleet: &str, cams: Vec<CameraConfig>, bootstrap: Vec<Multiaddr>) -> NodeHandle {
     let mut c = loopback_config(Role::Camera, fleet);

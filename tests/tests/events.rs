@@ -23,23 +23,6 @@ const FLEET: &str = "t-events";
 const PERIOD_90K: u64 = 6 * 90_000;
 const MOTION_FROM_90K: u64 = 2 * 90_000;
 
-/// Makes a 6 s H.264 clip: a white box over grey at `x` (an expression of `t`), with
-/// temporal noise like a real sensor's.
-fn clip(dir: &Path, name: &str, x: &str) -> PathBuf {
-    let path = dir.join(name);
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg(format!(
-            "color=c=gray:s=640x360:r=30:d=6[bg];color=c=white:s=80x80:r=30[box];[bg][box]overlay=x='{x}':y=120:shortest=1,noise=alls=6:allf=t"
-        ))
-        .args(["-c:v", "libx264", "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "h264"])
-        .arg(&path)
-        .output()
-        .expect("ffmpeg must be installed (scripts/setup.sh)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    path
-}
-
 fn motion_camera(id: &str, clip: PathBuf) -> camesh_node::config::CameraConfig {
     let mut c = camera(id, "cam-640x360-30fps-gop2s.h264");
     c.source = clip;
@@ -112,12 +95,8 @@ fn starts(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 async fn motion_events_reach_granted_viewers_and_the_nvr_finds_them_after_a_restart() {
     init_tracing();
     let dir = tempfile::tempdir().expect("tempdir");
-    let moving = clip(
-        dir.path(),
-        "moving.h264",
-        "if(lt(t,2),40,if(lt(t,3),40+(t-2)*300,if(lt(t,4),340-(t-3)*300,40)))",
-    );
-    let still = clip(dir.path(), "still.h264", "40");
+    let moving = box_clip(dir.path(), "moving.h264", MOVING_BOX);
+    let still = box_clip(dir.path(), "still.h264", "40");
     let started_us = camesh_node::clock::now_unix_us();
     let cam = camera_node(
         &dir.path().join("cam"),
