@@ -76,6 +76,8 @@ pub struct NodeHandle {
     signer: FrameSigner,
     /// Where an NVR on this node puts the events it records, to serve them.
     recorded_events: RecordedSlot,
+    /// The events of this node's own cameras.
+    own_events: Arc<EventBus>,
     shutdown: CancellationToken,
 }
 
@@ -260,7 +262,8 @@ impl Node {
             slots,
             sync_table,
             signer,
-            recorded_events: events,
+            recorded_events: events.0,
+            own_events: events.1,
             shutdown,
         };
         for f in &handle.config.forwards {
@@ -282,7 +285,7 @@ fn start_events(
     key: libp2p::identity::Keypair,
     control: &mut libp2p_stream::Control,
     shutdown: &CancellationToken,
-) -> Result<RecordedSlot, NetError> {
+) -> Result<(RecordedSlot, Arc<EventBus>), NetError> {
     let bus = Arc::new(EventBus::new(events::bus::CAMERA_KEEPS));
     let publisher = Arc::new(events::bus::Publisher::new(bus.clone(), key.clone()));
     let queue = QueueLimits {
@@ -316,7 +319,7 @@ fn start_events(
     }
     let recorded = RecordedSlot::default();
     events::serve::EventsServer {
-        own: bus,
+        own: bus.clone(),
         hubs: hubs.clone(),
         trust: trust.clone(),
         directory: directory.clone(),
@@ -325,7 +328,7 @@ fn start_events(
     }
     .start(control, shutdown.child_token())
     .map_err(NetError::Other)?;
-    Ok(recorded)
+    Ok((recorded, bus))
 }
 
 /// Re-reads the data folder every [`PICKUP_INTERVAL`] until `shutdown` (file reads on the
@@ -377,6 +380,11 @@ impl NodeHandle {
     /// What the last fleet-state exchange with `peer` showed (lag, clock offset).
     pub fn fleet_state_of(&self, peer: &PeerId) -> Option<fleetsync::PeerState> {
         self.sync_table.get(peer)
+    }
+
+    /// The events of this node's own cameras (an NVR on this node indexes them).
+    pub fn own_events(&self) -> &Arc<EventBus> {
+        &self.own_events
     }
 
     /// Serves the events an NVR on this node records (`/camesh/events/1` with the

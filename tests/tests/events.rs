@@ -259,3 +259,70 @@ async fn a_camera_without_motion_detection_says_so() {
     assert!(err.contains("no events of camera"), "{err}");
     cam.shutdown();
 }
+
+/// A camera node that records itself (`camesh-node run`, role camera, `[[nvr.record]]`
+/// naming its own camera, no NVR anywhere): its NVR indexes the camera's events straight
+/// from the node, and after SIGKILL and a restart `mesh events --from` still finds them
+/// (from the store, not from the fresh node's empty memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_recording_itself_keeps_its_events_across_a_restart() {
+    use camesh_node::config::{RecordRule, Role};
+    use camesh_proto::pb::MemberRole;
+    init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let moving = box_clip(dir.path(), "moving.h264", MOVING_BOX);
+    let cam_dir = dir.path().join("bodycam");
+    fleet(FLEET)
+        .enroll_dir(&cam_dir, MemberRole::Camera, "bodycam", &["moving".into()], 3600)
+        .expect("enroll");
+    let mut c = loopback_config(Role::Camera, FLEET);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    c.node.listen = vec![format!("/ip4/127.0.0.1/udp/{port}/quic-v1").parse().expect("multiaddr")];
+    c.cameras = vec![motion_camera("moving", moving)];
+    c.nvr.records = vec![RecordRule {
+        camera: "moving".into(),
+        ..RecordRule::default()
+    }];
+    c.validate().expect("valid config");
+    std::fs::write(cam_dir.join("config.toml"), c.to_toml()).expect("config written");
+    let from = format!("{}", camesh_node::clock::now_unix_us() as f64 / 1e6);
+    let node = camesh_tests::nvr::start_daemon(&cam_dir, "node.log", "info,camesh_node::net=warn", "recordings: ");
+    let (peer, addr) = (node.peer.to_string(), vec![node.addr.clone()]);
+    let operator = dir.path().join("operator");
+    mesh_folder(
+        &operator,
+        FLEET,
+        "operator",
+        &["moving"],
+        Rights::LIVE.union(Rights::PLAYBACK),
+    );
+    let mut before = Vec::new();
+    let found = wait_until(Duration::from_secs(30), || {
+        let (ok, got, _) = mesh_events(&operator, &addr, &["moving", "--from", &from, "--nvr", &peer]);
+        before = got;
+        ok && starts(&before).len() >= 2
+    })
+    .await;
+    assert!(
+        found,
+        "{before:?}\n{}",
+        std::fs::read_to_string(cam_dir.join("node.log")).unwrap_or_default()
+    );
+    node.kill9();
+    let node = camesh_tests::nvr::start_daemon(&cam_dir, "node.log", "info,camesh_node::net=warn", "recordings: ");
+    let addr = vec![node.addr.clone()];
+    let (ok, after, err) = mesh_events(&operator, &addr, &["moving", "--from", &from, "--nvr", &peer]);
+    assert!(ok, "{err}");
+    for e in starts(&before) {
+        assert!(
+            after
+                .iter()
+                .any(|a| a["run"] == e["run"] && a["sequence"] == e["sequence"]),
+            "event {e} lost in the restart: {after:?}"
+        );
+    }
+    drop(node);
+}

@@ -293,7 +293,10 @@ async fn real_main() -> Result<()> {
             };
             // An NVR, or a camera node that records its own cameras ([[nvr.record]]).
             let nvr = if role == Role::Nvr || !nvr_section.records.is_empty() {
-                let own = (role == Role::Camera).then(|| node.hubs().clone());
+                let own = (role == Role::Camera).then(|| camesh_node::nvr::OwnCameras {
+                    hubs: node.hubs().clone(),
+                    events: node.own_events().clone(),
+                });
                 let nvr = camesh_node::nvr::Nvr::start_with(node.reach(), nvr_section, &data_dir, own)
                     .await
                     .context("starting the NVR")?;

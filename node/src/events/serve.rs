@@ -90,35 +90,44 @@ impl EventsServer {
         Ok(())
     }
 
-    fn source(&self, camera: &str) -> Option<Source> {
+    /// Where `camera`'s events may come from, in the order to try: for past events the
+    /// NVR's store first (it outlives restarts), for new ones this node's own bus first.
+    fn sources(&self, camera: &str, past: bool) -> Vec<Source> {
+        let mut out = Vec::with_capacity(2);
         if self.own.has(camera) {
             let tags = self.hubs.get(camera).map(|h| h.tags.clone()).unwrap_or_default();
             // This node's certificate names the camera: what an NVR keeps to show,
             // later, that the events are the camera's.
-            return Some(Source {
+            out.push(Source {
                 bus: self.own.clone(),
                 right: Rights::LIVE,
                 tags,
                 cert: self.trust.own_cert(),
             });
         }
-        let rec = self.recorded.read().unwrap_or_else(|e| e.into_inner()).clone()?;
-        if !rec.bus.has(camera) {
-            return None;
+        let rec = self.recorded.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(rec) = rec.filter(|r| r.bus.has(camera)) {
+            let cert = rec.certs.lock().unwrap_or_else(|e| e.into_inner()).get(camera).cloned();
+            let tags = self
+                .directory
+                .lookup(camera)
+                .first()
+                .map(|e| e.announcement.tags.clone())
+                .or_else(|| self.hubs.get(camera).map(|h| h.tags.clone()))
+                .unwrap_or_default();
+            let recorded = Source {
+                bus: rec.bus.clone(),
+                right: Rights::PLAYBACK,
+                tags,
+                cert,
+            };
+            if past {
+                out.insert(0, recorded);
+            } else {
+                out.push(recorded);
+            }
         }
-        let cert = rec.certs.lock().unwrap_or_else(|e| e.into_inner()).get(camera).cloned();
-        let tags = self
-            .directory
-            .lookup(camera)
-            .first()
-            .map(|e| e.announcement.tags.clone())
-            .unwrap_or_default();
-        Some(Source {
-            bus: rec.bus.clone(),
-            right: Rights::PLAYBACK,
-            tags,
-            cert,
-        })
+        out
     }
 
     fn check(&self, peer: &PeerId, grant: &pb::Signed, camera: &str, src: &Source) -> Result<(), auth::AuthError> {
@@ -152,18 +161,30 @@ impl EventsServer {
             info!(%peer, %camera, reason = %why, "events refused");
             item(pb::event_item::Item::Refused(why))
         };
-        let src = if !valid_id(&camera) {
+        let grant = auth::signed::decode("grant", &req.grant);
+        let past = req.from_unix_us > 0 || req.to_unix_us > 0;
+        let checked = if !valid_id(&camera) {
             Err(format!("invalid camera id {camera:?}"))
         } else {
-            self.source(&camera)
-                .ok_or_else(|| format!("this node has no events of camera {camera:?}"))
+            let sources = self.sources(&camera, past);
+            if sources.is_empty() {
+                Err(format!("this node has no events of camera {camera:?}"))
+            } else {
+                grant.map_err(|e| e.to_string()).and_then(|g| {
+                    // The first source the grant opens; else the first one's refusal.
+                    let mut first_err = None;
+                    for src in sources {
+                        match self.check(&peer, &g, &camera, &src) {
+                            Ok(()) => return Ok((src, g)),
+                            Err(e) => {
+                                first_err.get_or_insert(e.to_string());
+                            }
+                        }
+                    }
+                    Err(first_err.unwrap_or_default())
+                })
+            }
         };
-        let grant = auth::signed::decode("grant", &req.grant);
-        let checked = src.and_then(|src| {
-            let g = grant.map_err(|e| e.to_string())?;
-            self.check(&peer, &g, &camera, &src).map_err(|e| e.to_string())?;
-            Ok((src, g))
-        });
         let (src, grant) = match checked {
             Ok(x) => x,
             Err(why) => {

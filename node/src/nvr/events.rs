@@ -25,7 +25,7 @@ use crate::auth::Rights;
 use crate::backoff::next_backoff;
 use crate::events::bus::EventBus;
 use crate::events::client::{self, Ask, EventsError, Item};
-use crate::events::log::Stored;
+use crate::events::log::{Query, Stored};
 use crate::events::serve::Recorded;
 use crate::events::{kind_matches, state_word};
 use crate::reach::Reach;
@@ -137,6 +137,8 @@ pub(crate) struct Follow {
     pub folder: PathBuf,
     pub lock_kinds: Vec<String>,
     pub margin_us: i64,
+    /// This node's own events, when the camera is this node's.
+    pub own_events: Option<Arc<EventBus>>,
 }
 
 /// Follows the camera's events until `cancel`, reconnecting with a backoff.
@@ -181,7 +183,89 @@ struct LockState {
     last: Option<(u64, i64, i64)>,
 }
 
+/// Appends to a camera's event file and index, and locks around events.
+struct Writer<'a> {
+    f: &'a Follow,
+    file: tokio::fs::File,
+    buf: Vec<u8>,
+    cert_stored: Option<pb::Signed>,
+    locks: &'a mut LockState,
+    n: u64,
+}
+
+impl<'a> Writer<'a> {
+    async fn open(f: &'a Follow, locks: &'a mut LockState) -> Result<Writer<'a>, String> {
+        let path = events_file(&f.folder, &f.camera);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Writer {
+            f,
+            file,
+            buf: Vec::new(),
+            cert_stored: None,
+            locks,
+            n: 0,
+        })
+    }
+
+    async fn append(&mut self, item: pb::event_item::Item) -> Result<(), String> {
+        self.buf.clear();
+        write_item(&pb::EventItem { item: Some(item) }, &mut self.buf);
+        self.file.write_all(&self.buf).await.map_err(|e| e.to_string())?;
+        self.file.flush().await.map_err(|e| e.to_string())
+    }
+
+    /// The certificate that vouches for the camera's key, stored when it changes.
+    async fn cert(&mut self, c: &pb::Signed) -> Result<(), String> {
+        if self.cert_stored.as_ref() == Some(c) {
+            return Ok(());
+        }
+        self.append(pb::event_item::Item::CameraCert(c.clone())).await?;
+        let certs = &self.f.recorded.certs;
+        certs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.f.camera.clone(), c.clone());
+        self.cert_stored = Some(c.clone());
+        Ok(())
+    }
+
+    /// Stores one event (once), and locks around it when its kind says so.
+    async fn event(&mut self, e: pb::CameraEvent, signed: pb::Signed) -> Result<(), String> {
+        let (f, camera) = (self.f, &self.f.camera);
+        if !f.recorded.bus.insert(camera, Stored::new(&e, signed.clone())) {
+            return Ok(());
+        }
+        self.append(pb::event_item::Item::Event(signed)).await?;
+        self.n += 1;
+        debug!(%camera, kind = %e.kind, state = state_word(e.state), at_us = e.unix_us, "event indexed");
+        if !f.lock_kinds.is_empty() && kind_matches(&f.lock_kinds, &e.kind) {
+            lock_around(f, self.locks, &e).await;
+        }
+        Ok(())
+    }
+}
+
+/// Where to ask again from: the newest stored event, else an hour back.
+fn resume_from(f: &Follow) -> i64 {
+    f.recorded
+        .bus
+        .last_us(&f.camera)
+        .unwrap_or_else(|| crate::clock::now_unix_us() - FIRST_LOOK_BACK_US)
+        .max(1)
+}
+
 async fn follow_once(f: &Follow, locks: &mut LockState) -> Result<u64, String> {
+    if let Some(own) = &f.own_events {
+        return follow_local(f, own, locks).await;
+    }
     let camera = &f.camera;
     let grant = f
         .node
@@ -189,14 +273,9 @@ async fn follow_once(f: &Follow, locks: &mut LockState) -> Result<u64, String> {
         .grant_for(camera, Rights::RECORD)
         .ok_or("no grant with the record right")?;
     let peer = f.node.camera_node(camera).await.map_err(|e| e.to_string())?;
-    let bus = &f.recorded.bus;
-    let from_us = bus
-        .last_us(camera)
-        .unwrap_or_else(|| crate::clock::now_unix_us() - FIRST_LOOK_BACK_US)
-        .max(1);
     let ask = Ask {
         camera: camera.clone(),
-        from_us,
+        from_us: resume_from(f),
         follow: true,
         ..Ask::default()
     };
@@ -204,65 +283,54 @@ async fn follow_once(f: &Follow, locks: &mut LockState) -> Result<u64, String> {
     let mut events = client::open(&f.node, peer, &grant, &ask, &agent)
         .await
         .map_err(|e| e.to_string())?;
-    let path = events_file(&f.folder, camera);
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
-    }
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .await
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut n = 0u64;
-    let mut buf = Vec::new();
-    let mut cert_stored: Option<pb::Signed> = None;
+    let mut w = Writer::open(f, locks).await?;
     loop {
         let item = match events.next().await {
             Ok(Some(i)) => i,
-            Ok(None) => return Ok(n),
+            Ok(None) => return Ok(w.n),
             Err(EventsError::Refused { reason, .. }) => return Err(format!("refused: {reason}")),
             Err(e) => return Err(e.to_string()),
         };
         let Item::Event(ev) = item else { continue };
         let (e, signed) = *ev;
-        // The certificate that vouches for the camera's key, stored when it changes.
-        if let Some(c) = events
-            .camera_cert()
-            .filter(|c| cert_stored.as_ref() != Some(*c))
-            .cloned()
-        {
-            buf.clear();
-            write_item(
-                &pb::EventItem {
-                    item: Some(pb::event_item::Item::CameraCert(c.clone())),
-                },
-                &mut buf,
-            );
-            file.write_all(&buf).await.map_err(|e| e.to_string())?;
-            f.recorded
-                .certs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(camera.clone(), c.clone());
-            cert_stored = Some(c);
+        if let Some(c) = events.camera_cert().cloned() {
+            w.cert(&c).await?;
         }
-        if !bus.insert(camera, Stored::new(&e, signed.clone())) {
-            continue;
+        w.event(e, signed).await?;
+    }
+}
+
+/// This node's own camera: its events straight from the node's bus.
+async fn follow_local(f: &Follow, own: &EventBus, locks: &mut LockState) -> Result<u64, String> {
+    let camera = &f.camera;
+    if !own.has(camera) {
+        return Err("no [camera.motion] or ONVIF events on this camera".into());
+    }
+    let mut rx = own.follow(camera);
+    let mut w = Writer::open(f, locks).await?;
+    if let Some(c) = f.node.trust().own_cert() {
+        w.cert(&c).await?;
+    }
+    let past = Query {
+        from_us: resume_from(f),
+        ..Query::default()
+    };
+    for s in own.query(camera, &past).0 {
+        if let Ok((_, e)) = crate::events::open(&s.signed) {
+            w.event(e, (*s.signed).clone()).await?;
         }
-        buf.clear();
-        write_item(
-            &pb::EventItem {
-                item: Some(pb::event_item::Item::Event(signed)),
-            },
-            &mut buf,
-        );
-        file.write_all(&buf).await.map_err(|e| e.to_string())?;
-        file.flush().await.map_err(|e| e.to_string())?;
-        n += 1;
-        debug!(%camera, kind = %e.kind, state = state_word(e.state), at_us = e.unix_us, "event indexed");
-        if kind_matches(&f.lock_kinds, &e.kind) && !f.lock_kinds.is_empty() {
-            lock_around(f, locks, &e).await;
+    }
+    loop {
+        match rx.recv().await {
+            Ok(s) => {
+                if let Ok((_, e)) = crate::events::open(&s.signed) {
+                    w.event(e, (*s.signed).clone()).await?;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => {
+                warn!(%camera, lost, "event index fell behind; events lost");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(w.n),
         }
     }
 }

@@ -96,11 +96,19 @@ pub struct NvrState {
     pub exports: export::ExportSlots,
     /// Recorders replicating to this NVR and what they offered.
     pub replicas: replicate::Sources,
-    /// This node's own camera hubs, when it is a camera node recording itself.
-    pub(crate) own: Option<Arc<Hubs>>,
+    /// This node's own cameras, when it is a camera node recording itself.
+    pub(crate) own: Option<OwnCameras>,
     /// The events of the recorded cameras ([`events`]), served by the node once
     /// [`Nvr::events`] is handed to it.
     pub events: Arc<crate::events::serve::Recorded>,
+}
+
+/// A camera node's own cameras, for an NVR on the same node: recorded from their hubs,
+/// their events indexed from the node's bus.
+#[derive(Debug, Clone)]
+pub struct OwnCameras {
+    pub hubs: Arc<Hubs>,
+    pub events: Arc<crate::events::bus::EventBus>,
 }
 
 /// A running NVR (dropping it does not stop it; call [`Nvr::stop`]).
@@ -123,7 +131,7 @@ impl Nvr {
         node: &Reach,
         section: NvrSection,
         data_dir: &Path,
-        own: Option<Arc<Hubs>>,
+        own: Option<OwnCameras>,
     ) -> Result<Nvr, NvrError> {
         let folder = if section.recordings_dir.as_os_str().is_empty() {
             data_dir.join("recordings")
@@ -225,7 +233,7 @@ impl Nvr {
 
 /// `camera`'s hub if this node serves it itself (not a forwarded one).
 fn own_hub(state: &NvrState, camera: &str) -> Option<Arc<Hub>> {
-    state.own.as_ref()?.get(camera).filter(|h| h.origin.is_none())
+    state.own.as_ref()?.hubs.get(camera).filter(|h| h.origin.is_none())
 }
 
 /// Starts a recording task for each camera the rules name, now and as cameras appear.
@@ -252,7 +260,7 @@ async fn supervise(node: Reach, state: Arc<NvrState>, cancel: CancellationToken)
                 max_bytes: limits.subscriber_queue_bytes,
             },
         });
-        if own.is_none() {
+        {
             state.events.bus.add_camera(camera);
             let follow = events::Follow {
                 node: node.clone(),
@@ -262,6 +270,7 @@ async fn supervise(node: Reach, state: Arc<NvrState>, cancel: CancellationToken)
                 folder: state.folder.clone(),
                 lock_kinds: state.section.lock_events.clone(),
                 margin_us: i64::try_from(state.section.event_margin_s.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+                own_events: own.as_ref().and(state.own.as_ref()).map(|o| o.events.clone()),
             };
             tokio::spawn(events::follow(follow, cancel.child_token()));
         }
@@ -280,7 +289,7 @@ async fn supervise(node: Reach, state: Arc<NvrState>, cancel: CancellationToken)
         start(&camera, &[], &mut policies);
     }
     // This node's own cameras that a tag or `*` rule names.
-    for hub in state.own.as_ref().map(|h| h.all()).unwrap_or_default() {
+    for hub in state.own.as_ref().map(|o| o.hubs.all()).unwrap_or_default() {
         if hub.origin.is_none() {
             start(&hub.id, &hub.tags, &mut policies);
         }
