@@ -1,5 +1,5 @@
-//! `mesh watch`: a camera's live video as H.264 Annex B on stdout or in a file, with
-//! live stats on stderr. Survives source restarts (the node's watcher retries with
+//! `mesh watch`: a camera's live video as H.264 Annex B (or, with `--format mkv|mpegts`,
+//! a container with its audio too) on stdout or in a file, with live stats on stderr. Survives source restarts (the node's watcher retries with
 //! backoff) and reports each gap.
 
 use std::io::Write;
@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use camesh_node::clock::now_unix_us;
 use camesh_node::media::h264;
+use camesh_node::media::is_audio;
+use camesh_node::media::mux::{Container, Muxer};
+use camesh_node::stream::codecs::audio_params;
+use camesh_node::stream::server::codec_params;
 use camesh_node::stream::stats::LiveStats;
 use camesh_node::watch::{WatchEvent, WatchOptions};
 use camesh_node::{NodeHandle, PeerId};
@@ -21,6 +25,10 @@ pub struct Args {
     /// Output file, or - for stdout (the default).
     #[arg(long, short, default_value = "-")]
     output: PathBuf,
+    /// What to write: `annexb` (raw H.264, video only; the default), or a container with
+    /// the camera's audio too when it has some: `mkv` (Matroska) or `mpegts`.
+    #[arg(long, value_enum, default_value_t = FormatArg::Annexb)]
+    format: FormatArg,
     /// Stop after this long (e.g. 10s, 2m).
     #[arg(long, value_parser = crate::parse_duration)]
     duration: Option<Duration>,
@@ -62,6 +70,13 @@ pub struct Args {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    Annexb,
+    Mkv,
+    Mpegts,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProfileArg {
     Main,
     Sub,
@@ -76,7 +91,14 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     // A player on stdout gets each frame as it comes (and a player that quits is noticed
     // at the next frame); a file gets large writes.
     let to_stdout = args.output.as_os_str() == "-";
-    let mut out: Box<dyn Write + Send> = if to_stdout {
+    let container = match args.format {
+        FormatArg::Annexb => None,
+        FormatArg::Mkv => Some(Container::Matroska),
+        FormatArg::Mpegts => Some(Container::MpegTs),
+    };
+    // A container is written by ffmpeg itself, once the codecs are known.
+    let mut muxer: Option<Muxer> = None;
+    let mut out: Box<dyn Write + Send> = if to_stdout || container.is_some() {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
         Box::new(std::io::BufWriter::new(
@@ -91,6 +113,7 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         ProfileArg::Main | ProfileArg::Auto => camesh_proto::pb::Profile::Main,
     };
     opts.user_agent = format!("mesh/{} watch", env!("CARGO_PKG_VERSION"));
+    opts.audio = container.is_some();
     let mut events = if adaptive {
         node.watch_adaptive(opts, cancel.clone())
     } else if args.via.is_empty() && !args.find_forwarders {
@@ -157,6 +180,15 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
         match ev {
             WatchEvent::Started { peer, accept, gap } => {
                 find_deadline = None;
+                if let (Some(c), None, Some(codec)) = (container, muxer.as_ref(), accept.codec.as_ref()) {
+                    let audio = accept.audio.as_ref().and_then(audio_params);
+                    let path = args.output.to_string_lossy().into_owned();
+                    muxer = Some(Muxer::create(&path, c, &codec_params(codec), audio.as_ref())?);
+                    let what = audio.as_ref().map_or("no audio".to_owned(), |a| {
+                        format!("{} {} Hz x{}", a.codec.name(), a.sample_rate, a.channels)
+                    });
+                    note(args.quiet, tty, &format!("writing {path} with {what}"));
+                }
                 if let Some(gap) = gap {
                     stats.on_gap(gap.as_millis() as u64);
                     note(
@@ -175,6 +207,29 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
                     );
                 }
             }
+            WatchEvent::Frame(f) if is_audio(f.header.sequence) => {
+                if let Some(m) = muxer.as_mut() {
+                    if let Err(e) = m.audio(&f.payload, f.header.pts_90k) {
+                        break Err(e).context("writing audio");
+                    }
+                }
+                continue;
+            }
+            WatchEvent::Frame(f) if muxer.is_some() => {
+                stats.on_frame(&f.header, f.payload.len(), now_unix_us());
+                if let Some(m) = muxer.as_mut() {
+                    let h = &f.header;
+                    if let Err(e) = m.video(&f.payload, h.keyframe, h.pts_90k, h.dts_90k) {
+                        break Err(e).context("writing video");
+                    }
+                }
+                frames += 1;
+                if args.frames.is_some_and(|n| frames >= n) {
+                    break Ok(());
+                }
+            }
+            // A container whose codecs are not known yet: nothing to write into.
+            WatchEvent::Frame(_) if container.is_some() => continue,
             WatchEvent::Frame(f) => {
                 stats.on_frame(&f.header, f.payload.len(), now_unix_us());
                 annexb.clear();
@@ -225,6 +280,13 @@ pub async fn run(node: &NodeHandle, args: &Args) -> Result<()> {
     };
     cancel.cancel();
     let flushed = out.flush();
+    if let Some(m) = muxer.take() {
+        let (v, a) = (m.video_frames, m.audio_frames);
+        m.finish().context("finishing the container")?;
+        if !args.quiet {
+            eprintln!("wrote {v} video and {a} audio frames");
+        }
+    }
     if !args.quiet {
         // The last line holds the totals of the whole run (the periodic ones can be a
         // second old, or from before the first frame).

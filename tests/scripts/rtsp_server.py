@@ -10,9 +10,11 @@ Mount kinds (PATH=KIND[:OPTIONS], options comma-separated key=value):
                          an MP4 file through qtdemux (paced by the server, ends at EOS);
                          each client gets its own pipeline from the start of the file;
                          params=sdp sends SPS/PPS only in the SDP
-  live:WxH[,fps=30][,gop=30][,bframes=0][,params=inband|sdp]
+  live:WxH[,fps=30][,gop=30][,bframes=0][,params=inband|sdp][,audio=aac|pcma|pcmu]
                          a live x264 encoder (videotestsrc is-live), shared by all
-                         clients; params=sdp sends SPS/PPS only in the SDP
+                         clients; params=sdp sends SPS/PPS only in the SDP; audio= adds
+                         a live 1 kHz tone as a second track (AAC 48 kHz mono, or G.711
+                         at 8 kHz)
   h265:WxH               a live x265 encoder (camesh must refuse it clearly)
   audio                  a live audio-only stream (PCMA)
 
@@ -64,13 +66,22 @@ def launch_line(kind, arg):
         # avc caps keep SPS/PPS out of band (codec_data -> SDP sprop-parameter-sets).
         fmt = "avc" if params == "sdp" else "byte-stream"
         interval = 0 if params == "sdp" else -1
+        audio = {
+            "": "",
+            "aac": "audiotestsrc is-live=true freq=1000 ! audio/x-raw,rate=48000,channels=1 ! "
+            "audioconvert ! voaacenc ! aacparse ! rtpmp4gpay name=pay1 pt=97",
+            "pcma": "audiotestsrc is-live=true freq=1000 ! audio/x-raw,rate=8000,channels=1 ! "
+            "alawenc ! rtppcmapay name=pay1 pt=8",
+            "pcmu": "audiotestsrc is-live=true freq=1000 ! audio/x-raw,rate=8000,channels=1 ! "
+            "mulawenc ! rtppcmupay name=pay1 pt=0",
+        }[o.get("audio", "")]
         return (
             f"( videotestsrc is-live=true pattern=ball ! "
             f"video/x-raw,width={w},height={h},framerate={fps}/1 ! "
             f"x264enc {tune} speed-preset=ultrafast threads=1 bitrate=600 "
             f"key-int-max={gop} bframes={bframes} ! "
             f"video/x-h264,stream-format={fmt},profile=main ! h264parse ! "
-            f"rtph264pay name=pay0 pt=96 config-interval={interval} )",
+            f"rtph264pay name=pay0 pt=96 config-interval={interval} {audio} )",
             True,
         )
     if kind == "h265":

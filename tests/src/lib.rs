@@ -162,6 +162,7 @@ pub async fn camera_and_viewer(dir: &Path, fleet: &str, cams: Vec<CameraConfig>)
 /// A request for live video of `camera`: main profile, no grant attached.
 pub fn live(camera: &str) -> pb::StreamRequest {
     pb::StreamRequest {
+        audio: false,
         camera_id: camera.into(),
         mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
         ..Default::default()

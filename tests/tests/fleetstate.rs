@@ -281,6 +281,7 @@ async fn bare_viewer(dir: &Path, fleet_name: &str, bootstrap: Vec<Multiaddr>) ->
 
 fn with_grant(camera: &str, g: &pb::Signed) -> pb::StreamRequest {
     pb::StreamRequest {
+        audio: false,
         grant: camesh_node::auth::signed::encode(g),
         ..live(camera)
     }

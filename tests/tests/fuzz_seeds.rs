@@ -101,6 +101,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         error: String::new(),
     };
     let request = pb::StreamRequest {
+        audio: false,
         camera_id: "cam1".into(),
         mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
         grant: signed::encode(&g),

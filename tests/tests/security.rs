@@ -21,6 +21,7 @@ const T: Duration = Duration::from_secs(20);
 
 fn live(camera: &str, grant: Option<&pb::Signed>) -> pb::StreamRequest {
     pb::StreamRequest {
+        audio: false,
         camera_id: camera.into(),
         mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
         grant: grant.map(signed::encode).unwrap_or_default(),

@@ -22,6 +22,7 @@ const T: Duration = Duration::from_secs(20);
 
 fn live(camera: &str) -> pb::StreamRequest {
     pb::StreamRequest {
+        audio: false,
         user_agent: "camesh-tests".into(),
         ..camesh_tests::live(camera)
     }

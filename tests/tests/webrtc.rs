@@ -182,6 +182,7 @@ async fn a_member_watches_over_webrtc_direct_and_a_stranger_is_refused() {
     let grant = stranger.trust().grant_for("cam1", Rights::LIVE);
     let mut control = stranger.stream_control();
     let req = pb::StreamRequest {
+        audio: false,
         grant: grant
             .as_ref()
             .map(camesh_node::auth::signed::encode)

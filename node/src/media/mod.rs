@@ -14,6 +14,7 @@ pub mod g711;
 pub mod h264;
 pub mod luma;
 pub mod motion;
+pub mod mux;
 pub mod source;
 
 use std::sync::OnceLock;
@@ -48,6 +49,68 @@ pub struct AccessUnit {
     pub dts_90k: u64,
     /// The access unit contains an IDR slice.
     pub keyframe: bool,
+}
+
+/// Sequence numbers of audio frames have this bit set: audio and video of one stream are
+/// numbered apart (each track's own count, so a video-only viewer sees no gaps) and never
+/// share an AEAD nonce (the nonce is the sequence number).
+pub const AUDIO_SEQUENCE_BIT: u64 = 1 << 63;
+
+/// Whether a frame with this sequence number is audio.
+pub fn is_audio(sequence: u64) -> bool {
+    sequence & AUDIO_SEQUENCE_BIT != 0
+}
+
+/// An audio codec camesh carries: passed through as the camera sends it, never
+/// transcoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AudioCodec {
+    /// MPEG-4 AAC, raw access units (no ADTS headers); the AudioSpecificConfig is the
+    /// extradata.
+    Aac,
+    /// G.711 A-law and µ-law.
+    Pcma,
+    Pcmu,
+    Opus,
+}
+
+impl AudioCodec {
+    /// The name in `AudioConfig.codec`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "aac",
+            AudioCodec::Pcma => "pcma",
+            AudioCodec::Pcmu => "pcmu",
+            AudioCodec::Opus => "opus",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<AudioCodec> {
+        Some(match s {
+            "aac" => AudioCodec::Aac,
+            "pcma" => AudioCodec::Pcma,
+            "pcmu" => AudioCodec::Pcmu,
+            "opus" => AudioCodec::Opus,
+            _ => return None,
+        })
+    }
+}
+
+/// What an audio decoder needs before the first audio frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AudioParams {
+    pub codec: AudioCodec,
+    pub sample_rate: u32,
+    pub channels: u32,
+    pub extradata: Bytes,
+}
+
+/// One coded audio frame (an AAC access unit, a G.711 packet's samples, an Opus packet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AudioUnit {
+    pub data: Bytes,
+    /// Presentation time, 90 kHz, on the video's timeline.
+    pub pts_90k: u64,
 }
 
 /// What a decoder needs to know about a stream before its first frame.

@@ -206,6 +206,7 @@ pub(crate) async fn run(
                     }
                 };
                 let req = pb::StreamRequest {
+                    audio: false,
                     camera_id: camera.clone(),
                     profile: pb::Profile::Main as i32,
                     mode: Some(pb::stream_request::Mode::Live(pb::Live {})),

@@ -51,6 +51,7 @@ pub enum CameraNodeError {
 /// A live `StreamRequest` for `camera` (`profile`); the grant is filled in when sent.
 pub fn live_request(camera: &str, profile: pb::Profile, user_agent: &str) -> pb::StreamRequest {
     pb::StreamRequest {
+        audio: false,
         camera_id: camera.to_owned(),
         profile: profile as i32,
         mode: Some(pb::stream_request::Mode::Live(pb::Live {})),

@@ -101,6 +101,9 @@ pub struct Freshness {
     /// Sequence and capture time of the last accepted frame.
     last: Option<(u64, i64)>,
     keyframe_seen: bool,
+    /// The last audio frame's sequence: audio is numbered apart from video
+    /// ([`crate::media::AUDIO_SEQUENCE_BIT`]) and ordered on its own.
+    last_audio: Option<u64>,
 }
 
 impl Freshness {
@@ -118,6 +121,7 @@ impl Freshness {
             skew_us,
             last: None,
             keyframe_seen: false,
+            last_audio: None,
         }
     }
 
@@ -149,6 +153,17 @@ impl Freshness {
                 ahead_ms: -age / 1000,
             });
         }
+        if crate::media::is_audio(seq) {
+            // Audio follows the video it came with: fresh, in order, after a keyframe.
+            if !self.keyframe_seen || h.keyframe {
+                return Err(Stale::NoKeyframe { seq });
+            }
+            if let Some(last) = self.last_audio.filter(|l| seq <= *l) {
+                return Err(Stale::Rewound { seq, last });
+            }
+            self.last_audio = Some(seq);
+            return Ok(());
+        }
         if h.keyframe {
             self.verify_signature(frame)?;
             // A signed keyframe may restart the sequence (a new camera process), but
@@ -156,6 +171,10 @@ impl Freshness {
             if let Some((last, last_capture)) = self.last {
                 if seq <= last && h.capture_unix_us <= last_capture {
                     return Err(Stale::Rewound { seq, last });
+                }
+                if seq <= last {
+                    // A new camera process numbers its audio from 0 again too.
+                    self.last_audio = None;
                 }
             }
             self.keyframe_seen = true;
@@ -209,7 +228,7 @@ mod tests {
     fn frame(signer: Option<&FrameSigner>, seq: u64, capture: i64, keyframe: bool) -> MediaFrame {
         let mut h = FrameHeader {
             sequence: seq,
-            pts_90k: seq * 3000,
+            pts_90k: (seq & !crate::media::AUDIO_SEQUENCE_BIT) * 3000,
             capture_unix_us: capture,
             keyframe,
             key_epoch: 1,
@@ -313,5 +332,30 @@ mod tests {
         f.set_origin(s.0.public().to_peer_id());
         f.check(&frame(Some(&s), 0, t, true), t)
             .expect("the camera's signature");
+    }
+
+    #[test]
+    fn audio_is_ordered_on_its_own_and_never_disturbs_the_video() {
+        use crate::media::AUDIO_SEQUENCE_BIT as A;
+        let (s, mut f) = setup();
+        let t = 12_000 * S;
+        assert!(
+            f.check(&frame(None, A, t, false), t).is_err(),
+            "no audio before a keyframe"
+        );
+        f.check(&frame(Some(&s), 0, t, true), t).expect("live");
+        f.check(&frame(None, A, t, false), t).expect("audio");
+        f.check(&frame(None, 1, t + 33_000, false), t)
+            .expect("video after audio");
+        f.check(&frame(None, A | 1, t + 40_000, false), t).expect("audio");
+        assert!(matches!(
+            f.check(&frame(None, A, t, false), t),
+            Err(Stale::Rewound { .. })
+        ));
+        // A restarted camera numbers its audio from 0 again after its new keyframe.
+        f.check(&frame(Some(&s), 0, t + 5 * S, true), t + 5 * S)
+            .expect("new session");
+        f.check(&frame(None, A, t + 5 * S, false), t + 5 * S)
+            .expect("audio again");
     }
 }

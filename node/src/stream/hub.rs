@@ -10,9 +10,8 @@
 //! fed frames that are already sealed ([`Hub::publish_sealed`]), keeps their sequence
 //! numbers and never holds a media key, so it can serve ciphertext only.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use camesh_proto::{pb, MediaFrame};
 use libp2p::{Multiaddr, PeerId};
@@ -20,9 +19,10 @@ use tokio::sync::Notify;
 
 use super::fanout::{GopCache, Push, QueueLimits, QueueStats, SubscriberQueue};
 use super::fresh::FrameSigner;
+pub use super::hubs::Hubs;
 use crate::auth::media_key::MediaKey;
 use crate::clock::now_unix_us;
-use crate::media::{AccessUnit, CodecParams};
+use crate::media::{is_audio, AccessUnit, AudioParams, AudioUnit, CodecParams, AUDIO_SEQUENCE_BIT};
 
 /// Counters of a hub (read by `mesh demo`, metrics, benches).
 #[derive(Debug, Default)]
@@ -41,6 +41,10 @@ struct HubState {
     gop: GopCache,
     subs: Vec<Arc<Subscriber>>,
     next_seq: u64,
+    /// The camera's audio, when its source has some; audio frames are numbered apart
+    /// ([`AUDIO_SEQUENCE_BIT`]) and reach only subscribers that asked for audio.
+    audio: Option<AudioParams>,
+    next_audio_seq: u64,
     /// The key frames are sealed with now, and the one before it (cached frames of the
     /// previous epoch may still be sent to newcomers right after a rotation).
     key: MediaKey,
@@ -93,6 +97,8 @@ impl Hub {
                 gop: GopCache::new(gop_cache_bytes),
                 subs: Vec::new(),
                 next_seq: 0,
+                audio: None,
+                next_audio_seq: 0,
                 key: MediaKey::generate(first_epoch()),
                 previous_key: None,
                 live: false,
@@ -180,6 +186,41 @@ impl Hub {
         st.last_error = Some(reason.to_owned());
         st.live = false;
         st.gop.clear();
+        st.audio = None;
+    }
+
+    /// The camera's audio track (or none).
+    pub fn set_audio(&self, audio: Option<AudioParams>) {
+        self.lock().audio = audio;
+    }
+
+    pub fn audio(&self) -> Option<AudioParams> {
+        self.lock().audio.clone()
+    }
+
+    /// Seals an audio frame and hands it to the subscribers that asked for audio (and to
+    /// the GOP cache, so an audio viewer starts with the GOP's sound too).
+    pub fn publish_audio(&self, unit: AudioUnit) {
+        let mut st = self.lock();
+        if st.audio.is_none() {
+            return;
+        }
+        let header = pb::FrameHeader {
+            sequence: AUDIO_SEQUENCE_BIT | (st.next_audio_seq & !AUDIO_SEQUENCE_BIT),
+            pts_90k: unit.pts_90k,
+            dts_90k: unit.pts_90k,
+            capture_unix_us: now_unix_us(),
+            keyframe: false,
+            key_epoch: st.key.epoch,
+            ..Default::default()
+        };
+        let frame = MediaFrame::new(header.clone(), st.key.seal(&header, &unit.data));
+        st.next_audio_seq += 1;
+        st.gop.push(&frame);
+        st.subs.retain(|s| !s.closed.load(Ordering::Relaxed));
+        for sub in st.subs.iter().filter(|s| s.audio) {
+            sub.push(frame.clone());
+        }
     }
 
     pub fn params(&self) -> Option<CodecParams> {
@@ -272,11 +313,22 @@ impl Hub {
         self.lock().key.epoch
     }
 
-    /// Adds a subscriber whose queue starts with the cached GOP (instant start).
+    /// Adds a subscriber whose queue starts with the cached GOP (instant start); video
+    /// only.
     pub fn subscribe(
         &self,
         peer: PeerId,
         limits: QueueLimits,
+    ) -> Result<(CodecParams, Arc<Subscriber>), SubscribeError> {
+        self.subscribe_with(peer, limits, false)
+    }
+
+    /// [`Hub::subscribe`], with the camera's audio frames too when `audio`.
+    pub fn subscribe_with(
+        &self,
+        peer: PeerId,
+        limits: QueueLimits,
+        audio: bool,
     ) -> Result<(CodecParams, Arc<Subscriber>), SubscribeError> {
         let mut st = self.lock();
         let params = match (&st.params, st.live) {
@@ -291,7 +343,19 @@ impl Hub {
         let sub = Arc::new(Subscriber {
             id: self.next_sub_id.fetch_add(1, Ordering::Relaxed),
             peer,
-            queue: Mutex::new(SubscriberQueue::new(limits, st.gop.frames())),
+            queue: Mutex::new(if audio {
+                SubscriberQueue::new(limits, st.gop.frames())
+            } else {
+                let video: Vec<MediaFrame> = st
+                    .gop
+                    .frames()
+                    .iter()
+                    .filter(|f| !is_audio(f.header.sequence))
+                    .cloned()
+                    .collect();
+                SubscriberQueue::new(limits, &video)
+            }),
+            audio,
             notify: Notify::new(),
             closed: AtomicBool::new(false),
             sent_frames: AtomicU64::new(0),
@@ -342,6 +406,8 @@ impl Hub {
 pub struct Subscriber {
     pub id: u64,
     pub peer: PeerId,
+    /// Gets audio frames too.
+    pub audio: bool,
     queue: Mutex<SubscriberQueue>,
     notify: Notify,
     closed: AtomicBool,
@@ -355,6 +421,9 @@ impl Subscriber {
     }
 
     fn push(&self, frame: MediaFrame) {
+        if !self.audio && is_audio(frame.header.sequence) {
+            return;
+        }
         let outcome = self.lock().push(frame);
         if outcome == Push::Queued {
             self.notify.notify_one();
@@ -393,138 +462,6 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Relaxed);
-    }
-}
-
-/// The node's cameras, by id, and the cameras of other nodes it forwards.
-///
-/// A camera may also have a sub (low-resolution) stream: its own hub, registered with
-/// [`Hubs::insert_sub`] under the same camera id. It is not listed or announced as a
-/// camera of its own; [`Hubs::get_profile`] picks it for requests with profile `sub`.
-#[derive(Debug, Default)]
-pub struct Hubs {
-    map: RwLock<BTreeMap<String, Arc<Hub>>>,
-    subs: RwLock<BTreeMap<String, Arc<Hub>>>,
-    /// Forwarded hubs by (camera id, profile); never listed or announced as our cameras.
-    forwarded: RwLock<BTreeMap<(String, i32), Arc<Hub>>>,
-}
-
-impl Hubs {
-    /// Registers a forwarded hub (replacing any previous one for the same stream).
-    pub fn insert_forwarded(&self, profile: pb::Profile, hub: Arc<Hub>) {
-        self.forwarded
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((hub.id.clone(), profile as i32), hub);
-    }
-
-    /// The forwarded hub of camera `id`, profile `profile`, if this node forwards it.
-    pub fn forwarded(&self, id: &str, profile: pb::Profile) -> Option<Arc<Hub>> {
-        self.forwarded
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(id.to_owned(), profile as i32))
-            .cloned()
-    }
-
-    /// Removes a forwarded hub if it is still `hub` (not a newer one).
-    pub fn remove_forwarded(&self, profile: pb::Profile, hub: &Arc<Hub>) {
-        let mut map = self.forwarded.write().unwrap_or_else(|e| e.into_inner());
-        let key = (hub.id.clone(), profile as i32);
-        if map.get(&key).is_some_and(|h| Arc::ptr_eq(h, hub)) {
-            map.remove(&key);
-        }
-    }
-
-    /// Every forwarded hub with its profile.
-    pub fn all_forwarded(&self) -> Vec<(pb::Profile, Arc<Hub>)> {
-        self.forwarded
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|((_, p), h)| (pb::Profile::try_from(*p).unwrap_or(pb::Profile::Main), h.clone()))
-            .collect()
-    }
-
-    /// Registers the sub stream of camera `hub.id` (which must also have a main hub).
-    pub fn insert_sub(&self, hub: Arc<Hub>) {
-        self.subs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hub.id.clone(), hub);
-    }
-
-    /// The sub stream's hub of a camera, if it has one.
-    pub fn sub(&self, id: &str) -> Option<Arc<Hub>> {
-        self.subs.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
-    }
-
-    /// Every sub stream's hub.
-    pub fn subs(&self) -> Vec<Arc<Hub>> {
-        self.subs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// The hub that serves `profile` of camera `id`: the sub stream when asked for and
-    /// configured, otherwise the main stream.
-    pub fn get_profile(&self, id: &str, profile: pb::Profile) -> Option<Arc<Hub>> {
-        let main = self.get(id)?;
-        if profile == pb::Profile::Sub {
-            if let Some(sub) = self.sub(id) {
-                return Some(sub);
-            }
-        }
-        Some(main)
-    }
-
-    pub fn insert(&self, hub: Arc<Hub>) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hub.id.clone(), hub);
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<Hub>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
-    }
-
-    pub fn all(&self) -> Vec<Arc<Hub>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    pub fn ids(&self) -> Vec<String> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).is_empty()
-    }
-
-    pub fn announcements(&self, me: PeerId, addrs: &[Multiaddr]) -> Vec<pb::CameraAnnouncement> {
-        self.all()
-            .iter()
-            .map(|h| {
-                let mut ann = h.announcement(me, addrs);
-                if self.sub(&h.id).is_some() {
-                    ann.profiles.push(pb::Profile::Sub as i32);
-                }
-                ann
-            })
-            .collect()
     }
 }
 
@@ -586,5 +523,50 @@ mod tests {
         assert_eq!(got, 100);
         assert!(slow.stats().skips >= 1);
         assert!(slow.stats().queued_frames <= LIM.max_frames);
+    }
+
+    #[tokio::test]
+    async fn audio_reaches_only_those_who_asked_numbered_apart() {
+        use crate::media::{AudioCodec, AudioParams, AudioUnit};
+        let hub = Hub::new("cam1", "", vec![], 1 << 20);
+        hub.set_params(CodecParams::default());
+        hub.set_audio(Some(AudioParams {
+            codec: AudioCodec::Aac,
+            sample_rate: 48_000,
+            channels: 1,
+            extradata: Bytes::from_static(&[0x11, 0x88]),
+        }));
+        let (_, video) = hub.subscribe(PeerId::random(), LIM).expect("live");
+        let (_, both) = hub.subscribe_with(PeerId::random(), LIM, true).expect("live");
+        hub.publish(au(0, true));
+        for n in 0..3u64 {
+            hub.publish_audio(AudioUnit {
+                data: Bytes::from(vec![0xa0 + n as u8; 20]),
+                pts_90k: n * 1920,
+            });
+            hub.publish(au(n + 1, false));
+        }
+        let v: Vec<MediaFrame> = std::iter::from_fn(|| video.try_pop()).collect();
+        assert_eq!(
+            v.iter().map(|f| f.header.sequence).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        let b: Vec<MediaFrame> = std::iter::from_fn(|| both.try_pop()).collect();
+        let audio: Vec<&MediaFrame> = b.iter().filter(|f| is_audio(f.header.sequence)).collect();
+        assert_eq!(b.len(), 7);
+        assert_eq!(audio.len(), 3);
+        assert_eq!(audio[2].header.sequence, AUDIO_SEQUENCE_BIT | 2);
+        let key = hub.key(audio[1].header.key_epoch).expect("key");
+        assert_eq!(
+            &key.open(&audio[1].header, &audio[1].payload).expect("opens")[..],
+            &[0xa1; 20][..]
+        );
+        // A late audio subscriber starts with the GOP's audio; a video one without it.
+        let (_, late_video) = hub.subscribe(PeerId::random(), LIM).expect("live");
+        let (_, late_both) = hub.subscribe_with(PeerId::random(), LIM, true).expect("live");
+        assert_eq!(std::iter::from_fn(|| late_video.try_pop()).count(), 4);
+        assert_eq!(std::iter::from_fn(|| late_both.try_pop()).count(), 7);
+        hub.set_offline("gone");
+        assert!(hub.audio().is_none());
     }
 }

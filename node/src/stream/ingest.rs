@@ -139,6 +139,11 @@ async fn run_camera(hub: Arc<Hub>, cam: CameraConfig, source: std::path::PathBuf
                     hub.set_params(p);
                 }
                 SourceEvent::Frame(au) => hub.publish(au),
+                SourceEvent::AudioParams(a) => {
+                    info!(camera = %hub.id, codec = a.codec.name(), rate = a.sample_rate, channels = a.channels, "audio");
+                    hub.set_audio(Some(a));
+                }
+                SourceEvent::Audio(unit) => hub.publish_audio(unit),
                 SourceEvent::Ended { reason } => failure = Some(format!("ended: {reason}")),
                 SourceEvent::Failed { error } => failure = Some(error),
             }

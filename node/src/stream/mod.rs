@@ -14,9 +14,11 @@
 pub mod accept;
 pub mod budget;
 pub mod client;
+pub mod codecs;
 pub mod fanout;
 pub mod fresh;
 pub mod hub;
+pub mod hubs;
 pub mod ingest;
 pub mod io;
 pub mod keys;

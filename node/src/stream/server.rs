@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::accept;
+pub use super::codecs::{audio_config, codec_config};
 use super::fanout::QueueLimits;
 use super::hub::{Hubs, Subscriber};
 use super::io::{read_request, write_frame, write_message, FramedRead, IoError};
@@ -181,7 +182,7 @@ impl MediaServer {
             max_frames: self.limits.subscriber_queue_frames,
             max_bytes: self.limits.subscriber_queue_bytes,
         };
-        let (params, sub) = match hub.subscribe(peer, limits) {
+        let (params, sub) = match hub.subscribe_with(peer, limits, req.audio) {
             Ok(x) => x,
             Err(e) => return reject(&mut stream, &control, pb::RejectCode::RejectUnavailable, &e.to_string()).await,
         };
@@ -192,6 +193,11 @@ impl MediaServer {
                 camera_name: hub.name.clone(),
                 sealed_key: Default::default(),
                 origin_peer: hub.origin.map(|o| o.to_bytes().into()).unwrap_or_default(),
+                audio: if req.audio {
+                    hub.audio().as_ref().map(audio_config)
+                } else {
+                    None
+                },
             })),
         };
         write_message(&mut stream, &control, &accept).await?;
@@ -396,20 +402,6 @@ pub fn codec_params(c: &pb::CodecConfig) -> CodecParams {
         level_idc: u8::try_from(c.level_idc).unwrap_or(0),
         fps_num: c.fps_num,
         fps_den: c.fps_den,
-    }
-}
-
-pub fn codec_config(p: &CodecParams) -> pb::CodecConfig {
-    pb::CodecConfig {
-        codec: "h264".into(),
-        sps: p.sps.clone(),
-        pps: p.pps.clone(),
-        width: p.width,
-        height: p.height,
-        profile_idc: u32::from(p.profile_idc),
-        level_idc: u32::from(p.level_idc),
-        fps_num: p.fps_num,
-        fps_den: p.fps_den,
     }
 }
 

@@ -143,7 +143,7 @@ pub enum Output<T> {
     Deliver(T),
     Started {
         peer: PeerId,
-        accept: pb::StreamAccept,
+        accept: Box<pb::StreamAccept>,
         gap: Option<Duration>,
     },
     Interrupted {

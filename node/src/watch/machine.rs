@@ -395,7 +395,11 @@ impl<T> Watch<T> {
         cur.accepted = Some(now);
         self.interrupted = false;
         self.lag = LagMeter::default();
-        self.out.push(Output::Started { peer, accept, gap });
+        self.out.push(Output::Started {
+            peer,
+            accept: Box::new(accept),
+            gap,
+        });
     }
 
     fn frame(&mut self, feed: FeedId, mark: Mark, frame: T, now: Instant) {
@@ -451,7 +455,7 @@ impl<T> Watch<T> {
                 if let Some((peer, accept)) = cur.source.clone() {
                     self.out.push(Output::Started {
                         peer,
-                        accept,
+                        accept: Box::new(accept),
                         gap: None,
                     });
                 }

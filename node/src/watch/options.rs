@@ -22,6 +22,9 @@ pub struct WatchOptions {
     pub user_agent: String,
     /// No frame for this long (at least three frame intervals) and the path is dead.
     pub stall_timeout: Duration,
+    /// Also the camera's audio frames (their sequence numbers have
+    /// [`crate::media::AUDIO_SEQUENCE_BIT`]; `Started`'s accept says what they are).
+    pub audio: bool,
 }
 
 impl WatchOptions {
@@ -35,6 +38,7 @@ impl WatchOptions {
             max_attempts: None,
             user_agent: format!("camesh/{}", env!("CARGO_PKG_VERSION")),
             stall_timeout: Duration::from_secs(1),
+            audio: false,
         }
     }
 }

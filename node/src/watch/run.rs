@@ -84,7 +84,8 @@ impl Drop for Feed {
 fn open_feed(reach: &Reach, opts: &WatchOptions, id: FeedId, target: Target, queue: usize) -> Feed {
     let (tx, rx) = mpsc::channel(queue);
     let (reach, camera) = (reach.clone(), opts.camera.clone());
-    let req = live_request(&opts.camera, opts.profile, &opts.user_agent);
+    let mut req = live_request(&opts.camera, opts.profile, &opts.user_agent);
+    req.audio = opts.audio;
     let fail = |e: ClientError| FeedMsg::Failed {
         fault: Fault::of(&e),
         error: e.to_string(),
@@ -192,6 +193,10 @@ async fn drive(
     let mut todo: VecDeque<Output<MediaFrame>> = watch.start(Instant::now()).into();
     let mut feeds: Vec<Feed> = Vec::new();
     let mut discovery: Option<JoinHandle<Vec<PeerId>>> = None;
+    // Audio frames skip the machine (it orders, splices and times video): those of the
+    // peer the watch is started on go straight to the viewer.
+    let mut feed_peers: Vec<(FeedId, PeerId)> = Vec::new();
+    let mut started_on: Option<PeerId> = None;
     loop {
         while let Some(out) = todo.pop_front() {
             let answer = match out {
@@ -223,9 +228,14 @@ async fn drive(
                     None
                 }
                 Output::Started { peer, accept, gap } => {
-                    tx.send(WatchEvent::Started { peer, accept, gap })
-                        .await
-                        .map_err(|_| Stop)?;
+                    started_on = Some(peer);
+                    tx.send(WatchEvent::Started {
+                        peer,
+                        accept: *accept,
+                        gap,
+                    })
+                    .await
+                    .map_err(|_| Stop)?;
                     None
                 }
                 Output::Interrupted { error, retry_in } => {
@@ -249,7 +259,18 @@ async fn drive(
         let wake = watch.next_wake();
         let input = tokio::select! {
             (feed, msg) = next_msg(&mut feeds) => match msg {
-                Some(FeedMsg::Accepted { peer, accept }) => Input::Accepted { feed, peer, accept: Box::new(accept) },
+                Some(FeedMsg::Accepted { peer, accept }) => {
+                    feed_peers.retain(|(id, _)| feeds.iter().any(|f| f.id == *id));
+                    feed_peers.push((feed, peer));
+                    Input::Accepted { feed, peer, accept: Box::new(accept) }
+                }
+                Some(FeedMsg::Frame(f)) if crate::media::is_audio(f.header.sequence) => {
+                    let from = feed_peers.iter().find(|(id, _)| *id == feed).map(|(_, p)| *p);
+                    if from.is_some() && from == started_on {
+                        tx.send(WatchEvent::Frame(f)).await.map_err(|_| Stop)?;
+                    }
+                    continue;
+                }
                 Some(FeedMsg::Frame(f)) => Input::Frame { feed, mark: mark(&f), frame: f },
                 Some(FeedMsg::Failed { error, fault }) => {
                     feeds.retain(|f| f.id != feed);

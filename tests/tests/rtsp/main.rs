@@ -41,6 +41,7 @@ fn rtsp_camera(id: &str, url: &str, transport: RtspTransport) -> CameraConfig {
 
 fn live_request(camera: &str, profile: pb::Profile) -> pb::StreamRequest {
     pb::StreamRequest {
+        audio: false,
         profile: profile as i32,
         user_agent: "camesh-tests rtsp".into(),
         ..live(camera)

@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::h264::{split_annexb, AccessUnitAssembler, H264Error};
-use super::{AccessUnit, CodecParams};
+use super::{AccessUnit, AudioParams, AudioUnit, CodecParams};
 use clip::{ClipBuilder, Timing};
 
 pub use play::play_clip;
@@ -100,6 +100,10 @@ pub enum SourceEvent {
     Params(CodecParams),
     /// One access unit, sent when the wall clock reaches its dts.
     Frame(AccessUnit),
+    /// The camera's audio track (RTSP sources with audio), before its first frame.
+    AudioParams(AudioParams),
+    /// One audio frame, as it arrives.
+    Audio(AudioUnit),
     /// The source stopped normally (end of a non-looping file).
     Ended { reason: String },
     /// The source could not start; `error` says why in words a person can act on.

@@ -97,6 +97,12 @@ impl LiveNormalizer {
     /// One access unit's NAL units (without start codes) and its presentation time
     /// (90 kHz, the transport's clock; `None` when unknown). Returns the events to send:
     /// `Params` first whenever the parameter sets change at an IDR, then the `Frame`.
+    /// An audio frame's time (its raw pts on the camera's clock, 90 kHz) on the video's
+    /// timeline; `None` before the video's first IDR set the timeline.
+    pub fn audio_pts(&self, raw: i64) -> Option<u64> {
+        self.timestamps.as_ref().map(|t| t.at(raw))
+    }
+
     pub fn push(&mut self, nals: Vec<Bytes>, pts: Option<i64>) -> Result<Vec<SourceEvent>, String> {
         let parts = AuParts::sort(nals, &mut self.sps, &mut self.pps);
         let idr = parts.idr;
@@ -211,6 +217,12 @@ impl LiveTimestamps {
             last_dts: None,
             max_pts: 0,
         }
+    }
+
+    /// Where a time on the camera's clock (90 kHz, the same clock as the video's raw pts:
+    /// another track's) falls on this timeline.
+    pub fn at(&self, raw: i64) -> u64 {
+        u64::try_from(self.anchor.saturating_add(raw.saturating_sub(self.origin))).unwrap_or(0)
     }
 
     /// (pts, dts) in 90 kHz for the next access unit in decode order.

@@ -16,7 +16,9 @@
 //!   [`super::normalize::LiveTimestamps`]), so `pts != dts` where the encoder reordered;
 //!   timestamps are anchored to a process-wide clock, so a reconnection continues the
 //!   timeline after the gap instead of starting again at 0;
-//! - refuses H.265 and audio-only streams with a message that says what to change;
+//! - passes the camera's audio (AAC, G.711, Opus) through beside the video, on the
+//!   video's timeline (`SourceEvent::Audio`); refuses H.265 and audio-only streams with
+//!   a message that says what to change;
 //! - notices a stalled camera (no video for [`RtspOptions::stall_timeout`]) through
 //!   ffmpeg's interrupt callback, which is also how cancellation reaches a blocked read.
 //!
@@ -43,6 +45,7 @@ use crate::clock::process_ms;
 use crate::config::RtspTransport;
 use crate::media::h264::{avcc_nals_with_length_size, split_annexb};
 use crate::media::{init_ffmpeg, CLOCK_HZ};
+use crate::media::{AudioCodec, AudioParams, AudioUnit};
 
 /// How an RTSP source connects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -279,6 +282,7 @@ fn session(
             video_delay(&params),
         )
     };
+    let audio = audio_track(&input, &shown);
     let rate = rates
         .into_iter()
         .filter_map(|r| Some((u32::try_from(r.0).ok()?, u32::try_from(r.1).ok()?)))
@@ -286,15 +290,16 @@ fn session(
     let mut norm = LiveNormalizer::new(delay, rate);
     let avcc_length = norm.seed_from_extradata(&extra);
     tracing::info!(url = %shown, transport = opts.transport.as_str(), reorder = delay, "RTSP stream opened");
-
-    let to_90k = |ts: i64| -> Option<i64> {
-        let (num, den) = (i128::from(time_base.0), i128::from(time_base.1));
-        if den <= 0 || num <= 0 {
-            return None;
+    let audio_index = audio.as_ref().map(|a| a.index);
+    let audio_base = audio.as_ref().map(|a| a.time_base);
+    if let Some(a) = audio {
+        if tx.blocking_send(SourceEvent::AudioParams(a.params)).is_err() {
+            return Ok(());
         }
-        let scaled = i128::from(ts) * i128::from(CLOCK_HZ) * num;
-        i64::try_from((2 * scaled + den).div_euclid(2 * den)).ok()
-    };
+    }
+    let mut last_audio: Option<u64> = None;
+
+    let to_90k = |ts: i64| ticks_90k(ts, (time_base.0, time_base.1));
     let mut packet = ffmpeg_next::Packet::empty();
     let mut bad_packets = 0u64;
     loop {
@@ -323,6 +328,29 @@ fn session(
                 })
             }
             Err(source) => return Err(RtspError::Read { url: shown, source }),
+        }
+        if Some(packet.stream()) == audio_index {
+            // Audio: passed through on the video's timeline (dropped until the first IDR).
+            let raw = packet.pts().zip(audio_base).and_then(|(p, b)| ticks_90k(p, b));
+            let (Some(data), Some(pts)) = (packet.data(), raw.and_then(|r| norm.audio_pts(r))) else {
+                continue;
+            };
+            if data.is_empty() || data.len() > MAX_AUDIO_BYTES {
+                continue;
+            }
+            // Never backwards: a clock correction waits for the audio to catch up.
+            if last_audio.is_some_and(|l| pts <= l) {
+                continue;
+            }
+            last_audio = Some(pts);
+            let unit = AudioUnit {
+                data: Bytes::copy_from_slice(data),
+                pts_90k: pts,
+            };
+            if stop.load(Ordering::Relaxed) || tx.blocking_send(SourceEvent::Audio(unit)).is_err() {
+                return Ok(());
+            }
+            continue;
         }
         if packet.stream() != index {
             continue;
@@ -357,6 +385,62 @@ fn session(
             }
         }
     }
+}
+
+/// A timestamp in `time_base` (num, den) as 90 kHz ticks, rounded.
+fn ticks_90k(ts: i64, time_base: (i32, i32)) -> Option<i64> {
+    let (num, den) = (i128::from(time_base.0), i128::from(time_base.1));
+    if den <= 0 || num <= 0 {
+        return None;
+    }
+    let scaled = i128::from(ts) * i128::from(CLOCK_HZ) * num;
+    i64::try_from((2 * scaled + den).div_euclid(2 * den)).ok()
+}
+
+/// Largest audio frame passed on (an AAC frame is a few hundred bytes; a G.711 packet of
+/// 100 ms is 800).
+const MAX_AUDIO_BYTES: usize = 16 << 10;
+
+/// The camera's audio stream, when it is one camesh carries.
+struct AudioTrack {
+    index: usize,
+    time_base: (i32, i32),
+    params: AudioParams,
+}
+
+fn audio_track(input: &ffmpeg_next::format::context::Input, shown: &str) -> Option<AudioTrack> {
+    use ffmpeg_next::codec::Id;
+    let stream = input.streams().best(ffmpeg_next::media::Type::Audio)?;
+    let params = stream.parameters();
+    let codec = match params.id() {
+        Id::AAC => AudioCodec::Aac,
+        Id::PCM_ALAW => AudioCodec::Pcma,
+        Id::PCM_MULAW => AudioCodec::Pcmu,
+        Id::OPUS => AudioCodec::Opus,
+        other => {
+            tracing::info!(url = %shown, codec = other.name(), "the camera's audio is not carried (camesh carries AAC, G.711 and Opus)");
+            return None;
+        }
+    };
+    let dec = ffmpeg_next::codec::Context::from_parameters(params.clone())
+        .and_then(|c| c.decoder().audio())
+        .ok()?;
+    let (sample_rate, channels) = (dec.rate(), u32::from(dec.channels()));
+    if sample_rate == 0 || channels == 0 {
+        return None;
+    }
+    let tb = stream.time_base();
+    tracing::info!(url = %shown, codec = codec.name(), sample_rate, channels, "the camera has audio");
+    Some(AudioTrack {
+        index: stream.index(),
+        time_base: (tb.0, tb.1),
+        params: AudioParams {
+            codec,
+            sample_rate,
+            channels,
+            extradata: Bytes::copy_from_slice(extradata(&params).as_ref()),
+        },
+    })
 }
 
 fn millis(d: Duration) -> u64 {

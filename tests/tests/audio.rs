@@ -1,0 +1,180 @@
+//! Audio beside video (#17, item 1): GStreamer's RTSP server (tests/scripts/rtsp_server.py)
+//! serves live H.264 with AAC (48 kHz) on one mount and with G.711 A-law on another; a
+//! camera node pulls both with ffmpeg; the real `mesh watch --format mkv|mpegts` asks
+//! for audio, and ffprobe must find both tracks in what it wrote, with the codecs the
+//! camera sent and as much audio as video (frame counts within a stated tolerance). A
+//! plain `mesh watch` (Annex B) still gets video only. Nodes talk QUIC on 127.0.0.1.
+
+use std::path::Path;
+use std::process::Command;
+
+use camesh_node::auth::Rights;
+use camesh_node::config::{CameraConfig, Role};
+use camesh_tests::cli::{mesh_command, mesh_folder};
+use camesh_tests::rtsp_server::{rtsp_server_or_skip, Mount, RtspServer};
+use camesh_tests::*;
+
+const FLEET: &str = "t-audio";
+
+fn rtsp_camera(id: &str, url: String) -> CameraConfig {
+    let mut c = camera(id, "cam-640x360-30fps-gop2s.h264");
+    c.source = url.into();
+    c
+}
+
+/// ffprobe of `file`: per stream (codec, sample rate, packets, payload bytes).
+fn probe(file: &Path) -> Vec<(String, u64, u64, u64)> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=index,codec_name,sample_rate",
+            "-show_entries",
+            "packet=stream_index,size",
+            "-of",
+            "json",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    let packets = v["packets"].as_array().cloned().unwrap_or_default();
+    streams
+        .iter()
+        .map(|s| {
+            let i = s["index"].as_u64().unwrap_or(99);
+            let mine: Vec<&serde_json::Value> = packets
+                .iter()
+                .filter(|p| p["stream_index"].as_u64() == Some(i))
+                .collect();
+            let bytes = mine
+                .iter()
+                .filter_map(|p| p["size"].as_str()?.parse::<u64>().ok())
+                .sum();
+            (
+                s["codec_name"].as_str().unwrap_or("").to_owned(),
+                s["sample_rate"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0),
+                mine.len() as u64,
+                bytes,
+            )
+        })
+        .collect()
+}
+
+/// `mesh watch <camera> --format <format> -o <out> --frames 150`: stderr.
+fn watch(data: &Path, boot: &[camesh_node::Multiaddr], camera: &str, format: &str, out: &Path) -> String {
+    let o = mesh_command(data, FLEET, boot)
+        .args([
+            "--log", "warn", "watch", camera, "--format", format, "--frames", "150", "-o",
+        ])
+        .arg(out)
+        .output()
+        .expect("mesh runs");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "mesh watch {camera} --format {format}: {err}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_reaches_a_viewer_beside_the_video() {
+    init_tracing();
+    if !rtsp_server_or_skip("audio_reaches_a_viewer_beside_the_video") {
+        return;
+    }
+    let server = RtspServer::start(&[
+        Mount::live("/aac", "320x240,fps=30,gop=30,audio=aac"),
+        Mount::live("/pcma", "320x240,fps=30,gop=30,audio=pcma"),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = loopback_config(Role::Camera, FLEET);
+    c.cameras = vec![
+        rtsp_camera("cam-aac", server.url("/aac")),
+        rtsp_camera("cam-pcma", server.url("/pcma")),
+    ];
+    let cam = spawn_node(c, &dir.path().join("cam")).await;
+    let boot = cam.dial_addrs().await.expect("addrs");
+    let viewer = dir.path().join("viewer");
+    mesh_folder(&viewer, FLEET, "viewer", &["*"], Rights::LIVE);
+
+    // AAC in Matroska: 150 video frames (5 s at 30 fps) and about 46.9 AAC frames a
+    // second (1024 samples at 48 kHz): 234 for those 5 s, within 20 %.
+    let mkv = dir.path().join("aac.mkv");
+    let t = std::time::Instant::now();
+    let err = watch(&viewer, &boot, "cam-aac", "mkv", &mkv);
+    println!(
+        "{}",
+        err.lines()
+            .filter(|l| l.contains("writing") || l.contains("wrote"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let p = probe(&mkv);
+    println!("aac.mkv ({:?}): {p:?}", t.elapsed());
+    assert_eq!(p.len(), 2, "{p:?}");
+    let (video, audio) = (&p[0], &p[1]);
+    assert_eq!(video.0, "h264", "{p:?}");
+    assert!((148..=150).contains(&video.2), "{p:?}");
+    assert_eq!((audio.0.as_str(), audio.1), ("aac", 48_000), "{p:?}");
+    let want = video.2 as f64 / 30.0 * 48_000.0 / 1024.0;
+    assert!(
+        (audio.2 as f64 - want).abs() <= want * 0.2,
+        "{} AAC frames for {} video frames (expected {want:.0} +- 20 %)",
+        audio.2,
+        video.2
+    );
+    let ff = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&mkv)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        ff.status.success() && ff.stderr.is_empty(),
+        "the file decodes cleanly: {}",
+        String::from_utf8_lossy(&ff.stderr)
+    );
+
+    // G.711 A-law (in Matroska: MPEG-TS has no standard mapping for it): one byte per
+    // sample at 8 kHz, as many seconds as video.
+    let alaw = dir.path().join("pcma.mkv");
+    let t = std::time::Instant::now();
+    watch(&viewer, &boot, "cam-pcma", "mkv", &alaw);
+    let p = probe(&alaw);
+    println!("pcma.mkv ({:?}): {p:?}", t.elapsed());
+    let audio = p
+        .iter()
+        .find(|s| s.0 == "pcm_alaw")
+        .unwrap_or_else(|| panic!("no A-law track: {p:?}"));
+    let video = p
+        .iter()
+        .find(|s| s.0 == "h264")
+        .unwrap_or_else(|| panic!("no video: {p:?}"));
+    assert_eq!(audio.1, 8000);
+    let (audio_s, video_s) = (audio.3 as f64 / 8000.0, video.2 as f64 / 30.0);
+    assert!(
+        (audio_s - video_s).abs() <= video_s * 0.2,
+        "{audio_s:.2} s of audio for {video_s:.2} s of video"
+    );
+
+    // AAC in MPEG-TS (ADTS headers added by the muxer): both tracks found again.
+    let ts = dir.path().join("aac.ts");
+    let t = std::time::Instant::now();
+    watch(&viewer, &boot, "cam-aac", "mpegts", &ts);
+    let p = probe(&ts);
+    println!("aac.ts ({:?}): {p:?}", t.elapsed());
+    assert!(p.iter().any(|s| s.0 == "aac" && s.1 == 48_000), "{p:?}");
+    assert!(p.iter().any(|s| s.0 == "h264" && s.2 >= 148), "{p:?}");
+
+    // Annex B is video only, as before.
+    let raw = dir.path().join("video.h264");
+    watch(&viewer, &boot, "cam-aac", "annexb", &raw);
+    let p = probe(&raw);
+    assert_eq!(
+        p.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        vec!["h264"],
+        "{p:?}"
+    );
+    cam.shutdown();
+}
