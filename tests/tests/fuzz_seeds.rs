@@ -164,6 +164,38 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             .collect(),
         ),
         ("h264", "clip-start", clip[..clip.len().min(4096)].to_vec()),
+        // What a camera answers: ONVIF SOAP, PullPoint notifications, the SDP and RTSP
+        // of talkback, a Digest challenge (written by hand from real answers).
+        (
+            "onvif",
+            "pull-messages.xml",
+            include_bytes!("../../fuzz/seeds/onvif/pull-messages.xml").to_vec(),
+        ),
+        (
+            "onvif",
+            "subscription.xml",
+            include_bytes!("../../fuzz/seeds/onvif/subscription.xml").to_vec(),
+        ),
+        (
+            "onvif",
+            "capabilities.xml",
+            include_bytes!("../../fuzz/seeds/onvif/capabilities.xml").to_vec(),
+        ),
+        (
+            "onvif",
+            "describe.sdp",
+            include_bytes!("../../fuzz/seeds/onvif/describe.sdp").to_vec(),
+        ),
+        (
+            "onvif",
+            "describe-answer.rtsp",
+            include_bytes!("../../fuzz/seeds/onvif/describe-answer.rtsp").to_vec(),
+        ),
+        (
+            "onvif",
+            "challenge.txt",
+            include_bytes!("../../fuzz/seeds/onvif/challenge.txt").to_vec(),
+        ),
     ]
 }
 
@@ -262,6 +294,25 @@ fn valid(target: &str, name: &str, bytes: &[u8]) -> Result<(), String> {
                 Ok(())
             } else {
                 Err("not Annex B".into())
+            }
+        }
+        ("onvif", name) => {
+            use camesh_node::onvif::{events, soap};
+            use camesh_node::talk::backchannel;
+            let text = std::str::from_utf8(bytes).map_err(|x| e(&x))?;
+            let ok = match name {
+                "pull-messages.xml" => events::parse_notifications(bytes).is_ok_and(|n| !n.is_empty()),
+                "subscription.xml" => events::parse_subscription(bytes).is_ok(),
+                "capabilities.xml" => soap::parse_answer(bytes).is_ok_and(|a| a.events_xaddr.is_some()),
+                "describe.sdp" => backchannel::find_track(text, "rtsp://127.0.0.1/cam/").is_ok(),
+                "describe-answer.rtsp" => text.starts_with("RTSP/1.0 200") && text.contains("a=sendonly"),
+                "challenge.txt" => backchannel::authorization(text, "u", "p", "DESCRIBE", "rtsp://h/", "c").is_some(),
+                _ => false,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err("does not parse as what it stands for".into())
             }
         }
         _ => Err("unknown seed".into()),
