@@ -92,6 +92,7 @@ impl Drop for Viewer {
 
 pub fn live_request(camera: &str) -> pb::StreamRequest {
     pb::StreamRequest {
+        audio: false,
         camera_id: camera.to_string(),
         profile: pb::Profile::Main as i32,
         mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
