@@ -65,11 +65,24 @@ fn probe(file: &Path) -> Vec<(String, u64, u64, u64)> {
 
 /// `mesh watch <camera> --format <format> -o <out> --frames 150`: stderr.
 fn watch(data: &Path, boot: &[camesh_node::Multiaddr], camera: &str, format: &str, out: &Path) -> String {
+    watch_with(data, boot, camera, format, out, &[])
+}
+
+/// [`watch`] with more arguments.
+fn watch_with(
+    data: &Path,
+    boot: &[camesh_node::Multiaddr],
+    camera: &str,
+    format: &str,
+    out: &Path,
+    extra: &[&str],
+) -> String {
     let o = mesh_command(data, FLEET, boot)
         .args([
             "--log", "warn", "watch", camera, "--format", format, "--frames", "150", "-o",
         ])
         .arg(out)
+        .args(extra)
         .output()
         .expect("mesh runs");
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -166,6 +179,47 @@ async fn audio_reaches_a_viewer_beside_the_video() {
     println!("aac.ts ({:?}): {p:?}", t.elapsed());
     assert!(p.iter().any(|s| s.0 == "aac" && s.1 == 48_000), "{p:?}");
     assert!(p.iter().any(|s| s.0 == "h264" && s.2 >= 148), "{p:?}");
+
+    // Through a forwarder (it holds the `forward` right only: ciphertext, no keys): the
+    // audio comes along, sealed like the video.
+    let fwd_dir = dir.path().join("fwd");
+    let f = fleet(FLEET);
+    f.enroll_dir(&fwd_dir, camesh_proto::pb::MemberRole::Nvr, "forwarder", &[], 3600)
+        .expect("enroll");
+    f.grant_dir(&fwd_dir, &["*".into()], Rights::FORWARD, 3600)
+        .expect("grant");
+    let mut fc = loopback_config(Role::Nvr, FLEET);
+    fc.node.bootstrap = boot.clone();
+    let fwd = camesh_node::Node::spawn(fc, &fwd_dir).await.expect("forwarder starts");
+    let _forwarding = fwd
+        .forward("cam-aac", cam.peer_id(), camesh_proto::pb::Profile::Main)
+        .await
+        .expect("forwards");
+    let mut both = boot.clone();
+    both.extend(fwd.dial_addrs().await.expect("addrs"));
+    let via = dir.path().join("via.mkv");
+    let fwd_peer = fwd.peer_id().to_string();
+    let err = watch_with(
+        &viewer,
+        &both,
+        "cam-aac",
+        "mkv",
+        &via,
+        &["--via", &fwd_peer, "--prefer-via"],
+    );
+    let p = probe(&via);
+    println!("via the forwarder: {p:?}");
+    assert!(
+        err.contains(&format!("from {fwd_peer}")),
+        "watched through the forwarder: {err}"
+    );
+    let forwarded = fwd
+        .hubs()
+        .forwarded("cam-aac", camesh_proto::pb::Profile::Main)
+        .expect("forwarded hub");
+    assert!(forwarded.audio().is_some(), "the forwarder carries the audio track");
+    assert!(p.iter().any(|s| s.0 == "aac" && s.1 == 48_000 && s.2 >= 150), "{p:?}");
+    fwd.shutdown();
 
     // Annex B is video only, as before.
     let raw = dir.path().join("video.h264");

@@ -22,6 +22,7 @@ use crate::auth::Rights;
 use crate::backoff::next_backoff;
 use crate::reach::{self, origin_of, Reach};
 use crate::stream::client::{ClientError, Subscription};
+use crate::stream::codecs::audio_params;
 use crate::stream::hub::{Hub, Hubs};
 use crate::stream::server::codec_params;
 
@@ -79,6 +80,8 @@ async fn open_upstream(
         &format!("camesh/{} forwarder", env!("CARGO_PKG_VERSION")),
     );
     req.grant = crate::auth::signed::encode(grant);
+    // The camera's audio too: viewers behind this forwarder may ask for it.
+    req.audio = true;
     reach.open(camera, upstream, req).await
 }
 
@@ -121,6 +124,7 @@ pub async fn start(
     if let Some(c) = &sub.accept.codec {
         hub.set_params(codec_params(c));
     }
+    hub.set_audio(sub.accept.audio.as_ref().and_then(audio_params));
     fwd.hubs.insert_forwarded(profile, hub.clone());
     info!(camera, %upstream, %origin, ?profile, "forwarding");
     let handle = ForwardHandle {
@@ -146,6 +150,7 @@ async fn run(fwd: Forwarding, h: ForwardHandle, first: Subscription) {
             if let Some(c) = &s.accept.codec {
                 h.hub.set_params(codec_params(c));
             }
+            h.hub.set_audio(s.accept.audio.as_ref().and_then(audio_params));
             let reason = loop {
                 let next = tokio::select! {
                     r = s.next_sealed() => r,
