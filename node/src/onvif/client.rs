@@ -50,6 +50,14 @@ struct Target {
     profile: String,
 }
 
+/// Where a device's services are.
+#[derive(Debug)]
+struct Services {
+    media: String,
+    ptz: String,
+    events: String,
+}
+
 /// One camera's ONVIF service.
 #[derive(Debug)]
 pub struct Onvif {
@@ -75,7 +83,7 @@ impl Onvif {
     /// The device's media profiles, each with its RTSP URI (`None` where GetStreamUri
     /// failed).
     pub async fn media_profiles(&self) -> Result<Vec<(soap::ProfileInfo, Option<String>)>, OnvifError> {
-        let media_url = self.services().await?.0;
+        let media_url = self.services().await?.media;
         let profiles = self
             .post(&media_url, soap::MEDIA_NS, "GetProfiles", &soap::get_profiles())
             .await?
@@ -100,15 +108,7 @@ impl Onvif {
     /// Starts a PullPoint subscription on the camera's event service lasting `seconds`
     /// unless renewed; its address.
     pub async fn subscribe_events(&self, seconds: u32) -> Result<String, OnvifError> {
-        let caps = self
-            .post(
-                &self.cfg.url,
-                soap::DEVICE_NS,
-                "GetCapabilities",
-                &soap::get_capabilities(),
-            )
-            .await?;
-        let url = caps.events_xaddr.unwrap_or_else(|| self.cfg.url.clone());
+        let url = self.services().await?.events;
         let op = "CreatePullPointSubscription";
         let raw = self
             .post_raw(&url, events::EVENTS_NS, op, &events::create_pull_point(seconds))
@@ -139,9 +139,9 @@ impl Onvif {
             .map(|_| ())
     }
 
-    /// The media and PTZ service addresses (device GetCapabilities; the device service's
-    /// own address where one is not given).
-    async fn services(&self) -> Result<(String, String), OnvifError> {
+    /// The media, PTZ and event service addresses (device GetCapabilities; the device
+    /// service's own address where one is not given).
+    async fn services(&self) -> Result<Services, OnvifError> {
         let caps = self
             .post(
                 &self.cfg.url,
@@ -151,7 +151,11 @@ impl Onvif {
             )
             .await?;
         let or_device = |x: Option<String>| x.unwrap_or_else(|| self.cfg.url.clone());
-        Ok((or_device(caps.media_xaddr), or_device(caps.ptz_xaddr)))
+        Ok(Services {
+            media: or_device(caps.media_xaddr),
+            ptz: or_device(caps.ptz_xaddr),
+            events: or_device(caps.events_xaddr),
+        })
     }
 
     async fn target(&self) -> Result<Target, OnvifError> {
@@ -159,7 +163,11 @@ impl Onvif {
         if let Some(t) = t.as_ref() {
             return Ok(t.clone());
         }
-        let (media_url, ptz_url) = self.services().await?;
+        let Services {
+            media: media_url,
+            ptz: ptz_url,
+            ..
+        } = self.services().await?;
         let profile = if self.cfg.profile.is_empty() {
             let profiles = self
                 .post(&media_url, soap::MEDIA_NS, "GetProfiles", &soap::get_profiles())
