@@ -18,7 +18,7 @@ use std::time::Duration;
 use camesh_proto::framing::decode_message;
 use camesh_proto::{pb, LengthCodec};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p::{PeerId, Stream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -73,21 +73,17 @@ fn item(i: pb::event_item::Item) -> pb::EventItem {
 impl EventsServer {
     /// Serves `/camesh/events/1` on the node's bounded accept loop.
     pub fn start(self, control: &mut libp2p_stream::Control, shutdown: CancellationToken) -> Result<(), String> {
-        let incoming = control
-            .accept(StreamProtocol::new(EVENTS_PROTOCOL))
-            .map_err(|e| e.to_string())?;
-        let bounds = accept::Bounds::control(&self.limits);
-        accept::serve(
+        let limits = self.limits.clone();
+        accept::serve_control(
+            control,
             EVENTS_PROTOCOL,
-            incoming,
-            bounds,
+            &limits,
             shutdown,
             move |peer, stream, cancel| {
                 let this = self.clone();
                 async move { this.session(peer, stream, cancel).await }
             },
-        );
-        Ok(())
+        )
     }
 
     /// Where `camera`'s events may come from, in the order to try: for past events the

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use camesh_proto::framing::decode_message;
 use camesh_proto::{pb, LengthCodec};
 use futures::AsyncWriteExt;
-use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p::{PeerId, Stream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -69,22 +69,11 @@ impl PtzServer {
 
     /// Serves `/camesh/ptz/1` on the node's bounded accept loop.
     pub fn start(self, control: &mut libp2p_stream::Control, shutdown: CancellationToken) -> Result<(), String> {
-        let incoming = control
-            .accept(StreamProtocol::new(PTZ_PROTOCOL))
-            .map_err(|e| e.to_string())?;
-        let bounds = accept::Bounds::control(&self.limits);
-        accept::serve(
-            PTZ_PROTOCOL,
-            incoming,
-            bounds,
-            shutdown.clone(),
-            move |peer, stream, _| {
-                let this = self.clone();
-                let shutdown = shutdown.clone();
-                async move { this.session(peer, stream, shutdown).await }
-            },
-        );
-        Ok(())
+        let limits = self.limits.clone();
+        accept::serve_control(control, PTZ_PROTOCOL, &limits, shutdown, move |peer, stream, cancel| {
+            let this = self.clone();
+            async move { this.session(peer, stream, cancel).await }
+        })
     }
 
     async fn session(&self, peer: PeerId, mut stream: Stream, shutdown: CancellationToken) -> Result<(), IoError> {

@@ -167,6 +167,29 @@ where
     counted
 }
 
+/// Accepts `protocol` on `control` and serves it on [`serve`] with the bounds of a
+/// control protocol ([`Bounds::control`]): the one way every request/answer protocol of
+/// a node (PTZ, events, talkback, ...) is started. `Err` when the protocol is already
+/// being accepted.
+pub fn serve_control<H, Fut, E>(
+    control: &mut libp2p_stream::Control,
+    protocol: &'static str,
+    limits: &Limits,
+    shutdown: CancellationToken,
+    handler: H,
+) -> Result<(), String>
+where
+    H: Fn(PeerId, Stream, CancellationToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Display,
+{
+    let incoming = control
+        .accept(libp2p::StreamProtocol::new(protocol))
+        .map_err(|e| e.to_string())?;
+    serve(protocol, incoming, Bounds::control(limits), shutdown, handler);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use camesh_proto::framing::decode_message;
 use camesh_proto::{pb, LengthCodec};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p::{PeerId, Stream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -86,21 +86,17 @@ impl TalkServer {
 
     /// Serves `/camesh/talk/1` on the node's bounded accept loop.
     pub fn start(self, control: &mut libp2p_stream::Control, shutdown: CancellationToken) -> Result<(), String> {
-        let incoming = control
-            .accept(StreamProtocol::new(TALK_PROTOCOL))
-            .map_err(|e| e.to_string())?;
-        let bounds = accept::Bounds::control(&self.limits);
-        accept::serve(
+        let limits = self.limits.clone();
+        accept::serve_control(
+            control,
             TALK_PROTOCOL,
-            incoming,
-            bounds,
+            &limits,
             shutdown,
             move |peer, stream, cancel| {
                 let this = self.clone();
                 async move { this.session(peer, stream, cancel).await }
             },
-        );
-        Ok(())
+        )
     }
 
     async fn session(&self, peer: PeerId, mut stream: Stream, shutdown: CancellationToken) -> Result<(), IoError> {
