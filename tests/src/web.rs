@@ -217,6 +217,40 @@ pub async fn wait_report(
     }
 }
 
+/// A page that joined the fleet with an invite: the site serving `web/dist` (with the
+/// page's reports), the browser profile holding its key, its peer id, and the admin's
+/// `mesh fleet invite` (kept until the test ends).
+#[derive(Debug)]
+pub struct JoinedPage {
+    pub site: String,
+    pub reports: tokio::sync::mpsc::Receiver<String>,
+    pub profile: PathBuf,
+    pub peer: libp2p::PeerId,
+    pub inviting: tokio::process::Child,
+}
+
+/// Serves `web/dist`, opens the page with the link of `mesh fleet invite --role viewer`
+/// from `admin` in browser profile `profile`, waits until it is a member and closes it.
+pub async fn join_page(chromium: &str, admin: &Path, profile: PathBuf) -> JoinedPage {
+    let (inviting, _invite, link) = invite_from(admin).await;
+    let fragment = link.split_once('#').expect("fragment").1.to_owned();
+    let (site, mut reports) = static_server_with_reports(dist()).await;
+    let page = open_page(chromium, &format!("{site}index.html?report#{fragment}"), &profile);
+    let joined = wait_report(&mut reports, "joining", Duration::from_secs(60), |v| {
+        v.get("member").is_some_and(|m| !m.is_null())
+    })
+    .await;
+    let peer = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
+    close_page(page).await;
+    JoinedPage {
+        site,
+        reports,
+        profile,
+        peer,
+        inviting,
+    }
+}
+
 /// `mesh fleet invite --role viewer` in the admin folder `admin`.
 pub async fn invite_from(admin: &Path) -> (tokio::process::Child, String, String) {
     invite_from_in(None, "127.0.0.1", admin).await

@@ -41,17 +41,13 @@ async fn the_page_shows_motion_badges_from_signed_events() {
         .expect("the camera listens on WebRTC-direct");
 
     // The page joins with an invite link, then gets a live grant for both cameras.
-    let (_inviting, _invite, link) = invite_from(&admin).await;
-    let fragment = link.split_once('#').expect("fragment").1.to_owned();
-    let (site, mut reports) = static_server_with_reports(dist()).await;
-    let profile = dir.path().join("profile");
-    let page = open_page(chromium, &format!("{site}index.html?report#{fragment}"), &profile);
-    let joined = wait_report(&mut reports, "joining", Duration::from_secs(60), |v| {
-        v.get("member").is_some_and(|m| !m.is_null())
-    })
-    .await;
-    let page_peer: libp2p::PeerId = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
-    close_page(page).await;
+    let JoinedPage {
+        site,
+        mut reports,
+        profile,
+        peer: page_peer,
+        inviting: _inviting,
+    } = join_page(chromium, &admin, dir.path().join("profile")).await;
     let now = now_s();
     let g = f.grant(&GrantRequest {
         holder: page_peer,

@@ -352,17 +352,13 @@ async fn page_watches_a_camera_with_its_grant_and_is_refused_without() {
         .expect("the camera listens on WebRTC-direct");
 
     // 1. The page joins with the link of `mesh fleet invite --role viewer`.
-    let (_inviting, _invite, link) = invite_from(&admin).await;
-    let fragment = link.split_once('#').expect("fragment").1.to_owned();
-    let (site, mut reports) = static_server_with_reports(dist()).await;
-    let profile = dir.path().join("profile");
-    let page = open_page(chromium, &format!("{site}index.html?report#{fragment}"), &profile);
-    let joined = wait_report(&mut reports, "joining", Duration::from_secs(60), |v| {
-        v.get("member").is_some_and(|m| !m.is_null())
-    })
-    .await;
-    let page_peer: libp2p::PeerId = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
-    close_page(page).await;
+    let JoinedPage {
+        site,
+        mut reports,
+        profile,
+        peer: page_peer,
+        inviting: _inviting,
+    } = join_page(chromium, &admin, dir.path().join("profile")).await;
 
     // 2. A member without a grant for cam1 is refused with a readable message.
     let url = format!("{site}index.html?report#peer={cam_addr}&watch=cam1");
@@ -643,17 +639,13 @@ async fn page_rejects_a_tampered_frame_from_a_forwarder() {
     });
 
     // The page joins, then watches cam1 through the forwarder (keys from the camera).
-    let (_inviting, _invite, link) = invite_from(&admin).await;
-    let fragment = link.split_once('#').expect("fragment").1.to_owned();
-    let (site, mut reports) = static_server_with_reports(dist()).await;
-    let profile = dir.path().join("profile");
-    let page = open_page(chromium, &format!("{site}index.html?report#{fragment}"), &profile);
-    let joined = wait_report(&mut reports, "joining", Duration::from_secs(60), |v| {
-        v.get("member").is_some_and(|m| !m.is_null())
-    })
-    .await;
-    let page_peer: libp2p::PeerId = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
-    close_page(page).await;
+    let JoinedPage {
+        site,
+        mut reports,
+        profile,
+        peer: page_peer,
+        inviting: _inviting,
+    } = join_page(chromium, &admin, dir.path().join("profile")).await;
     let now = now_s();
     let g = f.grant(&GrantRequest {
         holder: page_peer,
@@ -750,17 +742,13 @@ async fn page_plays_a_recording_from_the_time_it_seeks_to() {
         .expect("the NVR listens on WebRTC-direct");
 
     // The page joins while the NVR records.
-    let (_inviting, _invite, link) = invite_from(&admin).await;
-    let fragment = link.split_once('#').expect("fragment").1.to_owned();
-    let (site, mut reports) = static_server_with_reports(dist()).await;
-    let profile = dir.path().join("profile");
-    let page = open_page(chromium, &format!("{site}index.html?report#{fragment}"), &profile);
-    let joined = wait_report(&mut reports, "joining", Duration::from_secs(60), |v| {
-        v.get("member").is_some_and(|m| !m.is_null())
-    })
-    .await;
-    let page_peer: libp2p::PeerId = joined["peerId"].as_str().expect("peer id").parse().expect("a peer id");
-    close_page(page).await;
+    let JoinedPage {
+        site,
+        reports: _reports,
+        profile,
+        peer: page_peer,
+        inviting: _inviting,
+    } = join_page(chromium, &admin, dir.path().join("profile")).await;
     // At least 8 s recorded: the seek lands 5 s in, two GOPs after the start.
     let recorded = wait_until(Duration::from_secs(60), || {
         std::time::SystemTime::now()
