@@ -236,6 +236,8 @@ impl EventsServer {
         };
         trust.audit.record("events", &peer.to_string(), &camera, "following");
         let mut trust_changed = trust.subscribe();
+        // What a new event must be: any time before `to`, one of the kinds.
+        let new_ones = Query { from_us: i64::MIN, ..q };
         let (mut rd, mut wr) = stream.split();
         let mut buf = [0u8; 64];
         let end = loop {
@@ -243,8 +245,7 @@ impl EventsServer {
                 e = rx.recv() => match e {
                     Ok(e) => {
                         // Only new events, within the asked time and kinds.
-                        let open_end = Query { from_us: i64::MIN, ..q.clone() };
-                        if sent.contains(&e.id) || !open_end.wants(e.unix_us, &e.kind) {
+                        if sent.contains(&e.id) || !new_ones.wants(e.unix_us, &e.kind) {
                             continue;
                         }
                         write_message(&mut wr, &codec, &item(pb::event_item::Item::Event((*e.signed).clone()))).await?;
