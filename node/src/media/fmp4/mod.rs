@@ -1,6 +1,7 @@
-//! Fragmented MP4 (ISO BMFF, ISO/IEC 14496-12 and -15) for H.264, written by hand
-//! (pure, no IO): an init segment (`ftyp` + `moov` with an `avcC` and an empty sample
-//! table, `mvex`), then one `moof` + `mdat` fragment per access unit. This is what Media
+//! Fragmented MP4 (ISO BMFF, ISO/IEC 14496-12 and -15) for H.264 and the camera's audio,
+//! written by hand (pure, no IO): an init segment (`ftyp` + `moov` with an `avcC`, the
+//! audio track's sample entry ([`audio`]) and empty sample tables, `mvex`), then one
+//! `moof` + `mdat` fragment per access unit or audio frame. This is what Media
 //! Source Extensions, VLC, ffplay and ffprobe read as a live `.mp4` over HTTP (the
 //! gateway), and what an NVR export streams to the asking peer without a file
 //! ([`init_segment`] and [`fragment`], timed by the export itself).
@@ -10,15 +11,23 @@
 //! composition offsets, and takes SPS/PPS out of the samples (they live in `avcC`). A
 //! frame is written when the next one arrives, so its duration is exact. A change of
 //! SPS/PPS cannot be expressed in one init segment: [`Push::Reinit`] tells the caller to
-//! end this stream (players reconnect and get a new one).
+//! end this stream (players reconnect and get a new one). Audio frames
+//! ([`Muxer::push_audio`]) are placed on the video's output timeline by
+//! [`audio::AudioTimeline`].
+
+pub mod audio;
+mod boxes;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::media::h264::{avcc_nals, nal_type, parse_sps, NalType};
-use crate::media::{CodecParams, CLOCK_HZ};
+pub use audio::{AudioSample, AudioTimeline, AUDIO_TRACK_ID};
+use boxes::Boxes;
 
-/// Track id of the only track.
-const TRACK_ID: u32 = 1;
+use crate::media::h264::{avcc_nals, nal_type, parse_sps, NalType};
+use crate::media::{AudioParams, CodecParams, CLOCK_HZ};
+
+/// Track id of the video track.
+pub const VIDEO_TRACK_ID: u32 = 1;
 
 /// A jump in decode time larger than this (or backwards) is a discontinuity, not a pause.
 const MAX_STEP_90K: u64 = 10 * CLOCK_HZ;
@@ -62,7 +71,16 @@ pub fn codec_string(sps: &[u8]) -> String {
 
 /// The MIME type with codecs, for `Content-Type` and `MediaSource.addSourceBuffer`.
 pub fn mime_type(params: &CodecParams) -> String {
-    format!("video/mp4; codecs=\"{}\"", codec_string(&params.sps))
+    mime_type_with(params, None)
+}
+
+/// [`mime_type`] of a stream with this audio track (a codec without an RFC 6381 string,
+/// G.711, is not named).
+pub fn mime_type_with(params: &CodecParams, audio: Option<&AudioParams>) -> String {
+    match audio.and_then(audio::codec_string) {
+        Some(a) => format!("video/mp4; codecs=\"{},{a}\"", codec_string(&params.sps)),
+        None => mime_type(params),
+    }
 }
 
 /// Fragmented MP4 writer for one live stream.
@@ -77,6 +95,7 @@ pub struct Muxer {
     /// Output decode time of the pending frame, and the offset mapping input to output.
     offset: i128,
     started: bool,
+    audio: Option<(AudioParams, AudioTimeline)>,
 }
 
 impl Muxer {
@@ -98,12 +117,44 @@ impl Muxer {
             pending: None,
             offset: 0,
             started: false,
+            audio: None,
         })
+    }
+
+    /// The stream has this audio track too ([`Muxer::push_audio`]).
+    pub fn with_audio(mut self, audio: Option<AudioParams>) -> Self {
+        self.audio = audio.map(|a| {
+            let t = AudioTimeline::new(&a);
+            (a, t)
+        });
+        self
     }
 
     /// `ftyp` + `moov`: what a player needs before the first fragment.
     pub fn init_segment(&self) -> Result<Bytes, Fmp4Error> {
-        init_segment(&self.sps, &self.pps)
+        init_segment_with(&self.sps, &self.pps, self.audio.as_ref().map(|a| &a.0))
+    }
+
+    /// Adds an audio frame (its pts on the camera's 90 kHz timeline). Audio before the
+    /// first keyframe, or without an audio track, is dropped.
+    pub fn push_audio(&mut self, data: Bytes, pts_90k: u64) -> Push {
+        if !self.started {
+            return Push::Nothing;
+        }
+        let at = i128::from(pts_90k) + self.offset;
+        let Some((_, timeline)) = self.audio.as_mut() else {
+            return Push::Nothing;
+        };
+        match timeline.push(data, at) {
+            Some(s) => Push::Fragment(self.audio_fragment(&s)),
+            None => Push::Nothing,
+        }
+    }
+
+    fn audio_fragment(&mut self, s: &AudioSample) -> Bytes {
+        // Fragment sequence numbers are shared by the tracks: they must increase.
+        self.sequence = self.sequence.wrapping_add(1);
+        track_fragment(AUDIO_TRACK_ID, self.sequence, &s.data, s.dts, s.duration, 0, true)
     }
 
     /// Adds the next access unit (decode order). Frames before the first keyframe are
@@ -155,10 +206,18 @@ impl Muxer {
         }
     }
 
-    /// The pending frame as a last fragment (the stream ends).
+    /// The pending frames as last fragments (the stream ends).
     pub fn flush(&mut self) -> Option<Bytes> {
-        let (prev, prev_dts) = self.pending.take()?;
-        Some(self.fragment(&prev, prev_dts, self.default_duration))
+        let audio = self.audio.as_mut().and_then(|(_, t)| t.flush());
+        let audio = audio.map(|s| self.audio_fragment(&s));
+        let video = self
+            .pending
+            .take()
+            .map(|(prev, prev_dts)| self.fragment(&prev, prev_dts, self.default_duration));
+        match (video, audio) {
+            (Some(v), Some(a)) => Some([v, a].concat().into()),
+            (v, a) => v.or(a),
+        }
     }
 
     fn reinit(&mut self) -> Push {
@@ -172,13 +231,19 @@ impl Muxer {
     }
 }
 
-/// One `moof` + `mdat` fragment holding one sample: `data` (AVCC) decoded at `dts`
+/// One `moof` + `mdat` fragment holding one video sample: `data` (AVCC) decoded at `dts`
 /// (90 kHz, from the start of the track), lasting `duration`, shown `cts` after its
 /// decode time. `sequence` counts fragments from 1.
 pub fn fragment(sequence: u32, data: &[u8], dts: u64, duration: u64, cts: u64, keyframe: bool) -> Bytes {
+    track_fragment(VIDEO_TRACK_ID, sequence, data, dts, duration, cts, keyframe)
+}
+
+/// [`fragment`] for any track (times in the track's timescale); `sync` marks a sample
+/// that decodes on its own (a keyframe, every audio frame).
+pub fn track_fragment(track: u32, sequence: u32, data: &[u8], dts: u64, duration: u64, cts: u64, sync: bool) -> Bytes {
     let cts = cts.min(u64::from(u32::MAX)) as u32;
     let duration = duration.clamp(1, u64::from(u32::MAX)) as u32;
-    let flags: u32 = if keyframe { 0x0200_0000 } else { 0x0101_0000 };
+    let flags: u32 = if sync { 0x0200_0000 } else { 0x0101_0000 };
     let size = data.len() as u32;
 
     let mut moof = Boxes::default();
@@ -189,7 +254,7 @@ pub fn fragment(sequence: u32, data: &[u8], dts: u64, duration: u64, cts: u64, k
     moof.open(b"traf");
     // default-base-is-moof: data offsets count from this moof.
     moof.full(b"tfhd", 0, 0x02_0000);
-    moof.u32(TRACK_ID);
+    moof.u32(track);
     moof.close();
     moof.full(b"tfdt", 1, 0);
     moof.u64(dts);
@@ -216,56 +281,13 @@ pub fn fragment(sequence: u32, data: &[u8], dts: u64, duration: u64, cts: u64, k
     out.freeze()
 }
 
-/// A tiny box writer: nested boxes with their sizes patched on close.
-#[derive(Default)]
-struct Boxes {
-    buf: BytesMut,
-    open: Vec<usize>,
-}
-
-impl Boxes {
-    fn open(&mut self, kind: &[u8; 4]) {
-        self.open.push(self.buf.len());
-        self.buf.put_u32(0);
-        self.buf.put_slice(kind);
-    }
-    fn full(&mut self, kind: &[u8; 4], version: u8, flags: u32) {
-        self.open(kind);
-        self.buf.put_u32((u32::from(version) << 24) | (flags & 0x00ff_ffff));
-    }
-    fn close(&mut self) {
-        if let Some(start) = self.open.pop() {
-            let size = (self.buf.len() - start) as u32;
-            self.buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
-        }
-    }
-    fn u8(&mut self, v: u8) {
-        self.buf.put_u8(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.buf.put_u16(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.buf.put_u32(v);
-    }
-    fn u64(&mut self, v: u64) {
-        self.buf.put_u64(v);
-    }
-    fn zeros(&mut self, n: usize) {
-        self.buf.put_bytes(0, n);
-    }
-    fn bytes(&mut self, b: &[u8]) {
-        self.buf.put_slice(b);
-    }
-    fn matrix(&mut self) {
-        for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
-            self.u32(v);
-        }
-    }
-}
-
 /// `ftyp` + `moov` for one H.264 track with this SPS and PPS.
 pub fn init_segment(sps: &[u8], pps: &[u8]) -> Result<Bytes, Fmp4Error> {
+    init_segment_with(sps, pps, None)
+}
+
+/// [`init_segment`] with an audio track (track 2) when `audio` is given.
+pub fn init_segment_with(sps: &[u8], pps: &[u8], audio: Option<&AudioParams>) -> Result<Bytes, Fmp4Error> {
     if sps.len() < 4 || pps.is_empty() {
         return Err(Fmp4Error::NoParams);
     }
@@ -291,14 +313,14 @@ pub fn init_segment(sps: &[u8], pps: &[u8]) -> Result<Bytes, Fmp4Error> {
     b.zeros(10);
     b.matrix();
     b.zeros(24); // pre_defined
-    b.u32(TRACK_ID + 1); // next track id
+    b.u32(AUDIO_TRACK_ID + 1); // next track id
     b.close();
 
     b.open(b"trak");
     b.full(b"tkhd", 0, 0x3); // enabled, in movie
     b.u32(0);
     b.u32(0);
-    b.u32(TRACK_ID);
+    b.u32(VIDEO_TRACK_ID);
     b.u32(0);
     b.u32(0); // duration
     b.zeros(8);
@@ -390,15 +412,25 @@ pub fn init_segment(sps: &[u8], pps: &[u8]) -> Result<Bytes, Fmp4Error> {
     b.close(); // minf
     b.close(); // mdia
     b.close(); // trak
+    if let Some(a) = audio {
+        audio::trak(&mut b, a);
+    }
 
     b.open(b"mvex");
-    b.full(b"trex", 0, 0);
-    b.u32(TRACK_ID);
-    b.u32(1); // sample description index
-    b.u32(0);
-    b.u32(0);
-    b.u32(0);
-    b.close();
+    let tracks: &[u32] = if audio.is_some() {
+        &[VIDEO_TRACK_ID, AUDIO_TRACK_ID]
+    } else {
+        &[VIDEO_TRACK_ID]
+    };
+    for &track in tracks {
+        b.full(b"trex", 0, 0);
+        b.u32(track);
+        b.u32(1); // sample description index
+        b.u32(0);
+        b.u32(0);
+        b.u32(0);
+        b.close();
+    }
     b.close();
     b.close(); // moov
     Ok(b.buf.freeze())
@@ -528,5 +560,180 @@ mod tests {
                 keyframe: i % 5 == 0,
             });
         }
+    }
+}
+
+/// Written with audio and read back by ffprobe and ffmpeg (the real readers).
+#[cfg(test)]
+mod ffprobe_tests {
+    use std::process::Command;
+
+    use super::*;
+    use crate::media::h264::{split_annexb, to_avcc};
+    use crate::media::AudioCodec;
+
+    fn ffmpeg(args: &[&str]) {
+        let st = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args)
+            .status()
+            .expect("ffmpeg must be installed (scripts/setup.sh)");
+        assert!(st.success(), "ffmpeg {args:?}");
+    }
+
+    /// (codec, packets, duration s) of each stream, and whether ffmpeg decodes it cleanly.
+    fn probe(path: &std::path::Path) -> Vec<(String, u64, f64)> {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-count_packets", "-show_entries"])
+            .arg("stream=codec_name,nb_read_packets,duration")
+            .args(["-of", "csv=p=0"])
+            .arg(path)
+            .output()
+            .expect("ffprobe");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let dec = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(path)
+            .args(["-f", "null", "-"])
+            .output()
+            .expect("ffmpeg");
+        assert!(dec.status.success());
+        assert_eq!(String::from_utf8_lossy(&dec.stderr).trim(), "", "decode errors");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: Vec<&str> = l.split(',').collect();
+                (v[0].to_owned(), v[2].parse().unwrap_or(0), v[1].parse().unwrap_or(0.0))
+            })
+            .collect()
+    }
+
+    /// Two seconds of the fixture (30 fps) with `audio` frames spread over the same time.
+    fn mux(audio: AudioParams, frames: Vec<Bytes>) -> Bytes {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/cam-640x360-30fps-gop2s.h264"
+        ))
+        .expect("fixture");
+        let nals: Vec<&[u8]> = split_annexb(&file).collect();
+        let mut aus: Vec<Vec<&[u8]>> = Vec::new();
+        // One slice per picture: an access unit ends with its slice.
+        let mut au: Vec<&[u8]> = Vec::new();
+        for nal in nals {
+            au.push(nal);
+            if nal_type(nal).is_some_and(NalType::is_vcl) {
+                aus.push(std::mem::take(&mut au));
+            }
+        }
+        let sps = aus[0].iter().find(|n| nal_type(n) == Some(NalType::SPS)).expect("sps");
+        let pps = aus[0].iter().find(|n| nal_type(n) == Some(NalType::PPS)).expect("pps");
+        let params = CodecParams {
+            sps: Bytes::copy_from_slice(sps),
+            pps: Bytes::copy_from_slice(pps),
+            fps_num: 30,
+            fps_den: 1,
+            ..Default::default()
+        };
+        let mut m = Muxer::new(&params).expect("muxer").with_audio(Some(audio));
+        let mut out = m.init_segment().expect("init").to_vec();
+        let base = 900_000u64;
+        let (nv, na) = (60usize, frames.len());
+        let mut a = 0;
+        for (i, au) in aus.iter().take(nv).enumerate() {
+            let t = base + i as u64 * 3000;
+            let key = au.iter().any(|n| nal_type(n) == Some(NalType::IDR));
+            if let Push::Fragment(f) = m.push(Sample {
+                data: to_avcc(au),
+                pts_90k: t,
+                dts_90k: t,
+                keyframe: key,
+            }) {
+                out.extend_from_slice(&f);
+            }
+            // The audio frames due by the end of this video frame.
+            while a < na && (a as u64 * 180_000 / na as u64) < (i as u64 + 1) * 3000 {
+                let at = base + a as u64 * 180_000 / na as u64;
+                if let Push::Fragment(f) = m.push_audio(frames[a].clone(), at) {
+                    out.extend_from_slice(&f);
+                }
+                a += 1;
+            }
+        }
+        out.extend_from_slice(&m.flush().expect("last"));
+        out.into()
+    }
+
+    #[test]
+    fn aac_and_alaw_tracks_are_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // AAC: 2 s of a tone as ADTS, split into raw frames; the ASC from the header.
+        let adts = dir.path().join("tone.aac");
+        let a = adts.to_str().expect("utf8");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=440:r=48000:d=2",
+            "-ac",
+            "2",
+            "-c:a",
+            "aac",
+            "-f",
+            "adts",
+            a,
+        ]);
+        let raw = std::fs::read(&adts).expect("aac");
+        let (mut frames, mut at) = (Vec::new(), 0);
+        while at + 7 <= raw.len() {
+            let len =
+                (usize::from(raw[at + 3] & 3) << 11) | (usize::from(raw[at + 4]) << 3) | usize::from(raw[at + 5] >> 5);
+            let header = if raw[at + 1] & 1 == 0 { 9 } else { 7 };
+            frames.push(Bytes::copy_from_slice(&raw[at + header..at + len]));
+            at += len;
+        }
+        let (profile, rate_idx, ch) = (raw[2] >> 6, (raw[2] >> 2) & 0xf, ((raw[2] & 1) << 2) | (raw[3] >> 6));
+        let asc = [
+            ((profile + 1) << 3) | (rate_idx >> 1),
+            ((rate_idx & 1) << 7) | (ch << 3),
+        ];
+        let n = frames.len() as u64;
+        let aac = AudioParams {
+            codec: AudioCodec::Aac,
+            sample_rate: 48_000,
+            channels: 2,
+            extradata: Bytes::copy_from_slice(&asc),
+        };
+        assert_eq!(
+            mime_type_with(
+                &CodecParams {
+                    sps: Bytes::from_static(&[0x67, 0x4d, 0x40, 0x1e]),
+                    ..Default::default()
+                },
+                Some(&aac)
+            ),
+            "video/mp4; codecs=\"avc1.4d401e,mp4a.40.2\""
+        );
+        let out = dir.path().join("aac.mp4");
+        std::fs::write(&out, mux(aac, frames)).expect("written");
+        let streams = probe(&out);
+        assert_eq!(streams.len(), 2, "{streams:?}");
+        assert_eq!((streams[0].0.as_str(), streams[0].1), ("h264", 60));
+        assert_eq!(streams[1].0, "aac");
+        assert_eq!(streams[1].1, n, "{streams:?}");
+        assert!((streams[1].2 - 2.0).abs() < 0.1, "{streams:?}");
+
+        // A-law: 20 ms packets of 160 bytes.
+        let pcma = AudioParams {
+            codec: AudioCodec::Pcma,
+            sample_rate: 8000,
+            channels: 1,
+            extradata: Bytes::new(),
+        };
+        let frames: Vec<Bytes> = (0..100u8).map(|i| Bytes::from(vec![0xd5 ^ (i & 1); 160])).collect();
+        let out = dir.path().join("alaw.mp4");
+        std::fs::write(&out, mux(pcma, frames)).expect("written");
+        let streams = probe(&out);
+        assert_eq!(streams[1].0, "pcm_alaw", "{streams:?}");
+        assert!((streams[1].2 - 2.0).abs() < 0.1, "{streams:?}");
     }
 }
