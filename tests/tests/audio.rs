@@ -232,3 +232,119 @@ async fn audio_reaches_a_viewer_beside_the_video() {
     );
     cam.shutdown();
 }
+
+/// `GET /cam/<id>/live.mp4` with the camera's audio as a second track: a gateway on a
+/// viewer node (the audio comes through the mesh) serves AAC by default; a gateway on the
+/// camera node itself (straight from its hub) serves A-law when asked with `?audio=on`
+/// and leaves it out by default (browsers cannot play G.711 from MP4). ffprobe reads the
+/// tracks; the amount of audio matches the video's within 20 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_live_mp4_carries_the_audio() {
+    use camesh_node::gateway::{Gateway, GatewayOptions};
+    init_tracing();
+    if !rtsp_server_or_skip("the_gateways_live_mp4_carries_the_audio") {
+        return;
+    }
+    let server = RtspServer::start(&[
+        Mount::live("/aac", "320x240,fps=30,gop=30,audio=aac"),
+        Mount::live("/pcma", "320x240,fps=30,gop=30,audio=pcma"),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = loopback_config(Role::Camera, FLEET);
+    c.cameras = vec![
+        rtsp_camera("cam-aac", server.url("/aac")),
+        rtsp_camera("cam-pcma", server.url("/pcma")),
+    ];
+    let cam = spawn_node(c, &dir.path().join("cam")).await;
+    for id in ["cam-aac", "cam-pcma"] {
+        let hub = cam.hubs().get(id).expect("hub");
+        assert!(
+            wait_until(std::time::Duration::from_secs(20), || hub.is_live()
+                && hub.audio().is_some())
+            .await,
+            "{id} is live with audio"
+        );
+    }
+    let viewer = viewer_node(
+        &dir.path().join("viewer"),
+        FLEET,
+        cam.dial_addrs().await.expect("addrs"),
+    )
+    .await;
+    let remote = Gateway::start(viewer.clone(), GatewayOptions::default())
+        .await
+        .expect("gateway starts");
+    let local = Gateway::start(cam.clone(), GatewayOptions::default())
+        .await
+        .expect("gateway starts");
+
+    let fetch = |addr: std::net::SocketAddr, path: &'static str, name: &'static str| {
+        let out = dir.path().join(name);
+        async move {
+            let r = camesh_tests::http::get_for(addr, path, std::time::Duration::from_secs(6), 32 << 20)
+                .await
+                .expect("live.mp4");
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            std::fs::write(&out, &r.body).expect("written");
+            (r.header("content-type").unwrap_or("").to_owned(), probe(&out))
+        }
+    };
+
+    let (mime, p) = fetch(remote.local_addr(), "/cam/cam-aac/live.mp4", "aac.mp4").await;
+    println!("aac live.mp4 ({mime}): {p:?}");
+    assert!(mime.contains("mp4a.40.2"), "{mime}");
+    let video = p
+        .iter()
+        .find(|s| s.0 == "h264")
+        .unwrap_or_else(|| panic!("no video: {p:?}"));
+    let audio = p
+        .iter()
+        .find(|s| s.0 == "aac")
+        .unwrap_or_else(|| panic!("no AAC: {p:?}"));
+    assert_eq!(audio.1, 48_000, "{p:?}");
+    assert!(video.2 >= 60, "{p:?}");
+    let want = video.2 as f64 / 30.0 * 48_000.0 / 1024.0;
+    assert!(
+        (audio.2 as f64 - want).abs() <= want * 0.2,
+        "{} AAC frames for {} video frames (expected {want:.0} +- 20 %)",
+        audio.2,
+        video.2
+    );
+
+    let ff = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(dir.path().join("aac.mp4"))
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    let errors = String::from_utf8_lossy(&ff.stderr);
+    println!("ffmpeg on aac.mp4: {errors:?}");
+    assert!(
+        ff.status.success() && errors.trim().is_empty(),
+        "live.mp4 decodes cleanly: {errors}"
+    );
+
+    let (_, p) = fetch(local.local_addr(), "/cam/cam-pcma/live.mp4?audio=on", "pcma.mp4").await;
+    println!("pcma live.mp4?audio=on: {p:?}");
+    let video = p
+        .iter()
+        .find(|s| s.0 == "h264")
+        .unwrap_or_else(|| panic!("no video: {p:?}"));
+    let audio = p
+        .iter()
+        .find(|s| s.0 == "pcm_alaw")
+        .unwrap_or_else(|| panic!("no A-law: {p:?}"));
+    let (audio_s, video_s) = (audio.3 as f64 / 8000.0, video.2 as f64 / 30.0);
+    assert!(video.2 >= 60, "{p:?}");
+    assert!(
+        (audio_s - video_s).abs() <= video_s * 0.2,
+        "{audio_s:.2} s of audio for {video_s:.2} s of video"
+    );
+    let (mime, p) = fetch(local.local_addr(), "/cam/cam-pcma/live.mp4", "pcma-auto.mp4").await;
+    assert_eq!(
+        p.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        ["h264"],
+        "{mime} {p:?}"
+    );
+    cam.shutdown();
+}

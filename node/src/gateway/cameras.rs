@@ -119,6 +119,7 @@ pub(super) async fn api_cameras(State(s): State<Arc<Shared>>, viewer: Option<Ext
                     "skips": t.stats.skips,
                     "gaps": t.stats.gaps,
                     "codecs": t.params.as_ref().map(|p| fmp4::codec_string(&p.sps)),
+                    "audio": t.audio.as_ref().map(|a| a.codec.name()),
                 })
             });
             serde_json::json!({

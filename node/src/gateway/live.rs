@@ -5,6 +5,9 @@
 //! starts at once, on a keyframe), then fragments as frames arrive ([`fmp4::Muxer`]). A
 //! client that falls behind the tap's broadcast skips to the next keyframe; new codec
 //! parameters or a stopped tap end the response (players reconnect).
+//!
+//! The camera's audio is a second track: by default (`?audio=auto`) when browsers can
+//! play it from MP4 (AAC, Opus); `?audio=on` adds G.711 too (VLC, ffmpeg), `off` none.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -79,6 +82,19 @@ impl LiveBody {
                     }
                 }
             };
+            if crate::media::is_audio(frame.sequence) {
+                if self.need_key {
+                    continue;
+                }
+                if let Push::Fragment(b) = self.mux.push_audio(frame.data.clone(), frame.pts_90k) {
+                    self.tap
+                        .counters
+                        .http_bytes
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    return Some(b);
+                }
+                continue;
+            }
             if self.need_key {
                 if !frame.keyframe {
                     continue;
@@ -130,15 +146,27 @@ pub(super) async fn live_mp4(
         Ok(j) => j,
         Err(e) => return tap_error(e),
     };
+    let audio = match q.audio.as_deref() {
+        None | Some("auto") => joined.audio.filter(|a| fmp4::audio::codec_string(a).is_some()),
+        Some("on") => joined.audio,
+        Some("off") => None,
+        Some(other) => {
+            let other: String = other.chars().take(16).collect();
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("unknown audio {other:?}: use auto, on or off"),
+            );
+        }
+    };
+    let mime = fmp4::mime_type_with(&joined.params, audio.as_ref());
     let mux = match Muxer::new(&joined.params) {
-        Ok(m) => m,
+        Ok(m) => m.with_audio(audio),
         Err(e) => return text(StatusCode::BAD_GATEWAY, format!("camera {id}: {e}")),
     };
     let init = match mux.init_segment() {
         Ok(i) => i,
         Err(e) => return text(StatusCode::BAD_GATEWAY, format!("camera {id}: {e}")),
     };
-    let mime = fmp4::mime_type(&joined.params);
     let body = LiveBody {
         tap: tap.clone(),
         _guard: guard,

@@ -317,6 +317,9 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 #[derive(Debug, serde::Deserialize)]
 struct ProfileQuery {
     profile: Option<String>,
+    /// live.mp4's audio: `auto` (AAC and Opus, which browsers play from MP4), `on` (any
+    /// codec, G.711 too, for VLC and ffmpeg) or `off`.
+    audio: Option<String>,
 }
 
 fn profile_of(q: &ProfileQuery) -> Result<pb::Profile, Box<Response>> {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::GatewayNode;
 use crate::clock::now_unix_us;
-use crate::media::CodecParams;
+use crate::media::{is_audio, AudioParams, CodecParams};
 use crate::stream::fanout::{GopCache, GopFrame};
 use crate::stream::stats::{LiveStats, Snapshot};
 
@@ -33,8 +33,8 @@ pub use source::path_to;
 pub(super) use source::peer_path;
 
 /// Frames a slow consumer may fall behind before it skips to the next keyframe (3 s at
-/// 30 fps).
-const BROADCAST_FRAMES: usize = 96;
+/// 30 fps with AAC audio at 48 kHz beside it).
+const BROADCAST_FRAMES: usize = 240;
 /// Most bytes of GOP a tap keeps for instant start (a larger GOP is not cached).
 const MAX_GOP_BYTES: usize = 16 << 20;
 /// Most frames of GOP a tap keeps (10 s at 30 fps).
@@ -126,6 +126,9 @@ pub struct TapCounters {
 #[derive(Debug)]
 struct TapState {
     params: Option<CodecParams>,
+    /// The camera's audio track, when it has one (its frames are in the GOP and on the
+    /// broadcast, told apart by their sequence number).
+    audio: Option<AudioParams>,
     generation: u64,
     /// From a keyframe, bounded (a longer GOP is not cached).
     gop: GopCache<Arc<TapFrame>>,
@@ -157,6 +160,7 @@ pub struct Tap {
 #[derive(Debug)]
 pub struct Joined {
     pub params: CodecParams,
+    pub audio: Option<AudioParams>,
     pub generation: u64,
     pub gop: Vec<Arc<TapFrame>>,
     pub rx: broadcast::Receiver<TapMsg>,
@@ -172,6 +176,7 @@ pub struct TapStatus {
     pub peer: Option<PeerId>,
     pub path: Option<PathKind>,
     pub params: Option<CodecParams>,
+    pub audio: Option<AudioParams>,
     pub stats: Snapshot,
 }
 
@@ -202,6 +207,7 @@ impl Tap {
             cancel: CancellationToken::new(),
             state: Mutex::new(TapState {
                 params: None,
+                audio: None,
                 generation: 0,
                 gop: GopCache::new(MAX_GOP_BYTES).with_max_frames(MAX_GOP_FRAMES),
                 last_key: None,
@@ -246,16 +252,19 @@ impl Tap {
         self.cancel.cancelled().await
     }
 
-    fn set_params(&self, params: CodecParams) {
+    /// The video's parameters and the audio track from now on (a change starts a new
+    /// generation: consumers end their streams).
+    fn set_params(&self, params: CodecParams, audio: Option<AudioParams>) {
         let mut st = self.lock();
         st.live = true;
         st.status = "live".into();
-        if st.params.as_ref() == Some(&params) {
+        if st.params.as_ref() == Some(&params) && st.audio == audio {
             drop(st);
             self.notify();
             return;
         }
         st.params = Some(params);
+        st.audio = audio;
         st.generation += 1;
         st.gop.clear();
         st.last_key = None;
@@ -289,6 +298,14 @@ impl Tap {
     }
 
     fn publish(&self, header: &pb::FrameHeader, frame: TapFrame) {
+        if is_audio(frame.sequence) {
+            // Audio rides along: cached and sent, outside the video's counters and stats.
+            let frame = Arc::new(frame);
+            let mut st = self.lock();
+            st.gop.push(&frame);
+            let _ = self.tx.send(TapMsg::Frame(frame));
+            return;
+        }
         let c = &self.counters;
         c.frames.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
@@ -321,6 +338,7 @@ impl Tap {
         }
         Some(Joined {
             params,
+            audio: st.audio.clone(),
             generation: st.generation,
             gop: st.gop.frames().to_vec(),
             rx: self.tx.subscribe(),
@@ -387,6 +405,7 @@ impl Tap {
             peer: st.peer,
             path: st.path,
             params: st.params.clone(),
+            audio: st.audio.clone(),
             stats,
         }
     }

@@ -12,6 +12,7 @@ use crate::gateway::GatewayNode;
 use crate::net::PeerSummary;
 use crate::reach::routes::link_of;
 use crate::reach::{Link, Reach};
+use crate::stream::codecs::audio_params;
 use crate::stream::fanout::QueueLimits;
 use crate::stream::server::codec_params;
 use crate::watch::{self, WatchEvent, WatchOptions};
@@ -44,6 +45,7 @@ pub(super) async fn run_remote(node: &GatewayNode, tap: &Tap) {
     opts.profile = tap.profile;
     opts.backoff_max = Duration::from_secs(2);
     opts.user_agent = format!("camesh/{} gateway", env!("CARGO_PKG_VERSION"));
+    opts.audio = true;
     let mut events = watch::spawn(node.reach.clone(), opts, None, tap.cancel.child_token());
     while let Some(ev) = events.recv().await {
         match ev {
@@ -54,7 +56,9 @@ pub(super) async fn run_remote(node: &GatewayNode, tap: &Tap) {
                 let path = path_to(&node.reach, &tap.camera, peer).await;
                 tap.set_source(Some(peer), path);
                 match accept.codec.as_ref() {
-                    Some(c) if c.codec == "h264" => tap.set_params(codec_params(c)),
+                    Some(c) if c.codec == "h264" => {
+                        tap.set_params(codec_params(c), accept.audio.as_ref().and_then(audio_params))
+                    }
                     other => {
                         let codec = other.map_or("nothing", |c| c.codec.as_str());
                         tap.set_status(format!("the camera sends {codec}, not H.264"), true);
@@ -93,18 +97,18 @@ pub(super) async fn run_local(node: &GatewayNode, tap: &Tap) {
             tap.set_status(format!("no camera {:?} on this node", tap.camera), true);
             return;
         };
-        match hub.subscribe(node.peer_id(), limits) {
+        match hub.subscribe_with(node.peer_id(), limits, true) {
             Ok((params, sub)) => {
                 if let Some(since) = down_since.take() {
                     tap.on_gap(since.elapsed());
                 }
                 tap.set_source(None, PathKind::Local);
-                tap.set_params(params);
+                tap.set_params(params, hub.audio());
                 was_live = true;
                 while let Some(frame) = sub.next().await {
                     if frame.header.keyframe {
                         if let Some(p) = hub.params() {
-                            tap.set_params(p);
+                            tap.set_params(p, hub.audio());
                         }
                     }
                     let Some(key) = hub.key(frame.header.key_epoch) else {

@@ -71,7 +71,7 @@ pub fn codec_string(sps: &[u8]) -> String {
 
 /// The MIME type with codecs, for `Content-Type` and `MediaSource.addSourceBuffer`.
 pub fn mime_type(params: &CodecParams) -> String {
-    mime_type_with(params, None)
+    format!("video/mp4; codecs=\"{}\"", codec_string(&params.sps))
 }
 
 /// [`mime_type`] of a stream with this audio track (a codec without an RFC 6381 string,
