@@ -158,9 +158,18 @@ pub fn open_page(chromium: &str, url: &str, profile: &Path) -> tokio::process::C
     open_page_in(None, chromium, url, profile)
 }
 
+/// [`open_page`] with more Chromium switches (e.g. `--autoplay-policy=no-user-gesture-required`).
+pub fn open_page_with(chromium: &str, url: &str, profile: &Path, switches: &[&str]) -> tokio::process::Child {
+    spawn_page(None, chromium, url, profile, switches)
+}
+
 /// [`open_page`] with Chromium inside network namespace `ns` (`ip netns exec`, which
 /// execs it: the child is Chromium itself).
 pub fn open_page_in(ns: Option<&str>, chromium: &str, url: &str, profile: &Path) -> tokio::process::Child {
+    spawn_page(ns, chromium, url, profile, &[])
+}
+
+fn spawn_page(ns: Option<&str>, chromium: &str, url: &str, profile: &Path, switches: &[&str]) -> tokio::process::Child {
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = tokio::process::Command::new("ip");
@@ -179,6 +188,7 @@ pub fn open_page_in(ns: Option<&str>, chromium: &str, url: &str, profile: &Path)
         "--disable-sync",
         "--window-size=390,844",
     ])
+    .args(switches)
     .arg(format!("--user-data-dir={}", profile.display()))
     .arg(url)
     .stdin(Stdio::null())

@@ -36,3 +36,37 @@ export async function verifyKeyframe (origin: CryptoKey, camera: string, h: Sign
     return false
   }
 }
+
+/** Sequence numbers of audio frames have this bit set (node/src/media/mod.rs `AUDIO_SEQUENCE_BIT`): audio and video are numbered apart. */
+export const AUDIO_SEQUENCE_BIT = 1n << 63n
+
+/** Whether a frame with this sequence number is audio. */
+export function isAudio (sequence: bigint): boolean {
+  return (sequence & AUDIO_SEQUENCE_BIT) !== 0n
+}
+
+/**
+ * The node's rule for live audio frames (node/src/stream/fresh.rs `Freshness::check`,
+ * audio): captured within `maxAgeUs` (live age plus skew) and at most `skewUs` ahead,
+ * never a keyframe, only after a signed video keyframe, and in order on the audio's own
+ * sequence space (video numbers never compare with it: against the video's, every audio
+ * frame would look newer and every later video frame "rewound").
+ */
+export class AudioOrder {
+  last?: bigint
+
+  constructor (private readonly maxAgeUs: bigint, private readonly skewUs: bigint) {}
+
+  /** Why `h` is refused, or undefined (then it is the last audio frame). */
+  check (h: Pick<FrameHeader, 'sequence' | 'keyframe' | 'captureUnixUs'>, keyframeSeen: boolean, nowUs: bigint): string | undefined {
+    const seq = h.sequence & (AUDIO_SEQUENCE_BIT - 1n)
+    const age = nowUs - h.captureUnixUs
+    if (age > this.maxAgeUs) return `audio frame #${seq} was captured ${age / 1000n} ms ago (live allows ${this.maxAgeUs / 1000n} ms): replayed or held back`
+    if (-age > this.skewUs) return `audio frame #${seq} claims a capture time ${-age / 1000n} ms in the future`
+    if (!isAudio(h.sequence)) return `frame #${h.sequence} is not audio`
+    if (!keyframeSeen || h.keyframe) return `audio frame #${seq} before any signed keyframe`
+    if (this.last != null && h.sequence <= this.last) return `audio frame #${seq} after #${this.last & (AUDIO_SEQUENCE_BIT - 1n)}: the sequence went back`
+    this.last = h.sequence
+    return undefined
+  }
+}

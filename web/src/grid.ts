@@ -2,7 +2,8 @@
 // from the link's `peer=` part, kept in IndexedDB), asks each for its cameras, and shows
 // one tile per camera: a canvas, its path and latency, main/sub, full screen and a PNG
 // snapshot, and a badge while the camera's events say something goes on (events.ts,
-// badges.ts: the events stream opens beside the watch and closes with it). Grants are
+// badges.ts: the events stream opens beside the watch and closes with it), and a sound
+// button once the stream carries the camera's audio (off until pressed: audio.ts). Grants are
 // pasted (`camesh-grant:` text from `mesh grant`) or handed over the mesh (inbound.ts),
 // checked for this page (grant.ts) and kept.
 
@@ -16,6 +17,7 @@ import { verifyGrant } from './grant.ts'
 import { decodeSigned } from './signed.ts'
 import { coverage, joinPeer, listCameras, mayServe, Refused, Watch } from './watch.ts'
 import { EventsFollower } from './events.ts'
+import { audioContext } from './audio.ts'
 
 /** Times a broken stream is opened again before the tile gives up. */
 const REOPEN = 5
@@ -69,6 +71,8 @@ export class Grid {
   /** Each watched tile's events, and when each camera's events stream last opened. */
   private readonly followers = new Map<string, EventsFollower>()
   private readonly eventsTried = new Map<string, number>()
+  /** Tiles whose sound is on (off by default: browsers block autoplay with sound). */
+  private readonly sound = new Set<string>()
 
   constructor (private readonly node: Libp2p, private readonly m: Membership, private readonly root: HTMLElement, private readonly changed: () => void) {}
 
@@ -184,7 +188,14 @@ export class Grid {
     full.textContent = 'Full screen'
     const snap = document.createElement('button')
     snap.textContent = 'Snapshot'
-    cap.append(label, info, profile, play, full, snap)
+    // Sound: shown once the stream carries audio; a press turns it on or off (and, inside
+    // the click, lets the page's AudioContext run).
+    const speaker = document.createElement('button')
+    speaker.className = 'sound'
+    speaker.hidden = true
+    speaker.textContent = 'Sound off'
+    speaker.setAttribute('aria-pressed', 'false')
+    cap.append(label, info, profile, play, full, snap, speaker)
     // The events badge, over the picture: text (the dot is decoration), announced politely.
     const badge = document.createElement('span')
     badge.className = 'badge'
@@ -201,6 +212,8 @@ export class Grid {
     this.root.append(fig)
     play.addEventListener('click', () => { void this.watch(camera, peer, profile.value === 'sub' ? 'sub' : 'main') })
     profile.addEventListener('change', () => { if (this.watches.has(camera)) void this.watch(camera, peer, profile.value === 'sub' ? 'sub' : 'main') })
+    // A press while the browser still holds the sound (on from the link, no tap yet) starts it rather than turning it off.
+    speaker.addEventListener('click', () => { this.setSound(camera, !this.sound.has(camera) || audioContext().state !== 'running') })
     canvas.addEventListener('dblclick', () => { void fig.requestFullscreen?.() })
     full.addEventListener('click', () => { void fig.requestFullscreen?.() })
     snap.addEventListener('click', () => {
@@ -226,6 +239,12 @@ export class Grid {
       this.followers.get(camera)?.show()
       const s = this.state.tiles[camera]
       if (s == null) return
+      const on = this.sound.has(camera)
+      const held = on && s.audio?.context !== 'running'
+      speaker.hidden = s.audio == null
+      speaker.setAttribute('aria-pressed', String(on && !held))
+      speaker.textContent = held ? 'Tap for sound' : on ? 'Sound on' : 'Sound off'
+      speaker.title = s.audio == null ? '' : `${s.audio.codec}, ${s.audio.sampleRate} Hz, ${s.audio.channels} ch`
       const l = [...s.latencyMs].sort((x, y) => x - y)
       const p50 = l.length > 0 ? l[Math.floor(l.length / 2)] : undefined
       info.textContent = `${s.state} · ${s.path} · ${s.width}x${s.height} · ${s.decoded} frames` + (p50 != null ? ` · ${p50} ms` : '')
@@ -300,6 +319,23 @@ export class Grid {
     }
   }
 
+  /**
+   * Turns a tile's sound on or off. On: the page's AudioContext, resumed here (a click
+   * lets it run; without one the browser may hold it until the next tap).
+   */
+  setSound (camera: string, on: boolean): void {
+    let ctx: AudioContext | undefined
+    if (on) {
+      this.sound.add(camera)
+      ctx = audioContext()
+      ctx.resume().catch(() => {})
+    } else {
+      this.sound.delete(camera)
+    }
+    this.watches.get(camera)?.setSound(ctx)
+    this.changed()
+  }
+
   /** The known peer address of peer id `id`. */
   peerAddr (id: string): string | undefined {
     return this.state.peers.find(p => p.endsWith(`/p2p/${id}`))
@@ -314,6 +350,7 @@ export class Grid {
     const from = peer ?? this.homes.get(camera) ?? this.state.peers[0]
     if (canvas == null || from == null) throw new Error(`no camera ${camera} in the grid`)
     const w = new Watch(camera, profile, canvas, this.changed, this.certOf)
+    if (this.sound.has(camera)) w.setSound(audioContext())
     this.watches.set(camera, w)
     this.state.tiles[camera] = w.stats
     const grant = this.grants.length > 0 ? Signed.decode(this.grants[this.grants.length - 1] ?? new Uint8Array(0)) : undefined

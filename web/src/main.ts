@@ -123,7 +123,10 @@ function showInvite (info: InviteInfo, node: Libp2p | undefined): void {
 /**
  * The link's other parts (joined by '&'): `camesh-grant:...`, `peer=<addr>`,
  * `watch=<camera>`, `via=<peer id>` (watch through that peer), `play=<camera>`,
- * `nvr=<peer id>`, `at=<Unix ms>` (play a recording from that time).
+ * `nvr=<peer id>`, `at=<Unix ms>` (play a recording from that time), `sound=<camera>`
+ * (that tile's sound on from the start: where the browser lets a page play sound before
+ * a tap, e.g. Chromium's `--autoplay-policy=no-user-gesture-required`; elsewhere the
+ * AudioContext waits, and a tap on the tile's Sound button starts it).
  */
 let pending: string[] = []
 let grid: Grid | undefined
@@ -157,6 +160,7 @@ async function startGrid (node: Libp2p, m: Membership): Promise<void> {
       else if (part.startsWith('play=')) play = part.slice(5)
       else if (part.startsWith('at=')) at = Number(part.slice(3))
       else if (part.startsWith('nvr=')) nvr = part.slice(4)
+      else if (part.startsWith('sound=')) grid.setSound(part.slice(6), true)
     } catch (e) {
       grid.state.errors.push(e instanceof Error ? e.message : String(e))
     }

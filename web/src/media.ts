@@ -47,7 +47,7 @@ export class MediaKey {
   }
 
   /** Opens a sealed payload: fails if any byte of it or of the protected header changed. */
-  async open (h: ProtectedHeader, sealed: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
+  async open (h: ProtectedHeader, sealed: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
     if (h.keyEpoch !== this.epoch) {
       throw new MediaError(`frame is for key epoch ${h.keyEpoch}, this key is epoch ${this.epoch}`)
     }

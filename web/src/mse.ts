@@ -4,6 +4,9 @@
 // headers carry) appended to a MediaSource that a muted <video> plays at the live edge.
 // A fragment per frame keeps the added latency to the browser's own buffering; the
 // decrypting, freshness and signature checks before it are the same as for WebCodecs.
+// Video only: a watch on this fallback does not ask for the camera's audio (a browser
+// without WebCodecs has no AudioDecoder either; an audio track here would need a second
+// SourceBuffer and AAC/G.711 in fMP4, which is not built).
 
 import { concat } from './bytes.ts'
 

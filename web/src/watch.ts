@@ -7,10 +7,14 @@
 // WebCrypto AES-GCM under the node's associated data. Live keyframes must carry the
 // camera node's signature and be recent; the sequence never goes back. Opened access
 // units (AVCC) go to a WebCodecs VideoDecoder configured from the SPS/PPS of the
-// StreamAccept, and each decoded frame is drawn to the tile's canvas.
+// StreamAccept, and each decoded frame is drawn to the tile's canvas. The camera's audio,
+// when it has some, comes in the same stream (its own sequence space) and goes through the
+// same checks to a WebCodecs AudioDecoder (audio.ts); the MSE fallback is video only.
 
 import { ControlRequest, FrameHeader, KeyRequest, KeyResponse, MemberHello, Profile, Signed as SignedCodec, StreamAccept, StreamReject, StreamRequest, StreamResponse } from './gen/camesh.ts'
-import { importVerifyKey, verifyKeyframe } from './fresh.ts'
+import { AudioOrder, importVerifyKey, isAudio, verifyKeyframe } from './fresh.ts'
+import { AudioPlayer, newAudioStats } from './audio.ts'
+import type { AudioStats } from './audio.ts'
 import { MediaKey } from './media.ts'
 import { MsePlayer, mseWanted } from './mse.ts'
 import { verifyCert } from './cert.ts'
@@ -284,6 +288,8 @@ export interface TileStats {
   player?: 'webcodecs' | 'mse'
   /** The camera's events beside the video (events.ts): the badge's state. */
   events?: EventStats
+  /** The camera's audio, when the stream carries some (audio.ts). */
+  audio?: AudioStats
 }
 
 function hex2 (n: number): string {
@@ -334,6 +340,10 @@ export class Watch {
   private freshSeen = false
   private readonly captured = new Map<number, bigint>()
   private liveFromUs?: number
+  private audio?: AudioPlayer
+  private audioOrder = new AudioOrder(LIVE_MAX_AGE_US + CLOCK_SKEW_US, CLOCK_SKEW_US)
+  /** Where the tile's sound goes: the page's AudioContext while it is on. */
+  private sound?: AudioContext
 
   /**
    * `certOf` names the checked certificate of a connected node (from [`joinPeer`]): a live
@@ -351,6 +361,13 @@ export class Watch {
     this.abort.abort()
     try { this.decoder?.close() } catch {}
     this.mse?.close()
+    this.audio?.close()
+  }
+
+  /** The tile's sound on (into the page's AudioContext) or off (decoded, not played). */
+  setSound (ctx: AudioContext | undefined): void {
+    this.sound = ctx
+    this.audio?.setOutput(ctx)
   }
 
   /** Runs until the stream ends, is refused, or `stop()`. */
@@ -361,6 +378,9 @@ export class Watch {
     try { this.decoder?.close() } catch {}
     this.lastSeq = -1n
     this.freshSeen = false
+    this.audioOrder = new AudioOrder(LIVE_MAX_AGE_US + CLOCK_SKEW_US, CLOCK_SKEW_US)
+    this.audio?.close()
+    this.audio = undefined
     this.stats.path = `${conn.remoteAddr.toString().includes('/p2p-circuit') ? 'relayed' : 'direct'} ${conn.remoteAddr.toString()}`
     const playback = playFromUs != null
     const stream = await conn.newStream(playback ? NVR_PROTOCOL : MEDIA_PROTOCOL, { signal, runOnLimitedConnection: true })
@@ -376,7 +396,9 @@ export class Watch {
       live: {},
       grant: grant == null ? new Uint8Array(0) : SignedCodec.encode(grant),
       maxFrameBytes: 0,
-      userAgent: 'camesh-web/0.1'
+      userAgent: 'camesh-web/0.1',
+      // The MSE fallback plays video only: no audio asked for there.
+      audio: !mseWanted()
       }))
     }
     this.stats.phase = 'asked'
@@ -423,6 +445,7 @@ export class Watch {
       this.stats.width = width
       this.stats.height = height
       this.stats.decoded++
+      this.audio?.video(ts)
       this.stats.lastDrawnUnixMs = Date.now()
       if (this.stats.firstFrameMs == null) {
         this.liveFromUs = Date.now() * 1000
@@ -466,6 +489,12 @@ export class Watch {
       })
       this.decoder.configure({ codec, description, optimizeForLatency: true, codedWidth: accept.codec.width, codedHeight: accept.codec.height })
     }
+    if (accept.audio != null && this.mse == null) {
+      this.audio = new AudioPlayer(accept.audio, newAudioStats(accept.audio))
+      this.stats.audio = this.audio.stats
+      await this.audio.open()
+      this.audio.setOutput(this.sound)
+    }
     this.stats.state = 'waiting for a keyframe'
     this.onChange()
     this.stats.phase = 'frames'
@@ -478,8 +507,11 @@ export class Watch {
         this.onChange()
         return
       }
-      this.stats.received++
       const { h, payload } = decodeFrame(body)
+      const audio = isAudio(h.sequence)
+      // Audio this watch did not take (no audio in the accept, the MSE fallback): skipped.
+      if (audio && this.audio == null) continue
+      if (!audio) this.stats.received++
       if (h.newKey.length > 0) {
         if (keyConn != null) continue
         this.keys.push(await MediaKey.import(h.keyEpoch, new Uint8Array(h.newKey)))
@@ -490,7 +522,7 @@ export class Watch {
       // freshness on playback either); the AEAD still holds every byte to the camera's.
       const why = playback ? undefined : await this.fresh(h, payload, verifyKey)
       if (why != null) {
-        this.reject(why)
+        this.reject(why, audio)
         continue
       }
       let key = this.keys.find(k => k.epoch === h.keyEpoch)
@@ -500,19 +532,23 @@ export class Watch {
           this.keys.push(key)
           if (this.keys.length > 4) this.keys.shift()
         } catch (e) {
-          this.reject(`no key for epoch ${h.keyEpoch}: ${e instanceof Error ? e.message : String(e)}`)
+          this.reject(`no key for epoch ${h.keyEpoch}: ${e instanceof Error ? e.message : String(e)}`, audio)
           continue
         }
       }
       if (key == null) {
-        this.reject(`no key for epoch ${h.keyEpoch}`)
+        this.reject(`no key for epoch ${h.keyEpoch}`, audio)
         continue
       }
-      let au: Uint8Array
+      let au: Uint8Array<ArrayBuffer>
       try {
         au = await key.open(h, payload)
       } catch (e) {
-        this.reject(e instanceof Error ? e.message : String(e))
+        this.reject(e instanceof Error ? e.message : String(e), audio)
+        continue
+      }
+      if (audio) {
+        this.audio?.push(h.pts_90k, au)
         continue
       }
       const ts = Number(h.pts_90k * 100n / 9n)
@@ -528,7 +564,14 @@ export class Watch {
     }
   }
 
-  private reject (why: string): void {
+  private reject (why: string, audio = false): void {
+    if (audio && this.audio != null) {
+      // Audio frames stand alone: one refused takes nothing else with it.
+      this.audio.stats.rejected++
+      this.audio.stats.lastReject = why
+      this.onChange()
+      return
+    }
     // Nothing decodes again before the next good keyframe.
     this.freshSeen = false
     this.stats.rejected++
@@ -540,6 +583,8 @@ export class Watch {
 
   /** The node's freshness rule for live frames: signed recent keyframes, a sequence that only grows, nothing before the first good keyframe. */
   private async fresh (h: FrameHeader, sealed: Uint8Array, key: CryptoKey): Promise<string | undefined> {
+    // Audio on its own sequence space (as the node's Freshness), after a good keyframe.
+    if (isAudio(h.sequence)) return this.audioOrder.check(h, this.freshSeen, BigInt(Date.now()) * 1000n)
     if (h.sequence <= this.lastSeq) return `frame #${h.sequence} is not after #${this.lastSeq}`
     if (h.keyframe) {
       if (!await verifyKeyframe(key, this.camera, h, sealed)) return `keyframe #${h.sequence} is not signed by the camera's node`
