@@ -357,6 +357,9 @@ pub async fn export(node: &NodeHandle, args: &ExportArgs) -> Result<()> {
         fmt_time(d.last_capture_unix_us)
     );
     println!("video:    {} ({} bytes)", files.mp4.display(), d.mp4_bytes);
+    if d.audio_frames > 0 {
+        println!("audio:    {} frames, in the same file", d.audio_frames);
+    }
     println!("manifest: {} (signed by NVR {peer})", files.manifest.display());
     println!("segments: {} ({} files)", files.segments.display(), d.segments);
     match &files.attest {

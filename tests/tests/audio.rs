@@ -348,3 +348,127 @@ async fn the_gateways_live_mp4_carries_the_audio() {
     );
     cam.shutdown();
 }
+
+/// The NVR records the camera's audio beside its video (it asks for it, the segment
+/// headers describe it) and `mesh export` writes it as the MP4's second track: for the
+/// AAC camera and for the A-law one, ffprobe finds both tracks with the camera's codec,
+/// and as much audio as video within 20 %; ffmpeg decodes the files cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nvr_records_the_audio_and_exports_it_in_the_mp4() {
+    use camesh_node::config::RecordRule;
+    use camesh_tests::nvr::{log_text, nvr_folder, start_nvr};
+    init_tracing();
+    if !rtsp_server_or_skip("the_nvr_records_the_audio_and_exports_it_in_the_mp4") {
+        return;
+    }
+    let server = RtspServer::start(&[
+        Mount::live("/aac", "320x240,fps=30,gop=30,audio=aac"),
+        Mount::live("/pcma", "320x240,fps=30,gop=30,audio=pcma"),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = loopback_config(Role::Camera, FLEET);
+    c.cameras = vec![
+        rtsp_camera("cam-aac", server.url("/aac")),
+        rtsp_camera("cam-pcma", server.url("/pcma")),
+    ];
+    let cam = spawn_node(c, &dir.path().join("cam")).await;
+    let cam_addr = cam.dial_addrs().await.expect("addrs").remove(0);
+    let nvr_dir = dir.path().join("nvr");
+    nvr_folder(&nvr_dir, FLEET, &cam_addr, "cam-aac", |c| {
+        c.nvr.fsync_interval_ms = 200;
+        c.nvr.records.push(RecordRule {
+            camera: "cam-pcma".into(),
+            ..RecordRule::default()
+        });
+    });
+    fleet(FLEET)
+        .grant_dir(&nvr_dir, &["cam-pcma".into()], Rights::LIVE.union(Rights::RECORD), 3600)
+        .expect("grant");
+    let nvr = start_nvr(&nvr_dir);
+    let recording = |id: &str| {
+        log_text(&nvr_dir)
+            .lines()
+            .any(|l| l.contains("recording") && l.contains(id))
+    };
+    assert!(
+        wait_until(std::time::Duration::from_secs(40), || recording("cam-aac")
+            && recording("cam-pcma"))
+        .await,
+        "{}",
+        log_text(&nvr_dir)
+    );
+    let t0 = camesh_node::clock::now_unix_us();
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let mesh_dir = dir.path().join("mesh");
+    mesh_folder(
+        &mesh_dir,
+        FLEET,
+        "mesh",
+        &["cam-aac", "cam-pcma"],
+        Rights::PLAYBACK.union(Rights::EXPORT),
+    );
+    let secs = |us: i64| format!("{}.{:06}", us / 1_000_000, us % 1_000_000);
+    let (from, to) = (secs(t0 + 1_000_000), secs(t0 + 6_000_000));
+    for (id, codec) in [("cam-aac", "aac"), ("cam-pcma", "pcm_alaw")] {
+        let mp4 = dir.path().join(format!("{id}.mp4"));
+        let out = camesh_tests::cli::run_mesh(
+            &mesh_dir,
+            FLEET,
+            std::slice::from_ref(&nvr.addr),
+            &[
+                "export",
+                id,
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "-o",
+                mp4.to_str().expect("utf-8"),
+            ],
+        )
+        .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "mesh export {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("audio:"), "the export says it has audio: {stdout}");
+        let p = probe(&mp4);
+        println!("{id} export: {p:?}");
+        let video = p
+            .iter()
+            .find(|s| s.0 == "h264")
+            .unwrap_or_else(|| panic!("no video: {p:?}"));
+        let audio = p
+            .iter()
+            .find(|s| s.0 == codec)
+            .unwrap_or_else(|| panic!("no {codec}: {p:?}"));
+        assert!(video.2 >= 120, "about 5 s of video: {p:?}");
+        let video_s = video.2 as f64 / 30.0;
+        let audio_s = if codec == "aac" {
+            assert_eq!(audio.1, 48_000, "{p:?}");
+            audio.2 as f64 * 1024.0 / 48_000.0
+        } else {
+            assert_eq!(audio.1, 8000, "{p:?}");
+            audio.3 as f64 / 8000.0
+        };
+        assert!(
+            (audio_s - video_s).abs() <= video_s * 0.2,
+            "{id}: {audio_s:.2} s of audio for {video_s:.2} s of video"
+        );
+        let ff = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&mp4)
+            .args(["-f", "null", "-"])
+            .output()
+            .expect("ffmpeg");
+        let errors = String::from_utf8_lossy(&ff.stderr);
+        assert!(
+            ff.status.success() && errors.trim().is_empty(),
+            "{id}: decodes cleanly: {errors}"
+        );
+    }
+    drop(nvr);
+    cam.shutdown();
+}

@@ -418,6 +418,7 @@ async fn export_and_send(
         segments: u32::try_from(manifest.body.segments.len()).unwrap_or(u32::MAX),
         width: summary.width,
         height: summary.height,
+        audio_frames: summary.audio_frames,
     };
     info!(%camera, frames = summary.frames, bytes = summary.bytes, segments = done.segments, "export sent");
     write_message(stream, codec, &item(pb::nvr_export_item::Item::Done(done))).await?;

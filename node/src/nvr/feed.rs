@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::attest::verify::write_item;
 use crate::attest::{sign, FrameFields, GopHasher};
-use crate::media::CodecParams;
+use crate::media::{AudioParams, CodecParams};
 use crate::stream::client::Subscription;
 use crate::stream::fanout::QueueLimits;
 use crate::stream::hub::{Hub, Subscriber};
@@ -91,10 +91,17 @@ pub(crate) struct LocalFeed {
 
 impl LocalFeed {
     /// Subscribes to `hub` (its queue starts with the cached GOP, as a viewer's does).
-    pub(crate) fn open(hub: Arc<Hub>, me: PeerId, limits: QueueLimits) -> Result<(CodecParams, LocalFeed), String> {
-        let (params, sub) = hub.subscribe(me, limits).map_err(|e| e.to_string())?;
+    /// The video's parameters and the audio track come with it (audio frames are in the
+    /// queue too).
+    pub(crate) fn open(
+        hub: Arc<Hub>,
+        me: PeerId,
+        limits: QueueLimits,
+    ) -> Result<(CodecParams, Option<AudioParams>, LocalFeed), String> {
+        let (params, sub) = hub.subscribe_with(me, limits, true).map_err(|e| e.to_string())?;
         Ok((
             params,
+            hub.audio(),
             LocalFeed {
                 hub,
                 sub,

@@ -27,9 +27,11 @@ use super::feed::{Feed, Item, LocalFeed};
 use super::keystore::KeyStore;
 use crate::auth::{signed, Rights};
 use crate::backoff::next_backoff;
+use crate::media::is_audio;
 use crate::reach::Reach;
 use crate::record::playback::DEFAULT_JOIN_US;
 use crate::record::Recorder;
+use crate::stream::codecs::audio_params;
 use crate::stream::fanout::QueueLimits;
 use crate::stream::hub::Hub;
 use crate::stream::server::codec_params;
@@ -93,8 +95,15 @@ fn arrival(last: Option<Last>, epoch: u64, seq: u64, capture_us: i64) -> Arrival
     }
 }
 
-/// The last frame on disk of `camera` (blocking: reads the newest segment's last GOP).
-fn last_on_disk(rec: &Recorder, camera: &str) -> Option<Last> {
+/// The last video frame and the last audio frame on disk of `camera` (blocking: reads
+/// the newest segment's last GOP).
+fn last_on_disk(rec: &Recorder, camera: &str) -> (Option<Last>, Option<Last>) {
+    let mut audio = None;
+    let video = last_video_on_disk(rec, camera, &mut audio);
+    (video, audio)
+}
+
+fn last_video_on_disk(rec: &Recorder, camera: &str, audio: &mut Option<Last>) -> Option<Last> {
     // Segment keys follow the recording order (the recorder keeps them increasing), so
     // the newest key holds the last frame recorded, whatever the capture times say.
     let segs = rec.index().camera_segments(camera).ok()?;
@@ -107,9 +116,19 @@ fn last_on_disk(rec: &Recorder, camera: &str) -> Option<Last> {
     };
     if let Ok(frames) = crate::record::frames(rec.index(), camera, t, t) {
         for f in frames.flatten() {
-            if let crate::record::PlaybackItem::Frame(f) = f {
-                last.epoch = Some(f.key_epoch);
-                last.seq = f.sequence;
+            match f {
+                crate::record::PlaybackItem::Frame(f) if is_audio(f.sequence) => {
+                    *audio = Some(Last {
+                        epoch: Some(f.key_epoch),
+                        seq: f.sequence,
+                        capture_us: f.capture_unix_us,
+                    });
+                }
+                crate::record::PlaybackItem::Frame(f) => {
+                    last.epoch = Some(f.key_epoch);
+                    last.seq = f.sequence;
+                }
+                _ => {}
             }
         }
     }
@@ -153,12 +172,12 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     // The end of what is on disk already: a restart is a gap too.
-    let mut last = {
+    // Audio frames are numbered apart (AUDIO_SEQUENCE_BIT) and followed apart.
+    let (mut last, mut last_audio) = {
         let (rec, camera) = (rec.clone(), camera.clone());
         tokio::task::spawn_blocking(move || last_on_disk(&rec, &camera))
             .await
-            .ok()
-            .flatten()
+            .unwrap_or((None, None))
     };
     let mut why = String::from(NVR_DOWN);
     // The camera stream's sequence at the last recorded frame (a new camera process
@@ -178,7 +197,7 @@ pub(crate) async fn run(
         let _stop_attest = attest.clone().drop_guard();
         let opened = match &own {
             // This node's own camera: straight from its hub, no grant to show.
-            Some(o) => LocalFeed::open(o.hub.clone(), node.peer_id(), o.queue).map(|(params, feed)| {
+            Some(o) => LocalFeed::open(o.hub.clone(), node.peer_id(), o.queue).map(|(params, audio, feed)| {
                 tokio::spawn(super::feed::attest_locally(
                     o.hub.clone(),
                     o.key.clone(),
@@ -187,7 +206,7 @@ pub(crate) async fn run(
                     o.queue,
                     attest.clone(),
                 ));
-                (Feed::Local(Box::new(feed)), Some(params))
+                (Feed::Local(Box::new(feed)), Some(params), audio)
             }),
             None => {
                 let Some(grant) = node.trust().grant_for(&camera, Rights::RECORD) else {
@@ -206,7 +225,7 @@ pub(crate) async fn run(
                     }
                 };
                 let req = pb::StreamRequest {
-                    audio: false,
+                    audio: true,
                     camera_id: camera.clone(),
                     profile: pb::Profile::Main as i32,
                     mode: Some(pb::stream_request::Mode::Live(pb::Live {})),
@@ -228,12 +247,13 @@ pub(crate) async fn run(
                         attest.clone(),
                     ));
                     let codec = sub.accept.codec.as_ref().map(codec_params);
-                    (Feed::Remote(Box::new(sub)), codec)
+                    let audio = sub.accept.audio.as_ref().and_then(audio_params);
+                    (Feed::Remote(Box::new(sub)), codec, audio)
                 })
             }
         };
         match opened {
-            Ok((mut feed, codec)) => {
+            Ok((mut feed, codec, audio)) => {
                 failures = 0;
                 backoff = Duration::ZERO;
                 counters.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -243,6 +263,9 @@ pub(crate) async fn run(
                     if let Err(e) = rec.set_codec(&camera, c) {
                         warn!(%camera, error = %e, "codec configuration not recorded");
                     }
+                }
+                if let Err(e) = rec.set_audio(&camera, audio.as_ref()) {
+                    warn!(%camera, error = %e, "audio configuration not recorded");
                 }
                 let mut first = true;
                 why = loop {
@@ -263,6 +286,22 @@ pub(crate) async fn run(
                         Err(e) => break e,
                     };
                     let (capture, seq) = (frame.header.capture_unix_us, frame.header.sequence);
+                    if is_audio(seq) {
+                        // The cached GOP's audio after a new subscription: not twice either.
+                        if arrival(last_audio, frame.header.key_epoch, seq, capture) == Arrival::Repeat {
+                            counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        if let Err(e) = rec.write(&camera, &frame) {
+                            debug!(%camera, error = %e, "audio frame not recorded");
+                        }
+                        last_audio = Some(Last {
+                            epoch: Some(frame.header.key_epoch),
+                            seq,
+                            capture_us: capture,
+                        });
+                        continue;
+                    }
                     // A new subscription starts with the camera's cached GOP: frames
                     // recorded before (the NVR restarted, the stream broke) are not
                     // recorded twice; the rest of the GOP continues the recording.

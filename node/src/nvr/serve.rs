@@ -510,6 +510,10 @@ async fn play(
                 Err(e) => warn!(%camera, epoch, error = %e, "stored media key does not open; its frames will not play"),
             },
             Ok(PlaybackItem::Frame(f)) => {
+                // Playback to a viewer is video only; exports carry the audio.
+                if crate::media::is_audio(f.sequence) {
+                    continue;
+                }
                 if f.payload.len() > max_frame {
                     warn!(%camera, size = f.payload.len(), "recorded frame larger than the viewer's maximum; skipped");
                     continue;
@@ -525,7 +529,7 @@ async fn play(
                 info!(%camera, "codec changes inside the played range; playback ends there");
                 break;
             }
-            Ok(PlaybackItem::Gap { .. }) => {}
+            Ok(PlaybackItem::Gap { .. } | PlaybackItem::Audio(_)) => {}
             Err(e) => warn!(%camera, error = %e, "damaged recording skipped during playback"),
         }
     }

@@ -13,6 +13,9 @@
 //! to 0 and kept strictly increasing across a source restart. Each sample lasts until
 //! the next one's dts; the last one lasts as long as the one before it.
 //!
+//! The camera's audio, when the recording has it, is a second track (AAC, G.711 or Opus
+//! as recorded; [`crate::media::fmp4::audio`]), timed on the video's rebased timeline.
+//!
 //! A failure stops the output where it is: the caller discards what it got (the client
 //! writes `<out>.part` and renames it only when the export completed).
 
@@ -25,8 +28,9 @@ use super::index::Index;
 use super::playback::{frames, PlaybackError, PlaybackItem};
 use super::segment::{FrameRecord, SegmentSummary};
 use crate::media::fmp4;
+use crate::media::fmp4::{AudioTimeline, AUDIO_TRACK_ID};
 use crate::media::h264::{avcc_nals, nal_type, parse_sps, NalType};
-use crate::media::CodecParams;
+use crate::media::{is_audio, AudioParams, CodecParams};
 
 /// Media keys kept while exporting (one per epoch seen).
 const MAX_KEYS: usize = 1024;
@@ -97,6 +101,8 @@ pub struct ExportSummary {
     pub segments: Vec<SegmentSummary>,
     /// Gap markers met inside the range (the MP4 holds the last picture through them).
     pub gaps: u64,
+    /// Audio frames written (0 without an audio track).
+    pub audio_frames: u64,
 }
 
 /// Rebases 90 kHz timestamps to 0 and keeps dts strictly increasing (pure).
@@ -133,6 +139,15 @@ impl TimestampRebaser {
         (p, d)
     }
 
+    /// Where a time of the source's (an audio frame's pts) falls on the output timeline:
+    /// the video's rebasing, without moving it.
+    pub(crate) fn place(&self, pts_90k: u64) -> i128 {
+        match self.base {
+            Some(base) => i128::from(pts_90k) - base + self.shift,
+            None => -1,
+        }
+    }
+
     /// The duration of the last frame: the spacing before it.
     pub(crate) fn last_delta(&self) -> i64 {
         self.last_delta.unwrap_or(DEFAULT_FRAME_90K)
@@ -159,16 +174,18 @@ struct Muxer<'a, W: Write> {
     sequence: u32,
     bytes: u64,
     pending: Option<(Bytes, i64, i64, bool)>,
+    audio: Option<AudioTimeline>,
 }
 
 impl<'a, W: Write> Muxer<'a, W> {
-    fn create(out: &'a mut W, codec: &CodecParams) -> Result<Self, ExportError> {
-        let init = fmp4::init_segment(&codec.sps, &codec.pps)?;
+    fn create(out: &'a mut W, codec: &CodecParams, audio: Option<&AudioParams>) -> Result<Self, ExportError> {
+        let init = fmp4::init_segment_with(&codec.sps, &codec.pps, audio)?;
         let mut m = Muxer {
             out,
             sequence: 0,
             bytes: 0,
             pending: None,
+            audio: audio.map(AudioTimeline::new),
         };
         m.emit(&init)?;
         Ok(m)
@@ -196,10 +213,30 @@ impl<'a, W: Write> Muxer<'a, W> {
         self.emit(&frag)
     }
 
-    /// Writes the last frame; returns the bytes written in all.
+    /// An audio frame at `at` on the output's 90 kHz timeline; true when it has a track.
+    fn push_audio(&mut self, data: Bytes, at: i128) -> Result<bool, ExportError> {
+        let Some(t) = self.audio.as_mut() else {
+            return Ok(false);
+        };
+        if let Some(s) = t.push(data, at) {
+            self.write_audio(&s)?;
+        }
+        Ok(true)
+    }
+
+    fn write_audio(&mut self, s: &fmp4::AudioSample) -> Result<(), ExportError> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let frag = fmp4::track_fragment(AUDIO_TRACK_ID, self.sequence, &s.data, s.dts, s.duration, 0, true);
+        self.emit(&frag)
+    }
+
+    /// Writes the last frames; returns the bytes written in all.
     fn finish(mut self, last_duration: i64) -> Result<u64, ExportError> {
         if let Some((data, pts, dts, key)) = self.pending.take() {
             self.write(&data, pts, dts, last_duration, key)?;
+        }
+        if let Some(s) = self.audio.as_mut().and_then(AudioTimeline::flush) {
+            self.write_audio(&s)?;
         }
         self.out.flush().map_err(ExportError::Write)?;
         Ok(self.bytes)
@@ -258,7 +295,9 @@ where
         bytes: 0,
         segments: Vec::new(),
         gaps: 0,
+        audio_frames: 0,
     };
+    let mut audio: Option<AudioParams> = None;
     let mut first_dts = 0;
     let mut last_dts = 0;
     for item in items.by_ref() {
@@ -278,12 +317,25 @@ where
                 }
                 continue;
             }
+            PlaybackItem::Audio(a) => {
+                // The track is described once, in the init segment: a different one
+                // later is left out (its frames too).
+                if muxer.is_none() {
+                    audio = Some(a);
+                } else if audio.as_ref() != Some(&a) {
+                    audio = None;
+                }
+                continue;
+            }
             PlaybackItem::Gap { .. } => {
                 summary.gaps += 1;
                 continue;
             }
             PlaybackItem::Frame(f) => f,
         };
+        if is_audio(frame.sequence) && (muxer.is_none() || audio.is_none()) {
+            continue;
+        }
         let plain = decrypt(&frame, keys.get(&frame.key_epoch)).map_err(|e| ExportError::Decrypt {
             sequence: frame.sequence,
             capture_us: frame.capture_unix_us,
@@ -306,12 +358,18 @@ where
             summary.width = c.width;
             summary.height = c.height;
             summary.first_capture_us = frame.capture_unix_us;
-            muxer = Some(Muxer::create(&mut *out, &c)?);
+            muxer = Some(Muxer::create(&mut *out, &c, audio.as_ref())?);
             codec = Some(c);
         }
         let Some(m) = muxer.as_mut() else {
             continue;
         };
+        if is_audio(frame.sequence) {
+            if m.push_audio(plain, rebaser.place(frame.pts_90k))? {
+                summary.audio_frames += 1;
+            }
+            continue;
+        }
         let (pts, dts) = rebaser.map(frame.pts_90k, frame.dts_90k);
         if summary.frames == 0 {
             first_dts = dts;

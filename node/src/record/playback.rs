@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::index::{Index, IndexError};
 use super::segment::{FrameRecord, Record, SegmentError, SegmentReader, SegmentSummary};
-use crate::media::CodecParams;
+use crate::media::{is_audio, AudioParams, CodecParams};
 
 /// Holes between recorded frames up to this long are not gaps (frame spacing, rolls).
 pub const DEFAULT_JOIN_US: i64 = 2_000_000;
@@ -40,6 +40,9 @@ pub enum PlaybackError {
 pub enum PlaybackItem {
     /// The codec configuration of the frames that follow (first, and when it changes).
     Codec(CodecParams),
+    /// The audio track of the audio frames that follow (first, and when it changes;
+    /// audio frames have [`crate::media::AUDIO_SEQUENCE_BIT`] in their sequence).
+    Audio(AudioParams),
     /// The stored media key of an epoch (as the recorder was given it: wrapped).
     Key { epoch: u64, key: Bytes },
     /// A frame, payload as recorded (ciphertext).
@@ -65,6 +68,7 @@ pub struct Frames {
     reader: Option<(SegmentReader, bool)>,
     pending: VecDeque<PlaybackItem>,
     last_codec: Option<CodecParams>,
+    last_audio: Option<AudioParams>,
     need_keyframe: bool,
     last_seq: Option<u64>,
     done: bool,
@@ -118,6 +122,7 @@ pub fn frames(index: &Index, camera: &str, from_us: i64, to_us: i64) -> Result<F
         reader: None,
         pending: VecDeque::new(),
         last_codec: None,
+        last_audio: None,
         need_keyframe: true,
         last_seq: None,
         done: false,
@@ -150,6 +155,12 @@ impl Frames {
             if self.last_codec.as_ref() != Some(&c) {
                 self.last_codec = Some(c.clone());
                 self.pending.push_back(PlaybackItem::Codec(c));
+            }
+        }
+        if let Some(a) = reader.header().audio.clone() {
+            if self.last_audio.as_ref() != Some(&a) {
+                self.last_audio = Some(a.clone());
+                self.pending.push_back(PlaybackItem::Audio(a));
             }
         }
         if let Some(offset) = self.start_offset.take() {
@@ -225,6 +236,15 @@ impl Iterator for Frames {
                         self.done = true;
                         self.reader = None;
                         continue;
+                    }
+                    if is_audio(f.sequence) {
+                        // Audio goes with the video it was recorded beside: from the
+                        // first keyframe played, and never between a break and the next
+                        // keyframe. It decodes on its own: no continuity of its own.
+                        if self.need_keyframe || self.skip_before_us.is_some_and(|t| f.capture_unix_us < t) {
+                            continue;
+                        }
+                        return Some(Ok(PlaybackItem::Frame(f)));
                     }
                     let continuous =
                         self.last_seq.is_none_or(|s| f.sequence == s.wrapping_add(1)) && f.skipped_before == 0;

@@ -180,6 +180,11 @@ async fn session(node: &Reach, state: &Arc<NvrState>, peer: PeerId, stream: Stre
                         break Err(format!("codec not recorded: {e}"));
                     }
                 }
+                if let Some(audio) = c.audio.as_ref().and_then(crate::stream::codecs::audio_params) {
+                    if let Err(e) = rec.set_audio(&camera, Some(&audio)) {
+                        break Err(format!("audio track not recorded: {e}"));
+                    }
+                }
             }
             Some(pb::replica_item::Item::Key(k)) => {
                 let key = match MediaKey::from_bytes(k.epoch, &k.key) {

@@ -402,6 +402,7 @@ async fn send_chunk<W: futures::AsyncWrite + Unpin>(
         from_unix_us: chunk.from,
         to_unix_us: chunk.to,
         codec: None,
+        audio: None,
     };
     send(write, codec, pb::replica_item::Item::Chunk(start.clone())).await?;
     let mut sent = Sent::default();
@@ -411,6 +412,13 @@ async fn send_chunk<W: futures::AsyncWrite + Unpin>(
             Ok(PlaybackItem::Codec(c)) => {
                 let c = pb::ReplicaChunk {
                     codec: Some(codec_config(&c)),
+                    ..start.clone()
+                };
+                send(write, codec, pb::replica_item::Item::Chunk(c)).await?;
+            }
+            Ok(PlaybackItem::Audio(a)) => {
+                let c = pb::ReplicaChunk {
+                    audio: Some(crate::stream::codecs::audio_config(&a)),
                     ..start.clone()
                 };
                 send(write, codec, pb::replica_item::Item::Chunk(c)).await?;

@@ -12,6 +12,7 @@ fn write_segment(index: &Index, camera: &str, start_us: i64, frames: u64, seal: 
         start_us,
         created_us: start_us,
         codec: None,
+        audio: None,
     };
     let mut w = SegmentWriter::create(index.segments_dir(), &h).expect("create");
     for i in 0..frames {
@@ -56,6 +57,7 @@ fn keys_sort_by_camera_then_time_including_negative_times() {
                     start_us: t,
                     created_us: 0,
                     codec: None,
+                    audio: None,
                 },
                 format!("{cam}/{t}.cseg"),
                 0,

@@ -142,6 +142,7 @@ fn the_torn_tail_of_a_segment_being_written_is_its_end() {
         start_us: feed.capture(0),
         created_us: 0,
         codec: None,
+        audio: None,
     };
     let mut w = SegmentWriter::create(index.segments_dir(), &h).expect("create");
     for i in 0..90 {
@@ -199,6 +200,7 @@ fn summary(first: i64, last: i64, gaps: Vec<GapRef>) -> SegmentSummary {
         start_us: first,
         created_us: first,
         codec: None,
+        audio: None,
     };
     SegmentSummary {
         first_us: Some(first),
@@ -243,4 +245,54 @@ proptest! {
             }
         }
     }
+}
+
+/// Audio frames recorded between video frames: they come after the keyframe playback
+/// starts on (never before it), they do not break the video's continuity, and the
+/// segment header's audio track comes before the first frame.
+#[test]
+fn audio_frames_follow_the_video_they_were_recorded_beside() {
+    use crate::media::{AudioCodec, AudioParams, AUDIO_SEQUENCE_BIT};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let feed = Feed::new(GOP2S);
+    let rec = Recorder::open(dir.path(), cfg()).expect("open");
+    let audio = AudioParams {
+        codec: AudioCodec::Pcma,
+        sample_rate: 8000,
+        channels: 1,
+        extradata: bytes::Bytes::new(),
+    };
+    rec.set_codec(CAM, &feed.clip.params).expect("codec");
+    rec.set_audio(CAM, Some(&audio)).expect("audio");
+    for i in 0..180u64 {
+        rec.write(CAM, &feed.frame(i)).expect("queued");
+        // One audio frame after each video frame, on its own numbering.
+        let mut a = feed.frame(i);
+        a.header.sequence = AUDIO_SEQUENCE_BIT | i;
+        a.header.keyframe = false;
+        a.payload = bytes::Bytes::from(vec![0xd5; 160]);
+        rec.write(CAM, &a).expect("queued");
+    }
+    rec.flush().expect("flush");
+    // From mid-GOP (frame 75): the keyframe at 60 first, then video and audio alternate.
+    let items = play(rec.index(), CAM, feed.capture(75), feed.capture(100));
+    let first_frame = items
+        .iter()
+        .position(|i| matches!(i, PlaybackItem::Frame(_)))
+        .expect("frames");
+    assert!(
+        items[..first_frame].contains(&PlaybackItem::Audio(audio.clone())),
+        "the audio track is described before the frames: {:?}",
+        &items[..first_frame]
+    );
+    let seqs = frame_seqs(&items);
+    assert_eq!(seqs[0], 60, "starts on the keyframe");
+    let video: Vec<u64> = seqs.iter().copied().filter(|s| !crate::media::is_audio(*s)).collect();
+    let sound: Vec<u64> = seqs
+        .iter()
+        .filter(|s| crate::media::is_audio(**s))
+        .map(|s| s & !AUDIO_SEQUENCE_BIT)
+        .collect();
+    assert_eq!(video, (60..=100).collect::<Vec<_>>(), "video is continuous");
+    assert_eq!(sound, (60..=100).collect::<Vec<_>>(), "audio from the keyframe on");
 }

@@ -42,7 +42,7 @@ use super::index::{CheckReport, Index, IndexError, OpenReport};
 pub use super::retention::CameraPolicy;
 use super::segment::{valid_camera_id, SegmentError, MAX_KEY_LEN, MAX_RECORD_LEN};
 use super::EvidenceLock;
-use crate::media::CodecParams;
+use crate::media::{AudioParams, CodecParams};
 pub use config::RecorderConfig;
 pub use stats::RecorderStats;
 use stats::Shared;
@@ -133,6 +133,10 @@ enum Cmd {
         camera: String,
         params: CodecParams,
     },
+    Audio {
+        camera: String,
+        params: Option<AudioParams>,
+    },
     Key {
         camera: String,
         epoch: u64,
@@ -182,6 +186,7 @@ impl std::fmt::Debug for Cmd {
         let name = match self {
             Cmd::Frame { .. } => "Frame",
             Cmd::Codec { .. } => "Codec",
+            Cmd::Audio { .. } => "Audio",
             Cmd::Key { .. } => "Key",
             Cmd::Gap { .. } => "Gap",
             Cmd::NewSegment { .. } => "NewSegment",
@@ -341,6 +346,20 @@ impl Recorder {
         self.control(Cmd::Codec {
             camera: camera.to_owned(),
             params: params.clone(),
+        })
+    }
+
+    /// The camera's audio track from now on (`None`: none). A change starts a new segment
+    /// at the next keyframe; the segment header describes the track, and audio frames
+    /// (sequence numbers with [`crate::media::AUDIO_SEQUENCE_BIT`]) are written like
+    /// video frames.
+    pub fn set_audio(&self, camera: &str, params: Option<&AudioParams>) -> Result<(), WriteError> {
+        if !valid_camera_id(camera) {
+            return Err(WriteError::InvalidCamera(camera.to_owned()));
+        }
+        self.control(Cmd::Audio {
+            camera: camera.to_owned(),
+            params: params.cloned(),
         })
     }
 

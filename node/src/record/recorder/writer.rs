@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{Cmd, Dropped, RecorderConfig, RetentionReport, Shared, MAX_KEYS_PER_CAMERA};
 use crate::clock::now_unix_us;
-use crate::media::CodecParams;
+use crate::media::{AudioParams, CodecParams};
 use crate::record::index::{Index, IndexError};
 use crate::record::retention::{self, LockedRange, Policy, SegmentInfo};
 use crate::record::segment::{
@@ -28,6 +28,9 @@ struct Cam {
     /// The codec frames have from now on, and the one in the open segment's header.
     codec: Option<CodecParams>,
     seg_codec: Option<CodecParams>,
+    /// The same for the audio track.
+    audio: Option<AudioParams>,
+    seg_audio: Option<AudioParams>,
     keys: BTreeMap<u64, Bytes>,
     /// Epochs whose key is already in the open segment.
     seg_epochs: HashSet<u64>,
@@ -114,6 +117,7 @@ impl Writer {
                     self.on_frame(&camera, &frame, dropped_before);
                 }
                 Some(Cmd::Codec { camera, params }) => self.cam(&camera).codec = Some(params),
+                Some(Cmd::Audio { camera, params }) => self.cam(&camera).audio = params,
                 Some(Cmd::Key { camera, epoch, key }) => self.on_key(&camera, epoch, key),
                 Some(Cmd::Gap {
                     camera,
@@ -187,6 +191,8 @@ impl Writer {
                     opened: Instant::now(),
                     codec: None,
                     seg_codec: None,
+                    audio: None,
+                    seg_audio: None,
                     keys: BTreeMap::new(),
                     seg_epochs: HashSet::new(),
                     last_start,
@@ -223,7 +229,7 @@ impl Writer {
                 || clock_back
                 || seg.len() >= max_bytes
                 || (cam.codec.is_some() && cam.codec != cam.seg_codec)
-                || (rec.keyframe && (age_by_capture >= duration_us || wall >= duration))
+                || (rec.keyframe && (age_by_capture >= duration_us || wall >= duration || cam.audio != cam.seg_audio))
                 || wall >= duration * 2
         });
         if roll {
@@ -375,6 +381,7 @@ impl Writer {
             start_us,
             created_us: now_unix_us(),
             codec: cam.codec.clone(),
+            audio: cam.audio.clone(),
         };
         if capacity.is_some_and(|cap| used + 512 > cap) {
             return Err(disk_full_error(&root.join(camera)));
@@ -382,6 +389,7 @@ impl Writer {
         let seg = SegmentWriter::create(&root, &header)?;
         cam.last_start = start_us;
         cam.seg_codec = header.codec;
+        cam.seg_audio = header.audio;
         cam.seg_epochs.clear();
         cam.opened = Instant::now();
         cam.indexed_records = 0;

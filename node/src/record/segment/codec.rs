@@ -10,7 +10,7 @@ use super::{
     kind, valid_camera_id, FrameRecord, Record, SegmentError, SegmentHeader, FRAME_FIXED_LEN, MAGIC, MAX_HEADER_LEN,
     MAX_KEY_LEN, MAX_PARAM_SET_LEN, MAX_REASON_LEN, MAX_RECORD_LEN, RECORD_OVERHEAD, VERSION,
 };
-use crate::media::CodecParams;
+use crate::media::{AudioCodec, AudioParams, CodecParams};
 
 /// A bounds-checked reader over a byte slice: every getter returns `None` past the end.
 struct Cur<'a> {
@@ -103,6 +103,50 @@ fn decode_codec(cur: &mut Cur<'_>) -> Result<CodecParams, &'static str> {
     })
 }
 
+/// Largest audio extradata kept (an AudioSpecificConfig or OpusHead is tens of bytes).
+const MAX_AUDIO_EXTRADATA: usize = 1024;
+
+fn encode_audio(a: &AudioParams, out: &mut Vec<u8>) -> Result<(), String> {
+    if a.extradata.len() > MAX_AUDIO_EXTRADATA {
+        return Err(format!("audio extradata longer than {MAX_AUDIO_EXTRADATA} bytes"));
+    }
+    out.push(match a.codec {
+        AudioCodec::Aac => 1,
+        AudioCodec::Pcma => 2,
+        AudioCodec::Pcmu => 3,
+        AudioCodec::Opus => 4,
+    });
+    out.extend_from_slice(&a.sample_rate.to_be_bytes());
+    out.push(a.channels.min(255) as u8);
+    out.extend_from_slice(&(a.extradata.len() as u16).to_be_bytes());
+    out.extend_from_slice(&a.extradata);
+    Ok(())
+}
+
+fn decode_audio(cur: &mut Cur<'_>) -> Result<AudioParams, &'static str> {
+    let short = "audio configuration is cut short";
+    let codec = match cur.u8().ok_or(short)? {
+        1 => AudioCodec::Aac,
+        2 => AudioCodec::Pcma,
+        3 => AudioCodec::Pcmu,
+        4 => AudioCodec::Opus,
+        _ => return Err("unknown audio codec"),
+    };
+    let sample_rate = cur.u32().ok_or(short)?;
+    let channels = u32::from(cur.u8().ok_or(short)?);
+    let len = usize::from(cur.u16().ok_or(short)?);
+    if len > MAX_AUDIO_EXTRADATA {
+        return Err("audio extradata longer than the maximum");
+    }
+    let extradata = Bytes::copy_from_slice(cur.take(len).ok_or(short)?);
+    Ok(AudioParams {
+        codec,
+        sample_rate,
+        channels,
+        extradata,
+    })
+}
+
 /// Encodes a segment header (magic through checksum).
 pub fn encode_header(h: &SegmentHeader) -> Result<Vec<u8>, SegmentError> {
     if !valid_camera_id(&h.camera) {
@@ -124,6 +168,13 @@ pub fn encode_header(h: &SegmentHeader) -> Result<Vec<u8>, SegmentError> {
                 reason,
             })?;
         }
+    }
+    if let Some(a) = &h.audio {
+        body.push(1);
+        encode_audio(a, &mut body).map_err(|reason| SegmentError::BadHeader {
+            path: PathBuf::new(),
+            reason,
+        })?;
     }
     let mut out = Vec::with_capacity(body.len() + 16);
     out.extend_from_slice(MAGIC);
@@ -182,6 +233,12 @@ pub fn decode_header(buf: &[u8], path: &Path) -> Result<(SegmentHeader, u64), Se
         1 => Some(decode_codec(&mut b).map_err(bad)?),
         other => return Err(bad(&format!("codec flag {other} is neither 0 nor 1"))),
     };
+    // Segments written before audio end here.
+    let audio = match b.u8() {
+        None => None,
+        Some(1) => Some(decode_audio(&mut b).map_err(bad)?),
+        Some(other) => return Err(bad(&format!("audio flag {other} is not 1"))),
+    };
     if !b.is_empty() {
         return Err(bad("trailing bytes in the header body"));
     }
@@ -191,6 +248,7 @@ pub fn decode_header(buf: &[u8], path: &Path) -> Result<(SegmentHeader, u64), Se
         start_us,
         created_us,
         codec,
+        audio,
     };
     Ok((header, cur.pos as u64))
 }

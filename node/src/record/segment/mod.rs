@@ -6,11 +6,13 @@
 //! ```text
 //! file   := "CAMESEG1" | body_len:u32 | header_body[body_len] | crc32(header_body):u32 | record*
 //! header_body := version:u16 (=1) | start_us:i64 | created_us:i64 | cam_len:u8 | camera
-//!               | has_codec:u8 | codec?
+//!               | has_codec:u8 | codec? [| has_audio:u8 (=1) | audio]
 //! codec  := width:u32 | height:u32 | profile_idc:u8 | level_idc:u8 | fps_num:u32 | fps_den:u32
 //!           | sps_len:u16 | sps | pps_len:u16 | pps
+//! audio  := codec:u8 (1 AAC, 2 PCMA, 3 PCMU, 4 Opus) | sample_rate:u32 | channels:u8
+//!           | extradata_len:u16 | extradata  (absent in segments without audio)
 //! record := len:u32 | kind:u8 | payload[len] | crc32(len | kind | payload):u32
-//! kind 1 frame := sequence:u64 | pts_90k:u64 | dts_90k:u64 | capture_unix_us:i64 | key_epoch:u64
+//! kind 1 frame := sequence:u64 (bit 63 set: an audio frame) | pts_90k:u64 | dts_90k:u64 | capture_unix_us:i64 | key_epoch:u64
 //!                 | skipped_before:u32 | flags:u8 (bit 0 keyframe) | payload (as received: ciphertext)
 //! kind 2 key   := epoch:u64 | key bytes (stored as the caller gives them, i.e. wrapped)
 //! kind 3 gap   := from_us:i64 | to_us:i64 | reason (UTF-8)
@@ -39,7 +41,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use camesh_proto::{pb, MediaFrame};
 
-use crate::media::CodecParams;
+use crate::media::{AudioParams, CodecParams};
 
 pub use codec::{decode_header, decode_record, encode_header, encode_record, Decoded};
 pub use reader::{recover_segment, scan_segment, Recovery, ScanStop, SegmentReader, SegmentScan};
@@ -169,6 +171,9 @@ pub struct SegmentHeader {
     /// The codec configuration the frames start with (`None` when the recorder did not
     /// know it yet; keyframes carry SPS/PPS in-band anyway).
     pub codec: Option<CodecParams>,
+    /// The camera's audio track in this segment (its frames' sequence numbers have
+    /// [`crate::media::AUDIO_SEQUENCE_BIT`] set), when it has one.
+    pub audio: Option<AudioParams>,
 }
 
 /// One recorded frame: the [`pb::FrameHeader`] fields and the payload exactly as received.

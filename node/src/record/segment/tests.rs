@@ -14,6 +14,7 @@ fn header(codec: Option<CodecParams>) -> SegmentHeader {
         start_us: 1_000_000,
         created_us: 1_000_123,
         codec,
+        audio: None,
     }
 }
 
@@ -136,6 +137,7 @@ fn fixture_frames_roundtrip_byte_for_byte() {
         dir.path(),
         &SegmentHeader {
             codec: Some(feed.clip.params.clone()),
+            audio: None,
             ..header(None)
         },
     )
@@ -314,6 +316,36 @@ fn headers_reject_garbage() {
         decode_header(&v2, p),
         Err(SegmentError::UnsupportedVersion { version: 2, .. })
     ));
+}
+
+#[test]
+fn headers_keep_the_audio_track_and_read_old_ones_without() {
+    use crate::media::{AudioCodec, AudioParams};
+    let p = Path::new("x.cseg");
+    let with = SegmentHeader {
+        audio: Some(AudioParams {
+            codec: AudioCodec::Aac,
+            sample_rate: 48_000,
+            channels: 2,
+            extradata: Bytes::from_static(&[0x11, 0x90]),
+        }),
+        ..header(Some(codec()))
+    };
+    let enc = encode_header(&with).expect("encode");
+    assert_eq!(decode_header(&enc, p).expect("decode").0, with);
+    // A header without audio is byte for byte what the format wrote before audio.
+    let without = encode_header(&header(Some(codec()))).expect("encode");
+    assert_eq!(without.len() + 1 + 1 + 4 + 1 + 2 + 2, enc.len());
+    // Every cut of the audio part is refused, never misread.
+    let body_len = u32::from_be_bytes(enc[8..12].try_into().expect("4")) as usize;
+    for cut in 1..(enc.len() - without.len()) {
+        let body = &enc[12..12 + body_len - cut];
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        h.extend_from_slice(body);
+        h.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+        assert!(decode_header(&h, p).is_err(), "cut {cut}");
+    }
 }
 
 #[test]
