@@ -21,12 +21,13 @@ use camesh_node::{Node, NodeHandle};
 use camesh_proto::pb::MemberRole;
 use tokio_util::sync::CancellationToken;
 
-/// The built-in clips (see fixtures/README.md): name, file name, bytes.
+/// The built-in clips (see fixtures/README.md): name, file name, bytes. The lobby has
+/// sound (a beep every second, AAC).
 const CLIPS: [(&str, &str, &[u8]); 3] = [
     (
         "lobby",
-        "cam-640x360-30fps-gop2s.h264",
-        include_bytes!("../../fixtures/cam-640x360-30fps-gop2s.h264"),
+        "cam-640x360-30fps-gop2s-aac.mp4",
+        include_bytes!("../../fixtures/cam-640x360-30fps-gop2s-aac.mp4"),
     ),
     (
         "gate",

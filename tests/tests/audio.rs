@@ -3,7 +3,9 @@
 //! camera node pulls both with ffmpeg; the real `mesh watch --format mkv|mpegts` asks
 //! for audio, and ffprobe must find both tracks in what it wrote, with the codecs the
 //! camera sent and as much audio as video (frame counts within a stated tolerance). A
-//! plain `mesh watch` (Annex B) still gets video only. Nodes talk QUIC on 127.0.0.1.
+//! plain `mesh watch` (Annex B) still gets video only. A file with sound plays it too.
+//! The gateway's live.mp4 and an NVR's export carry the audio as an MP4 track. Nodes
+//! talk QUIC on 127.0.0.1.
 
 use std::path::Path;
 use std::process::Command;
@@ -105,6 +107,8 @@ async fn audio_reaches_a_viewer_beside_the_video() {
     c.cameras = vec![
         rtsp_camera("cam-aac", server.url("/aac")),
         rtsp_camera("cam-pcma", server.url("/pcma")),
+        // A file with sound: the 880 Hz beep fixture, looping.
+        camera("cam-file", "cam-640x360-30fps-gop2s-aac.mp4"),
     ];
     let cam = spawn_node(c, &dir.path().join("cam")).await;
     let boot = cam.dial_addrs().await.expect("addrs");
@@ -220,6 +224,28 @@ async fn audio_reaches_a_viewer_beside_the_video() {
     assert!(forwarded.audio().is_some(), "the forwarder carries the audio track");
     assert!(p.iter().any(|s| s.0 == "aac" && s.1 == 48_000 && s.2 >= 150), "{p:?}");
     fwd.shutdown();
+
+    // A file source's sound: AAC 48 kHz beside the looping pictures.
+    let file = dir.path().join("file.mkv");
+    watch(&viewer, &boot, "cam-file", "mkv", &file);
+    let p = probe(&file);
+    println!("file source: {p:?}");
+    let video = p
+        .iter()
+        .find(|s| s.0 == "h264")
+        .unwrap_or_else(|| panic!("no video: {p:?}"));
+    let audio = p
+        .iter()
+        .find(|s| s.0 == "aac")
+        .unwrap_or_else(|| panic!("no AAC: {p:?}"));
+    assert_eq!(audio.1, 48_000, "{p:?}");
+    let want = video.2 as f64 / 30.0 * 48_000.0 / 1024.0;
+    assert!(
+        (audio.2 as f64 - want).abs() <= want * 0.2,
+        "{} AAC frames for {} video frames (expected {want:.0} +- 20 %)",
+        audio.2,
+        video.2
+    );
 
     // Annex B is video only, as before.
     let raw = dir.path().join("video.h264");

@@ -6,9 +6,9 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::parts::{reduce, AuParts};
-use super::{Clip, SourceError, SourceOptions, FPS_RANGE};
+use super::{Clip, ClipAudio, SourceError, SourceOptions, FPS_RANGE};
 use crate::media::h264::{parse_sps, to_avcc};
-use crate::media::{AccessUnit, CodecParams, CLOCK_HZ};
+use crate::media::{AccessUnit, AudioParams, AudioUnit, CodecParams, CLOCK_HZ};
 
 /// Normalises access units from either kind of file into a [`Clip`].
 #[derive(Default)]
@@ -21,6 +21,8 @@ pub(super) struct ClipBuilder {
     saw_idr: bool,
     skipped_before_idr: usize,
     frames: Vec<PendingFrame>,
+    /// The file's audio track and its frames with their pts (90 kHz, the file's time).
+    pub(super) audio: Option<(AudioParams, Vec<(i64, Bytes)>)>,
 }
 
 /// An access unit before its timestamps are final.
@@ -119,7 +121,7 @@ impl ClipBuilder {
         }
         // Shift so the earliest timestamp is 0 (B-frame files start with a negative dts).
         let min = stamped.iter().map(|(_, pts, dts)| (*pts).min(*dts)).min().unwrap_or(0);
-        let frames = stamped
+        let frames: Vec<AccessUnit> = stamped
             .into_iter()
             .map(|(frame, pts, dts)| AccessUnit {
                 data: frame.data,
@@ -129,7 +131,8 @@ impl ClipBuilder {
                 keyframe: frame.keyframe,
             })
             .collect();
-        Ok(Clip {
+        let mut clip = Clip {
+            audio: None,
             params: CodecParams {
                 sps,
                 pps,
@@ -142,7 +145,24 @@ impl ClipBuilder {
             },
             frames,
             frame_duration_90k,
-        })
+        };
+        clip.audio = self.audio.and_then(|(params, units)| {
+            // The audio of one loop period from the first picture shown, on the
+            // pictures' shift: a looping clip's sound repeats with its pictures.
+            let period = clip.loop_period_90k();
+            let start = clip.frames.iter().map(|f| f.pts_90k).min().unwrap_or(0);
+            let mut units: Vec<AudioUnit> = units
+                .into_iter()
+                .filter_map(|(pts, data)| {
+                    let t = u64::try_from(pts.checked_sub(min)?).ok()?;
+                    (t >= start && t - start < period).then_some(AudioUnit { data, pts_90k: t })
+                })
+                .collect();
+            units.sort_by_key(|u| u.pts_90k);
+            units.dedup_by_key(|u| u.pts_90k);
+            (!units.is_empty()).then_some(ClipAudio { params, units })
+        });
+        Ok(clip)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::clip::{fps_plausible, ClipBuilder, Timing};
-use super::parts::describe_streams;
+use super::parts::{audio_track, describe_streams, ticks_90k, MAX_AUDIO_BYTES};
 use super::{Clip, SourceError, SourceOptions, MAX_FILE_BYTES};
 use crate::media::h264::{avcc_nals_with_length_size, nal_type, parse_avc_config, split_annexb, NalType};
 use crate::media::{init_ffmpeg, CLOCK_HZ};
@@ -53,6 +53,16 @@ pub(super) fn load_container(path: &Path, opts: &SourceOptions) -> Result<Clip, 
     };
 
     let mut builder = ClipBuilder::default();
+    let shown = path.display().to_string();
+    // AAC needs its AudioSpecificConfig (MP4, MKV have it; ADTS in MPEG-TS does not).
+    let audio = audio_track(&input, &shown).filter(|a| {
+        let ok = a.params.codec != crate::media::AudioCodec::Aac || !a.params.extradata.is_empty();
+        if !ok {
+            tracing::info!(path = %shown, "the file's AAC has no AudioSpecificConfig (ADTS): its audio is not carried");
+        }
+        ok
+    });
+    let mut audio_units: Vec<(i64, Bytes)> = Vec::new();
     let framing = if extradata.first() == Some(&1) {
         let config = parse_avc_config(&extradata).map_err(|source| SourceError::BadAvcConfig {
             path: path.into(),
@@ -101,6 +111,16 @@ pub(super) fn load_container(path: &Path, opts: &SourceOptions) -> Result<Clip, 
                 })
             }
         }
+        if let Some(a) = audio.as_ref().filter(|a| a.index == packet.stream()) {
+            let pts = packet.pts().and_then(|p| ticks_90k(p, a.time_base));
+            if let (Some(data), Some(pts)) = (packet.data(), pts) {
+                if !data.is_empty() && data.len() <= MAX_AUDIO_BYTES {
+                    total_bytes += data.len() as u64;
+                    audio_units.push((pts, Bytes::copy_from_slice(data)));
+                }
+            }
+            continue;
+        }
         if packet.stream() != index {
             continue;
         }
@@ -146,6 +166,7 @@ pub(super) fn load_container(path: &Path, opts: &SourceOptions) -> Result<Clip, 
         .into_iter()
         .filter_map(|r| Some((u32::try_from(r.0).ok()?, u32::try_from(r.1).ok()?)))
         .find(|&(n, d)| fps_plausible(n, d));
+    builder.audio = audio.map(|a| (a.params, audio_units));
     builder.finish(path, opts, Timing::Container { rate })
 }
 

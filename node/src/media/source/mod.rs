@@ -78,6 +78,16 @@ pub struct Clip {
     pub frames: Vec<AccessUnit>,
     /// Nominal duration of one frame, 90 kHz.
     pub frame_duration_90k: u64,
+    /// The file's audio track (AAC, G.711, Opus), on the frames' timeline.
+    pub audio: Option<ClipAudio>,
+}
+
+/// A clip's audio: its parameters and its frames in order, each within the clip's loop
+/// period (so a looping clip's sound repeats with its picture).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClipAudio {
+    pub params: AudioParams,
+    pub units: Vec<AudioUnit>,
 }
 
 impl Clip {
@@ -100,7 +110,7 @@ pub enum SourceEvent {
     Params(CodecParams),
     /// One access unit, sent when the wall clock reaches its dts.
     Frame(AccessUnit),
-    /// The camera's audio track (RTSP sources with audio), before its first frame.
+    /// The camera's audio track (RTSP sources and files with audio), before its first frame.
     AudioParams(AudioParams),
     /// One audio frame, as it arrives.
     Audio(AudioUnit),

@@ -1,13 +1,16 @@
 //! Pieces every source shares, pure or nearly: sorting one access unit's NAL units into
 //! parameter sets and pictures (keeping the latest SPS/PPS, putting them in front of a
-//! keyframe), reducing frame rates, and naming a container's streams in an error.
+//! keyframe), reducing frame rates, naming a container's streams in an error, and finding
+//! the audio stream camesh carries.
 //!
 //! Files ([`super::clip`], [`super::container`]) and RTSP cameras ([`super::rtsp`]) go
 //! through the same code here, so a keyframe is built the same way whatever its origin.
 
 use bytes::Bytes;
 
+use super::container::extradata;
 use crate::media::h264::{nal_type, NalType};
+use crate::media::{AudioCodec, AudioParams, CLOCK_HZ};
 
 /// One access unit's NAL units, sorted.
 #[derive(Debug, Default)]
@@ -100,6 +103,62 @@ pub(super) fn describe_streams(input: &ffmpeg_next::format::context::Input) -> S
     } else {
         streams.join(", ")
     }
+}
+
+/// A timestamp in `time_base` units as 90 kHz ticks, rounded to the nearest.
+pub(super) fn ticks_90k(ts: i64, time_base: (i32, i32)) -> Option<i64> {
+    let (num, den) = (i128::from(time_base.0), i128::from(time_base.1));
+    if den <= 0 || num <= 0 {
+        return None;
+    }
+    let scaled = i128::from(ts) * i128::from(CLOCK_HZ) * num;
+    i64::try_from((2 * scaled + den).div_euclid(2 * den)).ok()
+}
+
+/// Largest audio frame passed on (an AAC frame is a few hundred bytes; a G.711 packet of
+/// 100 ms is 800).
+pub(super) const MAX_AUDIO_BYTES: usize = 16 << 10;
+
+/// A camera's or a file's audio stream, when it is one camesh carries.
+pub(super) struct AudioTrack {
+    pub index: usize,
+    pub time_base: (i32, i32),
+    pub params: AudioParams,
+}
+
+pub(super) fn audio_track(input: &ffmpeg_next::format::context::Input, shown: &str) -> Option<AudioTrack> {
+    use ffmpeg_next::codec::Id;
+    let stream = input.streams().best(ffmpeg_next::media::Type::Audio)?;
+    let params = stream.parameters();
+    let codec = match params.id() {
+        Id::AAC => AudioCodec::Aac,
+        Id::PCM_ALAW => AudioCodec::Pcma,
+        Id::PCM_MULAW => AudioCodec::Pcmu,
+        Id::OPUS => AudioCodec::Opus,
+        other => {
+            tracing::info!(source = %shown, codec = other.name(), "the camera's audio is not carried (camesh carries AAC, G.711 and Opus)");
+            return None;
+        }
+    };
+    let dec = ffmpeg_next::codec::Context::from_parameters(params.clone())
+        .and_then(|c| c.decoder().audio())
+        .ok()?;
+    let (sample_rate, channels) = (dec.rate(), u32::from(dec.channels()));
+    if sample_rate == 0 || channels == 0 {
+        return None;
+    }
+    let tb = stream.time_base();
+    tracing::info!(source = %shown, codec = codec.name(), sample_rate, channels, "the camera has audio");
+    Some(AudioTrack {
+        index: stream.index(),
+        time_base: (tb.0, tb.1),
+        params: AudioParams {
+            codec,
+            sample_rate,
+            channels,
+            extradata: Bytes::copy_from_slice(extradata(&params).as_ref()),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Real-time pacing: a loaded clip played as a live camera.
+//! Real-time pacing: a loaded clip played as a live camera, its audio (if any) beside
+//! its pictures, each frame sent when the clock reaches its time.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Clip, SourceEvent, MAX_LAG};
-use crate::media::{AccessUnit, CLOCK_HZ};
+use crate::media::{AccessUnit, AudioUnit, CLOCK_HZ};
 
 /// Plays a loaded clip in real time: sends [`SourceEvent::Params`], then each frame when
 /// the clock reaches its dts (relative to when playing started). Looping adds
@@ -32,6 +33,13 @@ pub async fn play_clip(clip: Clip, looping: bool, tx: mpsc::Sender<SourceEvent>,
     if !send(SourceEvent::Params(clip.params.clone())).await {
         return;
     }
+    if let Some(a) = &clip.audio {
+        if !send(SourceEvent::AudioParams(a.params.clone())).await {
+            return;
+        }
+    }
+    let no_audio = Vec::new();
+    let audio = clip.audio.as_ref().map_or(&no_audio, |a| &a.units);
     if clip.frames.is_empty() {
         let _ = send(SourceEvent::Ended {
             reason: "the clip has no frames".into(),
@@ -42,9 +50,22 @@ pub async fn play_clip(clip: Clip, looping: bool, tx: mpsc::Sender<SourceEvent>,
     let period = clip.loop_period_90k();
     let mut anchor = Instant::now();
     let mut offset = 0u64;
+    // A pass's audio after its last picture (up to a frame's reordering) is sent beside
+    // the next pass's first pictures, with its own pass's offset.
+    let mut carry: Option<(std::iter::Peekable<std::slice::Iter<'_, AudioUnit>>, u64)> = None;
     loop {
+        let mut sound = audio.iter().peekable();
         for frame in &clip.frames {
             let dts = frame.dts_90k.saturating_add(offset);
+            // The audio due before this picture, each at its own time.
+            if let Some((rest, at)) = carry.as_mut() {
+                if !send_audio(rest, dts, *at, anchor, &tx, &cancel).await {
+                    return;
+                }
+            }
+            if !send_audio(&mut sound, dts, offset, anchor, &tx, &cancel).await {
+                return;
+            }
             let mut deadline = anchor + ticks_to_duration(dts);
             let now = Instant::now();
             if now > deadline + MAX_LAG {
@@ -67,15 +88,56 @@ pub async fn play_clip(clip: Clip, looping: bool, tx: mpsc::Sender<SourceEvent>,
                 return;
             }
         }
+        if let Some((mut rest, at)) = carry.take() {
+            if !send_audio(&mut rest, u64::MAX, at, anchor, &tx, &cancel).await {
+                return;
+            }
+        }
         if !looping {
+            // The rest of the audio, after the last picture.
+            if !send_audio(&mut sound, u64::MAX, offset, anchor, &tx, &cancel).await {
+                return;
+            }
             let _ = send(SourceEvent::Ended {
                 reason: "reached the end of the file".into(),
             })
             .await;
             return;
         }
+        carry = Some((sound, offset));
         offset = offset.saturating_add(period);
     }
+}
+
+/// Sends the audio units before `until` (90 kHz, this pass's time) when the clock
+/// reaches each; false when cancelled or the receiver is gone.
+async fn send_audio(
+    sound: &mut std::iter::Peekable<std::slice::Iter<'_, AudioUnit>>,
+    until: u64,
+    offset: u64,
+    anchor: Instant,
+    tx: &mpsc::Sender<SourceEvent>,
+    cancel: &CancellationToken,
+) -> bool {
+    while let Some(u) = sound.next_if(|u| u.pts_90k.saturating_add(offset) < until) {
+        let pts = u.pts_90k.saturating_add(offset);
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep_until(anchor + ticks_to_duration(pts)) => {}
+        }
+        let unit = AudioUnit {
+            data: u.data.clone(),
+            pts_90k: pts,
+        };
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => false,
+            r = tx.send(SourceEvent::Audio(unit)) => r.is_ok(),
+        };
+        if !sent {
+            return false;
+        }
+    }
+    true
 }
 
 fn ticks_to_duration(ticks_90k: u64) -> Duration {

@@ -38,14 +38,14 @@ use tokio_util::sync::CancellationToken;
 use super::clip::fps_plausible;
 use super::container::extradata;
 use super::normalize::{LiveNormalizer, MAX_AU_BYTES, MAX_REORDER};
-use super::parts::describe_streams;
+use super::parts::{audio_track, describe_streams, ticks_90k, MAX_AUDIO_BYTES};
 use super::{SourceError, SourceEvent};
 use crate::addr::{check_url, redact};
 use crate::clock::process_ms;
 use crate::config::RtspTransport;
 use crate::media::h264::{avcc_nals_with_length_size, split_annexb};
-use crate::media::{init_ffmpeg, CLOCK_HZ};
-use crate::media::{AudioCodec, AudioParams, AudioUnit};
+use crate::media::init_ffmpeg;
+use crate::media::AudioUnit;
 
 /// How an RTSP source connects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -388,61 +388,6 @@ fn session(
 }
 
 /// A timestamp in `time_base` (num, den) as 90 kHz ticks, rounded.
-fn ticks_90k(ts: i64, time_base: (i32, i32)) -> Option<i64> {
-    let (num, den) = (i128::from(time_base.0), i128::from(time_base.1));
-    if den <= 0 || num <= 0 {
-        return None;
-    }
-    let scaled = i128::from(ts) * i128::from(CLOCK_HZ) * num;
-    i64::try_from((2 * scaled + den).div_euclid(2 * den)).ok()
-}
-
-/// Largest audio frame passed on (an AAC frame is a few hundred bytes; a G.711 packet of
-/// 100 ms is 800).
-const MAX_AUDIO_BYTES: usize = 16 << 10;
-
-/// The camera's audio stream, when it is one camesh carries.
-struct AudioTrack {
-    index: usize,
-    time_base: (i32, i32),
-    params: AudioParams,
-}
-
-fn audio_track(input: &ffmpeg_next::format::context::Input, shown: &str) -> Option<AudioTrack> {
-    use ffmpeg_next::codec::Id;
-    let stream = input.streams().best(ffmpeg_next::media::Type::Audio)?;
-    let params = stream.parameters();
-    let codec = match params.id() {
-        Id::AAC => AudioCodec::Aac,
-        Id::PCM_ALAW => AudioCodec::Pcma,
-        Id::PCM_MULAW => AudioCodec::Pcmu,
-        Id::OPUS => AudioCodec::Opus,
-        other => {
-            tracing::info!(url = %shown, codec = other.name(), "the camera's audio is not carried (camesh carries AAC, G.711 and Opus)");
-            return None;
-        }
-    };
-    let dec = ffmpeg_next::codec::Context::from_parameters(params.clone())
-        .and_then(|c| c.decoder().audio())
-        .ok()?;
-    let (sample_rate, channels) = (dec.rate(), u32::from(dec.channels()));
-    if sample_rate == 0 || channels == 0 {
-        return None;
-    }
-    let tb = stream.time_base();
-    tracing::info!(url = %shown, codec = codec.name(), sample_rate, channels, "the camera has audio");
-    Some(AudioTrack {
-        index: stream.index(),
-        time_base: (tb.0, tb.1),
-        params: AudioParams {
-            codec,
-            sample_rate,
-            channels,
-            extradata: Bytes::copy_from_slice(extradata(&params).as_ref()),
-        },
-    })
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
 }

@@ -581,3 +581,114 @@ async fn runner_stops_when_the_receiver_goes_away() {
         .expect("runner returns once nobody listens")
         .expect("runner task did not panic");
 }
+
+/// A file with AAC beside its H.264: the clip carries the audio (its parameters and every
+/// frame within the loop, on the pictures' timeline) and the paced runner sends it
+/// beside the pictures, in time order, after `AudioParams`.
+#[tokio::test]
+async fn a_files_audio_is_loaded_and_played_beside_its_pictures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(path) = ffmpeg(
+        dir.path(),
+        "av.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=128x72:rate=10:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=440:r=48000:duration=2",
+            "-c:v",
+            "libx264",
+            "-g",
+            "10",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ],
+    ) else {
+        return;
+    };
+    let clip = load_clip(&path, &SourceOptions::default()).expect("loads");
+    let audio = clip.audio.clone().expect("the clip has audio");
+    assert_eq!(audio.params.codec, crate::media::AudioCodec::Aac);
+    assert_eq!(audio.params.sample_rate, 48_000);
+    assert!(!audio.params.extradata.is_empty(), "the AudioSpecificConfig");
+    // 2 s of 1024-sample frames at 48 kHz: 93.75.
+    assert!(
+        (88..=96).contains(&audio.units.len()),
+        "{} AAC frames",
+        audio.units.len()
+    );
+    let period = clip.loop_period_90k();
+    let start = clip.frames.iter().map(|f| f.pts_90k).min().unwrap_or(0);
+    assert!(audio
+        .units
+        .iter()
+        .all(|u| u.pts_90k >= start && u.pts_90k < start + period));
+    assert!(audio.units.windows(2).all(|w| w[0].pts_90k < w[1].pts_90k));
+
+    let (tx, mut rx) = mpsc::channel(8);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(play_clip(clip.clone(), false, tx, cancel.clone()));
+    assert!(matches!(next(&mut rx).await, SourceEvent::Params(_)));
+    assert!(matches!(next(&mut rx).await, SourceEvent::AudioParams(ref a) if *a == audio.params));
+    let (mut frames, mut sound, mut last) = (0, 0, 0u64);
+    loop {
+        let t = match next(&mut rx).await {
+            SourceEvent::Frame(f) => {
+                frames += 1;
+                f.dts_90k
+            }
+            SourceEvent::Audio(u) => {
+                sound += 1;
+                u.pts_90k
+            }
+            SourceEvent::Ended { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(
+            t + 9000 >= last,
+            "in time order (within a frame's reordering): {t} after {last}"
+        );
+        last = last.max(t);
+    }
+    assert_eq!((frames, sound), (clip.frames.len(), audio.units.len()));
+    cancel.cancel();
+    let _ = task.await;
+
+    // Looping, ten times faster: every pass sends all its audio, and the sound goes on
+    // increasing across passes (a pass's last audio goes out beside the next pass's first
+    // pictures).
+    let mut quick = clip.clone();
+    for f in &mut quick.frames {
+        f.pts_90k /= 10;
+        f.dts_90k /= 10;
+    }
+    quick.frame_duration_90k /= 10;
+    if let Some(a) = quick.audio.as_mut() {
+        for u in &mut a.units {
+            u.pts_90k /= 10;
+        }
+    }
+    let period = quick.loop_period_90k();
+    let (tx, mut rx) = mpsc::channel(8);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(play_clip(quick, true, tx, cancel.clone()));
+    let mut pts = Vec::new();
+    while pts.len() < 3 * audio.units.len() {
+        if let SourceEvent::Audio(u) = next(&mut rx).await {
+            pts.push(u.pts_90k);
+        }
+    }
+    cancel.cancel();
+    let _ = task.await;
+    assert!(pts.windows(2).all(|w| w[0] < w[1]), "increasing across passes");
+    let second = pts
+        .iter()
+        .filter(|&&t| t >= pts[0] + period && t < pts[0] + 2 * period)
+        .count();
+    assert_eq!(second, audio.units.len(), "the second pass has all its audio");
+}
