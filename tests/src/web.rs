@@ -170,6 +170,8 @@ pub fn open_page_in(ns: Option<&str>, chromium: &str, url: &str, profile: &Path)
 }
 
 fn spawn_page(ns: Option<&str>, chromium: &str, url: &str, profile: &Path, switches: &[&str]) -> tokio::process::Child {
+    let tmp = profile.parent().unwrap_or(profile).join("chromium-tmp");
+    std::fs::create_dir_all(&tmp).expect("chromium's temporary folder");
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = tokio::process::Command::new("ip");
@@ -189,6 +191,10 @@ fn spawn_page(ns: Option<&str>, chromium: &str, url: &str, profile: &Path, switc
         "--window-size=390,844",
     ])
     .args(switches)
+    // Chromium's singleton socket folder and PulseAudio's runtime folder go beside the
+    // profile (the test's temporary directory), not into /tmp where nothing removes them.
+    .env("TMPDIR", &tmp)
+    .env("XDG_RUNTIME_DIR", &tmp)
     .arg(format!("--user-data-dir={}", profile.display()))
     .arg(url)
     .stdin(Stdio::null())
