@@ -68,9 +68,18 @@ enum Section {
     /// Store-and-forward over a 4 Mbit/s link in network namespaces: replication goodput,
     /// shore's catch-up time, live latency while replication runs (root; release bins).
     Replication,
+    /// Fan-out against GStreamer's RTSP server (shared media, RTSP/TCP readers): CPU per
+    /// viewer at 10 and 50 viewers, same stream, same run.
+    Peers,
+    /// Camera-class budget: the release camesh-node pulling a 1080p 4 Mbit/s RTSP stream,
+    /// alone and with one viewer, beside ffmpeg remuxing it (CPU, RSS, where RSS goes).
+    Camera,
+    /// Failover with the real watch machine: a forwarder lost, a camera silent for 3 s, a
+    /// camera's source restarted; the time until the viewer shows video again.
+    Failover,
 }
 
-const ALL: [Section; 9] = [
+const ALL: [Section; 12] = [
     Section::Quinn,
     Section::Latency,
     Section::Ttff,
@@ -80,6 +89,9 @@ const ALL: [Section; 9] = [
     Section::Browser,
     Section::Scale,
     Section::Replication,
+    Section::Peers,
+    Section::Camera,
+    Section::Failover,
 ];
 
 /// Child processes the harness starts itself.
@@ -161,6 +173,9 @@ async fn main() -> anyhow::Result<()> {
             Section::Browser => sections::browser::run(&mut ctx).await,
             Section::Scale => sections::scale::run(&mut ctx).await,
             Section::Replication => sections::replication::run(&mut ctx).await,
+            Section::Peers => sections::peers::run(&mut ctx).await,
+            Section::Camera => sections::camera::run(&mut ctx).await,
+            Section::Failover => sections::failover::run(&mut ctx).await,
         };
         if let Err(e) = result {
             eprintln!("   {s:?} failed: {e:#}");

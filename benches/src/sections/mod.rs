@@ -2,11 +2,15 @@
 //! measures, pushes [`Figure`]s and raw numbers into the [`Ctx`], and stops everything.
 
 pub mod browser;
+pub mod camera;
+pub mod failover;
 pub mod fanout;
 pub mod latency;
 pub mod memory;
+pub mod peers;
 pub mod quinn;
 pub mod replication;
+pub mod rtsp;
 pub mod scale;
 pub mod throughput;
 pub mod ttff;
