@@ -285,6 +285,24 @@ impl ServerProc {
         Ok(())
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the serving process: SIGSTOP makes a
+    /// camera that is silent without closing anything (a stalled uplink).
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow!("the serving process has exited"))?;
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?
+            .success();
+        if !ok {
+            bail!("kill -{signal} {pid} failed");
+        }
+        Ok(())
+    }
+
     pub async fn stats(&mut self) -> anyhow::Result<ServerStats> {
         self.send(&Cmd::Stats).await?;
         self.read().await
