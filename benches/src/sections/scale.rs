@@ -134,6 +134,7 @@ async fn one(ctx: &Ctx, n: usize) -> anyhow::Result<Run> {
     let before: Vec<TrafficSnapshot> = fleet.nodes.iter().map(|n| n.node.net().traffic()).collect();
     let cpu0 = procstat::cpu_seconds();
     let t = Instant::now();
+    eprintln!("   at rest from {} UTC", utc_now());
     tokio::time::sleep(rest).await;
     let rest_s = t.elapsed().as_secs_f64();
     let rest_cores = (procstat::cpu_seconds() - cpu0) / rest_s;
@@ -172,8 +173,10 @@ async fn one(ctx: &Ctx, n: usize) -> anyhow::Result<Run> {
         }
     }
     eprintln!(
-        "   at rest: {rest_cores:.2} cores; gossip {:.0} B, DHT {:.0} B per node per minute",
-        per_node_min["gossip"], per_node_min["dht"]
+        "   at rest until {} UTC: {rest_cores:.2} cores; gossip {:.0} B, DHT {:.0} B per node per minute",
+        utc_now(),
+        per_node_min["gossip"],
+        per_node_min["dht"]
     );
 
     // Discovery by new viewers, one at a time.
@@ -446,6 +449,14 @@ fn report(ctx: &mut Ctx, runs: &[Run]) {
             )),
         );
     }
+}
+
+/// The time of day, UTC, as the nodes' logs print it (to pick their lines at rest).
+fn utc_now() -> String {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
 }
 
 /// Nearest-rank percentile (`q` in 0..=1) of unsorted values; NaN when there are none.

@@ -211,8 +211,12 @@ pub fn build_swarm(
             c.max_stream_data = stream_window;
             c.max_connection_data = conn_window;
             let traffic = traffic.clone();
-            libp2p::quic::tokio::Transport::new(c)
-                .map(move |(peer, conn), _| (peer, super::traffic::Counted::new(conn, traffic.clone())))
+            libp2p::quic::tokio::Transport::new(c).map(move |(peer, conn), endpoint| {
+                (
+                    peer,
+                    super::traffic::Counted::new(conn, traffic.clone(), peer, endpoint),
+                )
+            })
         })
         .map_err(build_err)?
         .with_other_transport(|key| match webrtc {

@@ -11,6 +11,11 @@
 //! then take another path (the relay), a relay is dialed and reserved again at once, and
 //! a hole punch finds the new address.
 //!
+//! Silent means nothing arrived: any bytes read on a connection ([`Liveness::heard`],
+//! stamped by the connection's own task when it reads them) prove it alive as well as a
+//! pong does, so a pong that a busy peer or a backlog in this node's swarm task delays
+//! condemns nothing while other bytes flow, and a late pong is stamped when it was read.
+//!
 //! Connections that never answered a ping (a peer without the protocol) are never
 //! judged. A stall of this node's own loop (a busy machine) is no evidence against its
 //! peers: after one, every connection gets a fresh period.
@@ -55,6 +60,14 @@ impl Liveness {
     /// A pong on `conn` of `peer` after `rtt`.
     pub fn pong(&mut self, peer: PeerId, conn: ConnectionId, rtt: Duration, now: Instant) {
         self.conns.insert(conn, Seen { peer, at: now, rtt });
+    }
+
+    /// Bytes arrived on `conn` at `at` (any protocol): proof of life for a connection
+    /// that answered a ping before.
+    pub fn heard(&mut self, conn: ConnectionId, at: Instant) {
+        if let Some(s) = self.conns.get_mut(&conn) {
+            s.at = s.at.max(at);
+        }
     }
 
     /// `conn` closed (bounded: one entry per open connection).
@@ -201,6 +214,38 @@ mod tests {
         assert!(r.due(2, t0));
         assert!(!r.due(1, t0 + Duration::from_secs(1)), "too soon");
         assert!(r.due(1, t0 + REFRESH_GAP));
+    }
+
+    #[test]
+    fn any_bytes_received_prove_a_connection_alive() {
+        let (peer, conn, t0) = (PeerId::random(), ConnectionId::new_unchecked(5), Instant::now());
+        let mut l = Liveness::default();
+        l.pong(peer, conn, Duration::from_millis(2), t0);
+        // No pong for 10 s, but gossip arrives every 300 ms: alive.
+        let mut now = t0;
+        let mut last_bytes = t0;
+        while now < t0 + Duration::from_secs(10) {
+            now += TICK;
+            if now - last_bytes >= Duration::from_millis(300) {
+                last_bytes = now;
+                l.heard(conn, now);
+            }
+            assert!(l.dead(now).is_empty(), "closed after {:?}", now - t0);
+        }
+        // An old stamp read late moves nothing back.
+        l.heard(conn, t0);
+        // Nothing arrives any more: dead within two seconds.
+        let quiet = last_bytes;
+        while l.dead(now).is_empty() {
+            now += TICK;
+            assert!(now - quiet <= Duration::from_secs(2), "never judged dead");
+        }
+        // Bytes on a connection that never answered a ping judge nothing.
+        let other = ConnectionId::new_unchecked(6);
+        l.heard(other, now);
+        for i in 1..40 {
+            assert!(l.dead(now + TICK * i).is_empty());
+        }
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub(crate) async fn spawn(
         relay_enabled: relay_enabled.clone(),
         reachability: reachability.clone(),
         dropped: Arc::new(AtomicU64::new(0)),
-        traffic,
+        traffic: traffic.clone(),
     };
     let mut task = task::NetTask::new(
         swarm,
@@ -120,7 +120,8 @@ pub(crate) async fn spawn(
         trust,
         relay_enabled,
         reachability,
-    );
+    )
+    .with_traffic(traffic);
     // Wait until every listener has an address (QUIC/TCP bind is immediate on success).
     let wanted = listen.len();
     let mut bound = 0;

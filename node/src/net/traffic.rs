@@ -12,15 +12,24 @@
 //! the multistream-select negotiation. Not counted: QUIC packet headers,
 //! acknowledgements, handshakes, and connections over other transports (TCP, relay
 //! circuits, WebRTC-direct). One relaxed atomic add per read or write.
+//!
+//! Each counted connection also stamps when it last read stream bytes ([`Heard`]):
+//! the liveness check takes any bytes received as proof of life, stamped where they are
+//! read (the connection's task), not when the swarm task gets round to a pong. The swarm
+//! task claims a connection's stamp by its peer and endpoint when libp2p reports it
+//! established ([`Traffic::claim`]).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
+use libp2p::core::ConnectedPoint;
+use libp2p::PeerId;
 
 /// What a stream carries, by the protocol it negotiated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +97,56 @@ impl Family {
 }
 
 /// The counters of one node (shared by all its connections).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Traffic {
     /// `[family][0 = in, 1 = out]`
     bytes: [[AtomicU64; 2]; Family::ALL.len()],
+    /// What [`Heard`] stamps count from.
+    epoch: Instant,
+    /// Stamps of connections not yet claimed by the swarm task (bounded: an entry whose
+    /// connection is gone is dropped at the next registration).
+    unclaimed: Mutex<Vec<(PeerId, ConnectedPoint, Arc<AtomicU64>)>>,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Self {
+            bytes: Default::default(),
+            epoch: Instant::now(),
+            unclaimed: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// When one connection last read stream bytes (shared with the connection's streams).
+#[derive(Debug, Clone)]
+pub struct Heard {
+    /// Microseconds since `epoch` plus one; 0: nothing read yet.
+    at: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Heard {
+    fn new(epoch: Instant) -> Self {
+        Self {
+            at: Arc::new(AtomicU64::new(0)),
+            epoch,
+        }
+    }
+
+    /// Bytes were read now.
+    fn stamp(&self) {
+        let us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.at.store(us + 1, Ordering::Relaxed);
+    }
+
+    /// When bytes were last read, if ever.
+    pub fn last(&self) -> Option<Instant> {
+        match self.at.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(self.epoch + Duration::from_micros(us - 1)),
+        }
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -128,6 +183,25 @@ impl Traffic {
         if n > 0 {
             self.bytes[f.index()][usize::from(!inbound)].fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// A new connection to `peer` at `endpoint`: its stamp, held until claimed.
+    fn register(&self, peer: PeerId, endpoint: ConnectedPoint) -> Heard {
+        let heard = Heard::new(self.epoch);
+        let mut u = self.unclaimed.lock().unwrap_or_else(|e| e.into_inner());
+        // Connections dropped before libp2p reported them (refused by a limit).
+        u.retain(|(_, _, at)| Arc::strong_count(at) > 1);
+        u.push((peer, endpoint, heard.at.clone()));
+        heard
+    }
+
+    /// The stamp of the connection to `peer` at `endpoint` that libp2p reports
+    /// established (`None` for transports that are not counted).
+    pub fn claim(&self, peer: &PeerId, endpoint: &ConnectedPoint) -> Option<Heard> {
+        let mut u = self.unclaimed.lock().unwrap_or_else(|e| e.into_inner());
+        let i = u.iter().position(|(p, e, _)| p == peer && e == endpoint)?;
+        let (_, _, at) = u.swap_remove(i);
+        Some(Heard { at, epoch: self.epoch })
     }
 
     pub fn snapshot(&self) -> TrafficSnapshot {
@@ -191,11 +265,14 @@ fn message(buf: &[u8]) -> Option<(Result<&[u8], ()>, &[u8])> {
 pub struct Counted<M> {
     inner: M,
     traffic: Arc<Traffic>,
+    heard: Heard,
 }
 
 impl<M> Counted<M> {
-    pub fn new(inner: M, traffic: Arc<Traffic>) -> Self {
-        Self { inner, traffic }
+    /// `inner`, a connection to `peer` at `endpoint`, counted into `traffic`.
+    pub fn new(inner: M, traffic: Arc<Traffic>, peer: PeerId, endpoint: ConnectedPoint) -> Self {
+        let heard = traffic.register(peer, endpoint);
+        Self { inner, traffic, heard }
     }
 }
 
@@ -207,17 +284,17 @@ where
     type Error = M::Error;
 
     fn poll_inbound(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Self::Substream, Self::Error>> {
-        let traffic = self.traffic.clone();
+        let (traffic, heard) = (self.traffic.clone(), self.heard.clone());
         Pin::new(&mut self.inner)
             .poll_inbound(cx)
-            .map_ok(|s| CountedStream::new(s, traffic, false))
+            .map_ok(|s| CountedStream::new(s, traffic, heard, false))
     }
 
     fn poll_outbound(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Self::Substream, Self::Error>> {
-        let traffic = self.traffic.clone();
+        let (traffic, heard) = (self.traffic.clone(), self.heard.clone());
         Pin::new(&mut self.inner)
             .poll_outbound(cx)
-            .map_ok(|s| CountedStream::new(s, traffic, true))
+            .map_ok(|s| CountedStream::new(s, traffic, heard, true))
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -234,6 +311,7 @@ where
 pub struct CountedStream<S> {
     inner: S,
     traffic: Arc<Traffic>,
+    heard: Heard,
     /// We opened it: the proposal is in what we write; else in what we read.
     outbound: bool,
     family: Option<Family>,
@@ -244,10 +322,11 @@ pub struct CountedStream<S> {
 }
 
 impl<S> CountedStream<S> {
-    fn new(inner: S, traffic: Arc<Traffic>, outbound: bool) -> Self {
+    fn new(inner: S, traffic: Arc<Traffic>, heard: Heard, outbound: bool) -> Self {
         Self {
             inner,
             traffic,
+            heard,
             outbound,
             family: None,
             head: Vec::new(),
@@ -297,6 +376,9 @@ impl<S> Drop for CountedStream<S> {
 impl<S: AsyncRead + Unpin> AsyncRead for CountedStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let n = std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if n > 0 {
+            self.heard.stamp();
+        }
         self.count(true, &buf[..n]);
         Poll::Ready(Ok(n))
     }
@@ -356,7 +438,8 @@ mod tests {
     fn bytes_before_and_after_the_proposal_count_for_its_family() {
         let t = Arc::new(Traffic::default());
         // We opened a stream and write the proposal in two pieces, then read an answer.
-        let mut s = CountedStream::new((), t.clone(), true);
+        let heard = Heard::new(t.epoch);
+        let mut s = CountedStream::new((), t.clone(), heard.clone(), true);
         let mut hello = msg("/multistream/1.0.0\n");
         hello.extend(msg("/camesh/x/kad/1.0.0\n"));
         let (a, b) = hello.split_at(7);
@@ -369,12 +452,41 @@ mod tests {
         assert_eq!(snap.bytes[Family::Dht.index()], [20 + 6, hello.len() as u64]);
         assert_eq!(snap.all(), snap.total(Family::Dht));
         // A stream that never names its protocol counts as other when dropped.
-        let mut u = CountedStream::new((), t.clone(), false);
+        let mut u = CountedStream::new((), t.clone(), heard, false);
         u.count(true, b"\x03ab");
         drop(u);
         assert_eq!(t.snapshot().total(Family::Other), 3);
         let later = t.snapshot();
         assert_eq!(later.since(&snap).total(Family::Other), 3);
         assert_eq!(later.since(&snap).total(Family::Dht), 0);
+    }
+
+    #[test]
+    fn a_connections_stamp_is_claimed_once_by_its_peer_and_endpoint() {
+        let t = Traffic::default();
+        let peer = PeerId::random();
+        let addr: libp2p::Multiaddr = "/ip4/127.0.0.1/udp/1/quic-v1".parse().expect("addr");
+        let dialer = ConnectedPoint::Dialer {
+            address: addr.clone(),
+            role_override: libp2p::core::Endpoint::Dialer,
+            port_use: libp2p::core::transport::PortUse::Reuse,
+        };
+        let listener = ConnectedPoint::Listener {
+            local_addr: addr.clone(),
+            send_back_addr: addr,
+        };
+        let heard = t.register(peer, dialer.clone());
+        assert!(t.claim(&peer, &listener).is_none(), "another endpoint");
+        assert!(t.claim(&PeerId::random(), &dialer).is_none(), "another peer");
+        let claimed = t.claim(&peer, &dialer).expect("claimed");
+        assert!(t.claim(&peer, &dialer).is_none(), "claimed once");
+        assert_eq!(claimed.last(), None, "nothing read yet");
+        heard.stamp();
+        let at = claimed.last().expect("stamped");
+        assert!(at <= Instant::now() && at >= t.epoch);
+        // A connection dropped before it was claimed leaves nothing behind.
+        drop(t.register(peer, listener.clone()));
+        let _kept = t.register(PeerId::random(), listener);
+        assert_eq!(t.unclaimed.lock().expect("lock").len(), 1);
     }
 }

@@ -49,6 +49,15 @@ impl NetTask {
                 ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                match self.traffic.claim(&peer_id, &endpoint) {
+                    Some(heard) => {
+                        self.heard.insert(connection_id, heard);
+                    }
+                    // TCP, circuits and WebRTC-direct are not stamped: pongs only.
+                    None => {
+                        debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connection without byte stamps")
+                    }
+                }
                 let (relayed, dialer) = (endpoint.is_relayed(), endpoint.is_dialer());
                 let paths = self.swarm.behaviour().stream.paths();
                 if self
@@ -82,6 +91,7 @@ impl NetTask {
                 self.punch
                     .closed(peer_id, connection_id, self.swarm.behaviour().stream.paths());
                 self.liveness.closed(connection_id);
+                self.heard.remove(&connection_id);
                 if num_established == 0 {
                     debug!(peer = %peer_id, "disconnected");
                     self.relay_lost(peer_id);

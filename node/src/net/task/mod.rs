@@ -27,6 +27,7 @@ use super::liveness::{Liveness, RelayRefresh};
 use super::path::is_circuit;
 use super::peers::{self, PeerState};
 use super::punch::{Action, Punch};
+use super::traffic::{Heard, Traffic};
 use crate::addr::split_p2p;
 use crate::auth::Trust;
 use crate::config::Config;
@@ -57,6 +58,10 @@ pub(super) struct NetTask {
     punch: Punch,
     /// Which connections stopped answering pings.
     liveness: Liveness,
+    /// The node's stream counters, which also stamp when each QUIC connection last
+    /// read bytes ([`Heard`], claimed when a connection is established).
+    traffic: Arc<Traffic>,
+    heard: HashMap<ConnectionId, Heard>,
     relay_refresh: RelayRefresh,
     dial_by_peer: HashMap<PeerId, Vec<DialReply>>,
     dial_by_conn: HashMap<ConnectionId, DialReply>,
@@ -88,12 +93,20 @@ impl NetTask {
             peers: HashMap::new(),
             punch: Punch::default(),
             liveness: Liveness::default(),
+            traffic: Arc::default(),
+            heard: HashMap::new(),
             relay_refresh: RelayRefresh::default(),
             dial_by_peer: HashMap::new(),
             dial_by_conn: HashMap::new(),
             provider_queries: HashMap::new(),
             relay_redial_at: Instant::now() + RELAY_REDIAL,
         }
+    }
+
+    /// The node's stream counters (whose byte stamps the liveness check reads).
+    pub(super) fn with_traffic(mut self, traffic: Arc<Traffic>) -> Self {
+        self.traffic = traffic;
+        self
     }
 
     pub(super) async fn run(mut self, mut cmds: mpsc::Receiver<Command>, shutdown: CancellationToken) {
@@ -350,6 +363,11 @@ impl NetTask {
     /// another path, a lost relay is dialed again at once ([`Self::relay_lost`]).
     fn close_silent(&mut self) {
         let now = Instant::now();
+        for (conn, heard) in &self.heard {
+            if let Some(at) = heard.last() {
+                self.liveness.heard(*conn, at);
+            }
+        }
         let dead = self.liveness.dead(now);
         for (peer, conn, silent) in &dead {
             info!(%peer, silent_ms = silent.as_millis() as u64, "closing a silent connection");
