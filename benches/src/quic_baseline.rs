@@ -4,8 +4,8 @@
 //! `camesh-bench serve-quinn` runs the sending side in its own process (so its CPU time
 //! is its own) with two endpoints: rustls's default cipher suite order (AES-256-GCM
 //! first) and upstream libp2p-tls's order (ChaCha20-Poly1305 first). rustls servers
-//! follow the client's preference, so a client offering camesh's order (AES-128-GCM
-//! first, vendor/libp2p-tls) negotiates that on the default endpoint. A client opens a
+//! follow the client's preference, so a client offering only AES-128-GCM (what camesh
+//! negotiates: vendor/libp2p-tls offers it first) gets it on the default endpoint. A client opens a
 //! bidirectional stream and writes a 16-byte request: `B` pushes bytes as fast as quinn
 //! takes them for N seconds on one unidirectional stream; `P` sends synthetic frames
 //! paced at 30 fps, each `[u32 len][i64 send time µs][payload]`; `H` does nothing (the
@@ -37,8 +37,9 @@ pub enum Suite {
     /// upstream libp2p-tls's order: ChaCha20-Poly1305, AES-256-GCM, AES-128-GCM (quinn
     /// needs AES-128-GCM present for its initial packets).
     Libp2pOrder,
-    /// camesh's order (patched libp2p-tls): AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305;
-    /// what camesh's own QUIC connections negotiate.
+    /// What camesh's own QUIC connections negotiate (its patched libp2p-tls offers
+    /// AES-128-GCM first, and both ends are camesh): AES-128-GCM only, so no other suite
+    /// can be picked.
     Camesh,
 }
 
@@ -47,7 +48,7 @@ impl Suite {
         match self {
             Suite::RustlsDefault => "AES-256-GCM (rustls default)",
             Suite::Libp2pOrder => "ChaCha20-Poly1305 (upstream libp2p-tls order)",
-            Suite::Camesh => "AES-128-GCM (camesh's libp2p-tls order)",
+            Suite::Camesh => "AES-128-GCM only (what camesh negotiates)",
         }
     }
 
@@ -64,11 +65,7 @@ impl Suite {
                 ];
             }
             Suite::Camesh => {
-                p.cipher_suites = vec![
-                    cs::TLS13_AES_128_GCM_SHA256,
-                    cs::TLS13_AES_256_GCM_SHA384,
-                    cs::TLS13_CHACHA20_POLY1305_SHA256,
-                ];
+                p.cipher_suites = vec![cs::TLS13_AES_128_GCM_SHA256];
             }
         }
         p

@@ -24,7 +24,7 @@ use camesh_node::Role;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::rtsp::{pid_cpu_s, pid_status, write_frames, GstPeer};
+use super::rtsp::{pid_cpu_s, pid_status, pid_switches, write_frames, GstPeer};
 use super::Ctx;
 use crate::procstat::BusyMeter;
 use crate::report::Figure;
@@ -43,6 +43,8 @@ struct Usage {
     rss_mb: f64,
     hwm_mb: f64,
     threads: u64,
+    /// Context switches of its threads per second (wake-ups).
+    switches_per_s: f64,
     other_cores: f64,
     /// RSS by kind of mapping, MB (`/proc/<pid>/smaps`).
     rss_by_kind: BTreeMap<String, f64>,
@@ -54,15 +56,17 @@ fn mb(kb: u64) -> f64 {
 
 async fn measure(pid: u32, win: Duration) -> Usage {
     let meter = BusyMeter::start();
-    let c0 = pid_cpu_s(pid);
+    let (c0, w0) = (pid_cpu_s(pid), pid_switches(pid));
     tokio::time::sleep(win).await;
     let cpu = (pid_cpu_s(pid) - c0) / win.as_secs_f64();
+    let switches_per_s = pid_switches(pid).saturating_sub(w0) as f64 / win.as_secs_f64();
     let (machine, harness) = meter.cores();
     Usage {
         cpu_ms_per_s: cpu * 1000.0,
         rss_mb: mb(pid_status(pid, "VmRSS:")),
         hwm_mb: mb(pid_status(pid, "VmHWM:")),
         threads: pid_status(pid, "Threads:"),
+        switches_per_s,
         other_cores: (machine - harness - cpu).max(0.0),
         rss_by_kind: rss_by_kind(pid),
     }
@@ -297,7 +301,9 @@ fn kinds(u: &Usage) -> String {
 }
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let (warm, win) = (ctx.secs(3, 5), ctx.secs(6, 20));
+    // ffmpeg (the CLI and camesh's ingest alike) probes the stream for up to 5 s
+    // (analyzeduration) before it settles: the windows start after that.
+    let (warm, win) = (ctx.secs(7, 8), ctx.secs(6, 20));
     let path = tokio::task::spawn_blocking(clip).await??;
     let p = path.clone();
     let loaded = tokio::task::spawn_blocking(move || {
@@ -336,8 +342,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     ctx.push(
         Figure::new(S, "ffmpeg remux of the stream (the floor)", floor, "ms/s").note(format!(
-            "ffmpeg -rtsp_transport tcp -i rtsp://... -c copy -f null -, before and after the camesh runs: {:.1} and {:.1} ms/s; RSS {:.1} MB (peak {:.1}); stream {}x{} at {mbit:.2} Mbit/s, 30 fps, 2 s GOP",
-            floor_a.cpu_ms_per_s, floor_b.cpu_ms_per_s, floor_a.rss_mb, floor_a.hwm_mb, loaded.params.width, loaded.params.height
+            "ffmpeg -rtsp_transport tcp -i rtsp://... -c copy -f null -, before and after the camesh runs: {:.1} and {:.1} ms/s; RSS {:.1} MB (peak {:.1}), {:.0} context switches/s; stream {}x{} at {mbit:.2} Mbit/s, 30 fps, 2 s GOP",
+            floor_a.cpu_ms_per_s, floor_b.cpu_ms_per_s, floor_a.rss_mb, floor_a.hwm_mb, floor_a.switches_per_s, loaded.params.width, loaded.params.height
         )),
     );
     for r in [&plain, &arena] {
@@ -351,8 +357,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             )
             .baseline("ffmpeg remux", floor)
             .note(format!(
-                "RSS {:.1} MB (peak {:.1}), {} threads; other processes {:.2} cores",
-                r.ingest.rss_mb, r.ingest.hwm_mb, r.ingest.threads, r.ingest.other_cores
+                "RSS {:.1} MB (peak {:.1}), {} threads, {:.0} context switches/s; other processes {:.2} cores",
+                r.ingest.rss_mb, r.ingest.hwm_mb, r.ingest.threads, r.ingest.switches_per_s, r.ingest.other_cores
             )),
         );
         let ratio = r.one_viewer.cpu_ms_per_s / floor;
@@ -369,8 +375,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             )
             .baseline("ffmpeg remux", floor)
             .note(format!(
-                "the viewer received {} frames ({:.2} Mbit/s), {} skips or errors; other processes {:.2} cores",
-                r.viewer_frames, r.viewer_mbit_s, r.skips, r.one_viewer.other_cores
+                "the viewer received {} frames ({:.2} Mbit/s), {} skips or errors; {:.0} context switches/s; other processes {:.2} cores",
+                r.viewer_frames, r.viewer_mbit_s, r.skips, r.one_viewer.switches_per_s, r.one_viewer.other_cores
             )),
         );
         ctx.push(

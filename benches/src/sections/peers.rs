@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::rtsp::{child_with_arg, pid_cpu_s, write_frames, GstPeer, RtspReader};
+use super::rtsp::{child_with_arg, pid_cpu_s, pid_switches, write_frames, GstPeer, RtspReader};
 use super::Ctx;
 use crate::procstat::{self, BusyMeter};
 use crate::report::Figure;
@@ -45,6 +45,8 @@ struct Point {
     /// Payload Mbit/s each reader received (RTP payload / camesh frame payload).
     mbit_per_reader: f64,
     other_cores: f64,
+    /// Context switches of the server's threads per second (wake-ups).
+    switches_per_s: f64,
     /// camesh only: skips and sequence gaps, broken streams.
     skips: u64,
     errors: u64,
@@ -61,17 +63,29 @@ impl Side {
     fn per_viewer_ms(&self, p: &Point) -> f64 {
         (p.server_cores - self.anchor.server_cores) / (p.readers - 1) as f64 * 1000.0
     }
+
+    /// Context switches per second per added reader.
+    fn per_viewer_switches(&self, p: &Point) -> f64 {
+        (p.switches_per_s - self.anchor.switches_per_s) / (p.readers - 1) as f64
+    }
 }
 
-/// Measures `cpu()` over `window`; `(server cores, other processes' cores)`.
-async fn window(window: Duration, cpu: impl Fn() -> f64) -> (f64, f64) {
+/// Measures process `pid` over `window`: its cores, its context switches per second, and
+/// other processes' cores (the harness and `pid` excluded).
+async fn window(window: Duration, pid: u32) -> Point {
     let meter = BusyMeter::start();
-    let c0 = cpu();
+    let (c0, w0) = (pid_cpu_s(pid), pid_switches(pid));
     tokio::time::sleep(window).await;
-    let c1 = cpu();
+    let (c1, w1) = (pid_cpu_s(pid), pid_switches(pid));
     let (machine, harness) = meter.cores();
-    let server = (c1 - c0) / window.as_secs_f64();
-    (server, (machine - harness - server).max(0.0))
+    let secs = window.as_secs_f64();
+    let server_cores = (c1 - c0) / secs;
+    Point {
+        server_cores,
+        other_cores: (machine - harness - server_cores).max(0.0),
+        switches_per_s: w1.saturating_sub(w0) as f64 / secs,
+        ..Point::default()
+    }
 }
 
 async fn gstreamer(ctx: &Ctx, frames: &std::path::Path) -> anyhow::Result<Side> {
@@ -83,12 +97,7 @@ async fn gstreamer(ctx: &Ctx, frames: &std::path::Path) -> anyhow::Result<Side> 
     let mut tasks = Vec::new();
     let mut side = Side::default();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (server_cores, other_cores) = window(win, || pid_cpu_s(pid)).await;
-    side.idle = Point {
-        server_cores,
-        other_cores,
-        ..Point::default()
-    };
+    side.idle = window(win, pid).await;
     for target in std::iter::once(1).chain(STEPS.iter().map(|n| n + 1)) {
         while tasks.len() < target {
             let r = RtspReader::connect(&gst.url).await?;
@@ -96,14 +105,12 @@ async fn gstreamer(ctx: &Ctx, frames: &std::path::Path) -> anyhow::Result<Side> 
         }
         tokio::time::sleep(warm).await;
         let b0 = bytes.load(Ordering::Relaxed);
-        let (server_cores, other_cores) = window(win, || pid_cpu_s(pid)).await;
+        let p = window(win, pid).await;
         let b = bytes.load(Ordering::Relaxed) - b0;
         let p = Point {
             readers: target,
-            server_cores,
             mbit_per_reader: b as f64 * 8.0 / 1e6 / win.as_secs_f64() / target as f64,
-            other_cores,
-            ..Point::default()
+            ..p
         };
         eprintln!(
             "  GStreamer: {target:>2} readers  server {:.3} cores  {:.2} Mbit/s per reader",
@@ -137,12 +144,7 @@ async fn camesh(ctx: &Ctx) -> anyhow::Result<Side> {
     let (win, warm) = (ctx.secs(6, 20), ctx.secs(2, 4));
     let mut side = Side::default();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (server_cores, other_cores) = window(win, || pid_cpu_s(pid)).await;
-    side.idle = Point {
-        server_cores,
-        other_cores,
-        ..Point::default()
-    };
+    side.idle = window(win, pid).await;
     let col = Arc::new(Collector::default());
     let cancel = CancellationToken::new();
     let (mut viewers, mut readers) = (Vec::new(), Vec::new());
@@ -156,15 +158,14 @@ async fn camesh(ctx: &Ctx) -> anyhow::Result<Side> {
         }
         tokio::time::sleep(warm).await;
         col.take();
-        let (server_cores, other_cores) = window(win, || pid_cpu_s(pid)).await;
+        let p = window(win, pid).await;
         let w = col.take();
         let p = Point {
             readers: target,
-            server_cores,
             mbit_per_reader: w.bytes as f64 * 8.0 / 1e6 / win.as_secs_f64() / target as f64,
-            other_cores,
             skips: w.skips + w.seq_gaps,
             errors: w.errors,
+            ..p
         };
         eprintln!(
             "  camesh:    {target:>2} viewers  server {:.3} cores  {:.2} Mbit/s per viewer  skips {}",
@@ -212,8 +213,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     ctx.push(
         Figure::new(S, "GStreamer, 1 reader (the anchor)", g.anchor.server_cores * 1000.0, "ms/s").note(format!(
-            "appsrc → rtph264pay → the shared media's sink → one TCP client: the stream's fixed cost plus one reader; {:.2} Mbit/s received",
-            g.anchor.mbit_per_reader
+            "appsrc (Python's need-data callback) → rtph264pay → the shared media's sink → one TCP client: the stream's fixed cost plus one reader; {:.2} Mbit/s received; {:.0} context switches/s",
+            g.anchor.mbit_per_reader, g.anchor.switches_per_s
         )),
     );
     ctx.push(
@@ -234,8 +235,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let (gv, cv) = (g.per_viewer_ms(gp), c.per_viewer_ms(cp));
         ctx.push(
             Figure::new(S, &format!("GStreamer, {n} more readers: CPU per reader"), gv, "ms/s").note(format!(
-                "server {:.3} cores with {} readers ({:.3} with the anchor alone); {:.2} Mbit/s per reader; other processes {:.2} cores",
-                gp.server_cores, gp.readers, g.anchor.server_cores, gp.mbit_per_reader, gp.other_cores
+                "server {:.3} cores with {} readers ({:.3} with the anchor alone); {:.2} Mbit/s per reader; {:.0} context switches per s per added reader ({:.0}/s with the anchor alone); other processes {:.2} cores",
+                gp.server_cores, gp.readers, g.anchor.server_cores, gp.mbit_per_reader, g.per_viewer_switches(gp), g.anchor.switches_per_s, gp.other_cores
             )),
         );
         let ratio = cv / gv;
@@ -244,8 +245,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 .target("≤ GStreamer's per reader (ratio ≤ 1.0)", ratio <= 1.0)
                 .baseline("GStreamer, same readers", gv)
                 .note(format!(
-                    "server {:.3} cores with {} viewers ({:.3} with the anchor alone); {:.2} Mbit/s per viewer; {} skips, {} broken streams; other processes {:.2} cores; camesh encrypts twice (QUIC's AES-128-GCM per viewer, the frame's AEAD once), GStreamer sends plain RTP over TCP",
-                    cp.server_cores, cp.readers, c.anchor.server_cores, cp.mbit_per_reader, cp.skips, cp.errors, cp.other_cores
+                    "server {:.3} cores with {} viewers ({:.3} with the anchor alone); {:.2} Mbit/s per viewer; {:.0} context switches per s per added viewer ({:.0}/s with the anchor alone); {} skips, {} broken streams; other processes {:.2} cores; camesh encrypts twice (QUIC's AES-128-GCM per viewer, the frame's AEAD once), GStreamer sends plain RTP over TCP",
+                    cp.server_cores, cp.readers, c.anchor.server_cores, cp.mbit_per_reader, c.per_viewer_switches(cp), c.anchor.switches_per_s, cp.skips, cp.errors, cp.other_cores
                 )),
         );
     }

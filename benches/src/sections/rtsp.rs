@@ -114,6 +114,24 @@ pub fn pid_cpu_s(pid: u32) -> f64 {
     ns as f64 / 1e9
 }
 
+/// Context switches of process `pid`'s live threads so far (voluntary + involuntary, from
+/// `/proc/<pid>/task/*/status`): how often its threads slept and were woken.
+pub fn pid_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// The child process of this one whose command line holds `arg` (the `serve-node` child).
 pub fn child_with_arg(arg: &str) -> Option<u32> {
     let me = std::process::id();
@@ -156,17 +174,28 @@ async fn request(
 ) -> anyhow::Result<(Vec<(String, String)>, String)> {
     let req = format!("{method} {url} RTSP/1.0\r\nCSeq: {cseq}\r\nUser-Agent: camesh-bench\r\n{extra}\r\n");
     conn.get_mut().write_all(req.as_bytes()).await?;
-    let mut status = String::new();
-    conn.read_line(&mut status).await?;
+    // Interleaved data may come before the answer (a PLAY on shared media that is
+    // already running): skip `$` frames.
+    loop {
+        let first = conn.fill_buf().await?.first().copied();
+        match first {
+            None => bail!("{method}: connection closed"),
+            Some(b'$') => {
+                let mut head = [0u8; 4];
+                conn.read_exact(&mut head).await?;
+                let mut skip = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]]))];
+                conn.read_exact(&mut skip).await?;
+            }
+            Some(_) => break,
+        }
+    }
+    let status = line(conn).await?;
     if !status.starts_with("RTSP/1.0 200") {
         bail!("{method}: {}", status.trim());
     }
     let mut headers = Vec::new();
     loop {
-        let mut l = String::new();
-        if conn.read_line(&mut l).await? == 0 {
-            bail!("{method}: connection closed");
-        }
+        let l = line(conn).await?;
         let l = l.trim_end();
         if l.is_empty() {
             break;
@@ -181,6 +210,15 @@ async fn request(
     let mut body = vec![0u8; len];
     conn.read_exact(&mut body).await?;
     Ok((headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One line of an RTSP answer (bytes that are not UTF-8 are replaced, not an error).
+async fn line(conn: &mut BufReader<TcpStream>) -> anyhow::Result<String> {
+    let mut l = Vec::new();
+    if conn.read_until(b'\n', &mut l).await? == 0 {
+        bail!("connection closed");
+    }
+    Ok(String::from_utf8_lossy(&l).into_owned())
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -273,10 +311,7 @@ impl RtspReader {
                     // An RTSP answer (to a keep-alive): headers, then a body if any.
                     let mut len = 0usize;
                     loop {
-                        let mut l = String::new();
-                        if self.conn.read_line(&mut l).await? == 0 {
-                            bail!("server closed the connection");
-                        }
+                        let l = line(&mut self.conn).await?;
                         if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
                             len = v.trim().parse().unwrap_or(0);
                         }
