@@ -226,8 +226,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         )
         .baseline("GStreamer, 1 reader", g.anchor.server_cores * 1000.0)
         .note(format!(
-            "the camera, its sealing, the swarm and one QUIC viewer; {:.2} Mbit/s received",
-            c.anchor.mbit_per_reader
+            "the camera, its sealing, the swarm and one QUIC viewer; {:.2} Mbit/s received; {:.0} context switches/s ({:.0} with no viewer)",
+            c.anchor.mbit_per_reader, c.anchor.switches_per_s, c.idle.switches_per_s
         )),
     );
     for (gp, cp) in g.steps.iter().zip(&c.steps) {
