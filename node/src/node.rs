@@ -161,8 +161,13 @@ impl Node {
             let hubs = hubs.clone();
             discovery::LocalCameras::new(move |me, addrs| hubs.announcements(me, addrs))
         };
-        let discovery =
-            discovery::Discovery::new(peer_id, &config.node.fleet_id, trust.clone(), directory.clone(), local);
+        let discovery = discovery::Discovery::new(
+            &attest_key,
+            &config.node.fleet_id,
+            trust.clone(),
+            directory.clone(),
+            local,
+        );
         let net = net::spawn(
             swarm,
             config.clone(),

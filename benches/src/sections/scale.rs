@@ -55,6 +55,10 @@ struct Run {
     threads: u64,
     rest_s: f64,
     rest_cores: f64,
+    /// Mean share of the fleet's other cameras in a node's directory at the end of the
+    /// rest, and the least.
+    directory_share: f64,
+    directory_min: f64,
     /// Bytes per node per minute at rest, by family (mean over nodes).
     per_node_min: std::collections::BTreeMap<String, f64>,
     /// Gossip + DHT bytes per minute of the busiest node, and its kind.
@@ -145,6 +149,18 @@ async fn one(ctx: &Ctx, n: usize) -> anyhow::Result<Run> {
         .map(|(n, b)| n.node.net().traffic().since(b))
         .collect();
     let per_min = 60.0 / rest_s;
+    // Gossip's reach: the share of the fleet's other cameras each node's directory holds.
+    let cameras = fleet.nodes.iter().filter(|n| n.camera.is_some()).count();
+    let known: Vec<f64> = fleet
+        .nodes
+        .iter()
+        .map(|n| {
+            let others = cameras - usize::from(n.camera.is_some());
+            n.node.directory().cameras().len() as f64 / others.max(1) as f64
+        })
+        .collect();
+    let directory_share = known.iter().sum::<f64>() / known.len().max(1) as f64;
+    let directory_min = known.iter().cloned().fold(f64::INFINITY, f64::min);
     let mut per_node_min = std::collections::BTreeMap::new();
     for f in Family::ALL {
         let sum: u64 = deltas.iter().map(|d| d.total(f)).sum();
@@ -173,10 +189,12 @@ async fn one(ctx: &Ctx, n: usize) -> anyhow::Result<Run> {
         }
     }
     eprintln!(
-        "   at rest until {} UTC: {rest_cores:.2} cores; gossip {:.0} B, DHT {:.0} B per node per minute",
+        "   at rest until {} UTC: {rest_cores:.2} cores; gossip {:.0} B, DHT {:.0} B per node per minute; directories hold {:.0}% of the other cameras (least {:.0}%)",
         utc_now(),
         per_node_min["gossip"],
-        per_node_min["dht"]
+        per_node_min["dht"],
+        directory_share * 100.0,
+        directory_min * 100.0
     );
 
     // Discovery by new viewers, one at a time.
@@ -205,6 +223,8 @@ async fn one(ctx: &Ctx, n: usize) -> anyhow::Result<Run> {
         threads,
         rest_s,
         rest_cores,
+        directory_share,
+        directory_min,
         per_node_min,
         busiest_node_min: busiest,
         busiest_kind,
@@ -417,8 +437,10 @@ fn report(ctx: &mut Ctx, runs: &[Run]) {
                 small.per_node_min["gossip"] / 1e3,
             )
             .note(format!(
-                "QUIC stream bytes in + out, mean over nodes over {:.0} s with no video and nobody joining; every camera is announced every 5 s to the whole fleet. Busiest node ({:?}) {:.0} kB/min of gossip + DHT; by kind {}",
+                "QUIC stream bytes in + out, mean over nodes over {:.0} s with no video and nobody joining; every camera is announced to the whole fleet (every 5 s, stretched to keep the fleet near 12 announcements a second); node directories held {:.0}% of the other cameras (the least {:.0}%). Busiest node ({:?}) {:.0} kB/min of gossip + DHT; by kind {}",
                 r.rest_s,
+                r.directory_share * 100.0,
+                r.directory_min * 100.0,
                 r.busiest_kind,
                 r.busiest_node_min / 1e3,
                 r.by_kind_min

@@ -118,6 +118,16 @@ impl Directory {
         v
     }
 
+    /// Entries held (some may have expired since the last insert).
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Peers known to serve `camera_id`, most recently seen first.
     pub fn lookup(&self, camera_id: &str) -> Vec<CameraEntry> {
         let mut v: Vec<_> = self

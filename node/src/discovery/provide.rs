@@ -76,6 +76,24 @@ const REPROVIDE_EVERY: Duration = Duration::from_secs(30);
 /// each.
 const PROVIDE_GAP: Duration = Duration::from_secs(2);
 
+/// Announcements a fleet sends per second, all nodes together, once it has so many
+/// cameras that the configured interval would send more: each node receives (and
+/// verifies) every announcement of the fleet, so this bounds what gossip costs each node
+/// at rest whatever the fleet's size (60 cameras at the preset 5 s send this many).
+pub const FLEET_ANNOUNCEMENTS_PER_S: f64 = 12.0;
+/// The longest interval between a camera's announcements: a third of the time the
+/// directory keeps an entry, so an entry outlives two lost announcements.
+pub const MAX_ANNOUNCE_EVERY: Duration = Duration::from_secs(40);
+
+/// How often this node announces its cameras when it knows of `known` cameras in the
+/// fleet (pure): the configured `every`, stretched so that the fleet as a whole sends
+/// about [`FLEET_ANNOUNCEMENTS_PER_S`], up to [`MAX_ANNOUNCE_EVERY`] (never shorter than
+/// configured).
+pub fn announce_every(every: Duration, known: usize) -> Duration {
+    let fleet = Duration::from_secs_f64(known as f64 / FLEET_ANNOUNCEMENTS_PER_S);
+    fleet.min(MAX_ANNOUNCE_EVERY).max(every)
+}
+
 /// This node's own cameras as announcements naming `me` at `addrs`: a narrow view the
 /// node builds from its media hubs, so discovery (and the swarm task) never hold them.
 #[derive(Clone)]
@@ -260,6 +278,20 @@ mod tests {
         assert_eq!(
             judge_provider(&me, None, rec(camera_key("cam1"), me)),
             Err(ProviderRefused::NotMember)
+        );
+    }
+
+    #[test]
+    fn large_fleets_announce_less_often_within_the_directorys_lifetime() {
+        let five = Duration::from_secs(5);
+        assert_eq!(announce_every(five, 0), five);
+        assert_eq!(announce_every(five, 60), five, "60 cameras: as configured");
+        assert_eq!(announce_every(five, 120), Duration::from_secs(10));
+        assert_eq!(announce_every(five, 600), MAX_ANNOUNCE_EVERY, "at most 40 s");
+        assert_eq!(
+            announce_every(Duration::from_secs(60), 600),
+            Duration::from_secs(60),
+            "never shorter than configured"
         );
     }
 

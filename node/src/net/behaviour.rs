@@ -256,15 +256,20 @@ pub fn build_swarm(
                 } else {
                     kad::Mode::Client
                 }));
+                // Unsigned by gossipsub, which would verify every copy it decodes:
+                // what needs authenticating is signed inside the message and verified
+                // once, by the judge, after gossipsub dropped the duplicates by their
+                // content's digest (`crate::discovery::gossip`).
                 let gossip_config = gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_secs(1))
-                    .validation_mode(gossipsub::ValidationMode::Strict)
+                    .validation_mode(gossipsub::ValidationMode::Permissive)
+                    .message_id_fn(crate::discovery::gossip::message_id)
                     .max_transmit_size(MAX_GOSSIP_BYTES)
                     // Every message is checked (sender is a member, content verifies) first.
                     .validate_messages()
                     .build()?;
                 let gossipsub =
-                    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
+                    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Author(peer_id), gossip_config)?;
                 Ok(Behaviour {
                     memory: memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_FRACTION),
                     pending_per_ip: ip_limits::Behaviour::new(ip_limits::MAX_PENDING_PER_IP),

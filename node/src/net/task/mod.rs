@@ -450,7 +450,8 @@ impl NetTask {
     fn announce(&mut self) {
         let connected = self.swarm.connected_peers().next().is_some();
         let addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
-        let out = self.discovery.announce(Instant::now(), connected, &addrs);
+        let tick = Duration::from_secs(self.config.node.announce_interval_s);
+        let out = self.discovery.announce(Instant::now(), tick, connected, &addrs);
         self.start_providing(out.provide);
         for p in out.publish {
             self.publish(p);
