@@ -24,7 +24,7 @@ use camesh_node::Role;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::rtsp::{pid_cpu_s, pid_status, pid_switches, write_frames, GstPeer};
+use super::rtsp::{pid_cpu_by_thread, pid_cpu_s, pid_status, pid_switches, write_frames, GstPeer};
 use super::Ctx;
 use crate::procstat::BusyMeter;
 use crate::report::Figure;
@@ -45,6 +45,8 @@ struct Usage {
     threads: u64,
     /// Context switches of its threads per second (wake-ups).
     switches_per_s: f64,
+    /// ms of CPU per second by thread name.
+    cpu_by_thread: BTreeMap<String, f64>,
     other_cores: f64,
     /// RSS by kind of mapping, MB (`/proc/<pid>/smaps`).
     rss_by_kind: BTreeMap<String, f64>,
@@ -56,8 +58,15 @@ fn mb(kb: u64) -> f64 {
 
 async fn measure(pid: u32, win: Duration) -> Usage {
     let meter = BusyMeter::start();
-    let (c0, w0) = (pid_cpu_s(pid), pid_switches(pid));
+    let (c0, w0, t0) = (pid_cpu_s(pid), pid_switches(pid), pid_cpu_by_thread(pid));
     tokio::time::sleep(win).await;
+    let cpu_by_thread = pid_cpu_by_thread(pid)
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v - t0.get(&k).copied().unwrap_or(0.0);
+            (k, d / win.as_secs_f64() * 1000.0)
+        })
+        .collect();
     let cpu = (pid_cpu_s(pid) - c0) / win.as_secs_f64();
     let switches_per_s = pid_switches(pid).saturating_sub(w0) as f64 / win.as_secs_f64();
     let (machine, harness) = meter.cores();
@@ -67,6 +76,7 @@ async fn measure(pid: u32, win: Duration) -> Usage {
         hwm_mb: mb(pid_status(pid, "VmHWM:")),
         threads: pid_status(pid, "Threads:"),
         switches_per_s,
+        cpu_by_thread,
         other_cores: (machine - harness - cpu).max(0.0),
         rss_by_kind: rss_by_kind(pid),
     }
@@ -81,11 +91,16 @@ fn rss_by_kind(pid: u32) -> BTreeMap<String, f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
     let mut out: BTreeMap<String, f64> = BTreeMap::new();
     let mut files: BTreeMap<String, f64> = BTreeMap::new();
-    let (mut kind, mut file) = (String::new(), String::new());
+    let (mut kind, mut file, mut perms, mut size_kb) = (String::new(), String::new(), String::new(), 0u64);
     for line in text.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             let path = line.split_whitespace().nth(5).unwrap_or("");
+            perms = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            size_kb = first
+                .split_once('-')
+                .and_then(|(a, b)| Some((u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?) / 1024))
+                .unwrap_or(0);
             file = path.rsplit('/').next().unwrap_or("").to_string();
             kind = match path {
                 "" => "anonymous (malloc arenas, thread stacks, large allocations)",
@@ -102,6 +117,19 @@ fn rss_by_kind(pid: u32) -> BTreeMap<String, f64> {
             match key {
                 "Rss" => {
                     *out.entry(kind.clone()).or_default() += kb;
+                    // Thread stacks: tokio's and std's threads get 2 MiB anonymous stacks.
+                    if kind.starts_with("anonymous") && size_kb == 2048 {
+                        *out.entry("of which 2 MiB anonymous mappings (thread stacks)".into())
+                            .or_default() += kb;
+                    }
+                    if kind == "program file" {
+                        let seg = match perms.get(..3) {
+                            Some("r-x") => "program file: code",
+                            Some("rw-") => "program file: writable data",
+                            _ => "program file: read-only data (constants, relocated tables)",
+                        };
+                        *out.entry(seg.into()).or_default() += kb;
+                    }
                     if file.contains(".so") || file.starts_with("camesh-node") {
                         *files.entry(file.clone()).or_default() += kb;
                     }
@@ -291,6 +319,15 @@ async fn node_run(
     })
 }
 
+fn by_thread(u: &Usage) -> String {
+    u.cpu_by_thread
+        .iter()
+        .filter(|(_, v)| **v >= 0.05)
+        .map(|(k, v)| format!("{k} {v:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn kinds(u: &Usage) -> String {
     u.rss_by_kind
         .iter()
@@ -357,7 +394,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             )
             .baseline("ffmpeg remux", floor)
             .note(format!(
-                "RSS {:.1} MB (peak {:.1}), {} threads, {:.0} context switches/s; other processes {:.2} cores",
+                "ms/s by thread: {}; RSS {:.1} MB (peak {:.1}), {} threads, {:.0} context switches/s; other processes {:.2} cores",
+                by_thread(&r.ingest),
                 r.ingest.rss_mb, r.ingest.hwm_mb, r.ingest.threads, r.ingest.switches_per_s, r.ingest.other_cores
             )),
         );
@@ -375,7 +413,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             )
             .baseline("ffmpeg remux", floor)
             .note(format!(
-                "the viewer received {} frames ({:.2} Mbit/s), {} skips or errors; {:.0} context switches/s; other processes {:.2} cores",
+                "ms/s by thread: {}; the viewer received {} frames ({:.2} Mbit/s), {} skips or errors; {:.0} context switches/s; other processes {:.2} cores",
+                by_thread(&r.one_viewer),
                 r.viewer_frames, r.viewer_mbit_s, r.skips, r.one_viewer.switches_per_s, r.one_viewer.other_cores
             )),
         );

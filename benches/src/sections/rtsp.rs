@@ -114,6 +114,24 @@ pub fn pid_cpu_s(pid: u32) -> f64 {
     ns as f64 / 1e9
 }
 
+/// CPU seconds of process `pid`'s live threads by thread name (`comm`: tokio's workers,
+/// camesh's `rtsp-source` ingest thread, ...), from `/proc/<pid>/task/*/{comm,schedstat}`.
+pub fn pid_cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+            .unwrap_or(0);
+        *out.entry(comm.trim().to_string()).or_default() += ns as f64 / 1e9;
+    }
+    out
+}
+
 /// Context switches of process `pid`'s live threads so far (voluntary + involuntary, from
 /// `/proc/<pid>/task/*/status`): how often its threads slept and were woken.
 pub fn pid_switches(pid: u32) -> u64 {
