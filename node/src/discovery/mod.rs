@@ -156,7 +156,11 @@ mod tests {
         let (t0, tick) = (Instant::now(), Duration::from_secs(5));
         let at = |s: u64| t0 + Duration::from_secs(s);
         assert_eq!(d.announce(at(0), tick, true, &[]).publish.len(), 1);
-        assert_eq!(d.announce(at(5), tick, true, &[]).publish.len(), 1, "few cameras: every tick");
+        assert_eq!(
+            d.announce(at(5), tick, true, &[]).publish.len(),
+            1,
+            "few cameras: every tick"
+        );
         // The directory learns of 600 cameras: the fleet would send 120 a second.
         for i in 0..600 {
             let peer = PeerId::random();
