@@ -6,7 +6,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::clip::{fps_plausible, ClipBuilder, Timing};
-use super::parts::{audio_track, describe_streams, ticks_90k, MAX_AUDIO_BYTES};
+use super::parts::{audio_track, describe_streams, extradata, ticks_90k, MAX_AUDIO_BYTES};
 use super::{Clip, SourceError, SourceOptions, MAX_FILE_BYTES};
 use crate::media::h264::{avcc_nals_with_length_size, nal_type, parse_avc_config, split_annexb, NalType};
 use crate::media::{init_ffmpeg, CLOCK_HZ};
@@ -168,24 +168,4 @@ pub(super) fn load_container(path: &Path, opts: &SourceOptions) -> Result<Clip, 
         .find(|&(n, d)| fps_plausible(n, d));
     builder.audio = audio.map(|a| (a.params, audio_units));
     builder.finish(path, opts, Timing::Container { rate })
-}
-
-/// The codec extradata of a stream (the avcC record for MP4/MKV, or Annex B SPS/PPS).
-///
-/// `ffmpeg-next` has no safe accessor for it, hence the one unsafe block in this module.
-#[allow(unsafe_code)]
-pub(super) fn extradata(params: &ffmpeg_next::codec::Parameters) -> Vec<u8> {
-    // SAFETY: `params` wraps the AVCodecParameters of a stream of an input context that
-    // `params` itself keeps alive, and nothing mutates it during this call. FFmpeg's
-    // contract is that a non-null `extradata` points to `extradata_size` readable bytes;
-    // we check both and copy the bytes out before returning.
-    unsafe {
-        let p = params.as_ptr();
-        let data = (*p).extradata;
-        let size = usize::try_from((*p).extradata_size).unwrap_or(0);
-        if data.is_null() || size == 0 {
-            return Vec::new();
-        }
-        std::slice::from_raw_parts(data, size).to_vec()
-    }
 }

@@ -1,14 +1,13 @@
 //! Pieces every source shares, pure or nearly: sorting one access unit's NAL units into
 //! parameter sets and pictures (keeping the latest SPS/PPS, putting them in front of a
-//! keyframe), reducing frame rates, naming a container's streams in an error, and finding
-//! the audio stream camesh carries.
+//! keyframe), reducing frame rates, naming a container's streams in an error, finding
+//! the audio stream camesh carries, and reading a stream's codec extradata.
 //!
 //! Files ([`super::clip`], [`super::container`]) and RTSP cameras ([`super::rtsp`]) go
 //! through the same code here, so a keyframe is built the same way whatever its origin.
 
 use bytes::Bytes;
 
-use super::container::extradata;
 use crate::media::h264::{nal_type, NalType};
 use crate::media::{AudioCodec, AudioParams, CLOCK_HZ};
 
@@ -102,6 +101,26 @@ pub(super) fn describe_streams(input: &ffmpeg_next::format::context::Input) -> S
         "no streams".to_string()
     } else {
         streams.join(", ")
+    }
+}
+
+/// The codec extradata of a stream (the avcC record for MP4/MKV, or Annex B SPS/PPS).
+///
+/// `ffmpeg-next` has no safe accessor for it, hence the one unsafe block in this module.
+#[allow(unsafe_code)]
+pub(super) fn extradata(params: &ffmpeg_next::codec::Parameters) -> Vec<u8> {
+    // SAFETY: `params` wraps the AVCodecParameters of a stream of an input context that
+    // `params` itself keeps alive, and nothing mutates it during this call. FFmpeg's
+    // contract is that a non-null `extradata` points to `extradata_size` readable bytes;
+    // we check both and copy the bytes out before returning.
+    unsafe {
+        let p = params.as_ptr();
+        let data = (*p).extradata;
+        let size = usize::try_from((*p).extradata_size).unwrap_or(0);
+        if data.is_null() || size == 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(data, size).to_vec()
     }
 }
 

@@ -36,9 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::clip::fps_plausible;
-use super::container::extradata;
 use super::normalize::{LiveNormalizer, MAX_AU_BYTES, MAX_REORDER};
-use super::parts::{audio_track, describe_streams, ticks_90k, MAX_AUDIO_BYTES};
+use super::parts::{audio_track, describe_streams, extradata, ticks_90k, MAX_AUDIO_BYTES};
 use super::{SourceError, SourceEvent};
 use crate::addr::{check_url, redact};
 use crate::clock::process_ms;
