@@ -24,6 +24,39 @@ fn rtsp_camera(id: &str, url: String) -> CameraConfig {
     c
 }
 
+/// GStreamer's RTSP server with live H.264 plus AAC 48 kHz (`/aac`) and plus G.711 A-law
+/// (`/pcma`), and a camera node in `dir/cam` pulling both as `cam-aac` and `cam-pcma`
+/// (and serving `extra` too). Keep the server: it stops when dropped.
+async fn aac_and_pcma_cameras(dir: &Path, extra: Vec<CameraConfig>) -> (RtspServer, camesh_node::NodeHandle) {
+    let server = RtspServer::start(&[
+        Mount::live("/aac", "320x240,fps=30,gop=30,audio=aac"),
+        Mount::live("/pcma", "320x240,fps=30,gop=30,audio=pcma"),
+    ]);
+    let mut c = loopback_config(Role::Camera, FLEET);
+    c.cameras = vec![
+        rtsp_camera("cam-aac", server.url("/aac")),
+        rtsp_camera("cam-pcma", server.url("/pcma")),
+    ];
+    c.cameras.extend(extra);
+    let cam = spawn_node(c, &dir.join("cam")).await;
+    (server, cam)
+}
+
+/// What `ffmpeg -v error` says while decoding `file` (empty: it decodes cleanly).
+fn decode_errors(file: &Path) -> String {
+    let ff = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    let mut errors = String::from_utf8_lossy(&ff.stderr).trim().to_owned();
+    if !ff.status.success() && errors.is_empty() {
+        errors = format!("ffmpeg exited with {}", ff.status);
+    }
+    errors
+}
+
 /// ffprobe of `file`: per stream (codec, sample rate, packets, payload bytes).
 fn probe(file: &Path) -> Vec<(String, u64, u64, u64)> {
     let out = Command::new("ffprobe")
@@ -98,19 +131,10 @@ async fn audio_reaches_a_viewer_beside_the_video() {
     if !rtsp_server_or_skip("audio_reaches_a_viewer_beside_the_video") {
         return;
     }
-    let server = RtspServer::start(&[
-        Mount::live("/aac", "320x240,fps=30,gop=30,audio=aac"),
-        Mount::live("/pcma", "320x240,fps=30,gop=30,audio=pcma"),
-    ]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = loopback_config(Role::Camera, FLEET);
-    c.cameras = vec![
-        rtsp_camera("cam-aac", server.url("/aac")),
-        rtsp_camera("cam-pcma", server.url("/pcma")),
-        // A file with sound: the 880 Hz beep fixture, looping.
-        camera("cam-file", "cam-640x360-30fps-gop2s-aac.mp4"),
-    ];
-    let cam = spawn_node(c, &dir.path().join("cam")).await;
+    // And a file with sound: the 880 Hz beep fixture, looping.
+    let file = camera("cam-file", "cam-640x360-30fps-gop2s-aac.mp4");
+    let (_server, cam) = aac_and_pcma_cameras(dir.path(), vec![file]).await;
     let boot = cam.dial_addrs().await.expect("addrs");
     let viewer = dir.path().join("viewer");
     mesh_folder(&viewer, FLEET, "viewer", &["*"], Rights::LIVE);
@@ -141,17 +165,8 @@ async fn audio_reaches_a_viewer_beside_the_video() {
         audio.2,
         video.2
     );
-    let ff = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&mkv)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg");
-    assert!(
-        ff.status.success() && ff.stderr.is_empty(),
-        "the file decodes cleanly: {}",
-        String::from_utf8_lossy(&ff.stderr)
-    );
+    let errors = decode_errors(&mkv);
+    assert!(errors.is_empty(), "the file decodes cleanly: {errors}");
 
     // G.711 A-law (in Matroska: MPEG-TS has no standard mapping for it): one byte per
     // sample at 8 kHz, as many seconds as video.
@@ -271,17 +286,8 @@ async fn the_gateways_live_mp4_carries_the_audio() {
     if !rtsp_server_or_skip("the_gateways_live_mp4_carries_the_audio") {
         return;
     }
-    let server = RtspServer::start(&[
-        Mount::live("/aac", "320x240,fps=30,gop=30,audio=aac"),
-        Mount::live("/pcma", "320x240,fps=30,gop=30,audio=pcma"),
-    ]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = loopback_config(Role::Camera, FLEET);
-    c.cameras = vec![
-        rtsp_camera("cam-aac", server.url("/aac")),
-        rtsp_camera("cam-pcma", server.url("/pcma")),
-    ];
-    let cam = spawn_node(c, &dir.path().join("cam")).await;
+    let (_server, cam) = aac_and_pcma_cameras(dir.path(), vec![]).await;
     for id in ["cam-aac", "cam-pcma"] {
         let hub = cam.hubs().get(id).expect("hub");
         assert!(
@@ -337,18 +343,8 @@ async fn the_gateways_live_mp4_carries_the_audio() {
         video.2
     );
 
-    let ff = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(dir.path().join("aac.mp4"))
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg");
-    let errors = String::from_utf8_lossy(&ff.stderr);
-    println!("ffmpeg on aac.mp4: {errors:?}");
-    assert!(
-        ff.status.success() && errors.trim().is_empty(),
-        "live.mp4 decodes cleanly: {errors}"
-    );
+    let errors = decode_errors(&dir.path().join("aac.mp4"));
+    assert!(errors.is_empty(), "live.mp4 decodes cleanly: {errors}");
 
     let (_, p) = fetch(local.local_addr(), "/cam/cam-pcma/live.mp4?audio=on", "pcma.mp4").await;
     println!("pcma live.mp4?audio=on: {p:?}");
@@ -387,17 +383,8 @@ async fn the_nvr_records_the_audio_and_exports_it_in_the_mp4() {
     if !rtsp_server_or_skip("the_nvr_records_the_audio_and_exports_it_in_the_mp4") {
         return;
     }
-    let server = RtspServer::start(&[
-        Mount::live("/aac", "320x240,fps=30,gop=30,audio=aac"),
-        Mount::live("/pcma", "320x240,fps=30,gop=30,audio=pcma"),
-    ]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = loopback_config(Role::Camera, FLEET);
-    c.cameras = vec![
-        rtsp_camera("cam-aac", server.url("/aac")),
-        rtsp_camera("cam-pcma", server.url("/pcma")),
-    ];
-    let cam = spawn_node(c, &dir.path().join("cam")).await;
+    let (_server, cam) = aac_and_pcma_cameras(dir.path(), vec![]).await;
     let cam_addr = cam.dial_addrs().await.expect("addrs").remove(0);
     let nvr_dir = dir.path().join("nvr");
     nvr_folder(&nvr_dir, FLEET, &cam_addr, "cam-aac", |c| {
@@ -483,17 +470,8 @@ async fn the_nvr_records_the_audio_and_exports_it_in_the_mp4() {
             (audio_s - video_s).abs() <= video_s * 0.2,
             "{id}: {audio_s:.2} s of audio for {video_s:.2} s of video"
         );
-        let ff = Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
-            .arg(&mp4)
-            .args(["-f", "null", "-"])
-            .output()
-            .expect("ffmpeg");
-        let errors = String::from_utf8_lossy(&ff.stderr);
-        assert!(
-            ff.status.success() && errors.trim().is_empty(),
-            "{id}: decodes cleanly: {errors}"
-        );
+        let errors = decode_errors(&mp4);
+        assert!(errors.is_empty(), "{id}: decodes cleanly: {errors}");
     }
     drop(nvr);
     cam.shutdown();
