@@ -85,27 +85,13 @@ pub(super) fn trak(b: &mut Boxes, a: &AudioParams) {
     b.u16(0); // balance
     b.u16(0);
     b.close();
-    b.open(b"dinf");
-    b.full(b"dref", 0, 0);
-    b.u32(1);
-    b.full(b"url ", 0, 1);
-    b.close();
-    b.close();
-    b.close();
+    b.dinf();
     b.open(b"stbl");
     b.full(b"stsd", 0, 0);
     b.u32(1);
     sample_entry(b, a, rate, channels);
     b.close(); // stsd
-    for kind in [b"stts", b"stsc", b"stco"] {
-        b.full(kind, 0, 0);
-        b.u32(0);
-        b.close();
-    }
-    b.full(b"stsz", 0, 0);
-    b.u32(0);
-    b.u32(0);
-    b.close();
+    b.empty_sample_tables();
     b.close(); // stbl
     b.close(); // minf
     b.close(); // mdia

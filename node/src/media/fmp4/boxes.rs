@@ -49,4 +49,29 @@ impl Boxes {
             self.u32(v);
         }
     }
+
+    /// `dinf` with one `dref` entry: the media is in this file.
+    pub(super) fn dinf(&mut self) {
+        self.open(b"dinf");
+        self.full(b"dref", 0, 0);
+        self.u32(1);
+        self.full(b"url ", 0, 1);
+        self.close();
+        self.close();
+        self.close();
+    }
+
+    /// The sample tables of a fragmented track: all empty (the samples are in the
+    /// fragments).
+    pub(super) fn empty_sample_tables(&mut self) {
+        for kind in [b"stts", b"stsc", b"stco"] {
+            self.full(kind, 0, 0);
+            self.u32(0);
+            self.close();
+        }
+        self.full(b"stsz", 0, 0);
+        self.u32(0);
+        self.u32(0);
+        self.close();
+    }
 }

@@ -352,13 +352,7 @@ pub fn init_segment_with(sps: &[u8], pps: &[u8], audio: Option<&AudioParams>) ->
     b.full(b"vmhd", 0, 1);
     b.zeros(8);
     b.close();
-    b.open(b"dinf");
-    b.full(b"dref", 0, 0);
-    b.u32(1);
-    b.full(b"url ", 0, 1); // media in this file
-    b.close();
-    b.close();
-    b.close();
+    b.dinf();
     b.open(b"stbl");
     b.full(b"stsd", 0, 0);
     b.u32(1);
@@ -399,15 +393,7 @@ pub fn init_segment_with(sps: &[u8], pps: &[u8], audio: Option<&AudioParams>) ->
     b.close(); // avcC
     b.close(); // avc1
     b.close(); // stsd
-    for kind in [b"stts", b"stsc", b"stco"] {
-        b.full(kind, 0, 0);
-        b.u32(0);
-        b.close();
-    }
-    b.full(b"stsz", 0, 0);
-    b.u32(0);
-    b.u32(0);
-    b.close();
+    b.empty_sample_tables();
     b.close(); // stbl
     b.close(); // minf
     b.close(); // mdia
