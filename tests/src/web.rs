@@ -169,9 +169,16 @@ pub fn open_page_in(ns: Option<&str>, chromium: &str, url: &str, profile: &Path)
     spawn_page(ns, chromium, url, profile, &[])
 }
 
-fn spawn_page(ns: Option<&str>, chromium: &str, url: &str, profile: &Path, switches: &[&str]) -> tokio::process::Child {
+/// Environment for a Chromium using `profile`: its singleton socket folder (TMPDIR) and
+/// PulseAudio's runtime folder (XDG_RUNTIME_DIR) beside the profile, in the test's
+/// temporary directory, not in /tmp where nothing removes them.
+pub fn chromium_env(profile: &Path) -> [(&'static str, std::path::PathBuf); 2] {
     let tmp = profile.parent().unwrap_or(profile).join("chromium-tmp");
     std::fs::create_dir_all(&tmp).expect("chromium's temporary folder");
+    [("TMPDIR", tmp.clone()), ("XDG_RUNTIME_DIR", tmp)]
+}
+
+fn spawn_page(ns: Option<&str>, chromium: &str, url: &str, profile: &Path, switches: &[&str]) -> tokio::process::Child {
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = tokio::process::Command::new("ip");
@@ -191,10 +198,7 @@ fn spawn_page(ns: Option<&str>, chromium: &str, url: &str, profile: &Path, switc
         "--window-size=390,844",
     ])
     .args(switches)
-    // Chromium's singleton socket folder and PulseAudio's runtime folder go beside the
-    // profile (the test's temporary directory), not into /tmp where nothing removes them.
-    .env("TMPDIR", &tmp)
-    .env("XDG_RUNTIME_DIR", &tmp)
+    .envs(chromium_env(profile))
     .arg(format!("--user-data-dir={}", profile.display()))
     .arg(url)
     .stdin(Stdio::null())

@@ -38,6 +38,8 @@ async fn load(chromium: &str, url: &str, profile: &Path) -> Load {
             "--virtual-time-budget=20000",
             "--dump-dom",
         ])
+        // Chromium's singleton and PulseAudio's runtime folders beside the profile, not in /tmp.
+        .envs(camesh_tests::web::chromium_env(&profile))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .stdin(Stdio::null())

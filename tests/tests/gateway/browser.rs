@@ -110,6 +110,8 @@ async fn headless_chromium_plays_the_live_page() {
             "--autoplay-policy=no-user-gesture-required",
             "--mute-audio",
         ])
+        // Chromium's singleton and PulseAudio's runtime folders beside the profile, not in /tmp.
+        .envs(camesh_tests::web::chromium_env(&profile))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(&url)
         .stdin(Stdio::null())
