@@ -39,7 +39,7 @@ async fn load(chromium: &str, url: &str, profile: &Path) -> Load {
             "--dump-dom",
         ])
         // Chromium's singleton and PulseAudio's runtime folders beside the profile, not in /tmp.
-        .envs(camesh_tests::web::chromium_env(&profile))
+        .envs(camesh_tests::web::chromium_env(profile))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .stdin(Stdio::null())
