@@ -66,20 +66,7 @@ pub(super) fn trak(b: &mut Boxes, a: &AudioParams) {
     b.close();
 
     b.open(b"mdia");
-    b.full(b"mdhd", 0, 0);
-    b.u32(0);
-    b.u32(0);
-    b.u32(rate);
-    b.u32(0);
-    b.u16(0x55c4); // language "und"
-    b.u16(0);
-    b.close();
-    b.full(b"hdlr", 0, 0);
-    b.u32(0);
-    b.bytes(b"soun");
-    b.zeros(12);
-    b.bytes(b"camesh audio\0");
-    b.close();
+    b.media_header(rate, b"soun", "camesh audio");
     b.open(b"minf");
     b.full(b"smhd", 0, 0);
     b.u16(0); // balance

@@ -74,4 +74,23 @@ impl Boxes {
         self.u32(0);
         self.close();
     }
+
+    /// `mdhd` (this timescale, language "und") and `hdlr` (`handler`, named `name`).
+    pub(super) fn media_header(&mut self, timescale: u32, handler: &[u8; 4], name: &str) {
+        self.full(b"mdhd", 0, 0);
+        self.u32(0);
+        self.u32(0);
+        self.u32(timescale);
+        self.u32(0);
+        self.u16(0x55c4); // language "und"
+        self.u16(0);
+        self.close();
+        self.full(b"hdlr", 0, 0);
+        self.u32(0);
+        self.bytes(handler);
+        self.zeros(12);
+        self.bytes(name.as_bytes());
+        self.u8(0);
+        self.close();
+    }
 }

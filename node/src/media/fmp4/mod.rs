@@ -334,20 +334,7 @@ pub fn init_segment_with(sps: &[u8], pps: &[u8], audio: Option<&AudioParams>) ->
     b.close();
 
     b.open(b"mdia");
-    b.full(b"mdhd", 0, 0);
-    b.u32(0);
-    b.u32(0);
-    b.u32(CLOCK_HZ as u32);
-    b.u32(0);
-    b.u16(0x55c4); // language "und"
-    b.u16(0);
-    b.close();
-    b.full(b"hdlr", 0, 0);
-    b.u32(0);
-    b.bytes(b"vide");
-    b.zeros(12);
-    b.bytes(b"camesh video\0");
-    b.close();
+    b.media_header(CLOCK_HZ as u32, b"vide", "camesh video");
     b.open(b"minf");
     b.full(b"vmhd", 0, 1);
     b.zeros(8);
